@@ -1,0 +1,11 @@
+"""fracsgd: the fractal dynamics of stochastic gradient descent, in JAX.
+
+Implements and tests Hennick & De Baerdemacker, "Almost Bayesian: The Fractal Dynamics of
+Stochastic Gradient Descent" (arXiv 2503.22478).
+"""
+
+from fracsgd import data, models, train
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "data", "models", "train"]

@@ -1,0 +1,360 @@
+"""Fully connected networks with maskable widths: ReLU MLPs (optionally with BatchNorm) and deep
+linear networks.
+
+Parameters are plain pytrees::
+
+    {"layers": [{"w": (fan_in, fan_out), "b": (fan_out,)}, ...],        # "b" absent for deep_linear
+     "bn": [{"scale": (h,), "bias": (h,)}, ...],                        # batch_norm=True only
+     "batch_stats": [{"mean": (h,), "var": (h,)}, ...]}                 # batch_norm=True only
+
+Layers act on row vectors, ``h_{l+1} = h_l @ w_l + b_l``; for a deep linear network the layer
+``w`` is the transpose of the factor ``W_s`` of theory.md Appendix A (``y = W_L ⋯ W_1 x``).
+
+**Width masks.** A network allocated at the largest widths plus a :data:`~fracsgd._types.WidthMask`
+(one boolean vector per hidden layer) computes exactly the narrower network: inactive units are
+multiplied by zero after their nonlinearity, so they contribute nothing to the output and receive
+exactly zero gradient; :func:`Model.param_mask` marks the parameters that exist in the narrow
+network, and the training loop and samplers multiply every update and every noise draw by it.
+
+**Nested initialisation.** Weight ``w_l[i, j]`` is drawn from a key that depends only on
+``(key, l, i, j)`` and scaled by ``sqrt(gain / fan_in)`` with the *true* (active) fan-in, so the
+narrow network is literally a sub-network of the wide one with the same key: masked and unmasked
+initialisations are bitwise identical on the active block. He scaling (gain 2) before ReLUs,
+LeCun scaling (gain 1) for the output layer and for deep linear networks; biases start at zero.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from fracsgd._types import Array, PRNGKey, PyTree, WidthMask
+
+_BN_EPS = 1e-5
+_BN_MOMENTUM = 0.9  # running = momentum * running + (1 - momentum) * batch (PyTorch's 0.1 update)
+
+
+class Model(NamedTuple):
+    """A network as pure functions over a parameter pytree (see the module docstring).
+
+    Attributes:
+        init: ``init(key, mask=None) -> params``.
+        apply: ``apply(params, x, mask=None) -> outputs`` (inference; BatchNorm uses the running
+            statistics stored in ``params["batch_stats"]``).
+        apply_train: ``apply_train(params, x, mask=None) -> (outputs, batch_stats)``: training
+            mode; BatchNorm normalises with the minibatch statistics and returns updated running
+            statistics (an empty list without BatchNorm).
+        param_mask: ``param_mask(mask=None) -> pytree`` of float 0/1 shaped like ``params``: 1
+            for every trainable parameter that exists in the (narrow) network, 0 for padding and
+            for BatchNorm running statistics. Updates, noise and displacements are multiplied by it.
+        width_mask: ``width_mask(hidden) -> WidthMask`` for hidden widths no larger than the
+            allocated ones.
+        num_params: ``num_params(mask=None) -> int`` trainable parameters of the (narrow) network
+            (a traced integer under ``jit``).
+        widths: allocated widths ``(input, hidden..., output)``.
+        kind: ``"mlp"`` or ``"deep_linear"``.
+        batch_norm: whether hidden layers are followed by BatchNorm.
+    """
+
+    init: Callable[..., PyTree]
+    apply: Callable[..., Array]
+    apply_train: Callable[..., tuple[Array, Any]]
+    param_mask: Callable[..., PyTree]
+    width_mask: Callable[[Sequence[int]], WidthMask]
+    num_params: Callable[..., Any]
+    widths: tuple[int, ...]
+    kind: str
+    batch_norm: bool
+
+    @property
+    def hidden(self) -> tuple[int, ...]:
+        """The allocated hidden widths."""
+        return self.widths[1:-1]
+
+
+def _check_widths(widths: Sequence[int], name: str = "widths") -> tuple[int, ...]:
+    if isinstance(widths, str | bytes):
+        raise ValueError(f"{name} must be a sequence of positive integers, got {widths!r}")
+    try:
+        ws = tuple(int(w) for w in widths)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a sequence of positive integers, got {widths!r}") from err
+    if any(int(w) != w for w in widths) or any(isinstance(w, bool) for w in widths):
+        raise ValueError(f"{name} must contain integers, got {widths!r}")
+    if len(ws) < 2:
+        raise ValueError(f"{name} needs at least (input, output), got {widths!r}")
+    if any(w <= 0 for w in ws):
+        raise ValueError(f"{name} must all be positive (width > 0), got {widths!r}")
+    return ws
+
+
+def _indexed_normal(key: PRNGKey, shape: tuple[int, int]) -> Array:
+    """Standard normals whose entry ``[i, j]`` depends only on ``(key, i, j)``.
+
+    Unlike ``jax.random.normal(key, shape)`` the values do not depend on ``shape``, which is
+    what makes narrow networks sub-networks of wide ones (nested initialisation).
+    """
+    rows = jnp.arange(shape[0], dtype=jnp.uint32)
+    cols = jnp.arange(shape[1], dtype=jnp.uint32)
+
+    def entry(i: Array, j: Array) -> Array:
+        k = jax.random.fold_in(jax.random.fold_in(key, i), j)
+        return jax.random.normal(k, (), dtype=jnp.float32)
+
+    return jax.vmap(lambda i: jax.vmap(lambda j: entry(i, j))(cols))(rows)
+
+
+def _row(v: Array, like: Array) -> Array:
+    """``v`` of shape ``(h,)`` reshaped to broadcast against ``like`` of shape ``(..., h)``
+    (explicit, so that strict rank promotion holds)."""
+    return v.reshape((1,) * (like.ndim - 1) + v.shape)
+
+
+def _full_masks(widths: tuple[int, ...]) -> list[Array]:
+    """Unit masks for every layer boundary (input, hidden..., output), all active."""
+    return [jnp.ones((w,), jnp.float32) for w in widths]
+
+
+def _unit_masks(widths: tuple[int, ...], mask: WidthMask | None) -> list[Array]:
+    units = _full_masks(widths)
+    if mask is None:
+        return units
+    if len(mask) != len(widths) - 2:
+        raise ValueError(
+            f"mask must have one vector per hidden layer ({len(widths) - 2}), got {len(mask)}"
+        )
+    for l, m in enumerate(mask):
+        units[l + 1] = jnp.asarray(m, jnp.float32)
+    return units
+
+
+@functools.lru_cache(maxsize=256)
+def _build(widths: tuple[int, ...], kind: str, batch_norm: bool) -> Model:
+    num_layers = len(widths) - 1
+    linear = kind == "deep_linear"
+    use_bias = not linear and not batch_norm
+
+    def init(key: PRNGKey, mask: WidthMask | None = None) -> PyTree:
+        units = _unit_masks(widths, mask)
+        layers = []
+        for l in range(num_layers):
+            k = jax.random.fold_in(key, l)
+            fan_in = jnp.maximum(jnp.sum(units[l]), 1.0)
+            gain = 1.0 if (linear or l == num_layers - 1) else 2.0
+            w = _indexed_normal(k, (widths[l], widths[l + 1])) * jnp.sqrt(gain / fan_in)
+            w = w * units[l][:, None] * units[l + 1][None, :]
+            layer = {"w": w}
+            if use_bias or (batch_norm and l == num_layers - 1):
+                layer["b"] = jnp.zeros((widths[l + 1],), jnp.float32)
+            layers.append(layer)
+        params: dict[str, Any] = {"layers": layers}
+        if batch_norm:
+            params["bn"] = [
+                {"scale": units[l + 1] * 1.0, "bias": jnp.zeros((widths[l + 1],), jnp.float32)}
+                for l in range(num_layers - 1)
+            ]
+            params["batch_stats"] = [
+                {"mean": jnp.zeros((widths[l + 1],)), "var": units[l + 1] * 1.0}
+                for l in range(num_layers - 1)
+            ]
+        return params
+
+    def _forward(params: PyTree, x: Array, mask: WidthMask | None, train: bool):
+        units = _unit_masks(widths, mask)
+        h = x
+        new_stats: list[dict[str, Array]] = []
+        for l, layer in enumerate(params["layers"]):
+            z = h @ layer["w"]
+            if "b" in layer:
+                z = z + _row(layer["b"], z)
+            if l == num_layers - 1:
+                return z, new_stats
+            if batch_norm:
+                stats = params["batch_stats"][l]
+                if train:
+                    mean = jnp.mean(z, axis=0)
+                    var = jnp.mean(jnp.square(z - _row(mean, z)), axis=0)
+                    new_stats.append(
+                        {
+                            "mean": _BN_MOMENTUM * stats["mean"]
+                            + (1 - _BN_MOMENTUM) * jax.lax.stop_gradient(mean),
+                            "var": _BN_MOMENTUM * stats["var"]
+                            + (1 - _BN_MOMENTUM) * jax.lax.stop_gradient(var),
+                        }
+                    )
+                else:
+                    mean, var = stats["mean"], stats["var"]
+                bn = params["bn"][l]
+                scale = jax.lax.rsqrt(var + _BN_EPS) * bn["scale"]
+                z = (z - _row(mean, z)) * _row(scale, z) + _row(bn["bias"], z)
+            h = z if linear else jax.nn.relu(z)
+            h = h * _row(units[l + 1], h)
+        raise AssertionError("unreachable")
+
+    def apply(params: PyTree, x: Array, mask: WidthMask | None = None) -> Array:
+        return _forward(params, x, mask, train=False)[0]
+
+    def apply_train(params: PyTree, x: Array, mask: WidthMask | None = None):
+        return _forward(params, x, mask, train=True)
+
+    def param_mask(mask: WidthMask | None = None) -> PyTree:
+        units = _unit_masks(widths, mask)
+        layers = []
+        for l in range(num_layers):
+            layer = {"w": units[l][:, None] * units[l + 1][None, :]}
+            if use_bias or (batch_norm and l == num_layers - 1):
+                layer["b"] = units[l + 1] * 1.0
+            layers.append(layer)
+        out: dict[str, Any] = {"layers": layers}
+        if batch_norm:
+            out["bn"] = [
+                {"scale": units[l + 1] * 1.0, "bias": units[l + 1] * 1.0}
+                for l in range(num_layers - 1)
+            ]
+            out["batch_stats"] = [
+                {"mean": jnp.zeros((widths[l + 1],)), "var": jnp.zeros((widths[l + 1],))}
+                for l in range(num_layers - 1)
+            ]
+        return out
+
+    def width_mask(hidden: Sequence[int]) -> WidthMask:
+        hs = tuple(int(h) for h in hidden)
+        if len(hs) != num_layers - 1:
+            raise ValueError(
+                f"hidden must have {num_layers - 1} widths for a model with widths {widths}, "
+                f"got {hidden!r}"
+            )
+        for h, cap in zip(hs, widths[1:-1], strict=True):
+            if not 0 < h <= cap:
+                raise ValueError(
+                    f"hidden widths must be in [1, allocated width]; got {hs} for {widths[1:-1]}"
+                )
+        return tuple(jnp.arange(cap) < h for h, cap in zip(hs, widths[1:-1], strict=True))
+
+    def num_params(mask: WidthMask | None = None) -> Any:
+        pm = param_mask(mask)
+        if batch_norm:
+            pm = {k: v for k, v in pm.items() if k != "batch_stats"}
+        total = jnp.sum(jnp.stack([jnp.sum(leaf) for leaf in jax.tree.leaves(pm)]))
+        if mask is None:
+            return int(total)
+        return total.astype(jnp.int32)
+
+    return Model(
+        init=init,
+        apply=apply,
+        apply_train=apply_train,
+        param_mask=param_mask,
+        width_mask=width_mask,
+        num_params=num_params,
+        widths=widths,
+        kind=kind,
+        batch_norm=batch_norm,
+    )
+
+
+def mlp(widths: Sequence[int], *, batch_norm: bool = False) -> Model:
+    """A fully connected ReLU network with logits out.
+
+    Args:
+        widths: ``(input, hidden..., output)``, e.g. ``(784, 128, 10)``. Every width > 0.
+        batch_norm: follow every hidden linear layer by BatchNorm (dense bias dropped there);
+            running statistics live in ``params["batch_stats"]`` and are excluded from the
+            displacement ``R(t)`` (theory.md §1).
+
+    Returns:
+        A :class:`Model`. Models are interned: equal arguments give the same object, so compiled
+        programs are reused.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> import fracsgd as fs
+        >>> model = fs.models.mlp((4, 8, 3))
+        >>> params = model.init(jax.random.key(0))
+        >>> model.apply(params, jnp.ones((2, 4))).shape
+        (2, 3)
+        >>> model.num_params()
+        67
+    """
+    ws = _check_widths(widths)
+    return _build(ws, "mlp", bool(batch_norm))
+
+
+def deep_linear(widths: Sequence[int]) -> Model:
+    """A deep linear network ``y = W_L ⋯ W_1 x`` without biases (theory.md Appendix A).
+
+    Args:
+        widths: ``(H_1 = input, H_2, …, H_{L+1} = output)``.
+
+    Returns:
+        A :class:`Model` whose layer ``s`` holds ``w = W_{s+1}^T``.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> import fracsgd as fs
+        >>> model = fs.models.deep_linear((3, 2, 3))
+        >>> model.num_params()
+        12
+    """
+    ws = _check_widths(widths)
+    return _build(ws, "deep_linear", False)
+
+
+def deep_linear_params(factors: Sequence[Array]) -> PyTree:
+    """Parameters of :func:`deep_linear` from factors ``W_s`` of shape ``(H_{s+1}, H_s)``.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import fracsgd as fs
+        >>> p = fs.models.deep_linear_params([jnp.ones((2, 3)), jnp.ones((3, 2))])
+        >>> [layer["w"].shape for layer in p["layers"]]
+        [(3, 2), (2, 3)]
+    """
+    return {"layers": [{"w": jnp.asarray(f, jnp.float32).T} for f in factors]}
+
+
+def cross_entropy(logits: Array, labels: Array) -> Array:
+    """Mean softmax cross-entropy (negative log-likelihood) of integer ``labels``."""
+    logp = jax.nn.log_softmax(logits)
+    return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=1))
+
+
+def squared_error(outputs: Array, targets: Array) -> Array:
+    """Mean over samples of ``½‖y − f(x)‖²`` (Gaussian NLL with unit variance, up to a constant)."""
+    return 0.5 * jnp.mean(jnp.sum(jnp.square(outputs - targets), axis=-1))
+
+
+def unpad_params(model: Model, params: PyTree, hidden: Sequence[int]) -> PyTree:
+    """Slice parameters of a padded ``model`` down to the narrow network with ``hidden`` widths.
+
+    The result is a parameter pytree of ``model`` rebuilt at widths
+    ``(input, *hidden, output)`` and computes the same function as the masked network.
+    """
+    hs = tuple(int(h) for h in hidden)
+    ws = (model.widths[0], *hs, model.widths[-1])
+
+    def cut(path, leaf):
+        keys = [getattr(p, "key", getattr(p, "idx", None)) for p in path]
+        group, l, name = keys[0], keys[1], keys[2]
+        if group == "layers" and name == "w":
+            return leaf[..., : ws[l], : ws[l + 1]]
+        if group == "layers":
+            return leaf[..., : ws[l + 1]]
+        return leaf[..., : ws[l + 1]]
+
+    return jax.tree_util.tree_map_with_path(cut, params)
+
+
+def pad_params(narrow: PyTree, model: Model) -> PyTree:
+    """Zero-pad parameters of a narrower network up to ``model``'s allocated widths."""
+
+    def pad(path, leaf, target):
+        widths = [(0, t - s) for s, t in zip(leaf.shape, target.shape, strict=True)]
+        return jnp.pad(leaf, widths)
+
+    template = jax.eval_shape(model.init, jax.random.key(0))
+    return jax.tree_util.tree_map_with_path(pad, narrow, template)

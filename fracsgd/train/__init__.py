@@ -1,0 +1,26 @@
+"""Vectorised SGD training that records weight trajectories (theory.md §1).
+
+``run`` trains one network; ``sweep`` trains a grid of seeds × widths × learning rates ×
+optimizers × batch sizes in as few compiled programs as possible.
+"""
+
+from fracsgd.train._api import Grid, bucket_widths, run, sweep
+from fracsgd.train._config import OPTIMIZERS, SAMPLINGS, TrainConfig, log_spaced_steps
+from fracsgd.train._engine import displacement, estimate_bytes
+from fracsgd.train._results import BucketInfo, SweepResult, TrainResult
+
+__all__ = [
+    "OPTIMIZERS",
+    "SAMPLINGS",
+    "BucketInfo",
+    "Grid",
+    "SweepResult",
+    "TrainConfig",
+    "TrainResult",
+    "bucket_widths",
+    "displacement",
+    "estimate_bytes",
+    "log_spaced_steps",
+    "run",
+    "sweep",
+]

@@ -1,0 +1,474 @@
+"""``run`` (one network) and ``sweep`` (a grid of networks in as few compiled programs as
+possible)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fracsgd._progress import Progress
+from fracsgd._types import PRNGKey
+from fracsgd.data import Dataset
+from fracsgd.models import Model, deep_linear, mlp
+from fracsgd.train import _engine as E
+from fracsgd.train._config import (
+    OPTIMIZERS,
+    SAMPLINGS,
+    TrainConfig,
+    check_choice,
+    check_float,
+    check_positive_int,
+    log_spaced_steps,
+    validate_config,
+)
+from fracsgd.train._results import BucketInfo, SweepResult, TrainResult
+
+MODEL_KINDS = ("mlp", "deep_linear")
+_TARGET_CHUNKS = 20
+
+
+def _check_key(key: Any) -> PRNGKey:
+    if not (isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)):
+        raise ValueError(
+            f"key must be a typed key from jax.random.key(seed), got {type(key).__name__}"
+        )
+    if key.shape != ():
+        raise ValueError(f"key must be a single key (shape ()), got shape {key.shape}")
+    return key
+
+
+def _check_dataset(dataset: Any) -> Dataset:
+    if not isinstance(dataset, Dataset):
+        raise ValueError(f"dataset must be a fracsgd.data.Dataset, got {type(dataset).__name__}")
+    dataset.validate()
+    return dataset
+
+
+def _records_per_chunk(steps: int, record_every: int) -> int:
+    n_records = steps // record_every
+    return max(1, math.ceil(n_records / _TARGET_CHUNKS))
+
+
+def _data(dataset: Dataset) -> E.Data:
+    return E.Data(dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test)
+
+
+def _data_bytes(dataset: Dataset) -> int:
+    return sum(int(a.size) * a.dtype.itemsize for a in _data(dataset))
+
+
+def _check_memory(needed: int, limit: int | None, what: str) -> None:
+    cap = limit if limit is not None else E.available_bytes()
+    if cap is not None and needed > cap:
+        raise ValueError(
+            f"{what} needs about {needed / 2**30:.2f} GiB of device memory but "
+            f"{cap / 2**30:.2f} GiB are available (memory_limit); use fewer networks, fewer "
+            "checkpoints (num_checkpoints) or smaller widths, or split the grid"
+        )
+
+
+def _train_bucket(
+    static: E.Static, init_keys, masks, data_keys, hyper: E.Hyper, data: E.Data, progress: Progress
+) -> dict[str, Any]:
+    carry, consts = E.init_program(static, init_keys, masks, data_keys, hyper, data)
+    n_records = static.steps // static.record_every
+    n_chunks = math.ceil(n_records / static.records_per_chunk)
+    recs = []
+    for _ in range(n_chunks):
+        carry, rec = E.chunk_program(static, carry, consts, data)
+        recs.append(rec)
+        jax.block_until_ready(carry.step)
+        progress.update(static.records_per_chunk * static.record_every * init_keys.shape[0])
+    r, loss, gnorm = (
+        np.concatenate([np.asarray(x[i]) for x in recs])[:n_records].T for i in range(3)
+    )
+    k = len(static.checkpoint_steps)
+    host = E.to_host((carry.ckpt_params, carry.ckpt_metrics, consts.params0, carry.diverged_step))
+    ckpt_params, metrics, params0, diverged_step = host
+    ckpt_params = jax.tree.map(lambda a: np.moveaxis(a[:k], 0, 1), ckpt_params)  # (N, K, ...)
+    metrics = np.moveaxis(metrics, 0, 1)  # (N, K, 4)
+    return {
+        "displacement": r,
+        "train_loss": loss,
+        "grad_norm": gnorm,
+        "checkpoints": ckpt_params,
+        "metrics": metrics,
+        "init_params": params0,
+        "diverged_step": diverged_step,
+    }
+
+
+def _hyper(configs: Sequence[TrainConfig], optimizers: tuple[str, ...]) -> E.Hyper:
+    f = lambda name: jnp.asarray([float(getattr(c, name)) for c in configs], jnp.float32)
+    return E.Hyper(
+        learning_rate=f("learning_rate"),
+        momentum=f("momentum"),
+        b1=f("b1"),
+        b2=f("b2"),
+        eps=f("eps"),
+        opt_code=jnp.asarray([optimizers.index(c.optimizer) for c in configs], jnp.int32),
+    )
+
+
+def _task(model: Model, dataset: Dataset) -> str:
+    if model.widths[0] != dataset.num_features:
+        raise ValueError(
+            f"model input width {model.widths[0]} does not match the data's "
+            f"{dataset.num_features} features"
+        )
+    if model.widths[-1] != dataset.num_outputs:
+        raise ValueError(
+            f"model output width {model.widths[-1]} does not match the data's "
+            f"{dataset.num_outputs} outputs"
+        )
+    return dataset.task
+
+
+def run(
+    key: PRNGKey,
+    model: Model,
+    dataset: Dataset,
+    config: TrainConfig,
+    *,
+    progress: bool = True,
+    memory_limit: int | None = None,
+) -> TrainResult:
+    """Train one network with minibatch SGD (or momentum / Adam) and record its trajectory.
+
+    The loss is the mean cross-entropy for classification data and ``½‖y − f(x)‖²`` averaged over
+    samples for regression data. ``key`` is split into an initialisation key
+    (``fold_in(key, 0)``) and a minibatch-order key (``fold_in(key, 1)``); an element of
+    :func:`sweep` with seed ``s`` equals ``run(jax.random.fold_in(key, s), …)``.
+
+    Args:
+        key: ``jax.random.key``.
+        model: a :class:`fracsgd.models.Model` whose input/output widths match ``dataset``.
+        dataset: a :class:`fracsgd.data.Dataset` (arrays on the device).
+        config: a :class:`TrainConfig`.
+        progress: show a progress bar on stderr.
+        memory_limit: refuse to start when the memory model (see :mod:`fracsgd.train._engine`)
+            exceeds this many bytes; default: what the device has available.
+
+    Returns:
+        A :class:`TrainResult`: ``R(t)`` at every ``record_every``-th step, the minibatch loss
+        and gradient norm there, parameters and full train/test metrics at log-spaced checkpoints,
+        and divergence flags.
+
+    Examples:
+        >>> import jax
+        >>> import fracsgd as fs
+        >>> data = fs.data.load("moons", n=256, noise=0.1, seed=0)
+        >>> cfg = fs.train.TrainConfig(steps=100, batch_size=32, learning_rate=0.1,
+        ...                            num_checkpoints=4)
+        >>> res = fs.train.run(jax.random.key(0), fs.models.mlp((2, 16, 2)), data, cfg,
+        ...                    progress=False)
+        >>> res.displacement.shape, res.checkpoint_steps
+        ((100,), (1, 5, 22, 100))
+        >>> bool(res.diverged)
+        False
+    """
+    key = _check_key(key)
+    dataset = _check_dataset(dataset)
+    if not isinstance(model, Model):
+        raise ValueError(f"model must be a fracsgd.models.Model, got {type(model).__name__}")
+    config = validate_config(config, dataset.num_train)
+    task = _task(model, dataset)
+    static = E.Static(
+        model=model,
+        task=task,
+        steps=config.steps,
+        batch_size=config.batch_size,
+        record_every=config.record_every,
+        records_per_chunk=_records_per_chunk(config.steps, config.record_every),
+        checkpoint_steps=log_spaced_steps(config.steps, config.num_checkpoints),
+        sampling=config.sampling,
+        optimizers=(config.optimizer,),
+        masked=False,
+    )
+    needed = E.estimate_bytes(
+        static, 1, dataset.num_train, dataset.num_features, _data_bytes(dataset)
+    )
+    _check_memory(needed, memory_limit, "this run")
+    bar = Progress(config.steps, "fracsgd.train.run", enabled=progress)
+    out = _train_bucket(
+        static,
+        jax.random.fold_in(key, 0)[None],
+        None,
+        jax.random.fold_in(key, 1)[None],
+        _hyper([config], static.optimizers),
+        _data(dataset),
+        bar,
+    )
+    return TrainResult.from_bucket(out, 0, static, config)
+
+
+class Grid(NamedTuple):
+    """A training sweep: the Cartesian product of the sequence fields, shared settings for the
+    rest.
+
+    Attributes:
+        hidden: hidden-layer widths per architecture, e.g. ``((16,), (64,), (64, 64))``; ints
+            are single hidden layers. Input and output widths come from the data set.
+        seeds: integer seeds; network seed ``s`` uses ``jax.random.fold_in(key, s)``.
+        learning_rates: ``γ`` values (> 0).
+        optimizers: names from ``"sgd"``, ``"momentum"``, ``"adam"``.
+        batch_sizes: minibatch sizes.
+        steps, momentum, b1, b2, eps, sampling, record_every, num_checkpoints: as in
+            :class:`TrainConfig`, shared by every network.
+        model: ``"mlp"`` (ReLU) or ``"deep_linear"``.
+        batch_norm: BatchNorm after hidden layers (``"mlp"`` only).
+        max_padding_overhead: bucketing rule. Architectures of equal depth share one compiled
+            program (padded to the widest, width-masked) while the padded cost
+            ``len(bucket) · P_max`` stays within this factor of the unpadded ``Σ P`` (``P`` =
+            parameter count); 1.0 gives one program per architecture, ``inf`` one per depth.
+        memory_limit: bytes one bucket may use; default: what the device has available.
+    """
+
+    hidden: Sequence[Sequence[int] | int] = ((64,),)
+    seeds: Sequence[int] = (0,)
+    learning_rates: Sequence[float] = (0.01,)
+    optimizers: Sequence[str] = ("sgd",)
+    batch_sizes: Sequence[int] = (128,)
+    steps: int = 1000
+    momentum: float = 0.9
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    sampling: str = "epoch"
+    record_every: int = 1
+    num_checkpoints: int = 16
+    model: str = "mlp"
+    batch_norm: bool = False
+    max_padding_overhead: float = 2.0
+    memory_limit: int | None = None
+
+
+def _nonempty(name: str, seq: Any) -> tuple:
+    if isinstance(seq, str | bytes) or not isinstance(seq, Sequence):
+        raise ValueError(f"{name} must be a non-empty sequence, got {seq!r}")
+    if len(seq) == 0:
+        raise ValueError(f"{name} must be a non-empty sequence, got an empty one")
+    if len(set(map(repr, seq))) != len(seq):
+        raise ValueError(f"{name} contains duplicates: {seq!r}")
+    return tuple(seq)
+
+
+def _validate_grid(grid: Any, dataset: Dataset) -> tuple[Grid, list[tuple[int, ...]]]:
+    if not isinstance(grid, Grid):
+        raise ValueError(f"grid must be a fracsgd.train.Grid, got {type(grid).__name__}")
+    hidden = []
+    for h in _nonempty("hidden", grid.hidden):
+        hs = (h,) if isinstance(h, int | np.integer) else h
+        try:
+            hs = tuple(hs)
+        except TypeError as err:
+            msg = f"hidden entries must be ints or sequences of ints, got {h!r}"
+            raise ValueError(msg) from err
+        for w in hs:
+            if isinstance(w, bool) or not isinstance(w, int | np.integer) or w <= 0:
+                raise ValueError(f"hidden widths must be positive integers (width > 0), got {h!r}")
+        hidden.append(tuple(int(w) for w in hs))
+    if len(set(hidden)) != len(hidden):
+        raise ValueError(f"hidden contains duplicates: {grid.hidden!r}")
+    for s in _nonempty("seeds", grid.seeds):
+        if isinstance(s, bool) or not isinstance(s, int | np.integer) or not 0 <= s < 2**31:
+            raise ValueError(f"seeds must be integers in [0, 2**31), got {s!r}")
+    for lr in _nonempty("learning_rates", grid.learning_rates):
+        check_float("learning_rates", lr, lo=0.0)
+    for o in _nonempty("optimizers", grid.optimizers):
+        check_choice("optimizer", o, OPTIMIZERS)
+    for b in _nonempty("batch_sizes", grid.batch_sizes):
+        check_positive_int("batch_sizes", b, upper=dataset.num_train)
+    check_choice("model", grid.model, MODEL_KINDS)
+    check_choice("sampling", grid.sampling, SAMPLINGS)
+    if grid.batch_norm and grid.model != "mlp":
+        raise ValueError("batch_norm=True is only available for model='mlp'")
+    overhead = grid.max_padding_overhead
+    if isinstance(overhead, bool) or not isinstance(overhead, int | float) or not overhead >= 1:
+        raise ValueError(
+            f"max_padding_overhead must be a number >= 1 (inf allowed), got {overhead!r}"
+        )
+    if grid.memory_limit is not None:
+        check_positive_int("memory_limit", grid.memory_limit)
+    validate_config(
+        _config(grid, grid.batch_sizes[0], grid.learning_rates[0], grid.optimizers[0]),
+        dataset.num_train,
+    )
+    return grid, hidden
+
+
+def _config(grid: Grid, batch: int, lr: float, opt: str) -> TrainConfig:
+    return TrainConfig(
+        steps=grid.steps,
+        batch_size=int(batch),
+        learning_rate=float(lr),
+        optimizer=opt,
+        momentum=grid.momentum,
+        b1=grid.b1,
+        b2=grid.b2,
+        eps=grid.eps,
+        sampling=grid.sampling,
+        record_every=grid.record_every,
+        num_checkpoints=grid.num_checkpoints,
+    )
+
+
+def _architecture_cost(widths: tuple[int, ...]) -> int:
+    return sum(a * b + b for a, b in itertools.pairwise(widths))
+
+
+def bucket_widths(
+    hidden: Sequence[tuple[int, ...]], n_in: int, n_out: int, max_padding_overhead: float
+) -> list[list[tuple[int, ...]]]:
+    """Group architectures into buckets that share a compiled program.
+
+    Architectures of different depth never share. Within a depth, architectures are taken from
+    the most to the least expensive; each joins the current bucket (allocated at the elementwise
+    maximum widths) while ``len(bucket) · P(max widths) ≤ max_padding_overhead · Σ P(members)``.
+
+    Examples:
+        >>> bucket_widths([(16,), (32,), (64,), (128,)], 784, 10, 2.0)
+        [[(128,), (64,), (32,)], [(16,)]]
+    """
+    buckets: list[list[tuple[int, ...]]] = []
+    by_depth: dict[int, list[tuple[int, ...]]] = {}
+    for h in hidden:
+        by_depth.setdefault(len(h), []).append(h)
+    for depth in sorted(by_depth):
+        archs = sorted(
+            by_depth[depth], key=lambda h: _architecture_cost((n_in, *h, n_out)), reverse=True
+        )
+        current: list[tuple[int, ...]] = []
+        for h in archs:
+            trial = [*current, h]
+            cap = tuple(max(c) for c in zip(*trial, strict=True)) if depth else ()
+            padded = len(trial) * _architecture_cost((n_in, *cap, n_out))
+            actual = sum(_architecture_cost((n_in, *m, n_out)) for m in trial)
+            if current and padded > max_padding_overhead * actual:
+                buckets.append(current)
+                current = [h]
+            else:
+                current = trial
+        buckets.append(current)
+    return buckets
+
+
+def sweep(key: PRNGKey, dataset: Dataset, grid: Grid, *, progress: bool = True) -> SweepResult:
+    """Train every network of ``grid`` (seeds × hidden widths × learning rates × optimizers ×
+    batch sizes), vmapped, in as few compiled programs as possible.
+
+    Shape-changing axes are bucketed: one program per (depth, batch size, width bucket) — see
+    :func:`bucket_widths`; learning rates, optimizers, momentum and seeds are traced data, so a
+    second sweep with new values reuses the compiled programs. Narrower networks in a bucket are
+    width-masked and compute exactly the narrow network (:mod:`fracsgd.models`). A network whose
+    loss or parameters become NaN/inf is frozen at its last finite state and flagged
+    (``diverged``, ``diverged_step``); the others are untouched.
+
+    Args:
+        key: ``jax.random.key``; the network with seed ``s`` is trained exactly as
+            ``run(jax.random.fold_in(key, s), …)``.
+        dataset: a :class:`fracsgd.data.Dataset`.
+        grid: a :class:`Grid`.
+        progress: progress bar on stderr (advances between compiled chunks).
+
+    Returns:
+        A :class:`SweepResult` with one entry per network (``result.coords`` labels them) and
+        ``result.num_programs``, the number of compiled bucket programs.
+
+    Raises:
+        ValueError: for bad grid values (naming the field) or a bucket that would not fit in
+            memory, before anything is compiled.
+
+    Examples:
+        >>> import jax
+        >>> import fracsgd as fs
+        >>> data = fs.data.load("moons", n=256, noise=0.1, seed=0)
+        >>> grid = fs.train.Grid(hidden=(8, 16), seeds=(0, 1), learning_rates=(0.05, 0.1),
+        ...                      batch_sizes=(32,), steps=50, num_checkpoints=3)
+        >>> res = fs.train.sweep(jax.random.key(0), data, grid, progress=False)
+        >>> res.num_runs, res.num_programs, res.displacement.shape
+        (8, 1, (8, 50))
+    """
+    key = _check_key(key)
+    dataset = _check_dataset(dataset)
+    grid, hidden = _validate_grid(grid, dataset)
+    n_in, n_out = dataset.num_features, dataset.num_outputs
+    ctor = (lambda ws: mlp(ws, batch_norm=grid.batch_norm)) if grid.model == "mlp" else deep_linear
+    width_buckets = bucket_widths(hidden, n_in, n_out, float(grid.max_padding_overhead))
+
+    # the flat run list, in grid order: seeds × hidden × learning_rates × optimizers × batch sizes
+    runs = list(
+        itertools.product(
+            grid.seeds, hidden, grid.learning_rates, grid.optimizers, grid.batch_sizes
+        )
+    )
+    plan = []
+    for batch in grid.batch_sizes:
+        for members in width_buckets:
+            idx = [i for i, r in enumerate(runs) if r[4] == batch and r[1] in members]
+            cap = tuple(max(c) for c in zip(*members, strict=True)) if members[0] else ()
+            model = ctor((n_in, *cap, n_out))
+            opts = tuple(o for o in OPTIMIZERS if any(runs[i][3] == o for i in idx))
+            masked = len(members) > 1
+            static = E.Static(
+                model=model,
+                task=_task(model, dataset),
+                steps=grid.steps,
+                batch_size=int(batch),
+                record_every=grid.record_every,
+                records_per_chunk=_records_per_chunk(grid.steps, grid.record_every),
+                checkpoint_steps=log_spaced_steps(grid.steps, grid.num_checkpoints),
+                sampling=grid.sampling,
+                optimizers=opts,
+                masked=masked,
+            )
+            needed = E.estimate_bytes(
+                static, len(idx), dataset.num_train, dataset.num_features, _data_bytes(dataset)
+            )
+            _check_memory(
+                needed,
+                grid.memory_limit,
+                f"the bucket of {len(idx)} networks at widths {model.widths}",
+            )
+            plan.append((static, idx, needed))
+
+    bar = Progress(
+        len(runs) * grid.steps, "fracsgd.train.sweep", enabled=progress, unit="network-steps"
+    )
+    data = _data(dataset)
+    outputs: list[dict[str, Any]] = []
+    infos = []
+    t0 = time.perf_counter()
+    for static, idx, needed in plan:
+        model = static.model
+        masks = None
+        if static.masked:
+            ms = [model.width_mask(runs[i][1]) for i in idx]
+            masks = tuple(jnp.stack(layer) for layer in zip(*ms, strict=True))
+        init_keys = jnp.stack(
+            [jax.random.fold_in(jax.random.fold_in(key, runs[i][0]), 0) for i in idx]
+        )
+        data_keys = jnp.stack(
+            [jax.random.fold_in(jax.random.fold_in(key, runs[i][0]), 1) for i in idx]
+        )
+        configs = [_config(grid, runs[i][4], runs[i][2], runs[i][3]) for i in idx]
+        hyper = _hyper(configs, static.optimizers)
+        outputs.append(_train_bucket(static, init_keys, masks, data_keys, hyper, data, bar))
+        infos.append(BucketInfo(static=static, runs=tuple(idx), estimated_bytes=needed))
+    wall = time.perf_counter() - t0
+    return SweepResult.assemble(
+        grid,
+        runs,
+        infos,
+        outputs,
+        wall_time=wall,
+        dataset_name=dataset.name,
+        dataset_source=dataset.source,
+    )

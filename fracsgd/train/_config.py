@@ -1,0 +1,135 @@
+"""Training configuration and its validation (before anything is traced)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+OPTIMIZERS: tuple[str, ...] = ("sgd", "momentum", "adam")
+SAMPLINGS: tuple[str, ...] = ("epoch", "replacement")
+
+
+class TrainConfig(NamedTuple):
+    """Hyper-parameters of one training run.
+
+    Shape-setting fields (``steps``, ``batch_size``, ``record_every``, ``num_checkpoints``,
+    ``sampling``) are static: changing them compiles a new program. The numbers
+    (``learning_rate``, ``momentum``, ``b1``, ``b2``, ``eps``) and the optimizer are traced data.
+
+    Attributes:
+        steps: number of SGD steps ``T`` (> 0). Time in fracsgd is the step count.
+        batch_size: minibatch size ``B`` (1 ≤ B ≤ number of training samples).
+        learning_rate: ``γ`` (> 0), the paper's "friction".
+        optimizer: ``"sgd"``, ``"momentum"`` (heavy ball, ``v ← μ v + g; w ← w − γ v``, as in
+            PyTorch) or ``"adam"`` (optax ``scale_by_adam``).
+        momentum: ``μ`` of ``"momentum"``, in [0, 1).
+        b1, b2, eps: Adam's decay rates (in [0, 1)) and ε (> 0).
+        sampling: ``"epoch"`` (a fresh permutation per epoch, the last incomplete batch of an
+            epoch dropped) or ``"replacement"`` (independent uniform draws every step).
+        record_every: record ``R(t)``, the minibatch loss and the gradient norm every k steps;
+            ``steps`` must be a multiple of it.
+        num_checkpoints: K log-spaced steps in [1, T] (the final step always included) at which
+            parameters are stored and the full train and test loss and accuracy evaluated.
+    """
+
+    steps: int = 1000
+    batch_size: int = 128
+    learning_rate: float = 0.01
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    sampling: str = "epoch"
+    record_every: int = 1
+    num_checkpoints: int = 16
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
+
+def check_positive_int(name: str, value: object, *, upper: int | None = None) -> int:
+    if not _is_int(value) or int(value) <= 0:  # type: ignore[call-overload]
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    v = int(value)  # type: ignore[call-overload]
+    if upper is not None and v > upper:
+        raise ValueError(f"{name} must be at most {upper}, got {v}")
+    return v
+
+
+def check_float(
+    name: str,
+    value: object,
+    *,
+    lo: float,
+    hi: float = math.inf,
+    lo_open: bool = True,
+    hi_open: bool = True,
+) -> float:
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a number, got {value!r}") from err
+    if isinstance(value, bool) or not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    ok_lo = v > lo if lo_open else v >= lo
+    ok_hi = v < hi if hi_open else v <= hi
+    if not (ok_lo and ok_hi):
+        lb = "(" if lo_open else "["
+        rb = ")" if hi_open else "]"
+        raise ValueError(f"{name} must be in {lb}{lo}, {hi}{rb}, got {v}")
+    return v
+
+
+def check_choice(name: str, value: object, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(map(repr, allowed))}")
+    return str(value)
+
+
+def validate_config(config: TrainConfig, num_train: int) -> TrainConfig:
+    """Check every field of ``config``; raise ``ValueError`` naming the first bad one."""
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a fracsgd.train.TrainConfig, got {type(config).__name__}")
+    steps = check_positive_int("steps", config.steps)
+    batch = check_positive_int("batch_size", config.batch_size, upper=num_train)
+    check_float("learning_rate", config.learning_rate, lo=0.0)
+    check_choice("optimizer", config.optimizer, OPTIMIZERS)
+    check_float("momentum", config.momentum, lo=0.0, hi=1.0, lo_open=False)
+    check_float("b1", config.b1, lo=0.0, hi=1.0, lo_open=False)
+    check_float("b2", config.b2, lo=0.0, hi=1.0, lo_open=False)
+    check_float("eps", config.eps, lo=0.0)
+    check_choice("sampling", config.sampling, SAMPLINGS)
+    every = check_positive_int("record_every", config.record_every)
+    if steps % every:
+        raise ValueError(f"steps ({steps}) must be a multiple of record_every ({every})")
+    check_positive_int("num_checkpoints", config.num_checkpoints, upper=steps)
+    del batch
+    return config
+
+
+def log_spaced_steps(steps: int, num: int) -> tuple[int, ...]:
+    """``num`` distinct integers in ``[1, steps]``, as close to log-spaced as integers allow.
+
+    The last one is always ``steps``; used for checkpoints so that log–log fits are balanced.
+
+    Examples:
+        >>> log_spaced_steps(1000, 4)
+        (1, 10, 100, 1000)
+    """
+    steps = check_positive_int("steps", steps)
+    num = check_positive_int("num_checkpoints", num, upper=steps)
+    if num == 1:
+        return (steps,)
+    for count in range(num, 4 * steps + 4 * num):
+        cand = np.unique(np.rint(np.geomspace(1, steps, count)).astype(np.int64))
+        if len(cand) >= num:
+            # keep the endpoints; thin the interior evenly in log space
+            pick = np.unique(np.rint(np.linspace(0, len(cand) - 1, num)).astype(np.int64))
+            if len(pick) == num:
+                return tuple(int(c) for c in cand[pick])
+    return tuple(range(steps - num + 1, steps + 1))  # pragma: no cover - only for num ≈ steps

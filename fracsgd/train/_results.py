@@ -1,0 +1,436 @@
+"""Results of training: :class:`TrainResult` (one network) and :class:`SweepResult` (a grid),
+with atomic saving to self-describing netCDF files."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import tempfile
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from fracsgd._types import PyTree
+from fracsgd.models import Model, deep_linear, mlp, unpad_params
+from fracsgd.train._config import TrainConfig
+
+METRIC_NAMES = ("train_loss_full", "train_accuracy", "test_loss", "test_accuracy")
+
+
+class BucketInfo(NamedTuple):
+    """One compiled program of a sweep: its static settings and the runs it trained."""
+
+    static: Any
+    runs: tuple[int, ...]
+    estimated_bytes: int
+
+
+def _slice(tree: PyTree, i: int) -> PyTree:
+    return jax.tree.map(lambda a: a[i], tree)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """The recorded trajectory of one network.
+
+    Attributes:
+        config: the :class:`TrainConfig` used.
+        model: the network (at its true widths; parameters below are unpadded).
+        record_steps: ``(R,)`` steps ``k, 2k, …, T`` at which the series below were recorded.
+        displacement: ``(R,)`` ``R(t) = ||w_t − w_0||_2`` over active trainable parameters
+            (BatchNorm statistics excluded); NaN after divergence.
+        train_loss: ``(R,)`` minibatch loss averaged over each recording interval.
+        grad_norm: ``(R,)`` minibatch gradient norm at the recorded step.
+        checkpoint_steps: ``(K,)`` log-spaced checkpoint steps (the last is ``T``).
+        checkpoints: parameter pytree with a leading ``(K,)`` axis.
+        train_loss_full, train_accuracy, test_loss, test_accuracy: ``(K,)`` full-data metrics at
+            the checkpoints (accuracies are NaN for regression).
+        init_params: parameters at ``t = 0``.
+        diverged: whether the loss or parameters became NaN/inf; the network was frozen there.
+        diverged_step: the (0-based) step that produced the first non-finite value, or -1.
+    """
+
+    config: TrainConfig
+    model: Model
+    record_steps: np.ndarray
+    displacement: np.ndarray
+    train_loss: np.ndarray
+    grad_norm: np.ndarray
+    checkpoint_steps: np.ndarray
+    checkpoints: PyTree
+    train_loss_full: np.ndarray
+    train_accuracy: np.ndarray
+    test_loss: np.ndarray
+    test_accuracy: np.ndarray
+    init_params: PyTree
+    diverged: bool
+    diverged_step: int
+
+    @property
+    def final_params(self) -> PyTree:
+        """Parameters after the last step (the last checkpoint)."""
+        return _slice(self.checkpoints, -1)
+
+    @property
+    def num_params(self) -> int:
+        """Trainable parameters of the network."""
+        return int(self.model.num_params())
+
+    @classmethod
+    def from_bucket(
+        cls,
+        out: dict[str, Any],
+        i: int,
+        static: Any,
+        config: TrainConfig,
+        hidden: Sequence[int] | None = None,
+    ) -> TrainResult:
+        model = static.model
+        ckpts = _slice(out["checkpoints"], i)
+        init = _slice(out["init_params"], i)
+        if hidden is not None and tuple(hidden) != model.hidden:
+            ckpts = unpad_params(model, ckpts, hidden)
+            init = unpad_params(model, init, hidden)
+            model = _narrow_model(model, hidden)
+        n_rec = out["displacement"].shape[1]
+        metrics = out["metrics"][i]
+        return cls(
+            config=config,
+            model=model,
+            record_steps=np.arange(1, n_rec + 1) * static.record_every,
+            displacement=out["displacement"][i],
+            train_loss=out["train_loss"][i],
+            grad_norm=out["grad_norm"][i],
+            checkpoint_steps=np.asarray(static.checkpoint_steps),
+            checkpoints=ckpts,
+            train_loss_full=metrics[:, 0],
+            train_accuracy=metrics[:, 1],
+            test_loss=metrics[:, 2],
+            test_accuracy=metrics[:, 3],
+            init_params=init,
+            diverged=bool(out["diverged_step"][i] >= 0),
+            diverged_step=int(out["diverged_step"][i]),
+        )
+
+
+def _narrow_model(model: Model, hidden: Sequence[int]) -> Model:
+    ws = (model.widths[0], *hidden, model.widths[-1])
+    return mlp(ws, batch_norm=model.batch_norm) if model.kind == "mlp" else deep_linear(ws)
+
+
+def _label(hidden: tuple[int, ...]) -> str:
+    return "-".join(map(str, hidden)) if hidden else "none"
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepResult:
+    """Trajectories of every network of a :class:`~fracsgd.train.Grid`, labelled by grid
+    coordinates.
+
+    Runs are indexed ``0 … N−1`` in grid order (seeds × hidden × learning rates × optimizers ×
+    batch sizes); ``coords`` holds each run's coordinates. Array fields have a leading run axis
+    and otherwise mean what they mean in :class:`TrainResult`. Parameters are kept per compiled
+    bucket (padded); :meth:`result` returns one run with unpadded parameters.
+    """
+
+    grid: Any
+    coords: dict[str, np.ndarray]
+    record_steps: np.ndarray
+    displacement: np.ndarray
+    train_loss: np.ndarray
+    grad_norm: np.ndarray
+    checkpoint_steps: np.ndarray
+    train_loss_full: np.ndarray
+    train_accuracy: np.ndarray
+    test_loss: np.ndarray
+    test_accuracy: np.ndarray
+    diverged: np.ndarray
+    diverged_step: np.ndarray
+    buckets: tuple[BucketInfo, ...]
+    wall_time: float
+    dataset_name: str
+    dataset_source: str
+    _outputs: tuple[dict[str, Any], ...] = dataclasses.field(repr=False)
+    _runs: tuple[tuple, ...] = dataclasses.field(repr=False)
+
+    @property
+    def num_runs(self) -> int:
+        return int(self.displacement.shape[0])
+
+    @property
+    def num_programs(self) -> int:
+        """Compiled bucket programs used by the sweep."""
+        return len(self.buckets)
+
+    @classmethod
+    def assemble(cls, grid, runs, infos, outputs, *, wall_time, dataset_name, dataset_source):
+        n = len(runs)
+        first = outputs[0]
+        n_rec = first["displacement"].shape[1]
+        k = first["metrics"].shape[1]
+        disp = np.full((n, n_rec), np.nan, np.float32)
+        loss = np.full((n, n_rec), np.nan, np.float32)
+        gnorm = np.full((n, n_rec), np.nan, np.float32)
+        metrics = np.full((n, k, 4), np.nan, np.float32)
+        dstep = np.full((n,), -1, np.int32)
+        bucket = np.zeros((n,), np.int32)
+        nparams = np.zeros((n,), np.int64)
+        for b, (info, out) in enumerate(zip(infos, outputs, strict=True)):
+            idx = np.asarray(info.runs)
+            disp[idx], loss[idx], gnorm[idx] = (
+                out["displacement"],
+                out["train_loss"],
+                out["grad_norm"],
+            )
+            metrics[idx] = out["metrics"]
+            dstep[idx] = out["diverged_step"]
+            bucket[idx] = b
+            for i in idx:
+                nparams[i] = _narrow_model(info.static.model, runs[i][1]).num_params()
+        coords = {
+            "seed": np.asarray([r[0] for r in runs], np.int64),
+            "hidden": np.asarray([_label(r[1]) for r in runs]),
+            "depth": np.asarray([len(r[1]) for r in runs], np.int64),
+            "learning_rate": np.asarray([r[2] for r in runs], np.float64),
+            "optimizer": np.asarray([r[3] for r in runs]),
+            "batch_size": np.asarray([r[4] for r in runs], np.int64),
+            "num_params": nparams,
+            "bucket": bucket,
+        }
+        return cls(
+            grid=grid,
+            coords=coords,
+            record_steps=np.arange(1, n_rec + 1) * grid.record_every,
+            displacement=disp,
+            train_loss=loss,
+            grad_norm=gnorm,
+            checkpoint_steps=np.asarray(infos[0].static.checkpoint_steps),
+            train_loss_full=metrics[..., 0],
+            train_accuracy=metrics[..., 1],
+            test_loss=metrics[..., 2],
+            test_accuracy=metrics[..., 3],
+            diverged=dstep >= 0,
+            diverged_step=dstep,
+            buckets=tuple(infos),
+            wall_time=float(wall_time),
+            dataset_name=dataset_name,
+            dataset_source=dataset_source,
+            _outputs=tuple(outputs),
+            _runs=tuple(runs),
+        )
+
+    def _locate(self, i: int) -> tuple[int, int]:
+        if not 0 <= i < self.num_runs:
+            raise ValueError(f"run index must be in [0, {self.num_runs}), got {i}")
+        b = int(self.coords["bucket"][i])
+        return b, self.buckets[b].runs.index(i)
+
+    def result(self, i: int) -> TrainResult:
+        """Run ``i`` as a :class:`TrainResult` with unpadded parameters and its own model."""
+        b, j = self._locate(i)
+        _, hidden, lr, opt, batch = self._runs[i]
+        g = self.grid
+        config = TrainConfig(
+            steps=g.steps,
+            batch_size=int(batch),
+            learning_rate=float(lr),
+            optimizer=opt,
+            momentum=g.momentum,
+            b1=g.b1,
+            b2=g.b2,
+            eps=g.eps,
+            sampling=g.sampling,
+            record_every=g.record_every,
+            num_checkpoints=g.num_checkpoints,
+        )
+        return TrainResult.from_bucket(self._outputs[b], j, self.buckets[b].static, config, hidden)
+
+    def select(self, **coords: Any) -> np.ndarray:
+        """Indices of the runs whose coordinates equal the given values, e.g.
+        ``select(optimizer="adam", hidden="64")``."""
+        keep = np.ones(self.num_runs, bool)
+        for name, value in coords.items():
+            if name not in self.coords:
+                raise ValueError(f"unknown coordinate {name!r}; allowed: {sorted(self.coords)}")
+            keep &= self.coords[name] == value
+        return np.flatnonzero(keep)
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One record per run: coordinates, final displacement and losses, divergence."""
+        rows = []
+        for i in range(self.num_runs):
+            row = {k: v[i].item() for k, v in self.coords.items()}
+            row.update(
+                final_displacement=float(self.displacement[i, -1]),
+                final_train_loss=float(self.train_loss_full[i, -1]),
+                final_test_loss=float(self.test_loss[i, -1]),
+                final_test_accuracy=float(self.test_accuracy[i, -1]),
+                diverged=bool(self.diverged[i]),
+                diverged_step=int(self.diverged_step[i]),
+            )
+            rows.append(row)
+        return rows
+
+    def format_table(self) -> str:
+        """A plain-text table of :meth:`summary`."""
+        cols = [
+            "seed",
+            "hidden",
+            "learning_rate",
+            "optimizer",
+            "batch_size",
+            "num_params",
+            "final_displacement",
+            "final_train_loss",
+            "final_test_accuracy",
+            "diverged",
+        ]
+        rows = self.summary()
+        cells = [[_fmt(r[c]) for c in cols] for r in rows]
+        width = [max(len(c), *(len(r[j]) for r in cells)) for j, c in enumerate(cols)]
+        lines = ["  ".join(c.rjust(w) for c, w in zip(cols, width, strict=True))]
+        lines += ["  ".join(v.rjust(w) for v, w in zip(r, width, strict=True)) for r in cells]
+        return "\n".join(lines)
+
+    def save(self, path: str | os.PathLike, *, checkpoints: bool = True) -> None:
+        """Write the sweep atomically to a netCDF-3 file (open it with
+        ``xarray.open_dataset(path)``; ``.to_dataframe()`` gives pandas).
+
+        Dimensions ``run``, ``record``, ``checkpoint`` and, with ``checkpoints=True``, ``param``:
+        each run's parameters flattened with ``jax.flatten_util.ravel_pytree`` at its true widths,
+        NaN-padded to the longest run. The file is written to a temporary name in the same
+        directory and moved into place, so an interrupted save never leaves a partial file.
+        """
+        from scipy.io import netcdf_file
+
+        path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".nc", dir=directory)
+        os.close(fd)
+        try:
+            f = netcdf_file(tmp, "w", version=2)
+            try:
+                self._write_netcdf(f, checkpoints)
+            finally:
+                f.close()
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def _write_netcdf(self, f, checkpoints: bool) -> None:
+        import fracsgd
+
+        n, r = self.displacement.shape
+        k = len(self.checkpoint_steps)
+        f.createDimension("run", n)
+        f.createDimension("record", r)
+        f.createDimension("checkpoint", k)
+
+        def var(name, data, dims, dtype, **attrs):
+            v = f.createVariable(name, dtype, dims)
+            v[:] = data
+            for a, val in attrs.items():
+                setattr(v, a, val)
+
+        def text(name, values, dim, **attrs):
+            strs = [str(s).encode() for s in values]
+            m = max(1, *(len(s) for s in strs))
+            f.createDimension(f"{name}_strlen", m)
+            arr = np.zeros((len(strs), m), "S1")
+            for i, s in enumerate(strs):
+                arr[i, : len(s)] = np.frombuffer(s, "S1")
+            var(name, arr, (dim, f"{name}_strlen"), "c", _Encoding="utf-8", **attrs)
+
+        var("run", np.arange(n, dtype=np.int32), ("run",), "i")
+        var(
+            "record",
+            self.record_steps.astype(np.int32),
+            ("record",),
+            "i",
+            long_name="SGD step of the record",
+        )
+        var(
+            "checkpoint",
+            self.checkpoint_steps.astype(np.int32),
+            ("checkpoint",),
+            "i",
+            long_name="SGD step of the checkpoint (log-spaced)",
+        )
+        for name, values in self.coords.items():
+            if values.dtype.kind in "US":
+                text(name, values, "run")
+            elif values.dtype.kind == "f":
+                var(name, values, ("run",), "d")
+            else:
+                var(name, values.astype(np.int32), ("run",), "i")
+        var(
+            "displacement",
+            self.displacement,
+            ("run", "record"),
+            "f",
+            long_name="R(t) = ||w_t - w_0||_2 over active trainable parameters",
+        )
+        var(
+            "train_loss",
+            self.train_loss,
+            ("run", "record"),
+            "f",
+            long_name="minibatch loss averaged over the recording interval",
+        )
+        var(
+            "grad_norm",
+            self.grad_norm,
+            ("run", "record"),
+            "f",
+            long_name="minibatch gradient norm at the recorded step",
+        )
+        for name in METRIC_NAMES:
+            var(name, getattr(self, name), ("run", "checkpoint"), "f")
+        var("diverged", self.diverged.astype(np.int8), ("run",), "b")
+        var("diverged_step", self.diverged_step, ("run",), "i")
+        if checkpoints:
+            flats = []
+            inits = []
+            for i in range(n):
+                res = self.result(i)
+                flats.append(
+                    np.stack([ravel_pytree(_slice(res.checkpoints, j))[0] for j in range(k)])
+                )
+                inits.append(np.asarray(ravel_pytree(res.init_params)[0]))
+            p = max(a.shape[1] for a in flats)
+            f.createDimension("param", p)
+            ck = np.full((n, k, p), np.nan, np.float32)
+            ini = np.full((n, p), np.nan, np.float32)
+            for i, (a, b) in enumerate(zip(flats, inits, strict=True)):
+                ck[i, :, : a.shape[1]] = a
+                ini[i, : b.shape[0]] = b
+            var(
+                "checkpoint_params",
+                ck,
+                ("run", "checkpoint", "param"),
+                "f",
+                long_name="parameters flattened by jax.flatten_util.ravel_pytree, NaN-padded",
+            )
+            var("init_params", ini, ("run", "param"), "f")
+        f.title = "fracsgd training sweep"
+        f.fracsgd_version = fracsgd.__version__
+        f.jax_version = jax.__version__
+        f.dataset = self.dataset_name
+        f.dataset_source = self.dataset_source
+        f.grid = repr(self.grid)
+        f.num_programs = len(self.buckets)
+        f.wall_time_seconds = self.wall_time
+        f.created = datetime.datetime.now(datetime.timezone.utc).isoformat()
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)

@@ -1,0 +1,267 @@
+"""Training engine: closed forms, sweep = one-by-one runs, determinism, no recompilation,
+per-network failure flags, bad input, memory refusal, saving."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fracsgd as fs
+from fracsgd.train import _engine as E
+
+
+@pytest.fixture(scope="module")
+def moons():
+    return fs.data.load("moons", n=128, noise=0.1, seed=0)
+
+
+def _grid(**kw):
+    base = dict(
+        hidden=(4, 8),
+        seeds=(0, 1),
+        learning_rates=(0.05, 0.2),
+        optimizers=("sgd",),
+        batch_sizes=(16,),
+        steps=40,
+        num_checkpoints=3,
+    )
+    base.update(kw)
+    return fs.train.Grid(**base)
+
+
+def test_sgd_on_quadratic_loss_matches_closed_form_displacement():
+    """Full-batch GD on linear least squares: W_t − W* = (W_0 − W*)(I − γΣ)^t, so
+    R(t) = ||(W_0 − W*)((I − γΣ)^t − I)||_F exactly (in exact arithmetic)."""
+    key = jax.random.key(0)
+    teacher = fs.data.deep_linear_teacher(key, (6, 3), rank=3, n=64, noise=0.5)
+    data = teacher.dataset
+    model = fs.models.deep_linear((6, 3))
+    cfg = fs.train.TrainConfig(steps=200, batch_size=64, learning_rate=0.3, num_checkpoints=5)
+    res = fs.train.run(jax.random.key(1), model, data, cfg, progress=False)
+
+    x = np.asarray(data.x_train, np.float64)
+    y = np.asarray(data.y_train, np.float64)
+    n = x.shape[0]
+    sigma = x.T @ x / n  # loss ½ mean ||y − xW||² has gradient Σ W − xᵀy / n (W = w, row form)
+    w_star = np.linalg.solve(sigma, x.T @ y / n)
+    w0 = np.asarray(res.init_params["layers"][0]["w"], np.float64)
+    evals, evecs = np.linalg.eigh(sigma)
+    expected = []
+    for t in res.record_steps:
+        decay = evecs @ np.diag((1 - 0.3 * evals) ** t) @ evecs.T
+        expected.append(np.linalg.norm((decay - np.eye(6)) @ (w0 - w_star)))
+    # float32 training over 200 steps: relative error ~1e-6 per step, accumulated
+    np.testing.assert_allclose(res.displacement, expected, rtol=2e-4)
+    assert res.checkpoint_steps[-1] == 200
+    np.testing.assert_allclose(res.final_params["layers"][0]["w"], w_star, atol=2e-3)
+
+
+def test_sweep_equals_runs_made_one_by_one(moons):
+    grid = _grid(optimizers=("sgd", "momentum", "adam"), learning_rates=(0.05,), steps=30)
+    key = jax.random.key(7)
+    sw = fs.train.sweep(key, moons, grid, progress=False)
+    assert sw.num_runs == 2 * 2 * 1 * 3
+    assert sw.num_programs == 1  # widths 4 and 8 share a program (padding overhead < 2)
+    for i in range(sw.num_runs):
+        one = sw.result(i)
+        ref = fs.train.run(
+            jax.random.fold_in(key, int(sw.coords["seed"][i])),
+            one.model,
+            moons,
+            one.config,
+            progress=False,
+        )
+        # identical arithmetic up to float32 summation order in padded / batched matmuls
+        np.testing.assert_allclose(one.displacement, ref.displacement, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(one.test_loss, ref.test_loss, rtol=1e-4)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+            one.final_params,
+            ref.final_params,
+        )
+        np.testing.assert_array_equal(one.checkpoint_steps, ref.checkpoint_steps)
+
+
+def test_same_key_gives_bitwise_identical_results(moons):
+    grid = _grid()
+    a = fs.train.sweep(jax.random.key(3), moons, grid, progress=False)
+    b = fs.train.sweep(jax.random.key(3), moons, grid, progress=False)
+    c = fs.train.sweep(jax.random.key(4), moons, grid, progress=False)
+    np.testing.assert_array_equal(a.displacement, b.displacement)
+    np.testing.assert_array_equal(a.test_loss, b.test_loss)
+    assert not np.array_equal(a.displacement, c.displacement)
+
+
+def test_new_learning_rates_do_not_recompile(moons):
+    grid = _grid(steps=20)
+    fs.train.sweep(jax.random.key(0), moons, grid, progress=False)
+    sizes = (E.chunk_program._cache_size(), E.init_program._cache_size())
+    fs.train.sweep(
+        jax.random.key(1),
+        moons,
+        grid._replace(learning_rates=(0.01, 0.3), momentum=0.5, seeds=(5, 6)),
+        progress=False,
+    )
+    assert (E.chunk_program._cache_size(), E.init_program._cache_size()) == sizes
+
+
+def test_diverging_network_is_flagged_and_leaves_others_untouched(moons):
+    grid = _grid(learning_rates=(0.05, 1e4), steps=30)
+    sw = fs.train.sweep(jax.random.key(0), moons, grid, progress=False)
+    bad = sw.coords["learning_rate"] == 1e4
+    assert sw.diverged[bad].all() and not sw.diverged[~bad].any()
+    assert (sw.diverged_step[bad] >= 0).all()
+    assert np.isnan(sw.displacement[bad, -1]).all()
+    ok = fs.train.sweep(
+        jax.random.key(0), moons, grid._replace(learning_rates=(0.05,)), progress=False
+    )
+    np.testing.assert_allclose(sw.displacement[~bad], ok.displacement, rtol=1e-6)
+    # the flagged network keeps its last finite parameters
+    frozen = sw.result(int(np.flatnonzero(bad)[0])).final_params
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(frozen))
+
+
+def test_epoch_sampling_visits_every_sample_once_per_epoch(moons):
+    n, b = moons.num_train, 16
+    static = E.Static(
+        fs.models.mlp((2, 4, 2)), "classification", 100, b, 1, 1, (100,), "epoch", ("sgd",), False
+    )
+    keys = jax.random.split(jax.random.key(0), 2)
+    consts = E.Consts(None, None, None, None, keys)
+    carry = E.Carry(
+        jnp.zeros((), jnp.int32), None, None, jnp.zeros((2, n), jnp.int32), None, None, None
+    )
+    seen = []
+    for t in range(2 * (n // b)):
+        idx, perm = E._batch_indices(static, carry._replace(step=jnp.int32(t)), consts, n)
+        carry = carry._replace(perm=perm)
+        seen.append(np.asarray(idx))
+    epoch1 = np.concatenate(seen[: n // b], axis=1)
+    epoch2 = np.concatenate(seen[n // b :], axis=1)
+    for e in (epoch1, epoch2):
+        for row in e:
+            np.testing.assert_array_equal(np.sort(row), np.arange(n))
+    assert not np.array_equal(epoch1, epoch2)  # a fresh permutation each epoch
+
+
+def test_batch_norm_displacement_excludes_running_statistics(moons):
+    model = fs.models.mlp((2, 8, 2), batch_norm=True)
+    cfg = fs.train.TrainConfig(steps=20, batch_size=16, learning_rate=0.1, num_checkpoints=2)
+    res = fs.train.run(jax.random.key(0), model, moons, cfg, progress=False)
+    final, init = res.final_params, res.init_params
+    trainable = {k: v for k, v in final.items() if k != "batch_stats"}
+    trainable0 = {k: v for k, v in init.items() if k != "batch_stats"}
+    diff = jax.tree.map(
+        lambda a, b: np.sum((np.asarray(a) - np.asarray(b)) ** 2), trainable, trainable0
+    )
+    np.testing.assert_allclose(res.displacement[-1], np.sqrt(sum(jax.tree.leaves(diff))), rtol=1e-5)
+    assert not np.allclose(final["batch_stats"][0]["mean"], 0.0)  # stats did move
+
+
+def test_replacement_sampling_differs_from_epoch_sampling(moons):
+    a = fs.train.sweep(jax.random.key(0), moons, _grid(), progress=False)
+    b = fs.train.sweep(jax.random.key(0), moons, _grid(sampling="replacement"), progress=False)
+    assert a.displacement.shape == b.displacement.shape
+    assert not np.allclose(a.displacement, b.displacement)
+
+
+def test_bucketing_rule_and_program_count(moons):
+    assert fs.train.bucket_widths([(16,), (32,), (64,), (128,)], 784, 10, 2.0) == [
+        [(128,), (64,), (32,)],
+        [(16,)],
+    ]
+    assert fs.train.bucket_widths([(16,), (32,)], 784, 10, 1.0) == [[(32,)], [(16,)]]
+    assert fs.train.bucket_widths([(8,), (4, 4)], 2, 2, float("inf")) == [[(8,)], [(4, 4)]]
+    sw = fs.train.sweep(
+        jax.random.key(0),
+        moons,
+        _grid(hidden=((4,), (8,), (4, 4)), batch_sizes=(8, 16), steps=10),
+        progress=False,
+    )
+    assert sw.num_programs == 4  # 2 depths × 2 batch sizes
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (dict(hidden=(0,)), "hidden"),
+        (dict(hidden=((8, -2),)), "hidden"),
+        (dict(learning_rates=(0.0,)), "learning_rates"),
+        (dict(learning_rates=(-0.1,)), "learning_rates"),
+        (dict(learning_rates=(float("nan"),)), "learning_rates"),
+        (dict(batch_sizes=(0,)), "batch_sizes"),
+        (dict(batch_sizes=(10_000,)), "batch_sizes"),
+        (dict(steps=0), "steps"),
+        (dict(optimizers=("rmsprop",)), "optimizer"),
+        (dict(seeds=()), "seeds"),
+        (dict(sampling="shuffle"), "sampling"),
+        (dict(model="cnn"), "model"),
+        (dict(record_every=7), "record_every"),
+        (dict(num_checkpoints=0), "num_checkpoints"),
+    ],
+)
+def test_bad_grid_raises_before_compiling(moons, change, match):
+    before = E.chunk_program._cache_size()
+    with pytest.raises(ValueError, match=match):
+        fs.train.sweep(jax.random.key(0), moons, _grid(**change), progress=False)
+    assert E.chunk_program._cache_size() == before
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (dict(learning_rate=0.0), "learning_rate"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(batch_size=129), "batch_size"),
+        (dict(steps=-1), "steps"),
+        (dict(optimizer="sgdd"), "optimizer"),
+        (dict(momentum=1.0), "momentum"),
+    ],
+)
+def test_bad_config_raises(moons, change, match):
+    cfg = fs.train.TrainConfig(steps=10, batch_size=8, num_checkpoints=2)._replace(**change)
+    with pytest.raises(ValueError, match=match):
+        fs.train.run(jax.random.key(0), fs.models.mlp((2, 4, 2)), moons, cfg, progress=False)
+
+
+def test_run_rejects_mismatched_model_and_bad_key(moons):
+    cfg = fs.train.TrainConfig(steps=10, batch_size=8, num_checkpoints=2)
+    with pytest.raises(ValueError, match="input width"):
+        fs.train.run(jax.random.key(0), fs.models.mlp((3, 4, 2)), moons, cfg, progress=False)
+    with pytest.raises(ValueError, match="key"):
+        fs.train.run(0, fs.models.mlp((2, 4, 2)), moons, cfg, progress=False)
+
+
+def test_sweep_that_does_not_fit_is_refused(moons):
+    with pytest.raises(ValueError, match="memory"):
+        fs.train.sweep(jax.random.key(0), moons, _grid(memory_limit=1000), progress=False)
+
+
+def test_save_is_atomic_and_opens_in_xarray(moons, tmp_path):
+    xr = pytest.importorskip("xarray")
+    sw = fs.train.sweep(jax.random.key(0), moons, _grid(), progress=False)
+    path = tmp_path / "out" / "sweep.nc"
+    sw.save(path)
+    assert os.listdir(path.parent) == ["sweep.nc"]  # no temporary file left behind
+    with xr.open_dataset(path) as ds:
+        np.testing.assert_allclose(ds["displacement"].values, sw.displacement)
+        assert list(ds["optimizer"].values) == ["sgd"] * sw.num_runs
+        assert list(ds["hidden"].values) == list(sw.coords["hidden"])
+        np.testing.assert_array_equal(ds["checkpoint"].values, sw.checkpoint_steps)
+        # unpadded parameters of a narrow run, flattened, then NaN padding
+        i = int(sw.select(hidden="4", seed=0, learning_rate=0.05)[0])
+        flat = jax.flatten_util.ravel_pytree(sw.result(i).final_params)[0]
+        row = ds["checkpoint_params"].values[i, -1]
+        np.testing.assert_allclose(row[: flat.size], flat)
+        assert np.isnan(row[flat.size :]).all()
+        frame = ds[["displacement"]].to_dataframe()
+        assert len(frame) == sw.num_runs * len(sw.record_steps)
+
+
+def test_summary_table_has_one_row_per_run(moons):
+    sw = fs.train.sweep(jax.random.key(0), moons, _grid(), progress=False)
+    table = sw.format_table()
+    assert len(table.splitlines()) == sw.num_runs + 1
+    assert {r["hidden"] for r in sw.summary()} == {"4", "8"}
