@@ -43,22 +43,39 @@ def _parser() -> argparse.ArgumentParser:
         "MLPs on MNIST in one vectorised sweep; write DIR/sweep.nc (xarray), "
         "DIR/summary.json and DIR/figures/displacement.png.",
     )
-    s.add_argument("--hidden", type=_widths, nargs="+", default=None,
-                   help="hidden widths per architecture, e.g. 16 32 64-64 (default 16 32 64 128)")
+    s.add_argument(
+        "--hidden",
+        type=_widths,
+        nargs="+",
+        default=None,
+        help="hidden widths per architecture, e.g. 16 32 64-64 (default 16 32 64 128)",
+    )
     s.add_argument("--seeds", type=int, default=None, help="number of seeds (default 2)")
-    s.add_argument("--learning-rates", type=float, nargs="+", default=None,
-                   help="learning rates (default 0.05)")
-    s.add_argument("--optimizers", nargs="+", default=None,
-                   help="sgd, momentum and/or adam (default sgd)")
+    s.add_argument(
+        "--learning-rates",
+        type=float,
+        nargs="+",
+        default=None,
+        help="learning rates (default 0.05)",
+    )
+    s.add_argument(
+        "--optimizers", nargs="+", default=None, help="sgd, momentum and/or adam (default sgd)"
+    )
     s.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="default 128")
     s.add_argument("--steps", type=int, default=None, help="SGD steps (default 2000)")
     s.add_argument("--batch-norm", action="store_true", help="BatchNorm after hidden layers")
-    s.add_argument("--quick", action="store_true",
-                   help="a small sweep for a first look (2 widths, 1 seed, 300 steps)")
+    s.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small sweep for a first look (2 widths, 1 seed, 300 steps)",
+    )
     s.add_argument("--out", default="fracsgd-sweep", help="output directory")
-    s.add_argument("--data-dir", default=None,
-                   help="directory with the four MNIST IDX files (default: $FRACSGD_DATA, else "
-                   "the embedded 5 000-image subset)")
+    s.add_argument(
+        "--data-dir",
+        default=None,
+        help="directory with the four MNIST IDX files (default: $FRACSGD_DATA, else "
+        "the embedded 5 000-image subset)",
+    )
     s.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -79,8 +96,14 @@ def _plot_displacement(result, path: str) -> None:
         color = cmap(uniq.index(labels[i]) / max(len(uniq) - 1, 1))
         r = result.displacement[i]
         ok = np.isfinite(r) & (r > 0)
-        ax.loglog(result.record_steps[ok], r[ok], color=color, alpha=0.7, lw=1,
-                  label=f"hidden {labels[i]}" if labels[i] not in labels[:i] else None)
+        ax.loglog(
+            result.record_steps[ok],
+            r[ok],
+            color=color,
+            alpha=0.7,
+            lw=1,
+            label=f"hidden {labels[i]}" if labels[i] not in labels[:i] else None,
+        )
     t = result.record_steps.astype(float)
     ref = np.nanmedian(result.displacement[:, -1]) * np.sqrt(t / t[-1])
     ax.loglog(t, ref, "k--", lw=1, label=r"Brownian $t^{1/2}$")
@@ -119,8 +142,7 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.seeds is not None and args.seeds <= 0:
         raise ValueError(f"--seeds must be a positive number of seeds, got {args.seeds}")
     dataset = fs.data.load("mnist", data_dir=args.data_dir)
-    result = fs.train.sweep(jax.random.key(args.seed), dataset, grid,
-                            progress=not args.no_progress)
+    result = fs.train.sweep(jax.random.key(args.seed), dataset, grid, progress=not args.no_progress)
     os.makedirs(os.path.join(args.out, "figures"), exist_ok=True)
     result.save(os.path.join(args.out, "sweep.nc"))
     summary = {
@@ -131,14 +153,17 @@ def _sweep(args: argparse.Namespace) -> int:
         "grid": {k: (list(v) if isinstance(v, tuple) else v) for k, v in grid._asdict().items()},
         "runs": result.summary(),
     }
-    _atomic_write_text(os.path.join(args.out, "summary.json"),
-                       json.dumps(summary, indent=2, default=str))
+    _atomic_write_text(
+        os.path.join(args.out, "summary.json"), json.dumps(summary, indent=2, default=str)
+    )
     fig_path = os.path.join(args.out, "figures", "displacement.png")
     _plot_displacement(result, fig_path)
     print(result.format_table())
-    print(f"\n{result.num_runs} networks in {result.num_programs} compiled program(s), "
-          f"{result.wall_time:.1f}s; wrote {args.out}/sweep.nc, summary.json, "
-          "figures/displacement.png")
+    print(
+        f"\n{result.num_runs} networks in {result.num_programs} compiled program(s), "
+        f"{result.wall_time:.1f}s; wrote {args.out}/sweep.nc, summary.json, "
+        "figures/displacement.png"
+    )
     return 0
 
 

@@ -4,7 +4,6 @@ possible)."""
 from __future__ import annotations
 
 import itertools
-import math
 import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -51,9 +50,11 @@ def _check_dataset(dataset: Any) -> Dataset:
     return dataset
 
 
-def _records_per_chunk(steps: int, record_every: int) -> int:
-    n_records = steps // record_every
-    return max(1, math.ceil(n_records / _TARGET_CHUNKS))
+def segment_ends(steps: int, checkpoint_steps: Sequence[int], pieces: int = _TARGET_CHUNKS):
+    """Where the host stops the compiled loop: every checkpoint step and about ``pieces`` evenly
+    spaced steps (for the progress bar), sorted, ending at ``steps``."""
+    even = np.linspace(0, steps, pieces + 1)[1:].round().astype(int)
+    return sorted({int(s) for s in (*checkpoint_steps, *even) if 0 < s <= steps})
 
 
 def _data(dataset: Dataset) -> E.Data:
@@ -78,28 +79,29 @@ def _train_bucket(
     static: E.Static, init_keys, masks, data_keys, hyper: E.Hyper, data: E.Data, progress: Progress
 ) -> dict[str, Any]:
     carry, consts = E.init_program(static, init_keys, masks, data_keys, hyper, data)
+    n_nets = init_keys.shape[0]
+    ck_steps = set(static.checkpoint_steps)
+    checkpoints, metrics = [], []
+    done = 0
+    for end in segment_ends(static.steps, static.checkpoint_steps):
+        carry = E.segment_program(static, carry, consts, data, jnp.int32(end))
+        if end in ck_steps:
+            metrics.append(np.asarray(E.eval_program(static, carry.params, consts.masks, data)))
+            checkpoints.append(E.to_host(carry.params))  # host memory, not the device
+        else:
+            jax.block_until_ready(carry.step)
+        progress.update((end - done) * n_nets)
+        done = end
     n_records = static.steps // static.record_every
-    n_chunks = math.ceil(n_records / static.records_per_chunk)
-    recs = []
-    for _ in range(n_chunks):
-        carry, rec = E.chunk_program(static, carry, consts, data)
-        recs.append(rec)
-        jax.block_until_ready(carry.step)
-        progress.update(static.records_per_chunk * static.record_every * init_keys.shape[0])
-    r, loss, gnorm = (
-        np.concatenate([np.asarray(x[i]) for x in recs])[:n_records].T for i in range(3)
-    )
-    k = len(static.checkpoint_steps)
-    host = E.to_host((carry.ckpt_params, carry.ckpt_metrics, consts.params0, carry.diverged_step))
-    ckpt_params, metrics, params0, diverged_step = host
-    ckpt_params = jax.tree.map(lambda a: np.moveaxis(a[:k], 0, 1), ckpt_params)  # (N, K, ...)
-    metrics = np.moveaxis(metrics, 0, 1)  # (N, K, 4)
+    records = np.asarray(carry.records)[:, :n_records]
+    params0, diverged_step = E.to_host((consts.params0, carry.diverged_step))
+    stacked = jax.tree.map(lambda *a: np.stack(a, axis=1), *checkpoints)  # (N, K, ...)
     return {
-        "displacement": r,
-        "train_loss": loss,
-        "grad_norm": gnorm,
-        "checkpoints": ckpt_params,
-        "metrics": metrics,
+        "displacement": records[..., 0],
+        "train_loss": records[..., 1],
+        "grad_norm": records[..., 2],
+        "checkpoints": stacked,
+        "metrics": np.stack(metrics, axis=1),  # (N, K, 4)
         "init_params": params0,
         "diverged_step": diverged_step,
     }
@@ -186,7 +188,6 @@ def run(
         steps=config.steps,
         batch_size=config.batch_size,
         record_every=config.record_every,
-        records_per_chunk=_records_per_chunk(config.steps, config.record_every),
         checkpoint_steps=log_spaced_steps(config.steps, config.num_checkpoints),
         sampling=config.sampling,
         optimizers=(config.optimizer,),
@@ -228,6 +229,9 @@ class Grid(NamedTuple):
             program (padded to the widest, width-masked) while the padded cost
             ``len(bucket) · P_max`` stays within this factor of the unpadded ``Σ P`` (``P`` =
             parameter count); 1.0 gives one program per architecture, ``inf`` one per depth.
+            ``None`` picks by platform: 1.25 on CPU, where padded FLOPs cost their full price
+            (measured in ``benchmarks/train_sweep.py``), 4.0 on GPU/TPU, where small networks
+            are bound by kernel launches and padding is nearly free.
         memory_limit: bytes one bucket may use; default: what the device has available.
     """
 
@@ -246,7 +250,7 @@ class Grid(NamedTuple):
     num_checkpoints: int = 16
     model: str = "mlp"
     batch_norm: bool = False
-    max_padding_overhead: float = 2.0
+    max_padding_overhead: float | None = None
     memory_limit: int | None = None
 
 
@@ -291,6 +295,8 @@ def _validate_grid(grid: Any, dataset: Dataset) -> tuple[Grid, list[tuple[int, .
     if grid.batch_norm and grid.model != "mlp":
         raise ValueError("batch_norm=True is only available for model='mlp'")
     overhead = grid.max_padding_overhead
+    if overhead is None:
+        overhead = default_padding_overhead()
     if isinstance(overhead, bool) or not isinstance(overhead, int | float) or not overhead >= 1:
         raise ValueError(
             f"max_padding_overhead must be a number >= 1 (inf allowed), got {overhead!r}"
@@ -301,7 +307,12 @@ def _validate_grid(grid: Any, dataset: Dataset) -> tuple[Grid, list[tuple[int, .
         _config(grid, grid.batch_sizes[0], grid.learning_rates[0], grid.optimizers[0]),
         dataset.num_train,
     )
-    return grid, hidden
+    return grid._replace(max_padding_overhead=overhead), hidden
+
+
+def default_padding_overhead() -> float:
+    """The bucketing tolerance used when ``Grid.max_padding_overhead`` is None."""
+    return 1.25 if jax.default_backend() == "cpu" else 4.0
 
 
 def _config(grid: Grid, batch: int, lr: float, opt: str) -> TrainConfig:
@@ -401,7 +412,9 @@ def sweep(key: PRNGKey, dataset: Dataset, grid: Grid, *, progress: bool = True) 
     grid, hidden = _validate_grid(grid, dataset)
     n_in, n_out = dataset.num_features, dataset.num_outputs
     ctor = (lambda ws: mlp(ws, batch_norm=grid.batch_norm)) if grid.model == "mlp" else deep_linear
-    width_buckets = bucket_widths(hidden, n_in, n_out, float(grid.max_padding_overhead))
+    width_buckets = bucket_widths(
+        hidden, n_in, n_out, float(grid.max_padding_overhead or default_padding_overhead())
+    )
 
     # the flat run list, in grid order: seeds × hidden × learning_rates × optimizers × batch sizes
     runs = list(
@@ -423,7 +436,6 @@ def sweep(key: PRNGKey, dataset: Dataset, grid: Grid, *, progress: bool = True) 
                 steps=grid.steps,
                 batch_size=int(batch),
                 record_every=grid.record_every,
-                records_per_chunk=_records_per_chunk(grid.steps, grid.record_every),
                 checkpoint_steps=log_spaced_steps(grid.steps, grid.num_checkpoints),
                 sampling=grid.sampling,
                 optimizers=opts,

@@ -1,23 +1,28 @@
 """The compiled training engine shared by :func:`run` and :func:`sweep`.
 
 One *bucket* is a set of networks that share every shape: the same allocated widths (narrower
-ones are width-masked), batch size, step count and recording layout. A bucket is trained by two
-jitted programs: ``_init_program`` (initialisation) and ``_chunk_program`` (a fixed number of
-recorded intervals of ``record_every`` steps). The host calls the chunk program repeatedly — the
-same compiled program every time — and advances the progress bar in between; steps beyond ``T``
-in the last chunk are skipped by a ``lax.cond`` on the (unbatched) step counter.
+ones are width-masked), batch size, step count and recording layout. A bucket is trained by three
+jitted programs: ``init_program`` (initialisation), ``segment_program`` (run the steps from the
+current step to a *traced* end step) and ``eval_program`` (full train/test loss and accuracy).
+The host runs segments that end at every checkpoint step and at about twenty evenly spaced steps
+(the progress bar advances in between), copies the parameters to host memory at checkpoints and
+evaluates them there. Because the end step is data, every segment runs the same compiled program,
+and nothing of size ``K × parameters`` ever sits in the loop state.
 
-Structure: ``lax.scan`` over steps outside, ``vmap`` over networks inside, so the step counter
-is a scalar and the conditionals (new epoch permutation, checkpoint evaluation, skipping) stay
-real branches under batching.
+Inside a segment: a ``while_loop`` over epochs computes each network's permutation once per epoch
+(epoch sampling), and an inner ``while_loop`` runs the steps of that epoch; ``vmap`` over networks
+is inside the step, so the step counter is a scalar. Records (``R``, interval-mean minibatch loss,
+gradient norm) are written into a small ``(N, records + 1)`` buffer; column ``records`` is a scratch
+slot written on non-record steps, so the write is unconditional.
 
-Memory (float32, per bucket of ``N`` networks with ``P`` allocated parameters, ``K`` checkpoints,
-``n`` training samples, ``B`` batch size, ``F`` features, ``S`` = sum of allocated widths):
-``4·N·P·(4 + o + K + 1)`` bytes for parameters, initial parameters, parameter mask, gradients,
-optimiser state (``o`` = 0 SGD, 1 momentum, 2 Adam, summed over optimisers present) and the
-checkpoint buffer (one scratch slot), plus ``4·N·n`` for epoch permutations, ``~12·N·B·(F + S)``
-for minibatch activations and their gradients, ``4·N·E·S`` for checkpoint evaluation in chunks of
-``E`` rows, and the data set itself. :func:`estimate_bytes` implements this model.
+Memory (float32, per bucket of ``N`` networks with ``P`` allocated parameters, ``n`` training
+samples, ``B`` batch size, ``F`` features, ``S`` = sum of allocated widths):
+``4·N·P·(5 + o)`` bytes on the device for parameters, initial parameters, parameter mask,
+gradients, the updated copy and the optimiser state (``o`` = 0 SGD, 1 momentum, 2 Adam, summed over
+optimisers present), ``4·N·n`` for epoch permutations, ``~12·N·B·(F + S)`` for minibatch
+activations and their gradients, ``8·N·E·S`` for evaluation in chunks of ``E`` rows, and the data
+set. Checkpoints (``4·N·P·K``) go to host memory as they are reached. :func:`estimate_bytes`
+implements this model.
 """
 
 from __future__ import annotations
@@ -43,7 +48,6 @@ class Static(NamedTuple):
     steps: int
     batch_size: int
     record_every: int
-    records_per_chunk: int
     checkpoint_steps: tuple[int, ...]
     sampling: str
     optimizers: tuple[str, ...]  # optimisers present in the bucket (their order = opt code)
@@ -73,10 +77,9 @@ class Carry(NamedTuple):
     step: Array  # int32 scalar: steps completed
     params: PyTree
     opt_state: PyTree
-    perm: Array  # (N, n) int32 epoch permutations; (N, 0) with replacement sampling
     diverged_step: Array  # (N,) int32, -1 while finite
-    ckpt_params: PyTree  # (K + 1, N, ...): slot K is a scratch slot written off-checkpoint
-    ckpt_metrics: Array  # (K, N, 4): train loss, train accuracy, test loss, test accuracy
+    loss_sum: Array  # (N,) minibatch losses summed over the current recording interval
+    records: Array  # (N, records + 1, 3): R, interval-mean loss, gradient norm; last = scratch
 
 
 class Data(NamedTuple):
@@ -176,17 +179,14 @@ def _init_program(
         params0 = jax.vmap(lambda k: model.init(k))(init_keys)
         pmask = jax.vmap(lambda _: model.param_mask())(init_keys)
     opt_state = jax.vmap(lambda p: _opt_init(static.optimizers, p))(params0)
-    n = data.x_train.shape[0]
-    perm_len = n if static.sampling == "epoch" else 0
-    k = len(static.checkpoint_steps)
+    n_records = static.steps // static.record_every
     carry = Carry(
         step=jnp.zeros((), jnp.int32),
         params=params0,
         opt_state=opt_state,
-        perm=jnp.zeros((n_nets, perm_len), jnp.int32),
         diverged_step=jnp.full((n_nets,), -1, jnp.int32),
-        ckpt_params=jax.tree.map(lambda p: jnp.zeros((k + 1, *p.shape), p.dtype), params0),
-        ckpt_metrics=jnp.full((k, n_nets, 4), jnp.nan, jnp.float32),
+        loss_sum=jnp.zeros((n_nets,), jnp.float32),
+        records=jnp.full((n_nets, n_records + 1, 3), jnp.nan, jnp.float32),
     )
     return carry, Consts(params0, pmask, masks, hyper, data_keys)
 
@@ -211,31 +211,28 @@ def _net_step(static: Static, params, opt_state, pmask, mask, hp: Hyper, xb, yb)
     return new_params, new_opt, loss, jnp.sqrt(gsq), ok
 
 
-def _batch_indices(static: Static, carry: Carry, consts: Consts, n: int):
-    t = carry.step
+def _epoch_permutations(consts: Consts, epoch: Array, n: int) -> Array:
+    return jax.vmap(
+        lambda k: jax.random.permutation(jax.random.fold_in(k, epoch), n).astype(jnp.int32)
+    )(consts.data_keys)
+
+
+def _batch_indices(static: Static, t: Array, consts: Consts, perm: Array | None, n: int):
+    """Minibatch indices ``(N, B)`` of step ``t`` (0-based). Epoch sampling: rows
+    ``[pos·B, (pos+1)·B)`` of the epoch's permutation; replacement: uniform draws keyed by
+    ``fold_in(data_key, t)``."""
     b = static.batch_size
     if static.sampling == "replacement":
-        idx = jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, t), (b,), 0, n))(
+        return jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, t), (b,), 0, n))(
             consts.data_keys
         )
-        return idx, carry.perm
-    per_epoch = n // b
-    pos = t % per_epoch
-
-    def new_perm():
-        epoch = t // per_epoch
-        return jax.vmap(
-            lambda k: jax.random.permutation(jax.random.fold_in(k, epoch), n).astype(jnp.int32)
-        )(consts.data_keys)
-
-    perm = jax.lax.cond(pos == 0, new_perm, lambda: carry.perm)
-    idx = jax.vmap(lambda p: jax.lax.dynamic_slice(p, (pos * b,), (b,)))(perm)
-    return idx, perm
+    pos = t % (n // b)
+    return jax.vmap(lambda p: jax.lax.dynamic_slice(p, (pos * b,), (b,)))(perm)
 
 
-def _train_step(static: Static, carry: Carry, consts: Consts, data: Data):
+def _train_step(static: Static, carry: Carry, consts: Consts, data: Data, perm):
     n = data.x_train.shape[0]
-    idx, perm = _batch_indices(static, carry, consts, n)
+    idx = _batch_indices(static, carry.step, consts, perm, n)
     xb = data.x_train[idx]
     yb = data.y_train[idx]
     masks_axis = 0 if static.masked else None
@@ -257,56 +254,66 @@ def _train_step(static: Static, carry: Carry, consts: Consts, data: Data):
     opt_state = jax.tree.map(sel, new_opt, carry.opt_state)
     diverged_step = jnp.where(was_ok & ~ok, carry.step, carry.diverged_step)
     t1 = carry.step + 1
+    loss_sum = carry.loss_sum + jnp.where(was_ok, loss, jnp.nan)
 
-    # checkpoints: write into slot k at checkpoint steps, into the scratch slot otherwise
-    ck = jnp.asarray(static.checkpoint_steps, jnp.int32)
-    hit = ck == t1
-    is_ck = jnp.any(hit)
-    slot = jnp.where(is_ck, jnp.argmax(hit), len(static.checkpoint_steps))
-    ckpt_params = jax.tree.map(
-        lambda buf, p: jax.lax.dynamic_update_index_in_dim(buf, p, slot, 0),
-        carry.ckpt_params,
-        params,
+    # records: at t1 = j·k write column j − 1, otherwise the scratch column
+    every = static.record_every
+    is_record = t1 % every == 0
+    n_records = carry.records.shape[1] - 1
+    col = jnp.where(is_record, t1 // every - 1, n_records)
+
+    def measure():
+        r = jax.vmap(displacement)(params, consts.params0, consts.pmask)
+        return jnp.where(diverged_step < 0, r, jnp.nan)
+
+    r = (
+        measure()
+        if every == 1
+        else jax.lax.cond(is_record, measure, lambda: jnp.zeros_like(loss_sum))
     )
-
-    def do_eval(metrics):
-        def one(p, m):
-            tr = evaluate(static.model, static.task, p, m, data.x_train, data.y_train)
-            te = evaluate(static.model, static.task, p, m, data.x_test, data.y_test)
-            return jnp.concatenate([tr, te])
-
-        vals = jax.vmap(one, in_axes=(0, masks_axis))(params, consts.masks)
-        return jax.lax.dynamic_update_index_in_dim(metrics, vals, jnp.argmax(hit), 0)
-
-    ckpt_metrics = jax.lax.cond(is_ck, do_eval, lambda m: m, carry.ckpt_metrics)
-    loss = jnp.where(was_ok, loss, jnp.nan)
-    new_carry = Carry(t1, params, opt_state, perm, diverged_step, ckpt_params, ckpt_metrics)
-    return new_carry, (loss, gnorm)
+    row = jnp.stack([r, loss_sum / every, gnorm], axis=-1)
+    records = jax.lax.dynamic_update_index_in_dim(carry.records, row, col, 1)
+    loss_sum = jnp.where(is_record, 0.0, loss_sum)
+    return Carry(t1, params, opt_state, diverged_step, loss_sum, records)
 
 
-def _chunk_program(static: Static, carry: Carry, consts: Consts, data: Data):
-    n_nets = carry.diverged_step.shape[0]
+def _segment_program(static: Static, carry: Carry, consts: Consts, data: Data, t_end: Array):
+    """Run steps ``carry.step … t_end − 1`` (``t_end`` is traced: one program for all
+    segments)."""
+    n = data.x_train.shape[0]
+    if static.sampling == "replacement":
+        return jax.lax.while_loop(
+            lambda c: c.step < t_end,
+            lambda c: _train_step(static, c, consts, data, None),
+            carry,
+        )
+    per_epoch = n // static.batch_size
 
-    def one_step(c: Carry, _):
-        def skip(c):
-            nan = jnp.full((n_nets,), jnp.nan, jnp.float32)
-            return c._replace(step=c.step + 1), (nan, nan)
-
-        return jax.lax.cond(
-            c.step < static.steps, lambda c: _train_step(static, c, consts, data), skip, c
+    def epoch_piece(c: Carry) -> Carry:
+        epoch = c.step // per_epoch
+        perm = _epoch_permutations(consts, epoch, n)
+        stop = jnp.minimum(t_end, (epoch + 1) * per_epoch)
+        return jax.lax.while_loop(
+            lambda c: c.step < stop, lambda c: _train_step(static, c, consts, data, perm), c
         )
 
-    def one_record(c: Carry, _):
-        c, (losses, gnorms) = jax.lax.scan(one_step, c, None, length=static.record_every)
-        r = jax.vmap(displacement)(c.params, consts.params0, consts.pmask)
-        r = jnp.where(c.diverged_step < 0, r, jnp.nan)
-        return c, (r, jnp.mean(losses, axis=0), gnorms[-1])
+    return jax.lax.while_loop(lambda c: c.step < t_end, epoch_piece, carry)
 
-    return jax.lax.scan(one_record, carry, None, length=static.records_per_chunk)
+
+def _eval_program(static: Static, params: PyTree, masks, data: Data) -> Array:
+    """``(N, 4)``: full-data train loss, train accuracy, test loss, test accuracy."""
+
+    def one(p, m):
+        tr = evaluate(static.model, static.task, p, m, data.x_train, data.y_train)
+        te = evaluate(static.model, static.task, p, m, data.x_test, data.y_test)
+        return jnp.concatenate([tr, te])
+
+    return jax.vmap(one, in_axes=(0, 0 if static.masked else None))(params, masks)
 
 
 init_program = jax.jit(_init_program, static_argnums=0)
-chunk_program = jax.jit(_chunk_program, static_argnums=0, donate_argnums=1)
+segment_program = jax.jit(_segment_program, static_argnums=0, donate_argnums=1)
+eval_program = jax.jit(_eval_program, static_argnums=0)
 
 
 def optimizer_state_multiplier(optimizers: tuple[str, ...]) -> int:
@@ -319,10 +326,9 @@ def estimate_bytes(
     """Bytes one bucket needs on the device (the memory model of the module docstring)."""
     model = static.model
     p = model.num_params() + sum(2 * w for w in model.hidden if model.batch_norm)
-    k = len(static.checkpoint_steps)
     o = optimizer_state_multiplier(static.optimizers)
     s = sum(model.widths[1:])
-    per_net = 4 * p * (4 + o + k + 1)
+    per_net = 4 * p * (5 + o)
     if static.sampling == "epoch":
         per_net += 4 * num_train
     per_net += 12 * static.batch_size * (num_features + s)
