@@ -249,10 +249,12 @@ def _build(widths: tuple[int, ...], kind: str, batch_norm: bool) -> Model:
             return int(total)
         return total.astype(jnp.int32)
 
+    # jitted here so that eager calls (notebooks, tests) compile once; inside a caller's jit they
+    # are inlined
     return Model(
-        init=init,
-        apply=apply,
-        apply_train=apply_train,
+        init=jax.jit(init),
+        apply=jax.jit(apply),
+        apply_train=jax.jit(apply_train),
         param_mask=param_mask,
         width_mask=width_mask,
         num_params=num_params,

@@ -171,8 +171,8 @@ def run(
         ...                            num_checkpoints=4)
         >>> res = fs.train.run(jax.random.key(0), fs.models.mlp((2, 16, 2)), data, cfg,
         ...                    progress=False)
-        >>> res.displacement.shape, res.checkpoint_steps
-        ((100,), (1, 5, 22, 100))
+        >>> res.displacement.shape, res.checkpoint_steps.tolist()
+        ((100,), [1, 5, 22, 100])
         >>> bool(res.diverged)
         False
     """
@@ -402,7 +402,8 @@ def sweep(key: PRNGKey, dataset: Dataset, grid: Grid, *, progress: bool = True) 
         >>> import fracsgd as fs
         >>> data = fs.data.load("moons", n=256, noise=0.1, seed=0)
         >>> grid = fs.train.Grid(hidden=(8, 16), seeds=(0, 1), learning_rates=(0.05, 0.1),
-        ...                      batch_sizes=(32,), steps=50, num_checkpoints=3)
+        ...                      batch_sizes=(32,), steps=50, num_checkpoints=3,
+        ...                      max_padding_overhead=2.0)
         >>> res = fs.train.sweep(jax.random.key(0), data, grid, progress=False)
         >>> res.num_runs, res.num_programs, res.displacement.shape
         (8, 1, (8, 50))

@@ -1,5 +1,7 @@
 """Maskable widths: a padded network with a width mask is exactly the narrow network."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,12 +21,16 @@ def _make(kind, widths, bn):
     return fs.models.mlp(widths, batch_norm=bn) if kind == "mlp" else fs.models.deep_linear(widths)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 5))
 def _loss(model, params, x, y, mask, train):
     if train:
         out, _ = model.apply_train(params, x, mask)
     else:
         out = model.apply(params, x, mask)
     return jnp.sum(jnp.square(out - y))
+
+
+_grad = jax.jit(jax.grad(_loss.__wrapped__, argnums=1), static_argnums=(0, 5))
 
 
 @pytest.mark.parametrize(("kind", "widths", "hidden", "bn"), CASES)
@@ -46,8 +52,8 @@ def test_masked_network_is_the_narrow_network(kind, widths, hidden, bn):
         out_n = _loss(narrow, p_narrow, x, y, None, train)
         # same function up to float32 summation order (padded terms add exact zeros)
         np.testing.assert_allclose(out_w, out_n, rtol=1e-6)
-        g_w = jax.grad(_loss, argnums=1)(wide, p_wide, x, y, mask, train)
-        g_n = jax.grad(_loss, argnums=1)(narrow, p_narrow, x, y, None, train)
+        g_w = _grad(wide, p_wide, x, y, mask, train)
+        g_n = _grad(narrow, p_narrow, x, y, None, train)
         jax.tree.map(
             lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
             unpad_params(wide, g_w, hidden),
