@@ -1,0 +1,65 @@
+"""The ``fracsgd`` command line: a tiny sweep writes its files; argument errors give one line and
+exit code 2."""
+
+import json
+
+import numpy as np
+import pytest
+
+from fracsgd.cli import main
+
+
+def test_sweep_command_writes_results_table_and_figure(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(
+        [
+            "sweep",
+            "--hidden",
+            "8",
+            "16",
+            "--seeds",
+            "1",
+            "--steps",
+            "20",
+            "--batch-sizes",
+            "64",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert rc == 0
+    printed = capsys.readouterr()
+    assert "embedded MNIST subset" in printed.err
+    assert len([ln for ln in printed.out.splitlines() if ln.strip()]) >= 3  # header + 2 rows
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["hidden"] for r in summary["runs"]] == ["8", "16"]
+    assert all(np.isfinite(r["final_displacement"]) for r in summary["runs"])
+    assert (out / "figures" / "displacement.png").stat().st_size > 1000
+    assert (out / "sweep.nc").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["sweep", "--hidden", "0"], "hidden"),
+        (["sweep", "--hidden", "a-b"], "hidden"),
+        (["sweep", "--steps", "x"], "--steps"),
+        (["sweep", "--learning-rates", "-1", "--quick"], "learning_rates"),
+        (["sweep", "--optimizers", "lbfgs", "--quick"], "optimizer"),
+        (["sweep", "--seeds", "0", "--quick"], "seeds"),
+        (["sweep", "--batch-sizes", "100000", "--quick"], "batch_sizes"),
+        (["frobnicate"], "invalid choice"),
+        ([], "required"),
+    ],
+)
+def test_argument_errors_give_one_line_and_exit_code_2(argv, needle, capsys):
+    try:
+        rc = main(argv)
+    except SystemExit as exc:  # argparse exits itself
+        rc = exc.code
+    assert rc == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("fracsgd")]
+    assert len([ln for ln in lines if "error" in ln]) == 1
+    assert needle in err
