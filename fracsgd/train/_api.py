@@ -24,6 +24,7 @@ from fracsgd.train._config import (
     check_choice,
     check_float,
     check_positive_int,
+    config_from_grid,
     log_spaced_steps,
     validate_config,
 )
@@ -304,7 +305,7 @@ def _validate_grid(grid: Any, dataset: Dataset) -> tuple[Grid, list[tuple[int, .
     if grid.memory_limit is not None:
         check_positive_int("memory_limit", grid.memory_limit)
     validate_config(
-        _config(grid, grid.batch_sizes[0], grid.learning_rates[0], grid.optimizers[0]),
+        config_from_grid(grid, grid.batch_sizes[0], grid.learning_rates[0], grid.optimizers[0]),
         dataset.num_train,
     )
     return grid._replace(max_padding_overhead=overhead), hidden
@@ -313,22 +314,6 @@ def _validate_grid(grid: Any, dataset: Dataset) -> tuple[Grid, list[tuple[int, .
 def default_padding_overhead() -> float:
     """The bucketing tolerance used when ``Grid.max_padding_overhead`` is None."""
     return 1.25 if jax.default_backend() == "cpu" else 4.0
-
-
-def _config(grid: Grid, batch: int, lr: float, opt: str) -> TrainConfig:
-    return TrainConfig(
-        steps=grid.steps,
-        batch_size=int(batch),
-        learning_rate=float(lr),
-        optimizer=opt,
-        momentum=grid.momentum,
-        b1=grid.b1,
-        b2=grid.b2,
-        eps=grid.eps,
-        sampling=grid.sampling,
-        record_every=grid.record_every,
-        num_checkpoints=grid.num_checkpoints,
-    )
 
 
 def _architecture_cost(widths: tuple[int, ...]) -> int:
@@ -471,7 +456,7 @@ def sweep(key: PRNGKey, dataset: Dataset, grid: Grid, *, progress: bool = True) 
         data_keys = jnp.stack(
             [jax.random.fold_in(jax.random.fold_in(key, runs[i][0]), 1) for i in idx]
         )
-        configs = [_config(grid, runs[i][4], runs[i][2], runs[i][3]) for i in idx]
+        configs = [config_from_grid(grid, runs[i][4], runs[i][2], runs[i][3]) for i in idx]
         hyper = _hyper(configs, static.optimizers)
         outputs.append(_train_bucket(static, init_keys, masks, data_keys, hyper, data, bar))
         infos.append(BucketInfo(static=static, runs=tuple(idx), estimated_bytes=needed))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -133,3 +133,20 @@ def log_spaced_steps(steps: int, num: int) -> tuple[int, ...]:
             if len(pick) == num:
                 return tuple(int(c) for c in cand[pick])
     return tuple(range(steps - num + 1, steps + 1))  # pragma: no cover - only for num ≈ steps
+
+
+def config_from_grid(grid: Any, batch: int, lr: float, opt: str) -> TrainConfig:
+    """The :class:`TrainConfig` of one network of a sweep ``grid`` (a ``fracsgd.train.Grid``)."""
+    return TrainConfig(
+        steps=grid.steps,
+        batch_size=int(batch),
+        learning_rate=float(lr),
+        optimizer=opt,
+        momentum=grid.momentum,
+        b1=grid.b1,
+        b2=grid.b2,
+        eps=grid.eps,
+        sampling=grid.sampling,
+        record_every=grid.record_every,
+        num_checkpoints=grid.num_checkpoints,
+    )

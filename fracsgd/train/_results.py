@@ -16,7 +16,7 @@ from jax.flatten_util import ravel_pytree
 
 from fracsgd._types import PyTree
 from fracsgd.models import Model, deep_linear, mlp, unpad_params
-from fracsgd.train._config import TrainConfig
+from fracsgd.train._config import TrainConfig, config_from_grid
 
 METRIC_NAMES = ("train_loss_full", "train_accuracy", "test_loss", "test_accuracy")
 
@@ -233,20 +233,7 @@ class SweepResult:
         """Run ``i`` as a :class:`TrainResult` with unpadded parameters and its own model."""
         b, j = self._locate(i)
         _, hidden, lr, opt, batch = self._runs[i]
-        g = self.grid
-        config = TrainConfig(
-            steps=g.steps,
-            batch_size=int(batch),
-            learning_rate=float(lr),
-            optimizer=opt,
-            momentum=g.momentum,
-            b1=g.b1,
-            b2=g.b2,
-            eps=g.eps,
-            sampling=g.sampling,
-            record_every=g.record_every,
-            num_checkpoints=g.num_checkpoints,
-        )
+        config = config_from_grid(self.grid, batch, lr, opt)
         return TrainResult.from_bucket(self._outputs[b], j, self.buckets[b].static, config, hidden)
 
     def select(self, **coords: Any) -> np.ndarray:
