@@ -1,0 +1,604 @@
+"""The batched SGLD estimator of the local learning coefficient (Lau et al. 2023; theory.md §2).
+
+One compiled program samples ``models × chains`` at once: a leading *batch* axis carries the
+centre ``w*``, its mask and the hyper-parameters (step size ε, localisation γ, ``nβ``), so the
+same program serves one model (:func:`estimate`), many models or checkpoints
+(:func:`estimate_many`) and a hyper-parameter grid (:func:`calibrate`).
+
+Estimator: sample ``p(w) ∝ exp(−nβ L_n(w) − (γ/2)||w − w*||²)`` with SGLD started at ``w*`` and
+report ``λ̂ = nβ (E[L_B(w_t)] − L_n(w*))`` per chain, averaged over chains; with
+``same_batch=True`` (Lau et al. Algorithm 1) each draw contributes ``nβ (L_B(w_t) − L_B(w*))``
+on the *same* minibatch ``B``, so minibatch noise cancels. Minibatches are drawn uniformly with
+replacement inside the compiled loop (``fold_in(chain_key, step)``). ``L_n(w*)``
+(``init_loss``) is the full-data loss: the mean of ``loss_fn`` over equal chunks of the data.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fracsgd._types import Array, PRNGKey, PyTree
+from fracsgd.sampling import (
+    build_kernel,
+    build_psgld_kernel,
+    effective_sample_size,
+    localized_gradient,
+    psgld_init,
+    split_rhat,
+    tree_sq_norm,
+)
+from fracsgd.sampling import init as sgld_init
+
+SAMPLERS = ("sgld", "psgld")
+NBETA_RULES = ("n/log n", "batch/log batch")
+
+
+class NotAMinimumWarning(UserWarning):
+    """The sampled point is not a local minimum: most draws have a lower loss than it, so λ̂ is
+    unreliable (theory.md Appendix B)."""
+
+
+class LLCResult(NamedTuple):
+    """An LLC estimate with its traces and diagnostics.
+
+    Per-chain fields have shape ``(chains,)`` (``(models, chains)`` from :func:`estimate_many`).
+
+    Attributes:
+        llc_mean: mean of ``llc_per_chain`` over chains that did not diverge (NaN if all did).
+        llc_std: standard deviation over those chains (``ddof=1``; NaN with fewer than two).
+        llc_per_chain: ``nβ (mean_t L_B(w_t) − L_n(w*))`` (or the same-batch variant).
+        loss_trace: ``(chains, draws)`` minibatch losses ``L_B(w_t)`` at the recorded draws.
+        init_loss: ``L_n(w*)``, full data.
+        nbeta: the ``nβ`` used.
+        diverged: ``(chains,)`` a NaN/inf appeared; the chain was frozen and excluded.
+        rhat: split R-hat of the loss traces over the non-diverged chains.
+        ess: effective sample size of the loss traces.
+        below_init_fraction: ``(chains,)`` fraction of draws whose loss is below the centre's
+            (same minibatch with ``same_batch=True``, else below ``init_loss``).
+        not_minimum: the centre looks like no local minimum (λ̂ < 0 or most draws below it).
+        grad_noise_ratio: ``(chains,)`` mean of ``||(ε/2)∇U|| / ||sqrt(ε)ξ||`` over draws.
+        mala_acceptance: ``(chains,)`` mean MALA acceptance probability of the SGLD proposals on
+            their minibatch (computed with ``mala=True``; NaN otherwise).
+        step_size, localization: ε and γ.
+        sampler: ``"sgld"`` or ``"psgld"``.
+        same_batch: which estimator variant ran.
+        num_draws, num_burnin, thinning: the schedule.
+    """
+
+    llc_mean: Any
+    llc_std: Any
+    llc_per_chain: np.ndarray
+    loss_trace: np.ndarray
+    init_loss: Any
+    nbeta: Any
+    diverged: np.ndarray
+    rhat: Any
+    ess: Any
+    below_init_fraction: np.ndarray
+    not_minimum: Any
+    grad_noise_ratio: np.ndarray
+    mala_acceptance: np.ndarray
+    step_size: Any
+    localization: Any
+    sampler: str
+    same_batch: bool
+    num_draws: int
+    num_burnin: int
+    thinning: int
+
+
+class _Static(NamedTuple):
+    loss_fn: Callable
+    num_chains: int
+    num_burnin: int
+    num_draws: int
+    thinning: int
+    batch_size: int
+    same_batch: bool
+    sampler: str
+    mala: bool
+    masked: bool
+
+
+def default_nbeta(n: int) -> float:
+    """Watanabe's ``nβ* = n / log n`` (the default)."""
+    return n / math.log(n)
+
+
+def batch_nbeta(batch_size: int) -> float:
+    """devinterp 1.x's implicit ``B / log B`` (offered by name, never a hidden default)."""
+    return batch_size / math.log(batch_size)
+
+
+def _num_samples(data: PyTree) -> int:
+    leaves = jax.tree.leaves(data)
+    if not leaves:
+        raise ValueError("data must be a pytree of arrays with a leading sample axis")
+    ns = {int(np.shape(x)[0]) if np.ndim(x) else -1 for x in leaves}
+    if len(ns) != 1 or -1 in ns:
+        raise ValueError(f"every leaf of data needs the same leading (sample) axis, got {ns}")
+    return ns.pop()
+
+
+def _full_loss(loss_fn: Callable, params: PyTree, data: PyTree, n: int) -> Array:
+    chunk = n if n <= 8192 else max(d for d in range(1, 8193) if n % d == 0)
+    chunks = jax.tree.map(lambda a: a.reshape(n // chunk, chunk, *a.shape[1:]), data)
+    return jnp.mean(jax.lax.map(lambda b: loss_fn(params, b), chunks))
+
+
+def _chain(
+    static: _Static,
+    key: PRNGKey,
+    center: PyTree,
+    mask: PyTree | None,
+    hyper: Array,
+    data: PyTree,
+    n: int,
+):
+    step_size, localization, nbeta = hyper[0], hyper[1], hyper[2]
+    est = localized_gradient(static.loss_fn, center, nbeta=nbeta, localization=localization)
+    state: Any
+    if static.sampler == "sgld":
+        kernel = build_kernel(mask)
+        state = sgld_init(center)
+    else:
+        kernel = build_psgld_kernel(mask)
+        state = psgld_init(center)
+
+    def potential(w, loss):
+        return nbeta * loss + 0.5 * localization * tree_sq_norm(
+            jax.tree.map(jnp.subtract, w, center)
+        )
+
+    def one_step(carry, t):
+        state, dead = carry
+        k_batch, k_noise = jax.random.split(jax.random.fold_in(key, t))
+        idx = jax.random.randint(k_batch, (static.batch_size,), 0, n)
+        batch = jax.tree.map(lambda a: a[idx], data)
+        new_state, info = kernel(k_noise, state, batch, est, step_size)
+        loss_star = static.loss_fn(center, batch) if static.same_batch else jnp.nan
+        if static.mala:
+            w, w_new = state.position, new_state.position
+            g_old, _ = est(w, batch)
+            g_new, loss_new = est(w_new, batch)
+            fwd = tree_sq_norm(
+                jax.tree.map(lambda a, b, g: a - b + 0.5 * step_size * g, w_new, w, g_old)
+            )
+            bwd = tree_sq_norm(
+                jax.tree.map(lambda a, b, g: a - b + 0.5 * step_size * g, w, w_new, g_new)
+            )
+            log_alpha = (
+                potential(w, info.loss) - potential(w_new, loss_new) + (fwd - bwd) / (2 * step_size)
+            )
+            accept = jnp.exp(jnp.minimum(0.0, log_alpha))
+        else:
+            accept = jnp.nan
+        finite = jnp.isfinite(info.loss) & jnp.isfinite(tree_sq_norm(new_state.position))
+        dead_now = dead | ~finite
+        state = jax.tree.map(lambda a, b: jnp.where(dead_now, a, b), state, new_state)
+        nan = jnp.float32(jnp.nan)
+        out = (
+            jnp.where(dead, nan, info.loss),
+            jnp.where(dead, nan, loss_star),
+            jnp.where(dead, nan, info.drift_norm / info.noise_norm),
+            jnp.where(dead, nan, accept),
+        )
+        return (state, dead_now), out
+
+    carry = (state, jnp.zeros((), bool))
+    t0 = 0
+    if static.num_burnin:
+        carry, _ = jax.lax.scan(one_step, carry, jnp.arange(static.num_burnin))
+        t0 = static.num_burnin
+
+    def one_draw(carry, j):
+        steps = t0 + j * static.thinning + jnp.arange(static.thinning)
+        carry, outs = jax.lax.scan(one_step, carry, steps)
+        return carry, jax.tree.map(lambda o: o[-1], outs)
+
+    (_, dead), outs = jax.lax.scan(one_draw, carry, jnp.arange(static.num_draws))
+    return dead, outs
+
+
+def _program(
+    static: _Static, keys: Array, centers: PyTree, masks: PyTree | None, hyper: Array, data: PyTree
+):
+    """``keys (M,)``, ``centers (M, ...)``, ``masks (M, ...)`` or None, ``hyper (M, 3)``."""
+    n = _num_samples(data)
+
+    def one_model(key, center, mask, hp):
+        chain_keys = jax.random.split(key, static.num_chains)
+        dead, outs = jax.vmap(lambda k: _chain(static, k, center, mask, hp, data, n))(chain_keys)
+        return dead, outs, _full_loss(static.loss_fn, center, data, n)
+
+    return jax.vmap(one_model, in_axes=(0, 0, 0 if static.masked else None, 0))(
+        keys, centers, masks, hyper
+    )
+
+
+_compiled = jax.jit(_program, static_argnums=0)
+
+
+def _check_int(name: str, value: Any, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+    return int(value)
+
+
+def _check_pos(name: str, value: Any, *, allow_zero: bool = False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a number, got {value!r}") from err
+    ok = (v >= 0) if allow_zero else (v > 0)
+    if isinstance(value, bool) or not math.isfinite(v) or not ok:
+        rng = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {rng}, got {value!r}")
+    return v
+
+
+def resolve_nbeta(nbeta: Any, n: int, batch_size: int) -> float:
+    """``nbeta`` as a number: ``None`` or ``"n/log n"`` → ``n/log n``; ``"batch/log batch"`` →
+    ``B/log B`` (devinterp 1.x); a positive number is used as given."""
+    if nbeta is None or nbeta == "n/log n":
+        if n < 2:
+            raise ValueError("the default nbeta = n/log n needs at least 2 samples")
+        return default_nbeta(n)
+    if nbeta == "batch/log batch":
+        if batch_size < 2:
+            raise ValueError("nbeta='batch/log batch' needs batch_size >= 2")
+        return batch_nbeta(batch_size)
+    if isinstance(nbeta, str):
+        raise ValueError(
+            f"unknown nbeta rule {nbeta!r}; allowed: a number > 0, None, "
+            + ", ".join(map(repr, NBETA_RULES))
+        )
+    return _check_pos("nbeta", nbeta)
+
+
+def _validate(
+    loss_fn,
+    params,
+    data,
+    *,
+    num_chains,
+    num_draws,
+    num_burnin,
+    thinning,
+    step_size,
+    localization,
+    batch_size,
+    sampler,
+    n_models_axis=False,
+):
+    if not callable(loss_fn):
+        raise ValueError("loss_fn must be callable as loss_fn(params, batch) -> scalar")
+    n = _num_samples(data)
+    _check_int("num_chains", num_chains, 1)
+    _check_int("num_draws", num_draws, 1)
+    _check_int("num_burnin", num_burnin, 0)
+    _check_int("thinning", thinning, 1)
+    _check_pos("step_size", step_size)
+    _check_pos("localization", localization, allow_zero=True)
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int | np.integer)
+        or not (1 <= batch_size <= n)
+    ):
+        raise ValueError(f"batch_size must be an integer in [1, n = {n}], got {batch_size!r}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(map(repr, SAMPLERS))}")
+    one = jax.tree.map(lambda a: a[0], params) if n_models_axis else params
+    batch = jax.tree.map(lambda a: a[:batch_size], data)
+    try:
+        out = jax.eval_shape(loss_fn, one, batch)
+    except Exception as err:  # a loss_fn that cannot even be traced on (params, batch)
+        raise ValueError(f"loss_fn(params, batch) failed on a batch of the data: {err}") from err
+    if not hasattr(out, "shape") or out.shape != ():
+        shape = getattr(out, "shape", type(out).__name__)
+        raise ValueError(f"loss_fn must return a scalar mean loss, got shape {shape}")
+    return n
+
+
+def _summarise(dead, outs, init_loss, nbeta, same_batch):
+    """Host-side estimates from stacked traces of one model."""
+    loss, loss_star, ratio, accept = (np.asarray(o, np.float64) for o in outs)
+    dead = np.asarray(dead, bool)
+    init_loss = float(init_loss)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows of diverged chains
+        if same_batch:
+            per_chain = nbeta * np.nanmean(loss - loss_star, axis=-1)
+            below = np.mean(loss < loss_star, axis=-1)
+        else:
+            per_chain = nbeta * (np.nanmean(loss, axis=-1) - init_loss)
+            below = np.mean(loss < init_loss, axis=-1)
+        per_chain = np.where(dead, np.nan, per_chain)
+        good = ~dead
+        mean = float(np.mean(per_chain[good])) if good.any() else float("nan")
+        std = float(np.std(per_chain[good], ddof=1)) if good.sum() > 1 else float("nan")
+        traces = loss[good]
+        if traces.shape[0] >= 1 and traces.shape[1] >= 4:
+            rhat = float(split_rhat(traces)) if traces.shape[0] >= 1 else float("nan")
+            ess = float(effective_sample_size(traces))
+        else:
+            rhat = ess = float("nan")
+        ratio_mean = np.nanmean(ratio, axis=-1)
+        accept_mean = (
+            np.nanmean(accept, axis=-1)
+            if np.isfinite(accept).any()
+            else np.full(accept.shape[0], np.nan)
+        )
+    not_min = bool(good.any() and (mean < 0 or np.mean(below[good]) > 0.5))
+    return dict(
+        llc_mean=mean,
+        llc_std=std,
+        llc_per_chain=per_chain,
+        loss_trace=loss.astype(np.float32),
+        init_loss=init_loss,
+        diverged=dead,
+        rhat=rhat,
+        ess=ess,
+        below_init_fraction=below,
+        not_minimum=not_min,
+        grad_noise_ratio=ratio_mean,
+        mala_acceptance=accept_mean,
+    )
+
+
+def _run(
+    key,
+    loss_fn,
+    centers,
+    data,
+    masks,
+    hyper,
+    *,
+    num_chains,
+    num_draws,
+    num_burnin,
+    thinning,
+    batch_size,
+    same_batch,
+    sampler,
+    mala,
+):
+    static = _Static(
+        loss_fn,
+        int(num_chains),
+        int(num_burnin),
+        int(num_draws),
+        int(thinning),
+        int(batch_size),
+        bool(same_batch),
+        sampler,
+        bool(mala),
+        masks is not None,
+    )
+    m = int(hyper.shape[0])
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(m))  # model i: fold_in(key, i)
+    dead, outs, init_loss = _compiled(static, keys, centers, masks, hyper, data)
+    return jax.device_get((dead, outs, init_loss))
+
+
+def estimate(
+    key: PRNGKey,
+    loss_fn: Callable[[PyTree, Any], Array],
+    params: PyTree,
+    data: PyTree,
+    *,
+    num_chains: int,
+    num_draws: int,
+    num_burnin: int = 0,
+    thinning: int = 1,
+    step_size: float,
+    localization: float,
+    nbeta: Any = None,
+    batch_size: int,
+    same_batch: bool = False,
+    sampler: str = "sgld",
+    mask: PyTree | None = None,
+    mala: bool = False,
+) -> LLCResult:
+    """Estimate the local learning coefficient λ(w*) at ``params`` with batched SGLD chains.
+
+    Args:
+        key: ``jax.random.key``.
+        loss_fn: ``loss_fn(params, batch) -> scalar`` mean loss (negative log-likelihood) over
+            the batch.
+        params: the centre ``w*`` (any pytree).
+        data: pytree of arrays with leading axis ``n`` (the training set).
+        num_chains: chains, vmapped.
+        num_draws: recorded draws per chain (after burn-in, every ``thinning``-th step).
+        num_burnin: steps discarded first.
+        thinning: steps per recorded draw.
+        step_size: ε of the SGLD update (theory.md §2 convention, as devinterp).
+        localization: γ ≥ 0.
+        nbeta: ``nβ``: a number, ``None`` / ``"n/log n"`` (default ``n/log n``), or
+            ``"batch/log batch"`` (devinterp 1.x's rule, by name only).
+        batch_size: minibatch size ``1 ≤ B ≤ n``.
+        same_batch: the variance-reduced estimator of Lau et al. Algorithm 1.
+        sampler: ``"sgld"`` or ``"psgld"`` (RMSprop-preconditioned).
+        mask: optional 0/1 pytree like ``params``; masked entries get no drift and no noise.
+        mala: also compute the MALA acceptance proxy (one more gradient per step).
+
+    Returns:
+        An :class:`LLCResult`. Diverged chains are flagged and excluded, never raised; if every
+        chain diverges, ``llc_mean`` is NaN and ``diverged`` is all true. A
+        :class:`NotAMinimumWarning` is issued when the centre is not a local minimum.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> import fracsgd as fs
+        >>> data = jnp.zeros((1000, 1))  # the loss below ignores the data
+        >>> loss = lambda w, batch: 0.5 * jnp.sum(w**2) + 0.0 * jnp.sum(batch)
+        >>> res = fs.llc.estimate(jax.random.key(0), loss, jnp.zeros(4), data, num_chains=8,
+        ...                       num_draws=500, num_burnin=100, step_size=1e-3,
+        ...                       localization=0.0, nbeta=100.0, batch_size=10)
+        >>> bool(abs(res.llc_mean - 2.0) < 0.2)  # regular model: λ = d/2
+        True
+    """
+    n = _validate(
+        loss_fn,
+        params,
+        data,
+        num_chains=num_chains,
+        num_draws=num_draws,
+        num_burnin=num_burnin,
+        thinning=thinning,
+        step_size=step_size,
+        localization=localization,
+        batch_size=batch_size,
+        sampler=sampler,
+    )
+    nb = resolve_nbeta(nbeta, n, batch_size)
+    hyper = jnp.asarray([[step_size, localization, nb]], jnp.float32)
+    centers = jax.tree.map(lambda a: jnp.asarray(a)[None], params)
+    masks = None if mask is None else jax.tree.map(lambda a: jnp.asarray(a)[None], mask)
+    dead, outs, init_loss = _run(
+        key,
+        loss_fn,
+        centers,
+        data,
+        masks,
+        hyper,
+        num_chains=num_chains,
+        num_draws=num_draws,
+        num_burnin=num_burnin,
+        thinning=thinning,
+        batch_size=batch_size,
+        same_batch=same_batch,
+        sampler=sampler,
+        mala=mala,
+    )
+    s = _summarise(dead[0], [o[0] for o in outs], init_loss[0], nb, same_batch)
+    if s["not_minimum"]:
+        warnings.warn(
+            f"λ̂ = {s['llc_mean']:.3g}: the centre is not a local minimum "
+            f"({100 * np.mean(s['below_init_fraction']):.0f}% of draws below its loss); the "
+            "estimate is unreliable (train further, or check nbeta)",
+            NotAMinimumWarning,
+            stacklevel=2,
+        )
+    return LLCResult(
+        **s,
+        nbeta=nb,
+        step_size=float(step_size),
+        localization=float(localization),
+        sampler=sampler,
+        same_batch=bool(same_batch),
+        num_draws=int(num_draws),
+        num_burnin=int(num_burnin),
+        thinning=int(thinning),
+    )
+
+
+def _stack_results(results: Sequence[dict], **extra) -> LLCResult:
+    keys = results[0].keys()
+    stacked: dict[str, Any] = {k: np.asarray([r[k] for r in results]) for k in keys}
+    return LLCResult(**stacked, **extra)
+
+
+def estimate_many(
+    key: PRNGKey,
+    loss_fn: Callable[[PyTree, Any], Array],
+    params: PyTree,
+    data: PyTree,
+    *,
+    num_chains: int,
+    num_draws: int,
+    num_burnin: int = 0,
+    thinning: int = 1,
+    step_size: float,
+    localization: float,
+    nbeta: Any = None,
+    batch_size: int,
+    same_batch: bool = False,
+    sampler: str = "sgld",
+    mask: PyTree | None = None,
+    mala: bool = False,
+) -> LLCResult:
+    """:func:`estimate` for many centres in one compiled program.
+
+    ``params`` (and ``mask``, if given) carry a leading model axis ``M`` — seeds × widths ×
+    checkpoints of a sweep, width-masked networks included. Every field of the result gains a
+    leading ``M`` axis (``llc_mean`` is ``(M,)``, ``loss_trace`` ``(M, chains, draws)``).
+    Warnings for non-minima are collected into one.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> import fracsgd as fs
+        >>> data = jnp.zeros((1000, 1))
+        >>> loss = lambda w, batch: 0.5 * jnp.sum(w**2) + 0.0 * jnp.sum(batch)
+        >>> res = fs.llc.estimate_many(jax.random.key(0), loss, jnp.zeros((3, 4)), data,
+        ...                            num_chains=4, num_draws=200, step_size=1e-3,
+        ...                            localization=0.0, nbeta=100.0, batch_size=10)
+        >>> res.llc_mean.shape, res.loss_trace.shape
+        ((3,), (3, 4, 200))
+    """
+    n = _validate(
+        loss_fn,
+        params,
+        data,
+        num_chains=num_chains,
+        num_draws=num_draws,
+        num_burnin=num_burnin,
+        thinning=thinning,
+        step_size=step_size,
+        localization=localization,
+        batch_size=batch_size,
+        sampler=sampler,
+        n_models_axis=True,
+    )
+    nb = resolve_nbeta(nbeta, n, batch_size)
+    m = {int(np.shape(x)[0]) for x in jax.tree.leaves(params)}
+    if len(m) != 1:
+        raise ValueError(f"params leaves need one common leading model axis, got sizes {m}")
+    num_models = m.pop()
+    hyper = jnp.tile(jnp.asarray([[step_size, localization, nb]], jnp.float32), (num_models, 1))
+    dead, outs, init_loss = _run(
+        key,
+        loss_fn,
+        params,
+        data,
+        mask,
+        hyper,
+        num_chains=num_chains,
+        num_draws=num_draws,
+        num_burnin=num_burnin,
+        thinning=thinning,
+        batch_size=batch_size,
+        same_batch=same_batch,
+        sampler=sampler,
+        mala=mala,
+    )
+    results = [
+        _summarise(dead[i], [o[i] for o in outs], init_loss[i], nb, same_batch)
+        for i in range(num_models)
+    ]
+    bad = [i for i, r in enumerate(results) if r["not_minimum"]]
+    if bad:
+        warnings.warn(
+            f"{len(bad)} of {num_models} centres are not local minima (models {bad}); "
+            "their estimates are unreliable",
+            NotAMinimumWarning,
+            stacklevel=2,
+        )
+    return _stack_results(
+        results,
+        nbeta=nb,
+        step_size=float(step_size),
+        localization=float(localization),
+        sampler=sampler,
+        same_batch=bool(same_batch),
+        num_draws=int(num_draws),
+        num_burnin=int(num_burnin),
+        thinning=int(thinning),
+    )

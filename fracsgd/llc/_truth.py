@@ -1,0 +1,104 @@
+"""Known learning coefficients: deep linear networks (Aoyagi 2024) and reduced-rank regression
+(Aoyagi & Watanabe 2005), used as ground truth for the estimator."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+
+def _check(widths: Sequence[int], rank: int) -> tuple[list[int], int]:
+    if isinstance(widths, str | bytes):
+        raise ValueError(f"widths must be a sequence of positive integers, got {widths!r}")
+    try:
+        ws = [int(w) for w in widths]
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"widths must be a sequence of positive integers, got {widths!r}") from err
+    if len(ws) < 2 or any(w <= 0 for w in ws) or any(int(w) != w for w in widths):
+        raise ValueError(f"widths must be (input, hidden..., output), all > 0; got {widths!r}")
+    if isinstance(rank, bool) or int(rank) != rank or not 0 <= rank <= min(ws):
+        raise ValueError(f"rank must be an integer in [0, min(widths) = {min(ws)}], got {rank!r}")
+    return ws, int(rank)
+
+
+def aoyagi_lambda(widths: Sequence[int], rank: int) -> float:
+    """The learning coefficient λ of a deep linear network at a realizable teacher.
+
+    Model ``y = W_L ⋯ W_1 x`` with ``W_s ∈ R^{H_{s+1} × H_s}`` and squared loss; the teacher's
+    end-to-end matrix has rank ``r``. Following Aoyagi (2024) (theory.md Appendix A):
+    ``M_s = H_s − r``; sort the ``M_s`` ascending and take the smallest prefix ``𝓜`` (of size
+    ``ℓ + 1``) with (a) ``max_𝓜 M < min_{∉𝓜} M``, (b) ``Σ_𝓜 M ≥ ℓ · max_𝓜 M``,
+    (c) ``Σ_𝓜 M < ℓ · min_{∉𝓜} M`` (complement conditions vacuous for the full set); with
+    ``S = Σ_𝓜 M``, ``M̄ = ⌈S/ℓ⌉``, ``a = S − (M̄ − 1)ℓ``::
+
+        λ = (−r² + r(H_1 + H_{L+1}))/2 + a(ℓ − a)/(4ℓ) − ℓ(ℓ − 1)/4 · (S/ℓ)² + ½ Σ_{i<j∈𝓜} M_i M_j
+
+    A single layer gives the regular ``λ = H_1 H_2 / 2``.
+
+    Args:
+        widths: ``(H_1, …, H_{L+1})`` — input, hidden widths, output.
+        rank: rank ``r`` of the teacher's product, ``0 ≤ r ≤ min(widths)``.
+
+    Returns:
+        λ as a float.
+
+    References:
+        M. Aoyagi, "Consideration on the learning efficiency of multiple-layered neural networks
+        with linear units", Neural Networks 172 (2024). M. Aoyagi, S. Watanabe, "Stochastic
+        complexities of reduced rank regression in Bayesian estimation", Neural Networks 18 (2005).
+
+    Examples:
+        >>> aoyagi_lambda((10, 5, 10), rank=2)
+        29.0
+        >>> aoyagi_lambda((3, 4), rank=1)  # one layer: d/2
+        6.0
+    """
+    ws, r = _check(widths, rank)
+    if len(ws) == 2:
+        return ws[0] * ws[1] / 2.0
+    m_sorted = sorted(h - r for h in ws)
+    chosen: list[int] | None = None
+    for size in range(1, len(m_sorted) + 1):
+        sub, rest = m_sorted[:size], m_sorted[size:]
+        ell = size - 1
+        total = sum(sub)
+        if rest and not max(sub) < min(rest):
+            continue
+        if not total >= ell * max(sub):
+            continue
+        if rest and not total < ell * min(rest):
+            continue
+        chosen = sub
+        break
+    # the full set always satisfies (a)-(c); a single element never satisfies (c) (S < 0)
+    assert chosen is not None and len(chosen) >= 2
+    ell = len(chosen) - 1
+    s = sum(chosen)
+    base = (-(r**2) + r * (ws[0] + ws[-1])) / 2.0
+    m_bar = math.ceil(s / ell)
+    a = s - (m_bar - 1) * ell
+    pairs = sum(mi * mj for mi, mj in itertools.combinations(chosen, 2))
+    lam = base + a * (ell - a) / (4 * ell) - ell * (ell - 1) / 4 * (s / ell) ** 2 + pairs / 2
+    return float(lam)
+
+
+def reduced_rank_lambda(m: int, h: int, n: int) -> float:
+    """Learning coefficient of reduced-rank regression ``x ∈ R^M → R^H → R^N`` at the zero
+    teacher (Aoyagi & Watanabe 2005): ``MH/2`` if ``M+H < N``; ``HN/2`` if ``N+H < M``; ``MN/2``
+    if ``M+N < H``; else ``(2MN + 2HN + 2MH − M² − N² − H²)/8``, plus ``1/8`` when ``M+H+N``
+    is odd.
+
+    Examples:
+        >>> reduced_rank_lambda(2, 3, 4)  # (16 + 24 + 12 − 4 − 16 − 9)/8 + 1/8
+        3.0
+    """
+    _check((m, h, n), 0)
+    if m + h < n:
+        return m * h / 2
+    if n + h < m:
+        return h * n / 2
+    if m + n < h:
+        return m * n / 2
+    lam = (2 * m * n + 2 * h * n + 2 * m * h - m * m - n * n - h * h) / 8
+    return lam + (1 / 8 if (m + h + n) % 2 else 0.0)

@@ -1,0 +1,86 @@
+"""Chain diagnostics on stacked traces ``(..., chains, draws)``: split R-hat and effective sample
+size (Gelman et al., *Bayesian Data Analysis*, 3rd ed., §11.4–11.5; Geyer's initial monotone
+sequence estimator as in Stan). Host-side NumPy functions of the traces."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+
+def _as_traces(x: ArrayLike, name: str) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim < 2:
+        raise ValueError(f"{name} must have shape (..., chains, draws), got {a.shape}")
+    if a.shape[-1] < 4:
+        raise ValueError(f"{name} needs at least 4 draws per chain, got {a.shape[-1]}")
+    return a
+
+
+def _split(a: np.ndarray) -> np.ndarray:
+    half = a.shape[-1] // 2
+    return np.concatenate([a[..., :half], a[..., a.shape[-1] - half :]], axis=-2)
+
+
+def split_rhat(traces: ArrayLike) -> np.ndarray:
+    """Split R-hat: each chain is halved, then ``sqrt(((n−1)/n · W + B/n) / W)`` with ``W`` the
+    mean within-chain variance and ``B/n`` the variance of the chain means. Values near 1 mean
+    the chains agree; > 1.01–1.1 signals non-convergence. NaN for chains with zero variance.
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.random.default_rng(0).normal(size=(4, 1000))
+        >>> bool(abs(split_rhat(x) - 1) < 0.01)
+        True
+    """
+    a = _split(_as_traces(traces, "traces"))
+    n = a.shape[-1]
+    means = a.mean(axis=-1)
+    w = a.var(axis=-1, ddof=1).mean(axis=-1)
+    b_over_n = means.var(axis=-1, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sqrt(((n - 1) / n * w + b_over_n) / w)
+
+
+def _autocov(x: np.ndarray) -> np.ndarray:
+    n = x.shape[-1]
+    centered = x - x.mean(axis=-1, keepdims=True)
+    size = 2 ** int(np.ceil(np.log2(2 * n)))
+    f = np.fft.rfft(centered, size, axis=-1)
+    acov = np.fft.irfft(f * np.conj(f), size, axis=-1)[..., :n] / n
+    return acov
+
+
+def effective_sample_size(traces: ArrayLike) -> np.ndarray:
+    """Effective sample size of the pooled chains (split chains, multi-chain autocorrelation,
+    Geyer's initial positive and monotone sequence).
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.random.default_rng(0).normal(size=(4, 1000))
+        >>> bool(3000 < effective_sample_size(x) < 5000)
+        True
+    """
+    a = _split(_as_traces(traces, "traces"))
+    lead = a.shape[:-2]
+    m, n = a.shape[-2], a.shape[-1]
+    flat = a.reshape(-1, m, n)
+    out = np.empty(flat.shape[0])
+    for i, chains in enumerate(flat):
+        acov = _autocov(chains)
+        chain_var = acov[:, 0] * n / (n - 1)
+        w = chain_var.mean()
+        var_plus = w * (n - 1) / n + (chains.mean(axis=1).var(ddof=1) if m > 1 else 0.0)
+        if not np.isfinite(var_plus) or var_plus <= 0:
+            out[i] = np.nan
+            continue
+        rho = 1 - (w - acov.mean(axis=0)) / var_plus
+        rho[0] = 1.0
+        # Geyer: sums of consecutive pairs, truncated at the first negative pair, made monotone
+        pairs = rho[: 2 * (n // 2)].reshape(-1, 2).sum(axis=1)
+        neg = np.flatnonzero(pairs < 0)
+        pairs = pairs[: neg[0]] if neg.size else pairs
+        pairs = np.minimum.accumulate(pairs)
+        tau = -1 + 2 * pairs.sum()
+        out[i] = m * n / max(tau, 1.0 / np.log10(m * n))
+    return out.reshape(lead) if lead else out[0]

@@ -1,0 +1,196 @@
+"""Stochastic-gradient Langevin dynamics, in the three levels of blackjax ``sgmcmc/sgld.py``:
+``init``, ``build_kernel`` (everything that changes per step is an argument of the kernel) and a
+top-level constructor.
+
+Update (Welling & Teh 2011, in the convention of Lau et al. 2023 and devinterp, so step sizes
+mean the same as there; theory.md §2)::
+
+    w ← w − (ε/2) · ∇U(w) + sqrt(ε) · ξ,   ξ ~ N(0, I)
+
+with ``∇U`` from a :mod:`gradient estimator <fracsgd.sampling._gradients>`. An optional ``mask``
+pytree of 0/1 (e.g. :meth:`fracsgd.models.Model.param_mask`) multiplies drift and noise, so padded
+units and BatchNorm statistics never move.
+
+RMSprop-preconditioned SGLD (Li et al. 2016, "pSGLD"), with Adam-style bias correction of the
+squared-gradient average (our choice, so the first steps are not over-preconditioned)::
+
+    V ← α V + (1 − α) g²,   V̂ = V / (1 − α^t),   G = 1 / (δ + sqrt(V̂))
+    w ← w − (ε/2) · G ⊙ ∇U(w) + sqrt(ε G) ⊙ ξ
+
+where ``g`` is ``∇U``. The ``Γ(w)`` correction term of Li et al. is dropped, as is standard (it
+is O(α-changes) and costly). Noise draws: one key per leaf (``jax.random.split`` over the tree).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from fracsgd._types import Array, PRNGKey, PyTree
+from fracsgd.sampling._gradients import GradientEstimator, tree_sq_norm
+
+
+class SGLDState(NamedTuple):
+    """Position of the chain."""
+
+    position: PyTree
+
+
+class PSGLDState(NamedTuple):
+    """Position, the running average of squared gradients and the step count."""
+
+    position: PyTree
+    square_avg: PyTree
+    step: Array
+
+
+class SGLDInfo(NamedTuple):
+    """Per-step diagnostics (stacked by ``lax.scan``; never part of the carry).
+
+    Attributes:
+        loss: minibatch loss ``L_B`` at the position *before* the step.
+        drift_norm: ``||(ε/2) ∇U||`` (masked, preconditioned).
+        noise_norm: ``||sqrt(ε) ξ||`` (masked, preconditioned).
+    """
+
+    loss: Array
+    drift_norm: Array
+    noise_norm: Array
+
+
+class SamplingAlgorithm(NamedTuple):
+    """``init(position) -> state`` and ``step(key, state, batch) -> (state, info)``."""
+
+    init: Callable[..., Any]
+    step: Callable[..., Any]
+
+
+def _noise_like(key: PRNGKey, tree: PyTree) -> PyTree:
+    leaves, treedef = jax.tree.flatten(tree)
+    keys = jax.random.split(key, len(leaves))
+    noise = [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves, strict=True)]
+    return jax.tree.unflatten(treedef, noise)
+
+
+def _masked(tree: PyTree, mask: PyTree | None) -> PyTree:
+    return tree if mask is None else jax.tree.map(jnp.multiply, tree, mask)
+
+
+def init(position: PyTree) -> SGLDState:
+    """SGLD state at ``position``."""
+    return SGLDState(position)
+
+
+def build_kernel(mask: PyTree | None = None):
+    """The SGLD transition ``kernel(key, state, batch, estimator, step_size)``.
+
+    Args:
+        mask: optional 0/1 pytree like the position; zero entries receive neither drift nor noise.
+
+    Returns:
+        ``kernel(key, state, batch, estimator, step_size, noise_scale=1.0) ->
+        (SGLDState, SGLDInfo)``; ``noise_scale=0`` gives the plain gradient step
+        ``w − (ε/2)∇U`` exactly.
+    """
+
+    def kernel(
+        key: PRNGKey,
+        state: SGLDState,
+        batch: Any,
+        estimator: GradientEstimator,
+        step_size: Any,
+        noise_scale: Any = 1.0,
+    ) -> tuple[SGLDState, SGLDInfo]:
+        grad, loss = estimator(state.position, batch)
+        drift = _masked(jax.tree.map(lambda g: 0.5 * step_size * g, grad), mask)
+        noise = _masked(
+            jax.tree.map(
+                lambda z: noise_scale * jnp.sqrt(step_size) * z, _noise_like(key, state.position)
+            ),
+            mask,
+        )
+        position = jax.tree.map(lambda w, d, z: w - d + z, state.position, drift, noise)
+        info = SGLDInfo(loss, jnp.sqrt(tree_sq_norm(drift)), jnp.sqrt(tree_sq_norm(noise)))
+        return SGLDState(position), info
+
+    return kernel
+
+
+def sgld(
+    estimator: GradientEstimator, step_size: Any, mask: PyTree | None = None
+) -> SamplingAlgorithm:
+    """SGLD with a fixed gradient estimator and step size.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from fracsgd import sampling
+        >>> est = sampling.localized_gradient(lambda w, b: 0.5 * jnp.sum(w**2), jnp.zeros(3),
+        ...                                   nbeta=1.0, localization=0.0)
+        >>> alg = sampling.sgld(est, step_size=0.1)
+        >>> state = alg.init(jnp.ones(3))
+        >>> state, info = alg.step(jax.random.key(0), state, None)
+        >>> state.position.shape
+        (3,)
+    """
+    kernel = build_kernel(mask)
+
+    def step(key: PRNGKey, state: SGLDState, batch: Any):
+        return kernel(key, state, batch, estimator, step_size)
+
+    return SamplingAlgorithm(init, step)
+
+
+def psgld_init(position: PyTree) -> PSGLDState:
+    """pSGLD state at ``position``."""
+    return PSGLDState(position, jax.tree.map(jnp.zeros_like, position), jnp.zeros((), jnp.int32))
+
+
+def build_psgld_kernel(mask: PyTree | None = None, *, alpha: float = 0.99, delta: float = 1e-5):
+    """The RMSprop-preconditioned SGLD transition (module docstring).
+
+    Returns:
+        ``kernel(key, state, batch, estimator, step_size) -> (PSGLDState, SGLDInfo)``.
+    """
+
+    def kernel(
+        key: PRNGKey, state: PSGLDState, batch: Any, estimator: GradientEstimator, step_size: Any
+    ) -> tuple[PSGLDState, SGLDInfo]:
+        grad, loss = estimator(state.position, batch)
+        count = state.step + 1
+        square_avg = jax.tree.map(
+            lambda v, g: alpha * v + (1 - alpha) * g * g, state.square_avg, grad
+        )
+        correction = 1 - alpha ** count.astype(jnp.float32)
+        precond = jax.tree.map(lambda v: 1.0 / (delta + jnp.sqrt(v / correction)), square_avg)
+        drift = _masked(jax.tree.map(lambda g, p: 0.5 * step_size * p * g, grad, precond), mask)
+        noise = _masked(
+            jax.tree.map(
+                lambda z, p: jnp.sqrt(step_size * p) * z, _noise_like(key, state.position), precond
+            ),
+            mask,
+        )
+        position = jax.tree.map(lambda w, d, z: w - d + z, state.position, drift, noise)
+        info = SGLDInfo(loss, jnp.sqrt(tree_sq_norm(drift)), jnp.sqrt(tree_sq_norm(noise)))
+        return PSGLDState(position, square_avg, count), info
+
+    return kernel
+
+
+def psgld(
+    estimator: GradientEstimator,
+    step_size: Any,
+    mask: PyTree | None = None,
+    *,
+    alpha: float = 0.99,
+    delta: float = 1e-5,
+) -> SamplingAlgorithm:
+    """RMSprop-preconditioned SGLD with a fixed estimator and step size."""
+    kernel = build_psgld_kernel(mask, alpha=alpha, delta=delta)
+
+    def step(key: PRNGKey, state: PSGLDState, batch: Any):
+        return kernel(key, state, batch, estimator, step_size)
+
+    return SamplingAlgorithm(psgld_init, step)
