@@ -1,6 +1,16 @@
 """The local learning coefficient λ: a batched SGLD estimator with diagnostics, and ground
 truth for deep linear networks (theory.md §2, Appendix A)."""
 
+from fracsgd.llc._calibrate import (
+    MIN_ESS,
+    STABILITY_TOLERANCE,
+    Calibration,
+    TrajectoryLLC,
+    calibrate,
+    plot_trace,
+    time_average,
+    trajectory,
+)
 from fracsgd.llc._estimate import (
     NBETA_RULES,
     SAMPLERS,
@@ -15,15 +25,23 @@ from fracsgd.llc._estimate import (
 from fracsgd.llc._truth import aoyagi_lambda, reduced_rank_lambda
 
 __all__ = [
+    "MIN_ESS",
     "NBETA_RULES",
     "SAMPLERS",
+    "STABILITY_TOLERANCE",
+    "Calibration",
     "LLCResult",
     "NotAMinimumWarning",
+    "TrajectoryLLC",
     "aoyagi_lambda",
     "batch_nbeta",
+    "calibrate",
     "default_nbeta",
     "estimate",
     "estimate_many",
+    "plot_trace",
     "reduced_rank_lambda",
     "resolve_nbeta",
+    "time_average",
+    "trajectory",
 ]

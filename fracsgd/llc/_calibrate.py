@@ -1,0 +1,361 @@
+"""Hyper-parameter calibration (ε × γ × nβ in one compiled call), λ along a training trajectory
+and its time average λ̄, and a trace plot."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fracsgd._types import PRNGKey, PyTree
+from fracsgd.llc._estimate import (
+    LLCResult,
+    _check_pos,
+    _run,
+    _stack_results,
+    _summarise,
+    _validate,
+    estimate_many,
+    resolve_nbeta,
+)
+
+#: relative change of λ̂ between neighbouring step sizes below which the discretisation bias is
+#: taken to be under control (the calibration rule)
+STABILITY_TOLERANCE = 0.10
+#: effective sample size a setting needs to count as mixed
+MIN_ESS = 100.0
+
+
+class Calibration(NamedTuple):
+    """λ̂ over a step size × localisation × nβ grid.
+
+    Attributes:
+        step_sizes, localizations, nbetas: the axes (nβ resolved to numbers).
+        llc_mean, llc_std, rhat, ess: ``(S, G, B)`` arrays.
+        diverged_fraction, below_init_fraction: ``(S, G, B)`` arrays.
+        valid: ``(S, G, B)``: no divergence, a local minimum, R-hat < 1.1, ESS ≥ ``MIN_ESS``.
+        recommended: ``{"step_size", "localization", "nbeta", "llc_mean", "reason"}`` or None.
+        results: the per-setting :class:`LLCResult` (leading axis ``S·G·B`` in C order).
+    """
+
+    step_sizes: np.ndarray
+    localizations: np.ndarray
+    nbetas: np.ndarray
+    llc_mean: np.ndarray
+    llc_std: np.ndarray
+    rhat: np.ndarray
+    ess: np.ndarray
+    diverged_fraction: np.ndarray
+    below_init_fraction: np.ndarray
+    valid: np.ndarray
+    recommended: dict[str, Any] | None
+    results: LLCResult
+
+    def plot(self, ax: Any = None) -> Any:
+        """λ̂ against step size, one line per (γ, nβ); invalid settings hollow. Returns the
+        matplotlib figure."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        else:
+            fig = ax.figure
+        for g, b in itertools.product(range(len(self.localizations)), range(len(self.nbetas))):
+            y, e = self.llc_mean[:, g, b], self.llc_std[:, g, b]
+            line = ax.errorbar(
+                self.step_sizes,
+                y,
+                yerr=e,
+                marker="o",
+                capsize=3,
+                label=f"γ={self.localizations[g]:g}, nβ={self.nbetas[b]:.4g}",
+            )
+            bad = ~self.valid[:, g, b]
+            ax.scatter(
+                self.step_sizes[bad],
+                y[bad],
+                facecolors="white",
+                edgecolors=line[0].get_color(),
+                zorder=3,
+                s=40,
+            )
+        if self.recommended:
+            ax.scatter(
+                [self.recommended["step_size"]],
+                [self.recommended["llc_mean"]],
+                marker="*",
+                s=200,
+                color="k",
+                zorder=4,
+                label="recommended",
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("SGLD step size ε")
+        ax.set_ylabel("λ̂ (mean ± std over chains)")
+        ax.set_title("LLC calibration (hollow: diverged, not a minimum, or not mixed)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        return fig
+
+
+def _recommend(cal: dict[str, np.ndarray], steps, gammas, nbetas) -> dict[str, Any] | None:
+    valid, lam, ess = cal["valid"], cal["llc_mean"], cal["ess"]
+    order = np.argsort(steps)
+    for g in np.argsort(gammas):  # least localisation first: strong γ pins the chains
+        for b in range(len(nbetas)):
+            best = None
+            for prev, cur in itertools.pairwise(order):
+                if (
+                    valid[prev, g, b]
+                    and valid[cur, g, b]
+                    and abs(lam[cur, g, b] - lam[prev, g, b])
+                    <= STABILITY_TOLERANCE * abs(lam[prev, g, b])
+                ):
+                    best = cur  # the largest stable step size wins (best mixing)
+            if best is not None:
+                return {
+                    "step_size": float(steps[best]),
+                    "localization": float(gammas[g]),
+                    "nbeta": float(nbetas[b]),
+                    "llc_mean": float(lam[best, g, b]),
+                    "reason": "smallest localisation with a step size whose estimate is "
+                    f"within {STABILITY_TOLERANCE:.0%} of the next smaller step size",
+                }
+    if valid.any():
+        idx = np.unravel_index(np.argmax(np.where(valid, ess, -np.inf)), valid.shape)
+        s, g, b = (int(i) for i in idx)
+        return {
+            "step_size": float(steps[s]),
+            "localization": float(gammas[g]),
+            "nbeta": float(nbetas[b]),
+            "llc_mean": float(lam[s, g, b]),
+            "reason": "no step size was stable against its neighbour; the valid setting "
+            "with the largest effective sample size",
+        }
+    return None
+
+
+def calibrate(
+    key: PRNGKey,
+    loss_fn: Callable,
+    params: PyTree,
+    data: PyTree,
+    *,
+    step_sizes: Sequence[float],
+    localizations: Sequence[float],
+    nbetas: Sequence[Any] = (None,),
+    num_chains: int,
+    num_draws: int,
+    num_burnin: int = 0,
+    thinning: int = 1,
+    batch_size: int,
+    same_batch: bool = False,
+    sampler: str = "sgld",
+) -> Calibration:
+    """Estimate λ at ``params`` for every (ε, γ, nβ) of a grid in one compiled call.
+
+    The recommended setting follows a documented rule: a setting is *valid* when no chain
+    diverged, the centre looks like a local minimum, split R-hat < 1.1 and ESS ≥ ``MIN_ESS``.
+    Taking localisations from the smallest (strong localisation pins the chains and biases λ̂
+    down; theory.md Appendix B), pick the largest step size whose λ̂ is within
+    ``STABILITY_TOLERANCE`` (10 %) of the λ̂ at the next smaller step size (discretisation bias
+    under control, best mixing). If no step size is stable, the valid setting with the largest
+    ESS is returned; if none is valid, ``recommended`` is None.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> import fracsgd as fs
+        >>> loss = lambda w, b: 0.5 * jnp.sum(w**2) + 0.0 * jnp.sum(b)
+        >>> cal = fs.llc.calibrate(jax.random.key(0), loss, jnp.zeros(2), jnp.zeros((100, 1)),
+        ...                        step_sizes=(1e-3, 3e-3), localizations=(0.0, 10.0),
+        ...                        nbetas=(100.0,), num_chains=4, num_draws=400, batch_size=1)
+        >>> cal.llc_mean.shape
+        (2, 2, 1)
+    """
+    steps = np.asarray([_check_pos("step_sizes", s) for s in step_sizes], np.float64)
+    gammas = np.asarray([_check_pos("localizations", g, allow_zero=True) for g in localizations])
+    if steps.size == 0 or gammas.size == 0 or len(nbetas) == 0:
+        raise ValueError("step_sizes, localizations and nbetas must be non-empty")
+    n = _validate(
+        loss_fn,
+        params,
+        data,
+        num_chains=num_chains,
+        num_draws=num_draws,
+        num_burnin=num_burnin,
+        thinning=thinning,
+        step_size=steps[0],
+        localization=gammas[0],
+        batch_size=batch_size,
+        sampler=sampler,
+    )
+    nbs = np.asarray([resolve_nbeta(b, n, batch_size) for b in nbetas])
+    grid = np.asarray(list(itertools.product(steps, gammas, nbs)), np.float32)
+    m = grid.shape[0]
+    centers = jax.tree.map(lambda a: jnp.broadcast_to(jnp.asarray(a), (m, *jnp.shape(a))), params)
+    dead, outs, init_loss = _run(
+        key,
+        loss_fn,
+        centers,
+        data,
+        None,
+        jnp.asarray(grid),
+        num_chains=num_chains,
+        num_draws=num_draws,
+        num_burnin=num_burnin,
+        thinning=thinning,
+        batch_size=batch_size,
+        same_batch=same_batch,
+        sampler=sampler,
+        mala=False,
+    )
+    rows = [
+        _summarise(dead[i], [o[i] for o in outs], init_loss[i], float(grid[i, 2]), same_batch)
+        for i in range(m)
+    ]
+    shape = (len(steps), len(gammas), len(nbs))
+    field = lambda k: np.asarray([r[k] for r in rows], np.float64).reshape(shape)
+    cal = {k: field(k) for k in ("llc_mean", "llc_std", "rhat", "ess")}
+    cal["diverged_fraction"] = np.asarray([r["diverged"].mean() for r in rows]).reshape(shape)
+    cal["below_init_fraction"] = np.asarray(
+        [r["below_init_fraction"].mean() for r in rows]
+    ).reshape(shape)
+    not_min = np.asarray([r["not_minimum"] for r in rows]).reshape(shape)
+    cal["valid"] = (
+        (cal["diverged_fraction"] == 0) & ~not_min & (cal["rhat"] < 1.1) & (cal["ess"] >= MIN_ESS)
+    )
+    results = _stack_results(
+        rows,
+        nbeta=nbs,
+        step_size=steps,
+        localization=gammas,
+        sampler=sampler,
+        same_batch=bool(same_batch),
+        num_draws=int(num_draws),
+        num_burnin=int(num_burnin),
+        thinning=int(thinning),
+    )
+    return Calibration(
+        step_sizes=steps,
+        localizations=gammas,
+        nbetas=nbs,
+        **cal,
+        recommended=_recommend(cal, steps, gammas, nbs),
+        results=results,
+    )
+
+
+class TrajectoryLLC(NamedTuple):
+    """λ(w_t) at checkpoints of one training run and its late-time average.
+
+    Attributes:
+        steps: ``(K,)`` checkpoint steps.
+        llc: ``(K,)`` λ̂ at each checkpoint; ``llc_std`` its std over chains.
+        lambda_bar: ``λ̄ = (1/(t_K − t_s)) ∫_{t_s}^{t_K} λ(w_t) dt`` by the trapezoid rule over
+            the checkpoints in the window (v1 Corollary 3.2 / v2 Eq. 16).
+        window: ``(t_s, t_K)``: the late window (the last ``late_fraction`` of the run in
+            log-time, i.e. ``t ≥ T^{1 − late_fraction}``).
+        coefficient_of_variation: std/mean of λ̂ over the window (near-stability, theory.md §5).
+        result: the underlying batched :class:`LLCResult`.
+    """
+
+    steps: np.ndarray
+    llc: np.ndarray
+    llc_std: np.ndarray
+    lambda_bar: float
+    window: tuple[int, int]
+    coefficient_of_variation: float
+    result: LLCResult
+
+
+def time_average(steps: Any, values: Any, start: float) -> float:
+    """Trapezoid-rule time average of ``values(t)`` over ``[start, steps[-1]]`` using the points
+    with ``t ≥ start`` (one point: its value).
+
+    Examples:
+        >>> time_average([1, 10, 100], [5.0, 1.0, 3.0], 10)
+        2.0
+    """
+    t = np.asarray(steps, np.float64)
+    v = np.asarray(values, np.float64)
+    keep = (t >= start) & np.isfinite(v)
+    t, v = t[keep], v[keep]
+    if t.size == 0:
+        return float("nan")
+    if t.size == 1 or t[-1] == t[0]:
+        return float(v[-1])
+    return float(np.sum((v[1:] + v[:-1]) * np.diff(t)) / 2 / (t[-1] - t[0]))
+
+
+def trajectory(
+    key: PRNGKey,
+    loss_fn: Callable,
+    checkpoints: PyTree,
+    steps: Sequence[int],
+    data: PyTree,
+    *,
+    late_fraction: float = 0.5,
+    **kwargs: Any,
+) -> TrajectoryLLC:
+    """λ(w_t) at every checkpoint (one :func:`estimate_many` call) and λ̄ over the late window.
+
+    Args:
+        checkpoints: parameters with a leading ``(K,)`` axis, e.g. ``TrainResult.checkpoints``.
+        steps: the ``K`` checkpoint steps (increasing).
+        late_fraction: the window is the last ``late_fraction`` of the run in log-time.
+        **kwargs: passed to :func:`estimate_many` (``num_chains``, ``step_size``, …).
+    """
+    t = np.asarray(steps)
+    if t.ndim != 1 or t.size == 0 or np.any(np.diff(t) <= 0):
+        raise ValueError("steps must be a non-empty increasing sequence of checkpoint steps")
+    if not 0 < late_fraction <= 1:
+        raise ValueError(f"late_fraction must be in (0, 1], got {late_fraction}")
+    res = estimate_many(key, loss_fn, checkpoints, data, **kwargs)
+    start = float(t[-1]) ** (1 - late_fraction) if t[-1] > 0 else 0.0
+    start_step = int(t[t >= start][0])
+    lam = np.asarray(res.llc_mean, np.float64)
+    window = lam[t >= start_step]
+    cv = (
+        float(np.std(window) / abs(np.mean(window)))
+        if window.size > 1 and np.mean(window) != 0
+        else float("nan")
+    )
+    return TrajectoryLLC(
+        steps=t,
+        llc=lam,
+        llc_std=np.asarray(res.llc_std),
+        lambda_bar=time_average(t, lam, start_step),
+        window=(start_step, int(t[-1])),
+        coefficient_of_variation=cv,
+        result=res,
+    )
+
+
+def plot_trace(result: LLCResult, ax: Any = None, *, model: int | None = None) -> Any:
+    """Loss traces ``L_B(w_t)`` of every chain with the centre's loss, for a visual check of
+    mixing and of whether the point is a minimum. Returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    traces = np.asarray(result.loss_trace)
+    init = np.asarray(result.init_loss)
+    if traces.ndim == 3:
+        if model is None:
+            raise ValueError("result holds several models: pass model=index")
+        traces, init = traces[model], init[model]
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    else:
+        fig = ax.figure
+    for c, tr in enumerate(traces):
+        ax.plot(tr, lw=0.6, alpha=0.8, label=f"chain {c}" if traces.shape[0] <= 8 else None)
+    ax.axhline(float(init), color="k", ls="--", lw=1, label="L_n(w*)")
+    ax.set_xlabel("draw")
+    ax.set_ylabel("minibatch loss L_B(w_t)")
+    ax.set_title("SGLD loss traces")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

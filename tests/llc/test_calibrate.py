@@ -1,0 +1,124 @@
+"""Calibration grids, λ along a trajectory, λ̄, and the plots."""
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+import numpy as np
+import pytest
+
+import fracsgd as fs
+from fracsgd.llc import _estimate
+
+matplotlib.use("Agg")
+
+DUMMY = jnp.zeros((1000, 1))
+
+
+def _quad(w, batch):
+    return 0.5 * jnp.sum(w**2) + 0.0 * jnp.sum(batch)
+
+
+def test_calibration_grid_matches_the_localised_closed_form_in_one_call():
+    """Target ∝ exp(−(nβ + γ)|w|²/2): E[nβ L] = nβ d / (2(nβ + γ)), so γ = nβ halves λ̂."""
+    d, nbeta = 6, 500.0
+    kw = dict(num_chains=16, num_draws=3000, num_burnin=300, batch_size=1)
+    before = _estimate._compiled._cache_size()
+    cal = fs.llc.calibrate(
+        jax.random.key(0),
+        _quad,
+        jnp.zeros(d),
+        DUMMY,
+        step_sizes=(2e-5, 4e-5, 8e-5),
+        localizations=(0.0, nbeta),
+        nbetas=(nbeta,),
+        **kw,
+    )
+    assert _estimate._compiled._cache_size() == before + 1  # the whole grid: one program
+    assert cal.llc_mean.shape == (3, 2, 1)
+    expected = nbeta * d / (2 * (nbeta + np.array([0.0, nbeta])))
+    # 16 chains × 3000 draws per setting: ≈ 3 % sampling error; bias εnβ/4 ≤ 1 %
+    np.testing.assert_allclose(cal.llc_mean[:, :, 0], np.broadcast_to(expected, (3, 2)), rtol=0.08)
+    assert cal.valid.all()
+    rec = cal.recommended
+    assert rec is not None and rec["localization"] == 0.0  # least localisation preferred
+    assert rec["llc_mean"] == pytest.approx(d / 2, rel=0.08)
+    # a new grid of the same size reuses the program
+    fs.llc.calibrate(
+        jax.random.key(1),
+        _quad,
+        jnp.zeros(d),
+        DUMMY,
+        step_sizes=(1e-5, 2e-5, 3e-5),
+        localizations=(1.0, 2.0),
+        nbetas=(100.0,),
+        **kw,
+    )
+    assert _estimate._compiled._cache_size() == before + 1
+    fig = cal.plot()
+    assert len(fig.axes) == 1
+
+
+def test_calibration_marks_diverging_settings_invalid():
+    cal = fs.llc.calibrate(
+        jax.random.key(0),
+        _quad,
+        jnp.zeros(2),
+        DUMMY,
+        step_sizes=(1e-3, 10.0),
+        localizations=(0.0,),
+        nbetas=(100.0,),
+        num_chains=8,
+        num_draws=1000,
+        batch_size=1,
+    )
+    # ε·nβ = 1000 ≫ 4: the discrete chain is unstable and overflows
+    assert cal.diverged_fraction[1, 0, 0] == 1.0 and not cal.valid[1, 0, 0]
+    assert cal.valid[0, 0, 0]
+
+
+def test_time_average_is_the_trapezoid_over_the_window():
+    assert fs.llc.time_average([1, 10, 100], [5.0, 1.0, 3.0], 10) == pytest.approx(2.0)
+    assert fs.llc.time_average([1, 10, 100], [5.0, 1.0, 3.0], 100) == 3.0
+    # constant λ averages to itself whatever the spacing
+    assert fs.llc.time_average([1, 3, 50, 51], [4.0] * 4, 1) == pytest.approx(4.0)
+
+
+def test_trajectory_llc_and_lambda_bar(tmp_path):
+    d = 4
+    ckpts = jnp.zeros((5, d))
+    steps = [1, 10, 100, 1000, 10_000]
+    traj = fs.llc.trajectory(
+        jax.random.key(0),
+        _quad,
+        ckpts,
+        steps,
+        DUMMY,
+        num_chains=8,
+        num_draws=1000,
+        num_burnin=200,
+        step_size=1e-4,
+        localization=0.0,
+        nbeta=1000.0,
+        batch_size=1,
+    )
+    assert traj.window == (100, 10_000)  # t ≥ T^(1/2)
+    # every checkpoint is the same regular point: λ = d/2 (sampling error ≈ 5 %)
+    np.testing.assert_allclose(traj.llc, d / 2, rtol=0.15)
+    assert traj.lambda_bar == pytest.approx(d / 2, rel=0.1)
+    assert traj.coefficient_of_variation < 0.15
+    fig = fs.llc.plot_trace(traj.result, model=0)
+    fig.savefig(tmp_path / "trace.png")
+    assert (tmp_path / "trace.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="steps"):
+        fs.llc.trajectory(
+            jax.random.key(0),
+            _quad,
+            ckpts,
+            [1, 1, 2, 3, 4],
+            DUMMY,
+            num_chains=2,
+            num_draws=10,
+            step_size=1e-4,
+            localization=0.0,
+            batch_size=1,
+        )
