@@ -335,3 +335,41 @@ def test_no_warning_at_a_minimum():
             nbeta=50.0,
             batch_size=1,
         )
+
+
+def test_width_masked_network_has_the_narrow_networks_llc():
+    """Padded units get no drift and no noise, so the padded chain samples the narrow posterior."""
+    widths, wide_widths = (3, 2, 3), (3, 5, 3)
+    teacher = fs.data.deep_linear_teacher(jax.random.key(0), widths, rank=1, n=4000, noise=1.0)
+    narrow = fs.models.deep_linear(widths)
+    wide = fs.models.deep_linear(wide_widths)
+    mask = wide.width_mask((2,))
+    p_narrow = fs.models.deep_linear_params(teacher.factors)
+    p_wide = fs.models.pad_params(p_narrow, wide)
+    data = (teacher.dataset.x_train, teacher.dataset.y_train)
+
+    def loss_of(model, m):
+        def loss_fn(p, batch):
+            return fs.models.squared_error(model.apply(p, batch[0], m), batch[1])
+
+        return loss_fn
+
+    kw = dict(
+        num_chains=16,
+        num_draws=2000,
+        num_burnin=500,
+        step_size=3e-5,
+        localization=1.0,
+        batch_size=200,
+        same_batch=True,
+    )
+    a = fs.llc.estimate(jax.random.key(1), loss_of(narrow, None), p_narrow, data, **kw)
+    b = fs.llc.estimate(
+        jax.random.key(2), loss_of(wide, mask), p_wide, data, mask=wide.param_mask(mask), **kw
+    )
+    # independent chains of the same target: the difference is within 4 standard errors
+    se = np.hypot(a.llc_std, b.llc_std) / np.sqrt(16)
+    assert abs(a.llc_mean - b.llc_mean) < 4 * se
+    # and padding that were *not* masked would add 3 hidden units' worth of directions
+    c = fs.llc.estimate(jax.random.key(2), loss_of(wide, None), p_wide, data, **kw)
+    assert c.llc_mean > b.llc_mean + 4 * se
