@@ -1,0 +1,208 @@
+"""Diffusion exponents from displacement curves (theory.md §3).
+
+Every exponent is named, never a bare "alpha": ``H`` is the slope of ``log R`` against
+``log t``; the mean-squared-displacement exponent is ``2H``; the Caputo order of the fractional
+Fokker–Planck equation is ``α = 2H = 2/d_w``; the walk dimension is ``d_w = 1/H``. (The paper's
+experimental tables call ``H`` "α"; its equation calls the Caputo order α.)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+#: local slope of log R vs log t below which motion counts as sub-diffusive (Brownian: 1/2)
+SUBDIFFUSIVE_SLOPE = 0.5
+
+
+class ExponentFit(NamedTuple):
+    """A least-squares fit ``log R = H log t + c`` over a window.
+
+    Attributes:
+        H: the slope; ``msd_exponent = 2H``; ``caputo_order = 2H``; ``walk_dimension = 1/H``.
+        intercept: ``c``.
+        r2: coefficient of determination of the log–log fit.
+        ci: 95 % confidence interval of ``H`` (Student t on the residuals).
+        window: ``(t_start, t_end)`` actually used (in the units of ``t``).
+        num_points: points in the window.
+        crossover: the detected crossover time (None when a window was given or none found).
+    """
+
+    H: float
+    intercept: float
+    r2: float
+    ci: tuple[float, float]
+    window: tuple[float, float]
+    num_points: int
+    crossover: float | None
+
+    @property
+    def msd_exponent(self) -> float:
+        """``2H``: ``⟨R²⟩ ~ t^{2H}``."""
+        return 2 * self.H
+
+    @property
+    def caputo_order(self) -> float:
+        """``α = 2H = 2/d_w``, the order of the time-fractional Fokker–Planck equation."""
+        return 2 * self.H
+
+    @property
+    def walk_dimension(self) -> float:
+        """``d_w = 1/H`` (2 for Brownian motion, > 2 for subdiffusion)."""
+        return 1 / self.H if self.H != 0 else math.inf
+
+
+def _check_series(t: ArrayLike, r: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    t = np.asarray(t, np.float64)
+    r = np.asarray(r, np.float64)
+    if t.ndim != 1:
+        raise ValueError(f"t must be one-dimensional, got shape {t.shape}")
+    if r.shape != t.shape:
+        raise ValueError(f"R must have the shape of t {t.shape}, got {r.shape}")
+    if np.any(~np.isfinite(t)) or np.any(np.diff(t) <= 0):
+        raise ValueError("t must be finite and strictly increasing")
+    return t, r
+
+
+def _least_squares(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, tuple[float, float]]:
+    n = x.size
+    xm, ym = x.mean(), y.mean()
+    sxx = np.sum((x - xm) ** 2)
+    slope = float(np.sum((x - xm) * (y - ym)) / sxx)
+    intercept = float(ym - slope * xm)
+    resid = y - (intercept + slope * x)
+    ss_tot = float(np.sum((y - ym) ** 2))
+    r2 = 1.0 - float(np.sum(resid**2)) / ss_tot if ss_tot > 0 else 1.0
+    if n > 2:
+        from scipy.stats import t as student_t
+
+        se = math.sqrt(float(np.sum(resid**2)) / (n - 2) / sxx)
+        half = float(student_t.ppf(0.975, n - 2)) * se
+    else:  # pragma: no cover - windows need >= 3 points
+        half = math.inf
+    return slope, intercept, r2, (slope - half, slope + half)
+
+
+def local_slopes(
+    t: ArrayLike, r: ArrayLike, *, points_per_decade: int = 10, span: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """Local log–log slopes ``d log R / d log t`` on a log-spaced grid.
+
+    Each slope is a least-squares fit over ``span`` decades centred on the grid point.
+
+    Returns:
+        ``(t_grid, slopes)``.
+    """
+    t, r = _check_series(t, r)
+    ok = (t > 0) & (r > 0) & np.isfinite(r)
+    lt, lr = np.log10(t[ok]), np.log10(r[ok])
+    if lt.size < 3:
+        raise ValueError("need at least 3 positive points for local slopes")
+    grid = np.arange(lt[0] + span / 2, lt[-1] - span / 2 + 1e-12, 1 / points_per_decade)
+    slopes = np.full(grid.shape, np.nan)
+    for i, g in enumerate(grid):
+        sel = np.abs(lt - g) <= span / 2
+        if sel.sum() >= 3:
+            slopes[i] = _least_squares(lt[sel], lr[sel])[0]
+    return 10**grid, slopes
+
+
+def detect_crossover(
+    t: ArrayLike,
+    r: ArrayLike,
+    *,
+    threshold: float = SUBDIFFUSIVE_SLOPE,
+    points_per_decade: int = 10,
+    span: float = 0.5,
+) -> float | None:
+    """The crossover from early (super-)diffusion to late subdiffusion.
+
+    Rule (documented decision, theory.md §3): the first time on the log grid after which the
+    local slope (see :func:`local_slopes`) stays below ``threshold`` (1/2) for the rest of the
+    series. None when the late slope is not below the threshold.
+    """
+    grid, slopes = local_slopes(t, r, points_per_decade=points_per_decade, span=span)
+    below = np.isfinite(slopes) & (slopes < threshold)
+    if not below.any() or not below[np.isfinite(slopes)][-1]:
+        return None
+    last_above = np.flatnonzero(~below)
+    start = 0 if last_above.size == 0 else last_above[-1] + 1
+    return float(grid[start])
+
+
+def fit_exponent(
+    t: ArrayLike, R: ArrayLike, *, window: tuple[float, float] | None = None, min_points: int = 3
+) -> ExponentFit:
+    """Fit ``log R(t) = H log t + c`` by least squares with r² and a 95 % confidence interval.
+
+    Args:
+        t: strictly increasing times (SGD steps), 1-D.
+        R: displacements, same shape; must be positive inside the window.
+        window: ``(t_start, t_end)`` in the units of ``t``. ``None``: detect the crossover to
+            the late sub-diffusive regime (:func:`detect_crossover`) and fit from there to the
+            end; when no crossover is found, fit the last decade (or the last half of the
+            points in log-time, whichever is larger) and report ``crossover=None``.
+        min_points: fewest points a window may hold (≥ 3).
+
+    Returns:
+        An :class:`ExponentFit`.
+
+    Raises:
+        ValueError: non-increasing ``t``, mismatched shapes, a window with fewer than
+            ``min_points`` points, or non-positive ``R`` inside the window.
+
+    Examples:
+        >>> import numpy as np
+        >>> t = np.arange(1, 1001.0)
+        >>> fit = fit_exponent(t, 3 * t**0.3, window=(10, 1000))
+        >>> round(fit.H, 6), round(fit.walk_dimension, 4), round(fit.r2, 6)
+        (0.3, 3.3333, 1.0)
+    """
+    t, r = _check_series(t, R)
+    if min_points < 3:
+        raise ValueError(f"min_points must be >= 3, got {min_points}")
+    crossover = None
+    if window is None:
+        crossover = detect_crossover(t, r)
+        if crossover is not None:
+            window = (crossover, float(t[-1]))
+        else:
+            positive = t[t > 0]
+            lo = min(float(positive[-1]) / 10, float(np.sqrt(positive[0] * positive[-1])))
+            window = (lo, float(t[-1]))
+    else:
+        if len(window) != 2 or not window[0] < window[1]:
+            raise ValueError(f"window must be (t_start, t_end) with t_start < t_end, got {window}")
+    sel = (t >= window[0]) & (t <= window[1])
+    if sel.sum() < min_points:
+        raise ValueError(
+            f"window {window} holds {int(sel.sum())} points; at least {min_points} are needed"
+        )
+    if np.any(t[sel] <= 0) or np.any(~(r[sel] > 0)):
+        raise ValueError("R and t must be positive (and finite) inside the window for a log fit")
+    slope, intercept, r2, ci = _least_squares(np.log(t[sel]), np.log(r[sel]))
+    return ExponentFit(
+        H=slope,
+        intercept=intercept,
+        r2=r2,
+        ci=ci,
+        window=(float(t[sel][0]), float(t[sel][-1])),
+        num_points=int(sel.sum()),
+        crossover=crossover,
+    )
+
+
+def log_resample(t: ArrayLike, values: ArrayLike, num: int = 50) -> tuple[np.ndarray, Any]:
+    """Resample a series at ``num`` log-spaced times (nearest recorded time, duplicates
+    dropped), so that log–log fits weigh every decade equally."""
+    t = np.asarray(t, np.float64)
+    v = np.asarray(values)
+    pos = t > 0
+    if pos.sum() < 2:
+        raise ValueError("need at least two positive times to resample")
+    target = np.geomspace(t[pos][0], t[pos][-1], num)
+    idx = np.unique(np.clip(np.searchsorted(t, target), 0, t.size - 1))
+    return t[idx], v[..., idx]

@@ -1,0 +1,268 @@
+"""Processes with known diffusion exponents and dimensions, for validating estimators (and for
+users to calibrate theirs): Brownian motion, fractional Brownian motion, continuous-time random
+walks, underdamped Langevin (ballistic → diffusive), and random walks on Z^k and on the
+Sierpinski gasket. All are pure JAX functions of an explicit key, vmapped over walkers."""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fracsgd._types import Array, PRNGKey
+
+#: Sierpinski gasket: d_f = log 3/log 2, d_w = log 5/log 2, d_s = 2 log 3/log 5
+GASKET_SPECTRAL_DIMENSION = 2 * math.log(3) / math.log(5)
+GASKET_WALK_DIMENSION = math.log(5) / math.log(2)
+
+
+def _positive_int(name: str, v: object) -> int:
+    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    return int(v)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _brownian(key, walkers, steps, dim):
+    inc = jax.random.normal(key, (walkers, steps, dim))
+    return jnp.concatenate([jnp.zeros((walkers, 1, dim)), jnp.cumsum(inc, axis=1)], axis=1)
+
+
+def brownian(key: PRNGKey, walkers: int, steps: int, dim: int = 1) -> Array:
+    """Brownian paths ``(walkers, steps + 1, dim)`` with unit-variance increments (H = 1/2)."""
+    return _brownian(
+        key,
+        _positive_int("walkers", walkers),
+        _positive_int("steps", steps),
+        _positive_int("dim", dim),
+    )
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _fbm(key, walkers, steps, hurst):
+    n = steps
+    k = jnp.arange(n + 1, dtype=jnp.float32)
+    gamma = 0.5 * (
+        jnp.abs(k + 1) ** (2 * hurst) - 2 * k ** (2 * hurst) + jnp.abs(k - 1) ** (2 * hurst)
+    )
+    circ = jnp.concatenate([gamma, gamma[1:-1][::-1]])  # length 2n
+    lam = jnp.maximum(jnp.fft.fft(circ).real, 0.0)
+    m = circ.shape[0]
+    kr, ki = jax.random.split(key)
+    z = jax.random.normal(kr, (walkers, m)) + 1j * jax.random.normal(ki, (walkers, m))
+    y = jnp.fft.fft(jnp.sqrt(lam / m)[None, :] * z, axis=-1)
+    fgn = y.real[:, :n]
+    path = jnp.concatenate([jnp.zeros((walkers, 1)), jnp.cumsum(fgn, axis=1)], axis=1)
+    return path[..., None]
+
+
+def fbm(key: PRNGKey, walkers: int, steps: int, hurst: float) -> Array:
+    """Fractional Brownian motion ``(walkers, steps + 1, 1)`` with Hurst index ``hurst``
+    (``⟨x_t²⟩ = t^{2H}``), exact, by circulant embedding (Davies & Harte 1987)."""
+    if not 0 < float(hurst) < 1:
+        raise ValueError(f"hurst must be in (0, 1), got {hurst}")
+    return _fbm(key, _positive_int("walkers", walkers), _positive_int("steps", steps), float(hurst))
+
+
+def mittag_leffler_waiting_times(key: PRNGKey, shape: tuple[int, ...], alpha: float) -> Array:
+    """Waiting times with Laplace transform ``1/(1 + s^α)`` (Mittag-Leffler law; tail
+    ``~ τ^{−1−α}``), by the exact transformation of Kozubowski & Rachev / Fulger et al. (2008):
+    ``τ = −log U · (sin(απ)/tan(απV) − cos(απ))^{1/α}``."""
+    ku, kv = jax.random.split(key)
+    u = jax.random.uniform(ku, shape, minval=1e-12, maxval=1.0)
+    v = jax.random.uniform(kv, shape, minval=1e-12, maxval=1.0)
+    a = alpha * math.pi
+    if alpha == 1.0:
+        return -jnp.log(u)
+    return -jnp.log(u) * (math.sin(a) / jnp.tan(a * v) - math.cos(a)) ** (1 / alpha)
+
+
+class CTRWPaths(NamedTuple):
+    """Positions of CTRW walkers at fixed observation times.
+
+    Attributes:
+        times: ``(T,)`` observation times.
+        positions: ``(walkers, T, dim)``.
+        complete: ``(walkers,)`` the simulated jumps covered the last observation time (walkers
+            that did not are flagged, never silently truncated).
+    """
+
+    times: Array
+    positions: Array
+    complete: Array
+
+
+@functools.partial(jax.jit, static_argnums=(1, 3, 4))
+def _ctrw(key, walkers, times, alpha, max_jumps, dim=1):
+    kw, kj = jax.random.split(key)
+    waits = mittag_leffler_waiting_times(kw, (walkers, max_jumps), alpha)
+    arrivals = jnp.cumsum(waits, axis=1)
+    jumps = jax.random.normal(kj, (walkers, max_jumps, dim))
+    cum = jnp.concatenate([jnp.zeros((walkers, 1, dim)), jnp.cumsum(jumps, axis=1)], axis=1)
+    count = jax.vmap(lambda a: jnp.searchsorted(a, times, side="right"))(arrivals)  # (W, T)
+    pos = jnp.take_along_axis(cum, count[..., None], axis=1)
+    return pos, arrivals[:, -1] > times[-1]
+
+
+def ctrw(
+    key: PRNGKey, walkers: int, times: Array, alpha: float, *, max_jumps: int = 4096
+) -> CTRWPaths:
+    """Continuous-time random walk with Mittag-Leffler waiting times of order ``alpha`` and unit
+    Gaussian jumps: the ensemble MSD is ``⟨x²(t)⟩ = t^α / Γ(1 + α)`` (subdiffusion; the CTRW
+    whose scaling limit solves the time-fractional diffusion equation)."""
+    if not 0 < float(alpha) <= 1:
+        raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+    t = jnp.asarray(times, jnp.float32)
+    if t.ndim != 1 or not bool(jnp.all(jnp.diff(t) > 0)):
+        raise ValueError("times must be a strictly increasing 1-D array")
+    pos, complete = _ctrw(
+        key,
+        _positive_int("walkers", walkers),
+        t,
+        float(alpha),
+        _positive_int("max_jumps", max_jumps),
+    )
+    return CTRWPaths(t, pos, complete)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _langevin(key, walkers, steps, dt, friction):
+    kv, kn = jax.random.split(key)
+    v0 = jax.random.normal(kv, (walkers,))
+    noise = jax.random.normal(kn, (steps, walkers))
+    decay = jnp.exp(-friction * dt)
+    kick = jnp.sqrt(1 - decay**2)
+
+    def step(carry, z):
+        x, v = carry
+        v_new = decay * v + kick * z  # exact OU update for the velocity
+        x = x + 0.5 * (v + v_new) * dt
+        return (x, v_new), x
+
+    _, xs = jax.lax.scan(step, (jnp.zeros(walkers), v0), noise)
+    return jnp.concatenate([jnp.zeros((1, walkers)), xs], axis=0).T[..., None]
+
+
+def langevin(key: PRNGKey, walkers: int, steps: int, dt: float, friction: float) -> Array:
+    """Underdamped Langevin particles (unit thermal velocity, friction γ), started in velocity
+    equilibrium: ``⟨x²(t)⟩ = (2/γ²)(γt − 1 + e^{−γt})`` — ballistic (``∝ t²``) for ``t ≪ 1/γ``,
+    diffusive (``∝ t``) for ``t ≫ 1/γ``. Returns ``(walkers, steps + 1, 1)`` at times
+    ``k·dt``."""
+    if not float(dt) > 0 or not float(friction) > 0:
+        raise ValueError("dt and friction must be > 0")
+    return _langevin(
+        key,
+        _positive_int("walkers", walkers),
+        _positive_int("steps", steps),
+        jnp.float32(dt),
+        jnp.float32(friction),
+    )
+
+
+def langevin_msd(t: Array, friction: float) -> Array:
+    """Closed-form MSD of :func:`langevin`."""
+    g = friction
+    return 2 / g**2 * (g * t - 1 + jnp.exp(-g * t))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _lattice_walk(key, walkers, steps, dim):
+    axis = jax.random.randint(key, (walkers, steps), 0, 2 * dim)
+    which = axis[..., None] % dim == jnp.arange(dim).reshape(1, 1, dim)
+    moves = jnp.where(which, 1, 0) * jnp.where(axis[..., None] < dim, 1, -1)
+    pos = jnp.cumsum(moves, axis=1)
+    return jnp.concatenate([jnp.zeros((walkers, 1, dim), pos.dtype), pos], axis=1)
+
+
+def lattice_walk(key: PRNGKey, walkers: int, steps: int, dim: int) -> Array:
+    """Simple random walks on ``Z^dim`` from the origin: ``(walkers, steps + 1, dim)`` integer
+    positions (``d_s = d_w·d_f/2 = dim``, ``d_w = 2``)."""
+    return _lattice_walk(
+        key,
+        _positive_int("walkers", walkers),
+        _positive_int("steps", steps),
+        _positive_int("dim", dim),
+    )
+
+
+class Graph(NamedTuple):
+    """A graph for random walks: node coordinates ``(N, 2)``, neighbour table ``(N, k)`` padded
+    with -1, and degrees ``(N,)``."""
+
+    coords: np.ndarray
+    neighbors: np.ndarray
+    degree: np.ndarray
+
+
+@functools.lru_cache(maxsize=8)
+def sierpinski_gasket(generation: int) -> Graph:
+    """The Sierpinski gasket graph of a given generation (side ``2^generation`` edges).
+
+    Nodes are points ``a·e₁ + b·e₂`` of the triangular lattice (``e₁ = (1, 0)``,
+    ``e₂ = (½, √3/2)``); interior nodes have degree 4, the three corners degree 2.
+    """
+    g = _positive_int("generation", generation)
+    tris = np.zeros((1, 2), np.int64)  # lower-left corners of unit triangles, in (a, b)
+    for level in range(g):
+        s = 2**level
+        tris = np.concatenate([tris, tris + np.array([s, 0]), tris + np.array([0, s])])
+    corners = np.stack(
+        [tris, tris + np.array([1, 0]), tris + np.array([0, 1])], axis=1
+    )  # (T, 3, 2)
+    flat = corners.reshape(-1, 2)
+    nodes, inverse = np.unique(flat, axis=0, return_inverse=True)
+    tri_nodes = inverse.reshape(-1, 3)
+    edges = np.concatenate([tri_nodes[:, [0, 1]], tri_nodes[:, [1, 2]], tri_nodes[:, [0, 2]]])
+    edges = np.unique(np.sort(edges, axis=1), axis=0)
+    n = nodes.shape[0]
+    neighbors = np.full((n, 4), -1, np.int32)
+    degree = np.zeros(n, np.int32)
+    for u, v in edges:
+        neighbors[u, degree[u]] = v
+        degree[u] += 1
+        neighbors[v, degree[v]] = u
+        degree[v] += 1
+    coords = np.stack([nodes[:, 0] + 0.5 * nodes[:, 1], nodes[:, 1] * math.sqrt(3) / 2], axis=1)
+    return Graph(coords, neighbors, degree)
+
+
+@functools.partial(jax.jit, static_argnums=(2,))
+def _graph_walk(key, start, steps, neighbors, degree):
+    def step(node, k):
+        u = jax.random.uniform(k, node.shape)
+        choice = jnp.minimum((u * degree[node]).astype(jnp.int32), degree[node] - 1)
+        nxt = neighbors[node, choice]
+        return nxt, nxt
+
+    _, path = jax.lax.scan(step, start, jax.random.split(key, steps))
+    return jnp.concatenate([start[None], path], axis=0).T
+
+
+def graph_walk(key: PRNGKey, graph: Graph, start: Array, steps: int) -> Array:
+    """Simple random walks on ``graph`` from nodes ``start`` (``(walkers,)``): node indices
+    ``(walkers, steps + 1)``; ``graph.coords[path]`` gives positions."""
+    return _graph_walk(
+        key,
+        jnp.asarray(start, jnp.int32),
+        _positive_int("steps", steps),
+        jnp.asarray(graph.neighbors),
+        jnp.asarray(graph.degree),
+    )
+
+
+def gasket_walk(key: PRNGKey, walkers: int, steps: int, generation: int = 8) -> Array:
+    """Random walks on the Sierpinski gasket from a node near its centroid:
+    ``(walkers, steps + 1, 2)`` positions (``d_s = 2 log 3/log 5 ≈ 1.365``,
+    ``d_w = log 5/log 2 ≈ 2.32``)."""
+    graph = sierpinski_gasket(generation)
+    centre = graph.coords.mean(axis=0)
+    start_node = int(
+        np.argmin(np.sum((graph.coords - centre) ** 2, axis=1) + 1e9 * (graph.degree < 4))
+    )
+    start = jnp.full((_positive_int("walkers", walkers),), start_node, jnp.int32)
+    path = graph_walk(key, graph, start, steps)
+    return jnp.asarray(graph.coords, jnp.float32)[path]

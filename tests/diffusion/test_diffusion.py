@@ -1,0 +1,148 @@
+"""Diffusion analysis against processes with known answers. Tolerances state the sampling error
+they cover; every process is simulated vmapped over walkers in one compiled call."""
+
+import math
+
+import jax
+import numpy as np
+import pytest
+
+import fracsgd as fs
+
+D = fs.diffusion
+KEY = jax.random.key(0)
+
+
+def _fit_msd(x, window):
+    msd = D.ensemble_msd(x)
+    t = np.arange(msd.size, dtype=float)
+    return D.fit_exponent(t[1:], np.sqrt(msd[1:]), window=window)
+
+
+def test_exact_power_law_and_named_exponents():
+    t = np.arange(1, 1001.0)
+    fit = D.fit_exponent(t, 3 * t**0.3, window=(10, 1000))
+    assert fit.H == pytest.approx(0.3, abs=1e-12) and fit.r2 == pytest.approx(1.0)
+    assert fit.msd_exponent == pytest.approx(0.6) and fit.caputo_order == pytest.approx(0.6)
+    assert fit.walk_dimension == pytest.approx(1 / 0.3)
+    assert math.exp(fit.intercept) == pytest.approx(3.0)
+    assert fit.ci[0] - 1e-9 <= 0.3 <= fit.ci[1] + 1e-9
+
+
+def test_brownian_motion_has_H_one_half():
+    fit = _fit_msd(D.brownian(KEY, 2000, 2048, 2), (1, 2048))
+    # 2000 walkers × 2 dims: the ensemble MSD is known to ≈ 2 %, the slope to ≈ 0.01
+    assert fit.H == pytest.approx(0.5, abs=0.02)
+
+
+@pytest.mark.parametrize("hurst", [0.3, 0.7])
+def test_fractional_brownian_motion(hurst):
+    fit = _fit_msd(D.fbm(KEY, 2000, 4096, hurst), (1, 4096))
+    # exact Davies–Harte paths; 2000 walkers give the slope to ≈ 0.015
+    assert fit.H == pytest.approx(hurst, abs=0.03)
+
+
+@pytest.mark.parametrize("alpha", [0.5, 0.8])
+def test_ctrw_ensemble_msd_exponent_is_alpha(alpha):
+    times = np.geomspace(1, 1e4, 40)
+    paths = D.ctrw(KEY, 20_000, times, alpha, max_jumps=4096)
+    assert bool(paths.complete.all())
+    msd = np.mean(np.sum(np.asarray(paths.positions) ** 2, axis=-1), axis=0)
+    fit = D.fit_exponent(times, msd, window=(10, 1e4))  # MSD, so the slope is the MSD exponent
+    # ⟨x²⟩ = t^α/Γ(1+α) for t ≫ 1; 20 000 walkers: slope to ≈ 0.01
+    assert fit.H == pytest.approx(alpha, abs=0.03)
+    assert msd[-1] == pytest.approx(1e4**alpha / math.gamma(1 + alpha), rel=0.1)
+
+
+def test_time_averaged_msd_differs_for_ctrw_but_not_brownian():
+    x = D.brownian(KEY, 200, 4096, 1)
+    ta = D.time_averaged_msd(x, [16, 64])
+    np.testing.assert_allclose(ta.mean(axis=0), [16, 64], rtol=0.1)  # ergodic: = lag
+    times = np.arange(1, 4097.0)
+    c = D.ctrw(KEY, 200, times, 0.5, max_jumps=2048)
+    ta_c = D.time_averaged_msd(c.positions, [16, 256])
+    # weak ergodicity breaking: the time average grows ~linearly in the lag (ratio ≈ 16), while
+    # the ensemble MSD grows as lag^0.5 (ratio 4)
+    ratio = ta_c.mean(axis=0)[1] / ta_c.mean(axis=0)[0]
+    assert ratio > 8
+
+
+def test_ballistic_to_diffusive_crossover_time():
+    x = D.langevin(KEY, 4000, 3000, 0.01, 1.0)
+    msd = D.ensemble_msd(x)
+    t = np.arange(msd.size) * 0.01
+    np.testing.assert_allclose(msd[10:], np.asarray(D.langevin_msd(t[10:], 1.0)), rtol=0.08)
+    # closed form: the local slope of R, u(1−e^{−u}) / (2(u − 1 + e^{−u})) with u = γt, passes
+    # 3/4 at u ≈ 2.15; the detector works on a 10-per-decade grid with half-decade fits
+    u = np.linspace(0.5, 10, 100_000)
+    slope = u * (1 - np.exp(-u)) / (2 * (u - 1 + np.exp(-u)))
+    exact = u[np.argmax(slope < 0.75)]
+    found = D.detect_crossover(t[1:], np.sqrt(msd[1:]), threshold=0.75)
+    assert found is not None and exact / 1.35 < found < exact * 1.35
+
+
+def test_fit_detects_the_super_to_subdiffusive_crossover():
+    t = np.geomspace(1, 1e5, 400)
+    tc = 300.0
+    r = np.where(t < tc, t, tc * (t / tc) ** 0.3)  # ballistic, then H = 0.3
+    fit = D.fit_exponent(t, r)
+    assert fit.crossover == pytest.approx(tc, rel=0.5)
+    assert fit.H == pytest.approx(0.3, abs=0.01)
+    assert fit.window[0] >= fit.crossover and fit.window[1] == pytest.approx(1e5)
+
+
+@pytest.mark.parametrize(("dim", "walkers"), [(1, 10_000), (2, 20_000)])
+def test_spectral_dimension_on_lattices(dim, walkers):
+    x = D.lattice_walk(KEY, walkers, 2000, dim)
+    est = D.spectral_dimension(x, radius=2.0)
+    assert est.d_s == pytest.approx(dim, rel=0.10)  # the issue's 10 % band
+
+
+def test_spectral_and_walk_dimension_on_the_sierpinski_gasket():
+    x = D.gasket_walk(KEY, 20_000, 3000, generation=8)
+    est = D.spectral_dimension(x, radius=2.0)
+    # 2 log 3/log 5 ≈ 1.365 (log-periodic oscillations average out over 2 decades)
+    assert est.d_s == pytest.approx(D.GASKET_SPECTRAL_DIMENSION, rel=0.10)
+    dw = D.walk_dimension(x)
+    assert dw.d_w == pytest.approx(D.GASKET_WALK_DIMENSION, rel=0.10)
+    g = D.sierpinski_gasket(3)
+    # generation g: (3^{g+1} + 3)/2 nodes; corners have degree 2
+    assert g.coords.shape[0] == (3**4 + 3) // 2 and sorted(g.degree)[:4] == [2, 2, 2, 4]
+
+
+def test_effective_diffusion_and_alexander_orbach():
+    assert D.effective_diffusion(0.5, 2.0, 2.0) == pytest.approx(1.0)  # d_w = 2: D_ξ = 1
+    # λ = 3, d_s = 2: d_w = 3, D_ξ = ξ^{-1}
+    assert D.effective_diffusion(0.25, 3.0, 2.0) == pytest.approx(4.0)
+    assert D.walk_dimension_from_alexander_orbach(3.0, 2.0) == pytest.approx(3.0)
+    assert D.paper_spectral_dimension(12.5, 0.3) == pytest.approx(7.5)
+    with pytest.raises(ValueError, match="xi"):
+        D.effective_diffusion(0.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="d_s"):
+        D.effective_diffusion(0.5, 1.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("t", "r", "window", "match"),
+    [
+        ([1, 2, 2, 3], [1, 2, 3, 4], None, "increasing"),
+        ([1, 2, 3, 4], [1, 2, 3], None, "shape"),
+        ([1, 2, 3, 4], [1, -2, 3, 4], (1, 4), "positive"),
+        ([1, 2, 3, 4, 5], [1, 2, 3, 4, 5], (4, 5), "at least 3"),
+        ([1, 2, 3, 4, 5], [1, 2, 3, 4, 5], (5, 4), "window"),
+    ],
+)
+def test_bad_fit_input(t, r, window, match):
+    with pytest.raises(ValueError, match=match):
+        D.fit_exponent(np.asarray(t, float), np.asarray(r, float), window=window)
+
+
+def test_bad_trajectories():
+    with pytest.raises(ValueError, match="trajectories"):
+        D.spectral_dimension(np.zeros((10, 20)), radius=1.0)
+    with pytest.raises(ValueError, match="radius"):
+        D.spectral_dimension(np.zeros((10, 20, 1)), radius=0.0)
+    with pytest.raises(ValueError, match="hurst"):
+        D.fbm(KEY, 2, 8, 1.2)
+    with pytest.raises(ValueError, match="alpha"):
+        D.ctrw(KEY, 2, np.arange(1, 5.0), 1.5)
