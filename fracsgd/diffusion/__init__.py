@@ -1,6 +1,14 @@
 """Diffusion analysis (theory.md §3, §5): exponents with crossover detection, walk and spectral
 dimensions (including a λ-free estimator), ``D_ξ``, and processes with known answers."""
 
+from fracsgd.diffusion._correlation import (
+    BoundCheck,
+    CorrelationDimension,
+    NearStability,
+    check_bound,
+    correlation_dimension,
+    near_stability,
+)
 from fracsgd.diffusion._dimensions import (
     SpectralDimension,
     WalkDimension,
@@ -42,12 +50,17 @@ __all__ = [
     "GASKET_SPECTRAL_DIMENSION",
     "GASKET_WALK_DIMENSION",
     "SUBDIFFUSIVE_SLOPE",
+    "BoundCheck",
     "CTRWPaths",
+    "CorrelationDimension",
     "ExponentFit",
     "Graph",
+    "NearStability",
     "SpectralDimension",
     "WalkDimension",
     "brownian",
+    "check_bound",
+    "correlation_dimension",
     "ctrw",
     "detect_crossover",
     "effective_diffusion",
@@ -62,6 +75,7 @@ __all__ = [
     "local_slopes",
     "log_resample",
     "mittag_leffler_waiting_times",
+    "near_stability",
     "paper_spectral_dimension",
     "return_probability",
     "sierpinski_gasket",

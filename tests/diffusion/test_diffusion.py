@@ -146,3 +146,63 @@ def test_bad_trajectories():
         D.fbm(KEY, 2, 8, 1.2)
     with pytest.raises(ValueError, match="alpha"):
         D.ctrw(KEY, 2, np.arange(1, 5.0), 1.5)
+
+
+# --- correlation dimension and lemma checks ---------------------------------------------------
+
+
+def _chaos_game_gasket(n, seed=0):
+    rng = np.random.default_rng(seed)
+    corners = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, math.sqrt(3) / 2]])
+    pts = np.empty((n, 2))
+    x = np.array([0.1, 0.1])
+    for i, c in enumerate(rng.integers(0, 3, n)):
+        x = (x + corners[c]) / 2
+        pts[i] = x
+    return pts[100:]  # drop the transient
+
+
+def test_correlation_dimension_of_sets_of_known_dimension():
+    rng = np.random.default_rng(0)
+    # uniform square: D₂ = 2 (edge effects bias low by a few %)
+    assert D.correlation_dimension(rng.uniform(size=(3000, 2))).d2 == pytest.approx(2, rel=0.1)
+    th = rng.uniform(0, 2 * np.pi, 3000)
+    circle = np.stack([np.cos(th), np.sin(th)], axis=1)
+    assert D.correlation_dimension(circle).d2 == pytest.approx(1, rel=0.05)
+    gasket = _chaos_game_gasket(3100)
+    assert D.correlation_dimension(gasket).d2 == pytest.approx(math.log(3) / math.log(2), rel=0.05)
+
+
+def test_correlation_sum_counts_pairs_outside_the_theiler_window():
+    x = np.random.default_rng(1).normal(size=(40, 2))
+    r = np.array([0.5, 1.0, 2.0])
+    res = D.correlation_dimension(x, theiler=3, radii=r, scaling_range=(0.5, 2.0))
+    d = np.linalg.norm(x[:, None] - x[None], axis=-1)
+    i, j = np.triu_indices(40, k=4)  # j − i > 3
+    expected = [(d[i, j] < rr).mean() for rr in r]
+    np.testing.assert_allclose(res.correlation_sum, expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="theiler"):
+        D.correlation_dimension(x, theiler=-1)
+    with pytest.raises(ValueError, match="points"):
+        D.correlation_dimension(np.zeros((5, 2)))
+
+
+def test_bound_check_names_both_lambdas():
+    ok = D.check_bound(3.0, 5.0, 6.0, d_s_source="return probability (λ-free)")
+    assert ok.holds and ok.margin == 2.0 and ok.lambda_final == 6.0 and ok.note == ""
+    bad = D.check_bound(7.0, 5.0, 6.0, d_s_source="2·λ̄·H (Eq. 17)")
+    assert not bad.holds and "H ≤ 1/2" in bad.note
+    with pytest.raises(ValueError, match="d_s_source"):
+        D.check_bound(1.0, 2.0, 2.0, d_s_source="")
+
+
+def test_near_stability():
+    ns = D.near_stability(
+        [10, 100, 1000],
+        [5.0, 4.0, 6.0],
+        [1, 10, 100, 1000],
+        [9.0, 1.0, 2.0, 3.0],
+        window=(100, 1000),
+    )
+    assert ns.num_checkpoints == 2 and ns.coefficient_of_variation == pytest.approx(0.2)
+    assert ns.mean_grad_norm == pytest.approx(2.5)

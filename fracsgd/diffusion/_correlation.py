@@ -1,0 +1,187 @@
+"""Correlation dimension (Grassberger & Procaccia 1983) of point clouds and trajectories, with
+a Theiler window for trajectories (Theiler 1986), and the paper's lemma checks."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpy.typing import ArrayLike
+
+from fracsgd.diffusion._fit import ExponentFit, fit_exponent
+
+
+class CorrelationDimension(NamedTuple):
+    """``D₂``: the slope of ``log C(r)`` against ``log r``.
+
+    Attributes:
+        d2: the correlation dimension; ``ci`` its 95 % interval.
+        radii, correlation_sum: ``C(r)``, the fraction of admissible pairs closer than ``r``.
+        fit: the log–log fit over ``scaling_range``.
+    """
+
+    d2: float
+    ci: tuple[float, float]
+    radii: np.ndarray
+    correlation_sum: np.ndarray
+    fit: ExponentFit
+    scaling_range: tuple[float, float]
+
+
+@jax.jit
+def _pair_counts(points: jax.Array, radii: jax.Array, theiler: jax.Array) -> jax.Array:
+    n = points.shape[0]
+    idx = jnp.arange(n)
+
+    def row(i):
+        d = jnp.sqrt(jnp.sum(jnp.square(points - points[i].reshape(1, -1)), axis=-1))
+        ok = idx > i + theiler  # each pair once, temporally distant pairs only
+        return jnp.sum((d.reshape(-1, 1) < radii.reshape(1, -1)) & ok.reshape(-1, 1), axis=0)
+
+    return jnp.sum(jax.lax.map(row, idx, batch_size=256), axis=0)
+
+
+def correlation_dimension(
+    points: ArrayLike,
+    *,
+    theiler: int = 0,
+    radii: ArrayLike | None = None,
+    scaling_range: tuple[float, float] | None = None,
+) -> CorrelationDimension:
+    """Grassberger–Procaccia correlation dimension.
+
+    ``C(r) = (#pairs (i < j, j − i > w) with |x_i − x_j| < r) / (#admissible pairs)`` and
+    ``D₂ = d log C / d log r`` over the scaling range.
+
+    Args:
+        points: ``(N, dim)`` points, or a trajectory ``(T, dim)`` in time order.
+        theiler: the Theiler window ``w``: pairs closer than ``w`` steps in time are excluded
+            (use the autocorrelation time for trajectories; 0 for independent points).
+        radii: radii to evaluate (default: 40 log-spaced between the 0.1 % and 50 % quantiles
+            of a sample of pair distances).
+        scaling_range: ``(r_min, r_max)`` for the fit (default: radii where ``C`` is between
+            1e-3 and 1e-1, so that small-r counting noise and large-r saturation stay out).
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.random.default_rng(0).uniform(size=(2000, 2))
+        >>> 1.8 < correlation_dimension(x).d2 < 2.1
+        True
+    """
+    x = jnp.asarray(points, jnp.float32)
+    if x.ndim != 2 or x.shape[0] < 10:
+        raise ValueError(f"points must have shape (N >= 10, dim), got {x.shape}")
+    if isinstance(theiler, bool) or not isinstance(theiler, int | np.integer) or theiler < 0:
+        raise ValueError(f"theiler must be an integer >= 0, got {theiler!r}")
+    if theiler >= x.shape[0] - 2:
+        raise ValueError(f"theiler ({theiler}) leaves no pairs for {x.shape[0]} points")
+    xs = np.asarray(x)
+    if radii is None:
+        rng = np.random.default_rng(0)  # only chooses which pairs set the default radius range
+        i, j = rng.integers(0, xs.shape[0], (2, 20_000))
+        d = np.linalg.norm(xs[i] - xs[j], axis=1)
+        d = d[d > 0]
+        r = np.geomspace(np.quantile(d, 0.001), np.quantile(d, 0.5), 40)
+    else:
+        r = np.asarray(radii, np.float64)
+        if r.ndim != 1 or np.any(r <= 0) or np.any(np.diff(r) <= 0):
+            raise ValueError("radii must be positive and strictly increasing")
+    counts = np.asarray(
+        _pair_counts(x, jnp.asarray(r, jnp.float32), jnp.int32(theiler)), np.float64
+    )
+    n = xs.shape[0]
+    pairs = sum(max(n - 1 - i - theiler, 0) for i in range(n))
+    c = counts / pairs
+    if scaling_range is None:
+        sel = (c >= 1e-3) & (c <= 1e-1)
+        if sel.sum() < 3:
+            raise ValueError("no scaling range with 1e-3 <= C(r) <= 1e-1: pass scaling_range")
+        scaling_range = (float(r[sel][0]), float(r[sel][-1]))
+    fit = fit_exponent(r, np.where(c > 0, c, np.nan), window=scaling_range)
+    return CorrelationDimension(fit.H, fit.ci, r, c, fit, scaling_range)
+
+
+class BoundCheck(NamedTuple):
+    """The bound ``d_s ≤ λ̄`` (v1 Lemma 3.2 / Corollary 3.2; v2 Lemma 3.4 / Cor. 3.3).
+
+    Attributes:
+        d_s: the spectral dimension tested; ``d_s_source`` says how it was obtained (e.g.
+            ``"2·λ_final·H (Eq. 17)"`` or ``"return probability (λ-free)"``).
+        lambda_bar: the time-averaged LLC over the late window (the bound's λ).
+        lambda_final: the LLC at the final checkpoint (reported beside it).
+        holds: ``d_s ≤ λ̄``; ``margin = λ̄ − d_s``.
+        note: the caveat when ``d_s`` was itself computed from ``λ̄`` (then the bound is
+            ``H ≤ 1/2``, theory.md §3).
+    """
+
+    d_s: float
+    d_s_source: str
+    lambda_bar: float
+    lambda_final: float
+    holds: bool
+    margin: float
+    note: str
+
+
+def check_bound(
+    d_s: float, lambda_bar: float, lambda_final: float, *, d_s_source: str
+) -> BoundCheck:
+    """Check ``d_s ≤ λ̄`` with both λ's named."""
+    if not isinstance(d_s_source, str) or not d_s_source:
+        raise ValueError("d_s_source must name how d_s was estimated")
+    note = ""
+    if "lambda_bar" in d_s_source or "λ̄" in d_s_source:
+        note = "d_s was computed from λ̄ itself, so d_s ≤ λ̄ is equivalent to H ≤ 1/2 (theory.md §3)"
+    return BoundCheck(
+        float(d_s),
+        d_s_source,
+        float(lambda_bar),
+        float(lambda_final),
+        bool(d_s <= lambda_bar),
+        float(lambda_bar - d_s),
+        note,
+    )
+
+
+class NearStability(NamedTuple):
+    """The near-stability hypothesis over a window (theory.md §5): λ(w_t) roughly constant.
+
+    Attributes:
+        coefficient_of_variation: std/|mean| of λ̂ at the checkpoints in the window.
+        mean_grad_norm: mean minibatch gradient norm over the window (small near critical
+            points).
+        window: ``(t_start, t_end)``; ``num_checkpoints`` inside it.
+    """
+
+    coefficient_of_variation: float
+    mean_grad_norm: float
+    window: tuple[float, float]
+    num_checkpoints: int
+
+
+def near_stability(
+    checkpoint_steps: ArrayLike,
+    llc: ArrayLike,
+    record_steps: ArrayLike,
+    grad_norm: ArrayLike,
+    window: tuple[float, float],
+) -> NearStability:
+    """Coefficient of variation of λ̂ and the mean gradient norm over ``window``."""
+    ck = np.asarray(checkpoint_steps, float)
+    lam = np.asarray(llc, float)
+    rs = np.asarray(record_steps, float)
+    gn = np.asarray(grad_norm, float)
+    if ck.shape != lam.shape or rs.shape != gn.shape:
+        raise ValueError("checkpoint_steps/llc and record_steps/grad_norm must match in shape")
+    sel = (ck >= window[0]) & (ck <= window[1]) & np.isfinite(lam)
+    gsel = (rs >= window[0]) & (rs <= window[1])
+    cv = float(np.std(lam[sel]) / abs(np.mean(lam[sel]))) if sel.sum() > 1 else math.nan
+    return NearStability(
+        cv,
+        float(np.nanmean(gn[gsel])) if gsel.any() else math.nan,
+        (float(window[0]), float(window[1])),
+        int(sel.sum()),
+    )
