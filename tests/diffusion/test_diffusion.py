@@ -206,3 +206,72 @@ def test_near_stability():
     )
     assert ns.num_checkpoints == 2 and ns.coefficient_of_variation == pytest.approx(0.2)
     assert ns.mean_grad_norm == pytest.approx(2.5)
+
+
+# --- tempered-posterior comparison ------------------------------------------------------------
+
+
+def test_distances_on_closed_forms():
+    p, q = np.array([1.0, 0.0]), np.array([0.5, 0.5])
+    assert D.kl_divergence(p, q) == pytest.approx(math.log(2))
+    assert D.kl_divergence(q, q) == 0.0
+    assert D.js_divergence(p, np.array([0.0, 1.0])) == pytest.approx(math.log(2))
+    cost = np.array([[0.0, 3.0], [3.0, 0.0]])
+    assert D.wasserstein(p, np.array([0.0, 1.0]), cost) == pytest.approx(3.0)
+    assert D.wasserstein(p, q, cost) == pytest.approx(1.5)
+    np.testing.assert_allclose(D.tempered_masses([0.5, 0.25, 0.25], 2.0), [2 / 3, 1 / 6, 1 / 6])
+
+
+def test_tempered_comparison_recovers_the_xi_that_generated_the_posterior():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0, 0, 0], [5, 0, 0, 0], [0, 5, 0, 0]])
+    counts = np.array([60, 30, 10])
+    labels = np.repeat(np.arange(3), counts)
+    sgd = centres[labels] + 0.1 * rng.normal(size=(100, 4))
+    lam_c, ds_c = np.array([2.0, 3.0, 1.5]), np.array([1.0, 2.0, 1.0])
+    m, xi_true = 3, 0.5
+    q = counts / counts.sum()
+    p = D.tempered_masses(q, m * xi_true ** (2 - 2 * lam_c / ds_c))
+    n_post = np.round(p * 10_000).astype(int)
+    post = centres[np.repeat(np.arange(3), n_post)] + 0.1 * rng.normal(size=(n_post.sum(), 4))
+    xis = np.array([0.3, 0.4, 0.5, 0.6, 0.8])
+    res = D.tempered_posterior_comparison(
+        jax.random.key(0),
+        sgd,
+        post,
+        num_clusters=3,
+        m=m,
+        llc=lam_c[labels],
+        d_s=ds_c[labels],
+        xis=xis,
+    )
+    assert res.best_xi == 0.5
+    # exact up to rounding the 10 000 posterior sample counts (KL ~ 1e-6)
+    assert res.kl[2] < 1e-4 and res.kl_untempered > 1e-2
+    assert res.js[2] < 1e-4 and res.wasserstein[2] < 1e-2
+    np.testing.assert_allclose(np.sort(res.sgd_masses), np.sort(q))
+
+
+def test_tempered_comparison_bad_input():
+    with pytest.raises(ValueError, match="xis"):
+        D.tempered_posterior_comparison(
+            jax.random.key(0),
+            np.zeros((4, 2)),
+            np.zeros((4, 2)),
+            num_clusters=2,
+            m=10,
+            llc=np.ones(4),
+            d_s=np.ones(4),
+            xis=[-1.0],
+        )
+    with pytest.raises(ValueError, match="same F"):
+        D.tempered_posterior_comparison(
+            jax.random.key(0),
+            np.zeros((4, 2)),
+            np.zeros((4, 3)),
+            num_clusters=2,
+            m=10,
+            llc=np.ones(4),
+            d_s=np.ones(4),
+            xis=[0.5],
+        )

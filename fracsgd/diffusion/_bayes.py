@@ -1,0 +1,254 @@
+"""The tempered-posterior comparison of v1 Corollary 3.1 [v2 Cor. 3.2] (theory.md §5).
+
+With ``γ = 1`` and the log-loss, SGD's stationary law ``p_s ∝ exp(−L_m/D_ξ)`` raised to the power
+``m·D_ξ`` is the likelihood, so ``p(w | X_m) = ρ(w) p_s(w)^{m D_ξ} / Z``: SGD is a Bayesian
+sampler tempered by accessibility. The experiment compares *cluster masses*:
+
+1. Many SGD solutions are clustered **in function space** (their outputs on a probe set; the
+   default because parameter space has permutation and rescaling symmetries that split one
+   function into many clusters) by k-means (k-means++ initialisation, explicit key).
+2. ``q_c``: the fraction of SGD solutions in cluster ``c``.
+3. Tempered SGD masses: ``q̃_c ∝ q_c^{m·D_ξ,c}`` — the corollary applied at the level of clusters,
+   treating each cluster's SGD mass as its density level. ``m`` is the number of training
+   samples (the ``m`` of ``L_m``; an argument, so other readings can be tested), and
+   ``D_ξ,c = ξ^{2 − 2λ_c/d_s,c}`` uses the cluster's mean LLC ``λ_c`` and mean spectral
+   dimension ``d_s,c`` over its SGD solutions (v1 Definition 3.1).
+4. ``p_c``: the fraction of SGLD posterior samples assigned to each SGD cluster (nearest
+   centroid).
+5. KL, Jensen–Shannon and Wasserstein-1 (ground metric: distances between cluster centroids)
+   between ``p`` and ``q̃``, scanned over ξ; the ξ with the smallest KL is reported.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpy.typing import ArrayLike
+
+from fracsgd._types import PRNGKey
+
+
+class Clustering(NamedTuple):
+    """k-means result: ``labels (N,)``, ``centroids (k, F)``, ``inertia``."""
+
+    labels: np.ndarray
+    centroids: np.ndarray
+    inertia: float
+
+
+def kmeans(
+    key: PRNGKey, points: ArrayLike, num_clusters: int, *, iterations: int = 100, restarts: int = 8
+) -> Clustering:
+    """k-means (Lloyd) with k-means++ initialisation; the best of ``restarts`` runs (vmapped).
+
+    Examples:
+        >>> import jax, numpy as np
+        >>> x = np.concatenate([np.zeros((5, 2)), np.ones((7, 2)) * 10])
+        >>> sorted(np.bincount(kmeans(jax.random.key(0), x, 2).labels).tolist())
+        [5, 7]
+    """
+    x = jnp.asarray(points, jnp.float32)
+    if x.ndim != 2:
+        raise ValueError(f"points must have shape (N, features), got {x.shape}")
+    if (
+        isinstance(num_clusters, bool)
+        or not isinstance(num_clusters, int)
+        or not (1 <= num_clusters <= x.shape[0])
+    ):
+        raise ValueError(f"num_clusters must be an integer in [1, N = {x.shape[0]}]")
+    k = num_clusters
+
+    def sq_dist(c):
+        return jnp.sum(jnp.square(x[:, None, :] - c[None, :, :]), axis=-1)
+
+    def one(key):
+        def pick(carry, kk):
+            cents, i = carry
+            d = jnp.min(jnp.where(jnp.arange(k)[None, :] < i, sq_dist(cents), jnp.inf), axis=1)
+            d = jnp.where(i == 0, jnp.ones_like(d), d)
+            j = jax.random.choice(kk, x.shape[0], p=d / jnp.sum(d))
+            return (cents.at[i].set(x[j]), i + 1), None
+
+        (cents, _), _ = jax.lax.scan(
+            pick, (jnp.zeros((k, x.shape[1])), 0), jax.random.split(key, k)
+        )
+
+        def lloyd(cents, _):
+            lab = jnp.argmin(sq_dist(cents), axis=1)
+            onehot = jax.nn.one_hot(lab, k)
+            counts = onehot.sum(0)
+            new = (onehot.T @ x) / jnp.maximum(counts, 1)[:, None]
+            return jnp.where(counts[:, None] > 0, new, cents), None
+
+        cents, _ = jax.lax.scan(lloyd, cents, None, length=iterations)
+        d = sq_dist(cents)
+        return cents, jnp.argmin(d, axis=1), jnp.sum(jnp.min(d, axis=1))
+
+    cents, labels, inertia = jax.jit(jax.vmap(one))(jax.random.split(key, restarts))
+    best = int(jnp.argmin(inertia))
+    return Clustering(np.asarray(labels[best]), np.asarray(cents[best]), float(inertia[best]))
+
+
+def assign(points: ArrayLike, centroids: ArrayLike) -> np.ndarray:
+    """Index of the nearest centroid for each point."""
+    x, c = np.asarray(points, np.float64), np.asarray(centroids, np.float64)
+    return np.argmin(((x[:, None, :] - c[None]) ** 2).sum(-1), axis=1)
+
+
+def masses(labels: ArrayLike, num_clusters: int) -> np.ndarray:
+    """Fraction of points per cluster."""
+    lab = np.asarray(labels, np.int64)
+    return np.bincount(lab, minlength=num_clusters)[:num_clusters] / max(lab.size, 1)
+
+
+def tempered_masses(sgd_masses: ArrayLike, exponents: ArrayLike) -> np.ndarray:
+    """``q̃_c ∝ q_c^{e_c}`` (computed in log space; empty clusters keep zero mass)."""
+    q = np.asarray(sgd_masses, np.float64)
+    e = np.broadcast_to(np.asarray(exponents, np.float64), q.shape)
+    logq = np.where(q > 0, e * np.log(np.where(q > 0, q, 1.0)), -np.inf)
+    logq -= np.max(logq[np.isfinite(logq)])
+    w = np.exp(logq)
+    return w / w.sum()
+
+
+def kl_divergence(p: ArrayLike, q: ArrayLike, eps: float = 1e-12) -> float:
+    """``KL(p ‖ q) = Σ p log(p/q)`` (``eps`` guards empty bins of ``q``)."""
+    p, q = np.asarray(p, np.float64), np.asarray(q, np.float64)
+    mask = p > 0
+    return float(np.sum(p[mask] * np.log(p[mask] / np.maximum(q[mask], eps))))
+
+
+def js_divergence(p: ArrayLike, q: ArrayLike) -> float:
+    """Jensen–Shannon divergence (natural log; at most log 2)."""
+    p, q = np.asarray(p, np.float64), np.asarray(q, np.float64)
+    m = 0.5 * (p + q)
+    return 0.5 * kl_divergence(p, m) + 0.5 * kl_divergence(q, m)
+
+
+def wasserstein(p: ArrayLike, q: ArrayLike, cost: ArrayLike) -> float:
+    """Wasserstein-1 between discrete distributions with ground cost matrix ``cost`` (exact
+    transport LP, scipy HiGHS)."""
+    from scipy.optimize import linprog
+
+    p, q, c = (np.asarray(a, np.float64) for a in (p, q, cost))
+    k = p.size
+    a_eq = np.zeros((2 * k, k * k))
+    for i in range(k):
+        a_eq[i, i * k : (i + 1) * k] = 1
+        a_eq[k + i, i::k] = 1
+    res = linprog(
+        c.ravel(),
+        A_eq=a_eq,
+        b_eq=np.concatenate([p, q / q.sum() * p.sum()]),
+        bounds=(0, None),
+        method="highs",
+    )
+    return float(res.fun)
+
+
+class TemperedComparison(NamedTuple):
+    """The ξ scan of the comparison (module docstring).
+
+    Attributes:
+        xis: ``(X,)`` scanned coarse-graining lengths.
+        kl, js, wasserstein: ``(X,)`` distances between SGLD masses ``p`` and tempered SGD
+            masses ``q̃(ξ)``; ``kl_untempered`` etc. compare ``p`` with raw SGD masses ``q``.
+        best_xi: the ξ with the smallest KL.
+        sgd_masses, sgld_masses: ``q`` and ``p``; ``tempered``: ``(X, k)`` masses ``q̃(ξ)``.
+        d_xi: ``(X, k)`` per-cluster ``D_ξ``; ``m``: the sample count used.
+        clustering: the SGD clustering.
+    """
+
+    xis: np.ndarray
+    kl: np.ndarray
+    js: np.ndarray
+    wasserstein: np.ndarray
+    kl_untempered: float
+    js_untempered: float
+    wasserstein_untempered: float
+    best_xi: float
+    sgd_masses: np.ndarray
+    sgld_masses: np.ndarray
+    tempered: np.ndarray
+    d_xi: np.ndarray
+    m: int
+    clustering: Clustering
+
+
+def tempered_posterior_comparison(
+    key: PRNGKey,
+    sgd_functions: ArrayLike,
+    sgld_functions: ArrayLike,
+    *,
+    num_clusters: int,
+    m: int,
+    llc: ArrayLike,
+    d_s: ArrayLike,
+    xis: ArrayLike,
+) -> TemperedComparison:
+    """Compare SGLD posterior cluster masses with SGD masses tempered by ``p^{m D_ξ}``.
+
+    Args:
+        key: for k-means.
+        sgd_functions: ``(M, F)`` each SGD solution's outputs on the probe set (e.g. softmax
+            probabilities, flattened).
+        sgld_functions: ``(S, F)`` the same for SGLD posterior samples.
+        num_clusters: k.
+        m: number of training samples (the ``m`` of ``L_m``).
+        llc, d_s: ``(M,)`` each SGD solution's λ and ``d_s`` (averaged per cluster).
+        xis: ξ values to scan (> 0).
+    """
+    f_sgd = np.asarray(sgd_functions, np.float64)
+    f_post = np.asarray(sgld_functions, np.float64)
+    if f_sgd.ndim != 2 or f_post.ndim != 2 or f_sgd.shape[1] != f_post.shape[1]:
+        raise ValueError("sgd_functions and sgld_functions must be (N, F) with the same F")
+    lam, ds = np.asarray(llc, np.float64), np.asarray(d_s, np.float64)
+    if lam.shape != (f_sgd.shape[0],) or ds.shape != lam.shape:
+        raise ValueError("llc and d_s need one value per SGD solution")
+    if np.any(~(ds > 0)):
+        raise ValueError("d_s must be > 0")
+    xs = np.asarray(xis, np.float64)
+    if xs.ndim != 1 or xs.size == 0 or np.any(~(xs > 0)):
+        raise ValueError("xis must be a non-empty 1-D array of positive values")
+    if isinstance(m, bool) or not isinstance(m, int) or m <= 0:
+        raise ValueError(f"m must be a positive integer, got {m!r}")
+    cl = kmeans(key, f_sgd, num_clusters)
+    q = masses(cl.labels, num_clusters)
+    p = masses(assign(f_post, cl.centroids), num_clusters)
+    cost = np.sqrt(((cl.centroids[:, None] - cl.centroids[None]) ** 2).sum(-1))
+    lam_c = np.array(
+        [
+            lam[cl.labels == c].mean() if (cl.labels == c).any() else np.nan
+            for c in range(num_clusters)
+        ]
+    )
+    ds_c = np.array(
+        [
+            ds[cl.labels == c].mean() if (cl.labels == c).any() else np.nan
+            for c in range(num_clusters)
+        ]
+    )
+    d_xi = xs[:, None] ** (2 - 2 * lam_c[None, :] / ds_c[None, :])
+    tempered = np.stack([tempered_masses(q, np.nan_to_num(m * d, nan=1.0)) for d in d_xi])
+    kl = np.array([kl_divergence(p, t) for t in tempered])
+    js = np.array([js_divergence(p, t) for t in tempered])
+    w1 = np.array([wasserstein(p, t, cost) for t in tempered])
+    return TemperedComparison(
+        xis=xs,
+        kl=kl,
+        js=js,
+        wasserstein=w1,
+        kl_untempered=kl_divergence(p, q),
+        js_untempered=js_divergence(p, q),
+        wasserstein_untempered=wasserstein(p, q, cost),
+        best_xi=float(xs[int(np.argmin(kl))]),
+        sgd_masses=q,
+        sgld_masses=p,
+        tempered=tempered,
+        d_xi=d_xi,
+        m=m,
+        clustering=cl,
+    )
