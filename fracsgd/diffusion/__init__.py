@@ -24,6 +24,7 @@ from fracsgd.diffusion._correlation import (
 from fracsgd.diffusion._dimensions import (
     SpectralDimension,
     WalkDimension,
+    displacement_from_checkpoints,
     effective_diffusion,
     ensemble_msd,
     paper_spectral_dimension,
@@ -78,6 +79,7 @@ __all__ = [
     "correlation_dimension",
     "ctrw",
     "detect_crossover",
+    "displacement_from_checkpoints",
     "effective_diffusion",
     "ensemble_msd",
     "fbm",

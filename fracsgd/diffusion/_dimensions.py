@@ -176,3 +176,32 @@ def effective_diffusion(xi: Any, llc: Any, d_s: Any) -> Any:
 def walk_dimension_from_alexander_orbach(llc: Any, d_s: Any) -> Any:
     """``d_w = 2λ/d_s`` (Alexander–Orbach with the LLC as fractal dimension)."""
     return 2 * np.asarray(llc, float) / np.asarray(d_s, float)
+
+
+def displacement_from_checkpoints(checkpoints: Any, reference: Any, mask: Any = None) -> np.ndarray:
+    """``R = ||w_k − w_ref||₂`` for parameter checkpoints with a leading ``(K,)`` axis (e.g.
+    ``TrainResult.checkpoints`` against ``TrainResult.init_params``), over the entries where
+    ``mask`` (a 0/1 pytree like the parameters, e.g. ``Model.param_mask()``) is 1. Pass a later
+    checkpoint as ``reference`` for displacements from ``t0 > 0`` (theory.md §1).
+
+    Examples:
+        >>> import numpy as np
+        >>> ck = {"w": np.array([[0.0, 0.0], [3.0, 4.0]])}
+        >>> displacement_from_checkpoints(ck, {"w": np.zeros(2)}).tolist()
+        [0.0, 5.0]
+    """
+    leaves = jax.tree.leaves(checkpoints)
+    refs = jax.tree.leaves(reference)
+    masks = jax.tree.leaves(mask) if mask is not None else [None] * len(leaves)
+    if len(leaves) != len(refs) or len(masks) != len(leaves):
+        raise ValueError("checkpoints, reference and mask must have the same pytree structure")
+    total = 0.0
+    for c, r, m in zip(leaves, refs, masks, strict=True):
+        c, r = np.asarray(c, np.float64), np.asarray(r, np.float64)
+        if c.shape[1:] != r.shape:
+            raise ValueError(f"checkpoint leaf {c.shape} does not match reference {r.shape}")
+        d = c - r[None]
+        if m is not None:
+            d = d * np.asarray(m, np.float64)[None]
+        total = total + np.sum(d.reshape(d.shape[0], -1) ** 2, axis=1)
+    return np.sqrt(total)
