@@ -4,8 +4,8 @@ Implements and tests Hennick & De Baerdemacker, "Almost Bayesian: The Fractal Dy
 Stochastic Gradient Descent" (arXiv 2503.22478).
 """
 
-from fracsgd import data, diffusion, llc, models, sampling, train
+from fracsgd import data, diffusion, ffpe, llc, models, sampling, train
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "data", "diffusion", "llc", "models", "sampling", "train"]
+__all__ = ["__version__", "data", "diffusion", "ffpe", "llc", "models", "sampling", "train"]

@@ -1,0 +1,158 @@
+"""SGD-FFPE solver: invariants (mass, positivity, Gibbs fixed point), closed forms and
+convergence orders fitted by regression. float64 throughout (the x64 fixture)."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import mpmath
+import numpy as np
+import pytest
+import scipy.linalg
+
+import fracsgd as fs
+from fracsgd.ffpe import _solve
+
+
+def _ml_reference(alpha, z):
+    """E_α(z) by its power series at 60 digits (|z| ≤ a few)."""
+    mpmath.mp.dps = 60
+    return float(
+        mpmath.nsum(lambda k: mpmath.mpf(z) ** k / mpmath.gamma(alpha * k + 1), [0, mpmath.inf])
+    )
+
+
+def _double_well(w):
+    return (w[0] ** 2 - 1.0) ** 2
+
+
+def _gaussian(grid, centre=0.0, width=0.3):
+    x = grid.centers[:, 0]
+    p = np.exp(-((x - centre) ** 2) / (2 * width**2))
+    return jnp.asarray(p / (p.sum() * grid.h))
+
+
+def _relax(alpha, lam, n, grading):
+    """L1 march of the scalar equation D^α u = −λ u, u(0) = 1, to t = 1."""
+    bands = (jnp.zeros(1), jnp.full(1, -lam), jnp.zeros(1))
+    ts = jnp.asarray(fs.ffpe.graded_mesh(1.0, n, grading))
+    return _solve._l1_march(bands, n, ts, jnp.asarray(alpha), jnp.ones(1))[-1, 0]
+
+
+def _order(ns, errors):
+    return -np.polyfit(np.log(ns), np.log(errors), 1)[0]
+
+
+def test_gibbs_state_is_a_fixed_point_and_the_stationary_solution(x64):
+    grid = fs.ffpe.Grid1D(-2.5, 2.5, 200)
+    prob = fs.ffpe.Problem(alpha=0.5, diffusion=0.3, gamma=1.0, potential=_double_well)
+    gibbs = np.exp(-np.array([_double_well(c) for c in grid.centers]) / 0.3)
+    gibbs /= gibbs.sum() * grid.h
+    stat = fs.ffpe.stationary(prob, grid)
+    np.testing.assert_allclose(stat, gibbs, rtol=1e-12)
+    sol = fs.ffpe.solve(prob, grid, jnp.asarray(gibbs), t_final=5.0, num_steps=40)
+    assert float(jnp.max(jnp.abs(sol.p - gibbs[None]))) <= 1e-12 * gibbs.max()
+
+
+def test_mass_and_positivity(x64):
+    grid = fs.ffpe.Grid1D(-2.5, 2.5, 150)
+    prob = fs.ffpe.Problem(alpha=0.4, diffusion=0.2, gamma=1.0, potential=_double_well)
+    sol = fs.ffpe.solve(
+        prob, grid, _gaussian(grid, 1.8, 0.1), t_final=10.0, num_steps=100, grading=3.0
+    )
+    np.testing.assert_allclose(sol.mass, 1.0, atol=1e-12)
+    assert float(sol.p.min()) >= 0.0 and int(sol.result) == fs.ffpe.SUCCESS
+
+
+def test_fractional_relaxation_converges_with_order_one_on_uniform_meshes(x64):
+    alpha, lam = 0.5, 1.0
+    exact = _ml_reference(alpha, -lam)
+    ns = np.array([32, 64, 128, 256])
+    err = [abs(float(_relax(alpha, lam, int(n), 1.0)) - exact) for n in ns]
+    # L1 at a fixed time away from t = 0: first order (the t^α singularity limits it)
+    assert _order(ns, err) == pytest.approx(1.0, abs=0.15)
+
+
+def test_graded_mesh_restores_order_two_minus_alpha(x64):
+    alpha, lam = 0.5, 1.0
+    exact = _ml_reference(alpha, -lam)
+    ns = np.array([32, 64, 128, 256])
+    err = [abs(float(_relax(alpha, lam, int(n), (2 - alpha) / alpha)) - exact) for n in ns]
+    assert _order(ns, err) == pytest.approx(2 - alpha, abs=0.15)
+
+
+def test_alpha_one_is_backward_euler_and_recovers_the_ordinary_equation(x64):
+    grid = fs.ffpe.Grid1D(-2.0, 2.0, 40)
+    prob = fs.ffpe.Problem(alpha=1.0, diffusion=0.5, gamma=1.0, potential=_double_well)
+    p0 = _gaussian(grid, 0.5, 0.2)
+    bands, _ = _solve._operator(prob, grid)
+    dense = np.asarray(
+        jax.vmap(lambda e: fs.ffpe._space.apply_tridiagonal(bands, e), out_axes=1)(
+            jnp.eye(grid.cells)
+        )
+    )
+    exact = scipy.linalg.expm(dense * 0.5) @ np.asarray(p0)
+    errs = []
+    ns = np.array([20, 40, 80, 160])
+    for n in ns:
+        sol = fs.ffpe.solve(prob, grid, p0, t_final=0.5, num_steps=int(n))
+        errs.append(float(jnp.max(jnp.abs(sol.p[-1] - exact))))
+    assert _order(ns, errs) == pytest.approx(1.0, abs=0.1)  # backward Euler
+
+
+def test_free_subdiffusion_msd(x64):
+    """φ = 0: the second moment obeys D^α m₂ = 2D exactly on the grid (3-point Laplacian, far
+    from the walls), so m₂(t) = m₂(0) + 2D t^α / Γ(1+α)."""
+    alpha, d = 0.6, 0.5
+    grid = fs.ffpe.Grid1D(-12.0, 12.0, 480)
+    prob = fs.ffpe.Problem(alpha=alpha, diffusion=d, gamma=0.0, potential=lambda w: 0.0 * w[0])
+    p0 = _gaussian(grid, 0.0, 0.2)
+    sol = fs.ffpe.solve(prob, grid, p0, t_final=2.0, num_steps=200, grading=(2 - alpha) / alpha)
+    m2 = np.asarray(sol.msd())
+    t = np.asarray(sol.ts)
+    expected = m2[0] + 2 * d * t**alpha / math.gamma(1 + alpha)
+    # L1 on the optimal graded mesh, N = 200: ≈ 1e-3 relative once t ≥ 0.1 T (the first few
+    # steps resolve the t^α onset less well, up to ≈ 1 %)
+    late = t >= 0.2
+    np.testing.assert_allclose(m2[late], expected[late], rtol=5e-3)
+
+
+def test_gradient_with_respect_to_alpha_matches_finite_differences(x64):
+    f = lambda a: _relax(a, 1.0, 64, 1.0)
+    g = float(jax.grad(f)(0.6))
+    fd = (float(f(0.6 + 1e-5)) - float(f(0.6 - 1e-5))) / 2e-5
+    assert g == pytest.approx(fd, rel=1e-6)
+
+
+def test_l1_weights_are_cancellation_free_on_strongly_graded_meshes(x64):
+    ts = jnp.asarray(fs.ffpe.graded_mesh(1.0, 1000, 8.0))
+    a = np.asarray(fs.ffpe.l1_weights(ts, 1000, 0.3))
+    mpmath.mp.dps = 50
+    tn, tk, tk1 = (mpmath.mpf(float(ts[i])) for i in (1000, 1, 0))
+    ref = ((tn - tk1) ** 0.7 - (tn - tk) ** 0.7) / (mpmath.gamma(1.7) * (tk - tk1))
+    assert a[0] == pytest.approx(float(ref), rel=1e-10)
+    assert np.all(a > 0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(problem=fs.ffpe.Problem(alpha=0.0)), "alpha"),
+        (dict(problem=fs.ffpe.Problem(alpha=1.5)), "alpha"),
+        (dict(problem=fs.ffpe.Problem(diffusion=0.0)), "diffusion"),
+        (dict(grid=fs.ffpe.Grid1D(-1.0, 1.0, 2)), "cells"),
+        (dict(p0=-np.ones(20)), "p0"),
+        (dict(p0=np.ones(19)), "p0"),
+        (dict(num_steps=0), "num_steps"),
+        (dict(problem=fs.ffpe.Problem(potential=lambda w: w)), "potential"),
+    ],
+)
+def test_bad_input(kwargs, match):
+    args = dict(
+        problem=fs.ffpe.Problem(), grid=fs.ffpe.Grid1D(-1.0, 1.0, 20), p0=np.ones(20), num_steps=10
+    )
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        fs.ffpe.solve(
+            args["problem"], args["grid"], args["p0"], t_final=1.0, num_steps=args["num_steps"]
+        )
