@@ -181,3 +181,22 @@ def test_ctrw_particles_match_the_ffpe_density(x64):
     # corrections of the CTRW to its scaling limit are O(t^{−α}) ≈ 2.5 %
     assert np.sum(np.abs(hist - density)) < 0.07
     assert float(np.var(x)) == pytest.approx(float(sol.msd()[-1]), rel=0.03)
+
+
+def test_space_dependent_diffusion_keeps_the_documented_stationary_state(x64):
+    """With D(w) the solver solves ∇·(D(w)(∇p + p∇(γL/D₀))), D₀ = mean of D over the cells:
+    its stationary state is ∝ exp(−γL/D₀) whatever the profile of D."""
+    grid = fs.ffpe.Grid1D(-2.0, 2.0, 120)
+    prob = fs.ffpe.Problem(
+        alpha=0.7,
+        diffusion=lambda w: 0.2 + 0.1 * jnp.sin(3 * w[0]) ** 2,
+        gamma=1.0,
+        potential=_double_well,
+    )
+    x = grid.centers[:, 0]
+    d0 = np.mean(0.2 + 0.1 * np.sin(3 * x) ** 2)
+    gibbs = np.exp(-((x**2 - 1) ** 2) / d0)
+    gibbs /= gibbs.sum() * grid.h
+    np.testing.assert_allclose(fs.ffpe.stationary(prob, grid), gibbs, rtol=1e-12)
+    sol = fs.ffpe.solve(prob, grid, jnp.asarray(gibbs), t_final=3.0, num_steps=30)
+    assert float(jnp.max(jnp.abs(sol.p[-1] - gibbs))) <= 1e-12 * gibbs.max()
