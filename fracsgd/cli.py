@@ -92,24 +92,28 @@ def _plot_displacement(result, path: str) -> None:
     labels = result.coords["hidden"]
     cmap = plt.get_cmap("viridis")
     uniq = list(dict.fromkeys(labels))
+    from fracsgd.diffusion import fit_exponent
+
+    slopes: dict[str, list[float]] = {}  # the late (post-crossover) slope H of each run
+    for i in range(result.num_runs):
+        r = result.displacement[i]
+        if np.all(np.isfinite(r)) and np.all(r > 0):
+            slopes.setdefault(str(labels[i]), []).append(fit_exponent(result.record_steps, r).H)
     for i in range(result.num_runs):
         color = cmap(uniq.index(labels[i]) / max(len(uniq) - 1, 1))
         r = result.displacement[i]
         ok = np.isfinite(r) & (r > 0)
-        ax.loglog(
-            result.record_steps[ok],
-            r[ok],
-            color=color,
-            alpha=0.7,
-            lw=1,
-            label=f"hidden {labels[i]}" if labels[i] not in labels[:i] else None,
-        )
+        hs = slopes.get(str(labels[i]))
+        label = None
+        if labels[i] not in labels[:i]:
+            label = f"hidden {labels[i]}" + (f" (late H = {np.mean(hs):.2f})" if hs else "")
+        ax.loglog(result.record_steps[ok], r[ok], color=color, alpha=0.7, lw=1, label=label)
     t = result.record_steps.astype(float)
     ref = np.nanmedian(result.displacement[:, -1]) * np.sqrt(t / t[-1])
     ax.loglog(t, ref, "k--", lw=1, label=r"Brownian $t^{1/2}$")
     ax.set_xlabel("SGD step t")
     ax.set_ylabel(r"displacement $R(t)=\|w_t-w_0\|_2$")
-    ax.set_title(f"Weight displacement ({result.dataset_name})")
+    ax.set_title(f"Weight displacement ({result.dataset_name}); H: late log–log slope")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
