@@ -388,6 +388,80 @@ def _run(
     return jax.device_get((dead, outs, init_loss))
 
 
+def _estimate_rows(
+    key,
+    loss_fn,
+    centers,
+    data,
+    masks,
+    *,
+    num_chains,
+    num_draws,
+    num_burnin,
+    thinning,
+    step_size,
+    localization,
+    nbeta,
+    batch_size,
+    same_batch,
+    sampler,
+    mala,
+):
+    """Validate, sample every centre (leading model axis) in one program, and summarise each:
+    ``(rows, meta)`` with one summary dict per centre and the shared settings."""
+    n = _validate(
+        loss_fn,
+        centers,
+        data,
+        num_chains=num_chains,
+        num_draws=num_draws,
+        num_burnin=num_burnin,
+        thinning=thinning,
+        step_size=step_size,
+        localization=localization,
+        batch_size=batch_size,
+        sampler=sampler,
+        n_models_axis=True,
+    )
+    nb = resolve_nbeta(nbeta, n, batch_size)
+    sizes = {int(np.shape(x)[0]) for x in jax.tree.leaves(centers)}
+    if len(sizes) != 1:
+        raise ValueError(f"params leaves need one common leading model axis, got sizes {sizes}")
+    num_models = sizes.pop()
+    hyper = jnp.tile(jnp.asarray([[step_size, localization, nb]], jnp.float32), (num_models, 1))
+    dead, outs, init_loss = _run(
+        key,
+        loss_fn,
+        centers,
+        data,
+        masks,
+        hyper,
+        num_chains=num_chains,
+        num_draws=num_draws,
+        num_burnin=num_burnin,
+        thinning=thinning,
+        batch_size=batch_size,
+        same_batch=same_batch,
+        sampler=sampler,
+        mala=mala,
+    )
+    rows = [
+        _summarise(dead[i], [o[i] for o in outs], init_loss[i], nb, same_batch)
+        for i in range(num_models)
+    ]
+    meta = dict(
+        nbeta=nb,
+        step_size=float(step_size),
+        localization=float(localization),
+        sampler=sampler,
+        same_batch=bool(same_batch),
+        num_draws=int(num_draws),
+        num_burnin=int(num_burnin),
+        thinning=int(thinning),
+    )
+    return rows, meta
+
+
 def estimate(
     key: PRNGKey,
     loss_fn: Callable[[PyTree, Any], Array],
@@ -445,40 +519,27 @@ def estimate(
         >>> bool(abs(res.llc_mean - 2.0) < 0.2)  # regular model: λ = d/2
         True
     """
-    n = _validate(
+    centers = jax.tree.map(lambda a: jnp.asarray(a)[None], params)
+    masks = None if mask is None else jax.tree.map(lambda a: jnp.asarray(a)[None], mask)
+    rows, meta = _estimate_rows(
+        key,
         loss_fn,
-        params,
+        centers,
         data,
+        masks,
         num_chains=num_chains,
         num_draws=num_draws,
         num_burnin=num_burnin,
         thinning=thinning,
         step_size=step_size,
         localization=localization,
-        batch_size=batch_size,
-        sampler=sampler,
-    )
-    nb = resolve_nbeta(nbeta, n, batch_size)
-    hyper = jnp.asarray([[step_size, localization, nb]], jnp.float32)
-    centers = jax.tree.map(lambda a: jnp.asarray(a)[None], params)
-    masks = None if mask is None else jax.tree.map(lambda a: jnp.asarray(a)[None], mask)
-    dead, outs, init_loss = _run(
-        key,
-        loss_fn,
-        centers,
-        data,
-        masks,
-        hyper,
-        num_chains=num_chains,
-        num_draws=num_draws,
-        num_burnin=num_burnin,
-        thinning=thinning,
+        nbeta=nbeta,
         batch_size=batch_size,
         same_batch=same_batch,
         sampler=sampler,
         mala=mala,
     )
-    s = _summarise(dead[0], [o[0] for o in outs], init_loss[0], nb, same_batch)
+    s = rows[0]
     if s["not_minimum"]:
         warnings.warn(
             f"λ̂ = {s['llc_mean']:.3g}: the centre is not a local minimum "
@@ -487,17 +548,7 @@ def estimate(
             NotAMinimumWarning,
             stacklevel=2,
         )
-    return LLCResult(
-        **s,
-        nbeta=nb,
-        step_size=float(step_size),
-        localization=float(localization),
-        sampler=sampler,
-        same_batch=bool(same_batch),
-        num_draws=int(num_draws),
-        num_burnin=int(num_burnin),
-        thinning=int(thinning),
-    )
+    return LLCResult(**s, **meta)
 
 
 def _stack_results(results: Sequence[dict], **extra) -> LLCResult:
@@ -543,46 +594,25 @@ def estimate_many(
         >>> res.llc_mean.shape, res.loss_trace.shape
         ((3,), (3, 4, 200))
     """
-    n = _validate(
+    results, meta = _estimate_rows(
+        key,
         loss_fn,
         params,
         data,
+        mask,
         num_chains=num_chains,
         num_draws=num_draws,
         num_burnin=num_burnin,
         thinning=thinning,
         step_size=step_size,
         localization=localization,
-        batch_size=batch_size,
-        sampler=sampler,
-        n_models_axis=True,
-    )
-    nb = resolve_nbeta(nbeta, n, batch_size)
-    m = {int(np.shape(x)[0]) for x in jax.tree.leaves(params)}
-    if len(m) != 1:
-        raise ValueError(f"params leaves need one common leading model axis, got sizes {m}")
-    num_models = m.pop()
-    hyper = jnp.tile(jnp.asarray([[step_size, localization, nb]], jnp.float32), (num_models, 1))
-    dead, outs, init_loss = _run(
-        key,
-        loss_fn,
-        params,
-        data,
-        mask,
-        hyper,
-        num_chains=num_chains,
-        num_draws=num_draws,
-        num_burnin=num_burnin,
-        thinning=thinning,
+        nbeta=nbeta,
         batch_size=batch_size,
         same_batch=same_batch,
         sampler=sampler,
         mala=mala,
     )
-    results = [
-        _summarise(dead[i], [o[i] for o in outs], init_loss[i], nb, same_batch)
-        for i in range(num_models)
-    ]
+    num_models = len(results)
     bad = [i for i, r in enumerate(results) if r["not_minimum"]]
     if bad:
         warnings.warn(
@@ -591,14 +621,4 @@ def estimate_many(
             NotAMinimumWarning,
             stacklevel=2,
         )
-    return _stack_results(
-        results,
-        nbeta=nb,
-        step_size=float(step_size),
-        localization=float(localization),
-        sampler=sampler,
-        same_batch=bool(same_batch),
-        num_draws=int(num_draws),
-        num_burnin=int(num_burnin),
-        thinning=int(thinning),
-    )
+    return _stack_results(results, **meta)
