@@ -4,7 +4,7 @@
 optimizers × batch sizes in as few compiled programs as possible.
 """
 
-from fracsgd.train._api import Grid, bucket_widths, run, sweep
+from fracsgd.train._api import BranchResult, Grid, branch, bucket_widths, run, sweep
 from fracsgd.train._config import OPTIMIZERS, SAMPLINGS, TrainConfig, log_spaced_steps
 from fracsgd.train._engine import displacement, estimate_bytes
 from fracsgd.train._results import BucketInfo, SweepResult, TrainResult
@@ -12,11 +12,13 @@ from fracsgd.train._results import BucketInfo, SweepResult, TrainResult
 __all__ = [
     "OPTIMIZERS",
     "SAMPLINGS",
+    "BranchResult",
     "BucketInfo",
     "Grid",
     "SweepResult",
     "TrainConfig",
     "TrainResult",
+    "branch",
     "bucket_widths",
     "displacement",
     "estimate_bytes",

@@ -77,10 +77,20 @@ def _check_memory(needed: int, limit: int | None, what: str) -> None:
 
 
 def _train_bucket(
-    static: E.Static, init_keys, masks, data_keys, hyper: E.Hyper, data: E.Data, progress: Progress
+    static: E.Static,
+    init_keys,
+    masks,
+    data_keys,
+    hyper: E.Hyper,
+    data: E.Data,
+    progress: Progress,
+    params0: Any = None,
 ) -> dict[str, Any]:
-    carry, consts = E.init_program(static, init_keys, masks, data_keys, hyper, data)
-    n_nets = init_keys.shape[0]
+    if params0 is None:
+        carry, consts = E.init_program(static, init_keys, masks, data_keys, hyper, data)
+    else:
+        carry, consts = E.start_program(static, params0, masks, data_keys, hyper)
+    n_nets = data_keys.shape[0]
     ck_steps = set(static.checkpoint_steps)
     checkpoints, metrics = [], []
     done = 0
@@ -469,4 +479,129 @@ def sweep(key: PRNGKey, dataset: Dataset, grid: Grid, *, progress: bool = True) 
         wall_time=wall,
         dataset_name=dataset.name,
         dataset_source=dataset.source,
+    )
+
+
+class BranchResult(NamedTuple):
+    """Replicas of SGD restarted from common points (see :func:`branch`).
+
+    Attributes:
+        record_steps: ``(T,)`` steps ``τ`` after the restart at which ``R`` was recorded.
+        displacement: ``(M, replicas, T)`` ``||w_{t0+τ} − w_{t0}||`` over active parameters.
+        train_loss: ``(M, replicas, T)`` minibatch loss averaged over each recording interval.
+        diverged: ``(M, replicas)`` the replica hit NaN/inf (frozen there; ``R`` is NaN after).
+    """
+
+    record_steps: np.ndarray
+    displacement: np.ndarray
+    train_loss: np.ndarray
+    diverged: np.ndarray
+
+
+def branch(
+    key: PRNGKey,
+    model: Model,
+    dataset: Dataset,
+    params: Any,
+    config: TrainConfig,
+    *,
+    replicas: int,
+    mask: Any = None,
+    progress: bool = True,
+) -> BranchResult:
+    """Restart SGD from each of ``M`` points ``w_{t0}`` as ``replicas`` independent copies that
+    differ only in their minibatch order, and record each copy's displacement from the common
+    start — the walkers of the return-probability estimate of the spectral dimension
+    (:func:`fracsgd.diffusion.spectral_dimension`, theory.md §3).
+
+    All ``M × replicas`` networks run vmapped in one compiled program. The optimiser state starts
+    fresh at the restart (for momentum and Adam this is a restart of their averages, which the
+    caller should keep in mind when comparing with the original run).
+
+    Args:
+        key: ``jax.random.key``; replica ``r`` of point ``m`` draws its minibatches from
+            ``fold_in(fold_in(key, m), r)``.
+        model: the network the parameters belong to.
+        dataset: a :class:`fracsgd.data.Dataset`.
+        params: parameters with a leading ``(M,)`` axis (e.g. final checkpoints of a sweep).
+        config: a :class:`TrainConfig` (steps, batch size, learning rate, optimizer, recording);
+            ``num_checkpoints`` is ignored.
+        replicas: copies per point (> 0).
+        mask: optional width mask with a leading ``(M,)`` axis, for padded parameters.
+        progress: progress bar on stderr.
+
+    Examples:
+        >>> import jax
+        >>> import fracsgd as fs
+        >>> data = fs.data.load("moons", n=256, noise=0.1, seed=0)
+        >>> model = fs.models.mlp((2, 8, 2))
+        >>> w = jax.vmap(model.init)(jax.random.split(jax.random.key(0), 3))
+        >>> cfg = fs.train.TrainConfig(steps=20, batch_size=32, learning_rate=0.1)
+        >>> out = fs.train.branch(jax.random.key(1), model, data, w, cfg, replicas=4,
+        ...                       progress=False)
+        >>> out.displacement.shape
+        (3, 4, 20)
+    """
+    key = _check_key(key)
+    dataset = _check_dataset(dataset)
+    if not isinstance(model, Model):
+        raise ValueError(f"model must be a fracsgd.models.Model, got {type(model).__name__}")
+    replicas = check_positive_int("replicas", replicas)
+    if isinstance(config, TrainConfig):
+        config = config._replace(num_checkpoints=1)  # branches keep no checkpoints
+    config = validate_config(config, dataset.num_train)
+    expected = jax.eval_shape(model.init, jax.random.key(0))
+    leaves = jax.tree.leaves(params)
+    if jax.tree.structure(params) != jax.tree.structure(expected) or not leaves:
+        raise ValueError("params must have the structure of model.init(key) with a leading axis")
+    m = int(np.shape(leaves[0])[0]) if np.ndim(leaves[0]) else 0
+    for leaf, ref in zip(leaves, jax.tree.leaves(expected), strict=True):
+        if tuple(np.shape(leaf)) != (m, *ref.shape) or m == 0:
+            raise ValueError(
+                f"params leaves must have shape (M, *shape) with M > 0 as in model.init; "
+                f"got {tuple(np.shape(leaf))} for a leaf of shape {ref.shape}"
+            )
+    if mask is not None:
+        mask = tuple(jnp.repeat(jnp.asarray(v, bool), replicas, axis=0) for v in mask)
+    static = E.Static(
+        model=model,
+        task=_task(model, dataset),
+        steps=config.steps,
+        batch_size=config.batch_size,
+        record_every=config.record_every,
+        checkpoint_steps=(config.steps,),
+        sampling=config.sampling,
+        optimizers=(config.optimizer,),
+        masked=mask is not None,
+    )
+    n = m * replicas
+    needed = E.estimate_bytes(
+        static, n, dataset.num_train, dataset.num_features, _data_bytes(dataset)
+    )
+    _check_memory(needed, None, f"{n} replicas")
+    params0 = jax.tree.map(lambda a: jnp.repeat(jnp.asarray(a), replicas, axis=0), params)
+    data_keys = jnp.stack(
+        [
+            jax.random.fold_in(jax.random.fold_in(key, i), r)
+            for i in range(m)
+            for r in range(replicas)
+        ]
+    )
+    bar = Progress(n * config.steps, "fracsgd.train.branch", enabled=progress, unit="network-steps")
+    out = _train_bucket(
+        static,
+        None,
+        mask,
+        data_keys,
+        _hyper([config] * n, static.optimizers),
+        _data(dataset),
+        bar,
+        params0=params0,
+    )
+    shape = (m, replicas, -1)
+    return BranchResult(
+        record_steps=np.arange(1, out["displacement"].shape[1] + 1) * config.record_every,
+        displacement=out["displacement"].reshape(shape),
+        train_loss=out["train_loss"].reshape(shape),
+        diverged=(out["diverged_step"] >= 0).reshape(m, replicas),
     )

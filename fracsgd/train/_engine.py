@@ -171,13 +171,24 @@ def _init_program(
     static: Static, init_keys: Array, masks, data_keys: Array, hyper: Hyper, data: Data
 ) -> tuple[Carry, Consts]:
     model = static.model
-    n_nets = init_keys.shape[0]
     if static.masked:
         params0 = jax.vmap(model.init)(init_keys, masks)
-        pmask = jax.vmap(model.param_mask)(masks)
     else:
         params0 = jax.vmap(lambda k: model.init(k))(init_keys)
-        pmask = jax.vmap(lambda _: model.param_mask())(init_keys)
+    return _start_program(static, params0, masks, data_keys, hyper)
+
+
+def _start_program(
+    static: Static, params0: PyTree, masks, data_keys: Array, hyper: Hyper
+) -> tuple[Carry, Consts]:
+    """Loop state for networks that start at given parameters ``params0`` (leading network
+    axis): fresh optimiser state, ``R`` measured from ``params0``."""
+    model = static.model
+    n_nets = data_keys.shape[0]
+    if static.masked:
+        pmask = jax.vmap(model.param_mask)(masks)
+    else:
+        pmask = jax.vmap(lambda _: model.param_mask())(data_keys)
     opt_state = jax.vmap(lambda p: _opt_init(static.optimizers, p))(params0)
     n_records = static.steps // static.record_every
     carry = Carry(
@@ -312,6 +323,7 @@ def _eval_program(static: Static, params: PyTree, masks, data: Data) -> Array:
 
 
 init_program = jax.jit(_init_program, static_argnums=0)
+start_program = jax.jit(_start_program, static_argnums=0)
 segment_program = jax.jit(_segment_program, static_argnums=0, donate_argnums=1)
 eval_program = jax.jit(_eval_program, static_argnums=0)
 
