@@ -4,17 +4,23 @@ on graded meshes, Scharfetter–Gummel finite volumes, stationary states by null
 from fracsgd.ffpe._caputo import graded_mesh, l1_weights
 from fracsgd.ffpe._solve import NONFINITE, SUCCESS, Problem, Solution, solve, stationary
 from fracsgd.ffpe._space import Grid1D, bernoulli, sg_tridiagonal
+from fracsgd.ffpe._space2d import CGInfo, Grid2D, apply2d, cg_solve2d, shifted_solve2d
 
 __all__ = [
     "NONFINITE",
     "SUCCESS",
+    "CGInfo",
     "Grid1D",
+    "Grid2D",
     "Problem",
     "Solution",
+    "apply2d",
     "bernoulli",
+    "cg_solve2d",
     "graded_mesh",
     "l1_weights",
     "sg_tridiagonal",
+    "shifted_solve2d",
     "solve",
     "stationary",
 ]

@@ -1,0 +1,223 @@
+"""2-D Scharfetter–Gummel finite volumes and the CG shifted solve: invariants of the operator
+(zero column sums, M-matrix sign pattern, Gibbs null vector, symmetrisability), the exact
+Kronecker-sum structure of separable problems, CG against dense solves, and mass/positivity
+through implicit steps. float64 where accuracy is asserted (the x64 fixture)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fracsgd as fs
+from fracsgd.ffpe import _space, _space2d
+
+
+def _tilted_double_well(w):
+    return (w[0] ** 2 - 1.0) ** 2 + 0.5 * w[1] ** 2 + 0.3 * w[0] * w[1]
+
+
+def _grid():
+    return fs.ffpe.Grid2D(lo=(-2.0, -1.5), hi=(2.0, 1.5), cells=(9, 7))
+
+
+def _op(grid, diffusion=0.4):
+    prob = fs.ffpe.Problem(diffusion=diffusion, gamma=1.0, potential=_tilted_double_well)
+    return _space2d.operator2d(prob, grid)
+
+
+def _variable_d(w):
+    return 0.3 + 0.2 * jnp.sin(2 * w[0]) ** 2 + 0.1 * jnp.cos(w[1])
+
+
+def _dense(op):
+    """The matrix of ``apply2d`` in row-major (i, j) → i·ny + j ordering."""
+    nx, ny = op.phi.shape
+    eye = jnp.eye(nx * ny).reshape(nx * ny, nx, ny)
+    return np.asarray(jax.vmap(lambda e: _space2d.apply2d(op, e).ravel(), out_axes=1)(eye))
+
+
+def test_grid_geometry():
+    grid = fs.ffpe.Grid2D(lo=(-1.0, 2.0), hi=(3.0, 3.0), cells=(4, 5))
+    assert grid.h == (1.0, 0.2)
+    assert grid.cell_volume == pytest.approx(0.2)
+    c = grid.centers
+    assert c.shape == (4, 5, 2)
+    np.testing.assert_allclose(c[:, 0, 0], [-0.5, 0.5, 1.5, 2.5])
+    np.testing.assert_allclose(c[0, :, 1], [2.1, 2.3, 2.5, 2.7, 2.9])
+    np.testing.assert_allclose(c[2, 3], [1.5, 2.7])
+
+
+@pytest.mark.parametrize(
+    ("grid", "match"),
+    [
+        (fs.ffpe.Grid2D((0.0, 0.0), (1.0, 1.0), (2, 5)), "cells"),
+        (fs.ffpe.Grid2D((0.0, 0.0), (1.0, 1.0), (5, 2.5)), "cells"),
+        (fs.ffpe.Grid2D((0.0, 1.0), (1.0, 1.0), (5, 5)), "hi > lo"),
+        (fs.ffpe.Grid2D((0.0,), (1.0,), (5,)), "lo"),
+        (fs.ffpe.Grid1D(0.0, 1.0, 5), "Grid2D"),
+    ],
+)
+def test_bad_grid(grid, match):
+    with pytest.raises(ValueError, match=match):
+        _space2d.check_grid2d(grid)
+
+
+def test_potential_of_the_wrong_shape_is_rejected():
+    with pytest.raises(ValueError, match="potential"):
+        _space2d.potential_values2d(lambda w: w, _grid())
+
+
+@pytest.mark.parametrize("diffusion", [0.4, _variable_d])
+def test_operator_is_a_mass_conserving_m_matrix_with_the_gibbs_null_vector(x64, diffusion):
+    grid = _grid()
+    op = _op(grid, diffusion)
+    a = _dense(op)
+    scale = np.abs(a).max()
+    # zero column sums: each face flux leaves one cell and enters the other (rounding only)
+    assert np.abs(a.sum(axis=0)).max() <= 1e-14 * scale
+    off = a - np.diag(np.diag(a))
+    assert off.min() >= 0.0
+    # 5-point stencil: at most 4 neighbours per column, each face coupling positive both ways
+    assert np.all((off > 0).sum(axis=0) <= 4) and np.all((off > 0) == (off.T > 0))
+    np.testing.assert_allclose(np.diag(a), np.asarray(_space2d.diagonal2d(op)).ravel())
+    gibbs = np.asarray(_space2d.gibbs2d(op, grid.cell_volume)).ravel()
+    assert gibbs.sum() * grid.cell_volume == pytest.approx(1.0, rel=1e-14)
+    # every face flux vanishes on e^{−φ}, to rounding in B(δ) − B(−δ)e^{−δ}
+    assert np.abs(a @ gibbs).max() <= 1e-12 * scale * gibbs.max()
+
+
+def test_documented_form_of_the_space_dependent_operator(x64):
+    """φ = γL/D₀ with D₀ the mean of D(w) over the cells; face D the mean of its two cells."""
+    grid = _grid()
+    op = _op(grid, _variable_d)
+    centers = jnp.asarray(grid.centers)
+    d = jax.vmap(jax.vmap(_variable_d))(centers)
+    L = jax.vmap(jax.vmap(_tilted_double_well))(centers)
+    np.testing.assert_allclose(op.phi, L / jnp.mean(d), rtol=1e-14)
+    dx = op.phi[1, 3] - op.phi[0, 3]
+    expected = 0.5 * (d[0, 3] + d[1, 3]) / grid.h[0] ** 2 * _space.bernoulli(dx)
+    assert float(op.out_x[0, 3]) == pytest.approx(float(expected), rel=1e-14)
+
+
+def test_symmetrised_operator_is_symmetric_negative_semidefinite(x64):
+    """The premise of the CG solve: S = e^{φ/2} A e^{−φ/2} is symmetric and ≤ 0."""
+    op = _op(_grid(), _variable_d)
+    a = _dense(op)
+    e = np.exp(0.5 * np.asarray(op.phi).ravel())
+    s = e[:, None] * a / e[None, :]
+    scale = np.abs(a).max()
+    np.testing.assert_allclose(s, s.T, rtol=0, atol=1e-13 * scale)
+    eig = np.linalg.eigvalsh(0.5 * (s + s.T))
+    assert eig.max() <= 1e-12 * scale  # one zero eigenvalue (the Gibbs state), the rest < 0
+    assert np.sort(eig)[-2] < -1e-3 * scale
+
+
+def test_separable_problem_is_the_kronecker_sum_of_the_1d_operators(x64):
+    """L = L1(x) + L2(y), constant D: A = A1 ⊗ I + I ⊗ A2 with A1, A2 from sg_tridiagonal."""
+    d, gamma = 0.7, 1.3
+    grid = fs.ffpe.Grid2D(lo=(-2.0, -1.0), hi=(2.0, 2.0), cells=(8, 6))
+    l1 = lambda x: (x**2 - 1) ** 2
+    l2 = lambda y: 0.5 * (y - 0.3) ** 2 + 0.2 * y**3
+    prob = fs.ffpe.Problem(diffusion=d, gamma=gamma, potential=lambda w: l1(w[0]) + l2(w[1]))
+    a = _dense(_space2d.operator2d(prob, grid))
+
+    def dense_1d(lo, hi, n, f, h):
+        x = lo + (np.arange(n) + 0.5) * h
+        bands = _space.sg_tridiagonal(jnp.asarray(gamma * f(x) / d), jnp.full(n - 1, d), h)
+        return np.asarray(
+            jax.vmap(lambda e: _space.apply_tridiagonal(bands, e), out_axes=1)(jnp.eye(n))
+        )
+
+    a1 = dense_1d(-2.0, 2.0, 8, l1, grid.h[0])
+    a2 = dense_1d(-1.0, 2.0, 6, l2, grid.h[1])
+    kron_sum = np.kron(a1, np.eye(6)) + np.kron(np.eye(8), a2)
+    # the same B(δ) values enter both; only φ = γ(L1 + L2)/D versus γL1/D differ by rounding
+    np.testing.assert_allclose(a, kron_sum, rtol=0, atol=1e-13 * np.abs(a).max())
+
+
+@pytest.mark.parametrize("c", [0.01, 1.0, 100.0])
+@pytest.mark.parametrize("signed", [False, True])
+def test_cg_matches_a_dense_solve(x64, c, signed):
+    grid = _grid()
+    op = _op(grid, _variable_d)
+    rng = np.random.default_rng(1)
+    rhs = rng.normal(size=grid.cells) if signed else rng.random(grid.cells)
+    u, info = _space2d.cg_solve2d(op, c, jnp.asarray(rhs))
+    a = _dense(op)
+    exact = np.linalg.solve(c * np.eye(a.shape[0]) - a, rhs.ravel()).reshape(grid.cells)
+    assert bool(info.converged)
+    # stated accuracy: relative residual ≤ rtol (true residual within O(ε κ) of it), error
+    # ≤ κ · residual with κ ≤ 1 + 2 max|diag A|/c (Gershgorin)
+    rtol = _space2d.default_rtol(jnp.float64)
+    kappa = 1 + 2 * np.abs(np.diag(a)).max() / c
+    assert float(info.residual) <= max(rtol, 10 * kappa * np.finfo(float).eps)
+    err = np.linalg.norm(np.asarray(u) - exact) / np.linalg.norm(exact)
+    assert err <= 2 * kappa * max(rtol, 10 * kappa * np.finfo(float).eps)
+    # the exact solution's mass Σ rhs / c is restored exactly
+    assert float(jnp.sum(u)) == pytest.approx(
+        rhs.sum() / c, rel=1e-13, abs=1e-13 * np.abs(exact).sum()
+    )
+    if not signed:
+        assert float(u.min()) >= 0.0
+
+
+def test_implicit_steps_conserve_mass_keep_positivity_and_the_gibbs_state(x64):
+    """Backward Euler with the CG solve from a narrow off-centre Gaussian in a double well."""
+    grid = fs.ffpe.Grid2D(lo=(-2.0, -2.0), hi=(2.0, 2.0), cells=(24, 24))
+    op = _op(grid, 0.3)
+    x, y = grid.centers[..., 0], grid.centers[..., 1]
+    p0 = np.exp(-((x - 1.2) ** 2 + (y + 0.5) ** 2) / 0.05)
+    p0 = jnp.asarray(p0 / (p0.sum() * grid.cell_volume))
+    tau = 0.05
+
+    def step(p, _):
+        p = _space2d.shifted_solve2d(op, 1 / tau, p / tau)
+        return p, (jnp.sum(p) * grid.cell_volume, jnp.min(p))
+
+    p, (mass, low) = jax.lax.scan(step, p0, None, length=40)
+    assert bool(jnp.all(jnp.isfinite(p)))
+    np.testing.assert_allclose(mass, 1.0, rtol=0, atol=1e-12)
+    assert float(low.min()) >= 0.0
+    gibbs = _space2d.gibbs2d(op, grid.cell_volume)
+    g_out, _ = jax.lax.scan(step, gibbs, None, length=5)
+    assert float(jnp.max(jnp.abs(g_out - gibbs))) <= 1e-12 * float(gibbs.max())
+
+
+def test_failures_are_per_element_flags_under_vmap(x64):
+    """Three iterations: the Gibbs right-hand side is solved by the initial guess rhs/c, the
+    random one is not; shifted_solve2d turns the failure into NaN (the stepper's NONFINITE)."""
+    grid = _grid()
+    op = _op(grid)
+    rhs = jnp.stack(
+        [_space2d.gibbs2d(op, 1.0), jnp.asarray(np.random.default_rng(0).random(grid.cells))]
+    )
+    _, info = jax.vmap(lambda r: _space2d.cg_solve2d(op, 1.0, r, max_iter=3))(rhs)
+    assert info.converged.tolist() == [True, False]
+    assert info.iterations.tolist()[0] == 0
+    u = jax.vmap(lambda r: _space2d.shifted_solve2d(op, 1e-9, r))(rhs[:1])
+    assert bool(jnp.all(jnp.isfinite(u)))
+
+
+def test_vmapped_shifts_and_no_recompilation(x64):
+    grid = _grid()
+    op = _op(grid)
+    rhs = jnp.asarray(np.random.default_rng(2).random(grid.cells))
+    solve = jax.jit(jax.vmap(_space2d.shifted_solve2d, in_axes=(None, 0, None)))
+    cs = jnp.array([0.5, 5.0, 50.0])
+    u = solve(op, cs, rhs)
+    for k, c in enumerate([0.5, 5.0, 50.0]):
+        np.testing.assert_allclose(u[k], _space2d.shifted_solve2d(op, c, rhs), rtol=1e-9)
+    size = solve._cache_size()
+    solve(_op(grid, 0.9), cs * 2, rhs * 3)  # new operator values, shifts and data
+    assert solve._cache_size() == size
+
+
+def test_float32_solve_meets_its_tolerance():
+    grid = _grid()
+    op = _op(grid)
+    rhs = jnp.asarray(np.random.default_rng(3).random(grid.cells), jnp.float32)
+    u, info = _space2d.cg_solve2d(op, 2.0, rhs)
+    assert u.dtype == jnp.float32 and bool(info.converged)
+    res = rhs - (2.0 * u - _space2d.apply2d(op, u))
+    # rtol 1e-5 for the CG residual, plus the O(ε κ) rounding floor of float32 (κ ≈ 60 here)
+    assert float(jnp.linalg.norm(res) / jnp.linalg.norm(rhs)) <= 1e-4
