@@ -1,17 +1,41 @@
 """The time-fractional Fokker–Planck equation of SGD (theory.md §4): L1 Caputo time stepping
 on graded meshes, Scharfetter–Gummel finite volumes, stationary states by null-space solves."""
 
-from fracsgd.ffpe._caputo import graded_mesh, l1_weights
-from fracsgd.ffpe._solve import NONFINITE, SUCCESS, Problem, Solution, solve, stationary
+from fracsgd.ffpe._caputo import (
+    L1,
+    SOE,
+    Direct,
+    L21Sigma,
+    graded_mesh,
+    l1_weights,
+    l21sigma_weights,
+    soe_nodes,
+    soe_weights,
+)
+from fracsgd.ffpe._solve import (
+    BAD_PARAMETER,
+    NONFINITE,
+    SUCCESS,
+    Problem,
+    Solution,
+    solve,
+    stationary,
+    tridiagonal_shifted_solve,
+)
 from fracsgd.ffpe._space import Grid1D, bernoulli, sg_tridiagonal
 from fracsgd.ffpe._space2d import CGInfo, Grid2D, apply2d, cg_solve2d, shifted_solve2d
 
 __all__ = [
+    "BAD_PARAMETER",
+    "L1",
     "NONFINITE",
+    "SOE",
     "SUCCESS",
     "CGInfo",
+    "Direct",
     "Grid1D",
     "Grid2D",
+    "L21Sigma",
     "Problem",
     "Solution",
     "apply2d",
@@ -19,8 +43,12 @@ __all__ = [
     "cg_solve2d",
     "graded_mesh",
     "l1_weights",
+    "l21sigma_weights",
     "sg_tridiagonal",
     "shifted_solve2d",
+    "soe_nodes",
+    "soe_weights",
     "solve",
     "stationary",
+    "tridiagonal_shifted_solve",
 ]

@@ -1,26 +1,61 @@
-"""L1 discretisation of the Caputo derivative on uniform and graded meshes (theory.md §4).
+"""Caputo time stepping on uniform, graded and graded-then-geometric meshes (theory.md §4): the
+L1 and L2-1σ schemes as strategy objects, and the direct or sum-of-exponentials (fast) history.
 
 Caputo derivative of order ``0 < α ≤ 1`` (with ``f'(τ)`` inside the integral — the paper
 prints ``f'(t)``)::
 
     D_t^α u(t) = 1/Γ(1−α) ∫_0^t u'(τ) (t − τ)^{−α} dτ
 
-L1 scheme (Lin & Xu 2007; Stynes et al. 2017 for graded meshes): on a mesh
-``0 = t_0 < t_1 < … < t_N``, ``u`` is piecewise linear, so::
+Every scheme here writes the derivative at its target time ``t_n*`` as a combination of the
+differences ``δ_k = u^k − u^{k−1}``::
 
-    D^α u(t_n) ≈ Σ_{k=1}^{n} a_{n,k} (u^k − u^{k−1}),
-    a_{n,k} = [(t_n − t_{k−1})^{1−α} − (t_n − t_k)^{1−α}] / (Γ(2−α) τ_k),  τ_k = t_k − t_{k−1}.
+    D^α u(t_n*) ≈ Σ_{k=1}^{n} g_{n,k} δ_k,
 
-The bracket is computed without cancellation as ``x^{1−α} expm1((1−α) log1p(τ_k/x))`` with
+so constants (and with them the Gibbs state of the Fokker–Planck operator) pass through
+exactly, and mass is conserved whenever the spatial operator conserves it.
+
+**L1** (:class:`L1`; Lin & Xu 2007; Stynes, O'Riordan & Gracia 2017 for graded meshes): ``u``
+piecewise linear, ``t_n* = t_n``::
+
+    g_{n,k} = a_{n,k} = [(t_n − t_{k−1})^{1−α} − (t_n − t_k)^{1−α}] / (Γ(2−α) τ_k),
+
+the bracket computed without cancellation as ``x^{1−α} expm1((1−α) log1p(τ_k/x))`` with
 ``x = t_n − t_k`` (``τ_n^{1−α}`` when ``k = n``), so strongly graded meshes keep their accuracy.
-The weights ``a_{n,k}`` are positive and decrease away from ``k = n``, which makes the implicit
-scheme positivity- and mass-preserving for an M-matrix operator with zero column sums. For
-``α = 1`` it is backward Euler. Order: 1 at a fixed time on uniform meshes for the typical
-``t^α``-singular solutions, ``2 − α`` on the graded mesh ``t_k = T (k/N)^r`` with
-``r = (2 − α)/α``.
+The weights are positive and decrease away from ``k = n``: the implicit scheme keeps positivity
+for an M-matrix operator. ``α = 1`` is backward Euler. Error ``O(N^{−min(rα, 2−α)})`` on the
+mesh ``t_k = T (k/N)^r`` (Stynes et al. 2017, Thm 5.2), so ``r = (2−α)/α`` gives ``2 − α``; on
+a uniform mesh the error is ``O(N^{−α})`` near ``t = 0`` but ``O(N^{−1})`` at a fixed time
+``t > 0`` (Gracia, O'Riordan & Stynes 2018).
+
+**L2-1σ** (:class:`L21Sigma`; Alikhanov 2015; on nonuniform meshes Liao, McLean & Zhang 2019,
+Chen & Stynes 2019): ``t_n* = t_{n−1} + σ τ_n`` with ``σ = 1 − α/2``; ``u`` quadratic on each
+past interval ``[t_{k−1}, t_k]`` (through ``u^{k−1}, u^k, u^{k+1}``) and linear on
+``[t_{n−1}, t_n*]``; the equation is taken at ``t_n*`` with ``u(t_n*) ≈ σ u^n + (1−σ) u^{n−1}``.
+Error ``O(N^{−min(rα, 2)})`` on graded meshes (Chen & Stynes 2019, Thm 4.1), so ``r = 2/α``
+gives second order. It is only *conditionally* positive: the explicit part
+``(1−σ) A u^{n−1}`` can make densities negative when ``τ`` is large against the cell size.
+``α = 1`` is Crank–Nicolson.
+
+**Histories** — how ``Σ_{k<n} g_{n,k} δ_k`` is evaluated:
+
+* :class:`Direct`: every weight, ``O(N²)`` work and ``O(N · cells)`` memory; the reference.
+* :class:`SOE`: the kernel is replaced on ``[Δt_min, T]`` by a sum of exponentials
+  ``t^{−α}/Γ(1−α) ≈ Σ_j ω_j e^{−s_j t}`` (relative error ``≤ tol``), whose integrals over each
+  interval are exact, so the history is carried by a recursion in ``lax.scan`` (Jiang, Zhang,
+  Zhang & Zhang 2017; Yan, Sun & Zhang 2017 for L2-1σ): ``O(N · terms)`` work and memory
+  independent of ``N``. The sum comes from the trapezoidal rule in ``x = log s`` for
+  ``t^{−α} = 1/Γ(α) ∫_0^∞ s^{α−1} e^{−st} ds`` (McLean 2018, "Exponential sum approximations
+  for t^{−β}"), with all nodes ``s_j`` and the number of terms chosen statically from ``tol``
+  (for every ``α ∈ (0, 1]`` at once) and only the weights depending on (traced) ``α``; the part
+  of the integral below the first node is summed exactly as a geometric series into a node at
+  ``s = 0``.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import math
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -28,14 +63,36 @@ import numpy as np
 
 from fracsgd._types import Array
 
+# ----------------------------------------------------------------------------------- meshes
 
-def graded_mesh(t_final: float, num_steps: int, grading: float = 1.0) -> np.ndarray:
-    """``t_k = T (k/N)^r``, ``k = 0 … N`` (``r = 1``: uniform; ``r = (2−α)/α``: optimal for the
-    L1 scheme on ``t^α``-singular solutions).
+
+def graded_mesh(
+    t_final: float,
+    num_steps: int,
+    grading: float = 1.0,
+    *,
+    graded_until: float | None = None,
+    graded_steps: int | None = None,
+) -> np.ndarray:
+    """``t_k = T (k/N)^r``, ``k = 0 … N`` (``r = 1``: uniform; ``r = (2−α)/α``: optimal for L1;
+    ``r = 2/α``: for L2-1σ), optionally followed by geometrically growing steps.
+
+    Args:
+        t_final: ``T > 0``.
+        num_steps: ``N > 0``, the total number of steps.
+        grading: ``r ≥ 1``.
+        graded_until: if given (``0 < t_g < T``), the graded mesh covers ``[0, t_g]`` with
+            ``graded_steps`` steps and the remaining steps grow geometrically,
+            ``τ_{k+1} = q τ_k``, from the last graded step to ``T`` (``q`` solved for) — long
+            times at logarithmic cost, resolved like ``t^α`` needs.
+        graded_steps: steps in the graded part (default ``N // 2``; ``1 ≤ · < N``).
 
     Examples:
         >>> graded_mesh(1.0, 4, 2.0).tolist()
         [0.0, 0.0625, 0.25, 0.5625, 1.0]
+        >>> ts = graded_mesh(100.0, 8, 2.0, graded_until=1.0)
+        >>> float(ts[4]), float(ts[-1]), bool(np.all(np.diff(np.diff(ts)[3:]) > 0))
+        (1.0, 100.0, True)
     """
     if not float(t_final) > 0:
         raise ValueError(f"t_final must be > 0, got {t_final}")
@@ -43,7 +100,46 @@ def graded_mesh(t_final: float, num_steps: int, grading: float = 1.0) -> np.ndar
         raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
     if not float(grading) >= 1:
         raise ValueError(f"grading must be >= 1, got {grading}")
-    return float(t_final) * (np.arange(num_steps + 1) / num_steps) ** float(grading)
+    t_final, grading = float(t_final), float(grading)
+    if graded_until is None:
+        return t_final * (np.arange(num_steps + 1) / num_steps) ** grading
+    t_g = float(graded_until)
+    if not 0 < t_g < t_final:
+        raise ValueError(f"graded_until must be in (0, t_final={t_final}), got {graded_until}")
+    n_g = num_steps // 2 if graded_steps is None else graded_steps
+    if isinstance(n_g, bool) or not isinstance(n_g, int) or not 1 <= n_g < num_steps:
+        raise ValueError(f"graded_steps must be an integer in [1, num_steps), got {n_g!r}")
+    head = t_g * (np.arange(n_g + 1) / n_g) ** grading
+    tau = head[-1] - head[-2]
+    m = num_steps - n_g
+    span = (t_final - t_g) / tau  # Σ_{j=1}^{m} q^j must equal this
+
+    def total(q: float) -> float:
+        return m if q == 1 else q * math.expm1(m * math.log(q)) / (q - 1)
+
+    lo, hi = 1e-12, 2.0
+    while total(hi) < span:
+        hi *= 2
+    for _ in range(200):  # bisection: total(q) is increasing in q
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if total(mid) < span else (lo, mid)
+    q = 0.5 * (lo + hi)
+    steps = tau * q ** np.arange(1, m + 1)
+    tail = t_g + np.cumsum(steps) * ((t_final - t_g) / np.sum(steps))  # exact end point
+    tail[-1] = t_final
+    return np.concatenate([head, tail])
+
+
+# ----------------------------------------------------------------------------------- weights
+
+
+def _inv_gamma_2ma(alpha: Array) -> Array:
+    return jnp.exp(-jax.lax.lgamma(2.0 - alpha))
+
+
+def _bracket(x: Array, tau: Array, alpha: Array) -> Array:
+    """``(x + τ)^{1−α} − x^{1−α}`` without cancellation (``x > 0``)."""
+    return x ** (1 - alpha) * jnp.expm1((1 - alpha) * jnp.log1p(tau / x))
 
 
 def l1_weights(ts: Array, n: Array, alpha: Array) -> Array:
@@ -54,10 +150,217 @@ def l1_weights(ts: Array, n: Array, alpha: Array) -> Array:
     tau = t[1:] - t[:-1]
     x = t[n] - t[1:]  # t_n − t_k
     safe_x = jnp.where(x > 0, x, 1.0)
-    bracket = jnp.where(
-        x > 0,
-        safe_x ** (1 - alpha) * jnp.expm1((1 - alpha) * jnp.log1p(tau / safe_x)),
-        tau ** (1 - alpha),
-    )
-    w = bracket / (jnp.exp(jax.lax.lgamma(2.0 - alpha)) * tau)
+    bracket = jnp.where(x > 0, _bracket(safe_x, tau, alpha), tau ** (1 - alpha))
+    w = bracket * _inv_gamma_2ma(alpha) / tau
     return jnp.where(k <= n, w, 0.0)
+
+
+_SERIES_TERMS = 24  # y ≤ 1/8: the neglected terms are ≤ 8^{−21} of the first, below rounding
+
+
+def _quadratic_moment(x: Array, tau: Array, alpha: Array) -> Array:
+    """``Γ(2−α)/Γ(1−α) ∫ (s − m)(t* − s)^{−α} ds`` over an interval of length ``τ`` with
+    midpoint ``m``, ending ``x = t* − t_k > 0`` before ``t*``: ``x^{2−α} B(τ/x)`` with
+    ``B(y) = (1 + y/2) E₁ − (1−α)/(2−α) E₂``, ``E_i = (1+y)^{i−α} − 1``. Its ``y`` and ``y²``
+    terms cancel exactly (``B ≈ α(1−α) y³/12``), so small ``y`` uses the power series from
+    ``y³`` on and large ``y`` the closed form (which then loses at most ``64×`` to
+    cancellation)."""
+    y = tau / x
+    small = y <= 0.125
+    ys = jnp.where(small, y, 0.0)
+    # c_j = C(1−α, j) + C(1−α, j−1)/2 − (1−α)/(2−α) C(2−α, j), j ≥ 3, with binomials by
+    # recurrence; C(2−α, j)(1−α)/(2−α) = C(1−α, j−1)(1−α)/j.
+    b1 = (1 - alpha) * (-alpha) / 2  # C(1−α, 2)
+    series = jnp.zeros_like(ys)
+    power = ys**3
+    for j in range(3, _SERIES_TERMS + 3):
+        b1_next = b1 * (1 - alpha - j + 1) / j  # C(1−α, j)
+        series = series + (b1_next + b1 / 2 - b1 * (1 - alpha) / j) * power
+        b1 = b1_next
+        power = power * ys
+    yl = jnp.where(small, 1.0, y)
+    lg = jnp.log1p(yl)
+    closed = (1 + yl / 2) * jnp.expm1((1 - alpha) * lg) - (1 - alpha) / (2 - alpha) * jnp.expm1(
+        (2 - alpha) * lg
+    )
+    return x ** (2 - alpha) * jnp.where(small, series, closed)
+
+
+def l21sigma_weights(ts: Array, n: Array, alpha: Array) -> Array:
+    """Row ``n`` of the nonuniform L2-1σ weights ``g_{n,k}``, ``k = 1 … N`` (zero for
+    ``k > n``): ``D^α u(t_{n−1} + σ τ_n) ≈ Σ_k g_{n,k} δ_k``, ``σ = 1 − α/2``. Differentiable
+    in ``alpha``; cancellation-free (see :func:`_quadratic_moment`)."""
+    t = jnp.asarray(ts)
+    num = t.shape[0] - 1
+    k = jnp.arange(1, num + 1)
+    tau = t[1:] - t[:-1]
+    sigma = 1 - alpha / 2
+    t_star = t[n - 1] + sigma * tau[n - 1]
+    x = t_star - t[1:]  # > 0 for k ≤ n − 1
+    past = k <= n - 1
+    safe_x = jnp.where(past, x, 1.0)
+    i0 = jnp.where(past, _bracket(safe_x, tau, alpha), 0.0)  # Γ(2−α) ∫ kernel
+    i1 = jnp.where(past, _quadratic_moment(safe_x, tau, alpha), 0.0)  # Γ(2−α) ∫ (s−m) kernel
+    tau_next = jnp.concatenate([tau[1:], tau[-1:]])  # τ_{k+1}
+    tau_prev = jnp.concatenate([tau[:1], tau[:-1]])  # τ_{k−1}
+    i1_prev = jnp.concatenate([jnp.zeros(1, i1.dtype), i1[:-1]])
+    w = i0 / tau - 2 * i1 / ((tau + tau_next) * tau)
+    w = w + jnp.where(k >= 2, 2 * i1_prev / ((tau_prev + tau) * tau), 0.0)
+    w = w + jnp.where(k == n, (sigma * tau) ** (1 - alpha) / tau, 0.0)
+    return jnp.where(k <= n, w * _inv_gamma_2ma(alpha), 0.0)
+
+
+# ----------------------------------------------------------------------------------- strategies
+
+
+@dataclasses.dataclass(frozen=True)
+class L1:
+    """Implicit L1 stepping (the default): positivity and mass preserving.
+
+    ``order = 1`` is what it guarantees at a fixed time for every ``α`` on a uniform mesh; on
+    the graded mesh ``r = (2−α)/α`` it reaches ``2 − α`` (module docstring).
+
+    Examples:
+        >>> L1().order, L1().theta(0.5)
+        (1, 1.0)
+    """
+
+    order: ClassVar[int] = 1
+
+    def theta(self, alpha: Array) -> Array | float:
+        """Weight of ``u^n`` in the state at the target time (1: fully implicit)."""
+        return 1.0
+
+    def weights(self, ts: Array, n: Array, alpha: Array) -> Array:
+        return l1_weights(ts, n, alpha)
+
+
+@dataclasses.dataclass(frozen=True)
+class L21Sigma:
+    """Alikhanov's L2-1σ, second order on graded meshes ``r ≥ 2/α`` (Chen & Stynes 2019), and
+    on nonuniform meshes in the form of Liao, McLean & Zhang (2019). Mass preserving; only
+    conditionally positive (module docstring).
+
+    Examples:
+        >>> L21Sigma().order, L21Sigma().theta(0.5)
+        (2, 0.75)
+    """
+
+    order: ClassVar[int] = 2
+
+    def theta(self, alpha: Array) -> Array | float:
+        """``σ = 1 − α/2``."""
+        return 1 - alpha / 2
+
+    def weights(self, ts: Array, n: Array, alpha: Array) -> Array:
+        return l21sigma_weights(ts, n, alpha)
+
+
+@dataclasses.dataclass(frozen=True)
+class Direct:
+    """The direct history: all weights, ``O(N²)`` work, ``O(N · cells)`` memory (reference)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SOE:
+    """Fast history by a sum of exponentials with relative kernel error ``≤ tol`` on
+    ``[Δt_min, T]`` for every ``α ∈ (0, 1]`` (module docstring); ``O(terms · cells)`` memory.
+
+    Examples:
+        >>> SOE(tol=1e-8).num_terms(1e-4, 1.0)
+        70
+    """
+
+    tol: float = 1e-10
+
+    def __post_init__(self) -> None:
+        if not 1e-15 <= float(self.tol) < 0.1:
+            raise ValueError(f"SOE tol must be in [1e-15, 0.1), got {self.tol}")
+
+    def nodes(self, t_min: float, t_max: float) -> tuple[np.ndarray, float]:
+        """Static ``(x, h)``: the exponents are ``s_j = e^{x_j}`` on the grid ``x`` of spacing
+        ``h``, plus a node ``s = 0`` (see :func:`soe_weights`)."""
+        return soe_nodes(t_min, t_max, self.tol)
+
+    def num_terms(self, t_min: float, t_max: float) -> int:
+        """Exponentials used on ``[t_min, t_max]`` (the ``s = 0`` node included)."""
+        return self.nodes(t_min, t_max)[0].shape[0] + 1
+
+
+def soe_nodes(t_min: float, t_max: float, tol: float) -> tuple[np.ndarray, float]:
+    """Static trapezoidal grid ``x_j = x_lo + j h`` (``s_j = e^{x_j}``) for the SOE of
+    ``t^{−α}`` on ``[t_min, t_max]``, each of three error sources ``≤ tol/3`` (relative):
+
+    * spacing: the trapezoidal error for ``e^{αx − e^x t}``, analytic in ``|Im x| < π/2``, is
+      ``≈ 2 e^α (2π/(αh))^α e^{−π²/h}`` (strip width ``π/2 − αh/2π``), largest at ``α = 1``;
+    * upper cut ``e^{x_hi} t_min = y``: ``Γ(α, y)/Γ(α) ≤ e^{−y}/Γ_min``, ``Γ_min = 0.8856``;
+    * lower cut: the terms below ``x_lo`` are summed as the geometric series of ``e^{αx}``
+      (the ``s = 0`` node); what that neglects, ``e^{αx}(1 − e^{−e^x t})``, is at most
+      ``z^{1+α}/((1+α)Γ(α))`` with ``z = e^{x_lo} t_max`` (maximised over ``α``).
+    """
+    if not 0 < t_min < t_max:
+        raise ValueError(f"need 0 < t_min < t_max, got {t_min}, {t_max}")
+    third = tol / 3
+    h = 1.0
+    while 2 * math.e * (2 * math.pi / h) * math.exp(-(math.pi**2) / h) > third:
+        h *= 0.98
+    y = math.log(1 / (0.8856 * third))
+    alphas = np.linspace(1e-3, 1.0, 1000)
+    gam = np.array([math.gamma(a) for a in alphas])
+    # largest z with max_α z^{1+α}/((1+α)Γ(α)) ≤ tol/3, by bisection in log z
+    lo, hi = -80.0, 0.0
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        worst = np.max(np.exp((1 + alphas) * mid) / ((1 + alphas) * gam))
+        lo, hi = (mid, hi) if worst <= third else (lo, mid)
+    x_lo = lo - math.log(t_max)
+    x_hi = math.log(y / t_min)
+    count = math.ceil((x_hi - x_lo) / h) + 1
+    return x_lo + h * np.arange(count), h
+
+
+def soe_weights(x: Array, h: Array, alpha: Array) -> tuple[Array, Array]:
+    """``(s, ω)`` with ``t^{−α}/Γ(1−α) ≈ Σ_j ω_j e^{−s_j t}``, nodes from :func:`soe_nodes`
+    plus ``s = 0`` first. ``ω_j = h e^{αx_j} sin(πα)/π`` (``1/(Γ(α)Γ(1−α)) = sin(πα)/π``, so
+    ``α = 1`` gives zero memory) and the ``s = 0`` weight ``h e^{αx_0}/expm1(αh) · sin(πα)/π``,
+    the exact sum of the geometric tail ``j < 0``. Differentiable in ``alpha``.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> x, h = soe_nodes(1e-3, 1.0, 1e-6)
+        >>> s, w = soe_weights(jnp.asarray(x), h, 0.3)
+        >>> t = 0.0037
+        >>> approx = float(jnp.sum(w * jnp.exp(-s * t)))
+        >>> exact = t**-0.3 / math.gamma(0.7)
+        >>> abs(approx / exact - 1) < 2e-6  # tol 1e-6, float32 sums
+        True
+    """
+    x = jnp.asarray(x)
+    c = jnp.sin(jnp.pi * alpha) / jnp.pi
+    w = h * jnp.exp(alpha * x) * c
+    w0 = h * jnp.exp(alpha * x[0]) / jnp.expm1(alpha * h) * c
+    s = jnp.concatenate([jnp.zeros(1, x.dtype), jnp.exp(x)])
+    return s, jnp.concatenate([jnp.reshape(w0, (1,)), w])
+
+
+def phi1(z: Array) -> Array:
+    """``(1 − e^{−z})/z`` (1 at 0): the mean of ``e^{−s(t−σ)}`` over one step, ``z = s τ``."""
+    small = z < 1e-8
+    safe = jnp.where(small, 1.0, z)
+    return jnp.where(small, 1 - z / 2, -jnp.expm1(-safe) / safe)
+
+
+def phi2(z: Array) -> Array:
+    """``∫_0^1 (½ − u) e^{−z u} du = Σ_{j≥1} (−1)^{j+1} j z^j / (2 (j+1)(j+2) j!)``: the first
+    moment about the midpoint (series up to ``z = 1``, closed form above)."""
+    small = z <= 1.0
+    zs = jnp.where(small, z, 0.0)
+    series = jnp.zeros_like(zs)
+    term = jnp.ones_like(zs)  # z^j / j! (with sign)
+    for j in range(1, 31):
+        term = term * zs / j * (-1 if j > 1 else 1)
+        series = series + term * j / (2 * (j + 1) * (j + 2))
+    zl = jnp.where(small, 1.0, z)
+    e = jnp.exp(-zl)
+    closed = 0.5 * (-jnp.expm1(-zl)) / zl - (1 - e * (1 + zl)) / zl**2
+    return jnp.where(small, series, closed)

@@ -1,6 +1,13 @@
 """Time-fractional Fokker–Planck equation of SGD: ``D_t^α p = ∇·(D∇p + γ p∇L)`` (theory.md §4),
-implicit L1 in time (:mod:`fracsgd.ffpe._caputo`) and Scharfetter–Gummel finite volumes in space
-(:mod:`fracsgd.ffpe._space`), and the stationary state by a null-space solve."""
+Caputo time stepping (:mod:`fracsgd.ffpe._caputo`: L1 or L2-1σ, direct or fast history) and
+Scharfetter–Gummel finite volumes in space (:mod:`fracsgd.ffpe._space`), and the stationary
+state by a null-space solve.
+
+The time march is generic over the spatial operator: it takes an operator pytree ``op`` (arrays)
+and two static module-level functions, ``shifted_solve(op, c, rhs)`` solving
+``(c I − A) u = rhs`` and ``apply(op, u) = A u``. In 1-D these are a tridiagonal solve and a
+tridiagonal product (:func:`tridiagonal_shifted_solve`, :func:`apply_tridiagonal`).
+"""
 
 from __future__ import annotations
 
@@ -14,9 +21,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from fracsgd._types import Array
-from fracsgd.ffpe._caputo import graded_mesh, l1_weights
+from fracsgd.ffpe._caputo import (
+    L1,
+    SOE,
+    Direct,
+    L21Sigma,
+    graded_mesh,
+    phi1,
+    phi2,
+    soe_weights,
+)
 from fracsgd.ffpe._space import (
     Grid1D,
+    apply_tridiagonal,
     check_grid,
     potential_values,
     sg_tridiagonal,
@@ -24,6 +41,12 @@ from fracsgd.ffpe._space import (
 
 SUCCESS = 0
 NONFINITE = 1
+#: A traced ``alpha``, ``diffusion`` or ``gamma`` (under ``vmap``/``jit``) outside its range.
+BAD_PARAMETER = 2
+
+Stepper = L1 | L21Sigma
+History = Direct | SOE
+_L1, _DIRECT = L1(), Direct()  # the defaults
 
 
 class Problem(NamedTuple):
@@ -36,6 +59,10 @@ class Problem(NamedTuple):
             :mod:`fracsgd.ffpe._space`).
         gamma: the drift strength γ (the learning rate, "friction").
         potential: ``L(w)`` for a point of shape ``(dim,)``, returning a scalar.
+
+    ``alpha``, ``diffusion`` (a number) and ``gamma`` may be traced arrays (``jax.vmap`` over
+    problems, ``jax.grad`` in ``alpha``): concrete values are validated with ``ValueError``,
+    traced ones give the result code ``BAD_PARAMETER`` in the :class:`Solution`.
     """
 
     alpha: Any = 0.5
@@ -45,12 +72,13 @@ class Problem(NamedTuple):
 
 
 class Solution(NamedTuple):
-    """Densities at the mesh times.
+    """Densities at the save times.
 
     Attributes:
-        ts: ``(N + 1,)`` times; ``p``: ``(N + 1, cells)`` densities; ``mass``: ``(N + 1,)``
-            ``Σ p·h``; ``result``: ``SUCCESS`` (0) or ``NONFINITE`` (1), per problem under vmap.
-        centers: ``(cells, 1)`` cell centres.
+        ts: ``(S,)`` save times; ``p``: ``(S, *cells)`` densities; ``mass``: ``(S,)``
+            ``Σ p · cell volume``; ``result``: ``SUCCESS`` (0), ``NONFINITE`` (1) or
+            ``BAD_PARAMETER`` (2), per problem under vmap.
+        centers: ``(*cells, dim)`` cell centres.
     """
 
     ts: Array
@@ -60,7 +88,7 @@ class Solution(NamedTuple):
     centers: Array
 
     def moment(self, k: int) -> Array:
-        """``∫ w^k p dw`` at every time, ``(N + 1,)``."""
+        """``∫ w^k p dw`` at every time, ``(S,)``."""
         w = self.centers[:, 0]
         h = self.centers[1, 0] - self.centers[0, 0]
         return jnp.sum(self.p * (w**k).reshape(1, -1), axis=-1) * h
@@ -72,19 +100,64 @@ class Solution(NamedTuple):
         return jnp.sum(self.p * ((w - x0) ** 2).reshape(1, -1), axis=-1) * h
 
 
+# ------------------------------------------------------------------------------ validation
+
+
+def _concrete(x: Any) -> float | None:
+    """``float(x)`` for a concrete scalar, ``None`` for a tracer (checked as data instead)."""
+    if isinstance(x, jax.core.Tracer):
+        return None
+    if np.ndim(x) != 0:
+        raise ValueError(f"expected a scalar, got shape {np.shape(x)} (vmap over problems)")
+    return float(x)
+
+
 def _check_problem(problem: Any) -> Problem:
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a fracsgd.ffpe.Problem, got {type(problem).__name__}")
-    a = float(problem.alpha)
-    if not 0 < a <= 1:
+    a = _concrete(problem.alpha)
+    if a is not None and not 0 < a <= 1:
         raise ValueError(f"alpha must be in (0, 1], got {problem.alpha}")
-    if not callable(problem.diffusion) and not float(problem.diffusion) > 0:
-        raise ValueError(f"diffusion must be > 0, got {problem.diffusion}")
-    if not math.isfinite(float(problem.gamma)):
+    if not callable(problem.diffusion):
+        d = _concrete(problem.diffusion)
+        if d is not None and not d > 0:
+            raise ValueError(f"diffusion must be > 0, got {problem.diffusion}")
+    g = _concrete(problem.gamma)
+    if g is not None and not math.isfinite(g):
         raise ValueError(f"gamma must be finite, got {problem.gamma}")
     if not callable(problem.potential):
         raise ValueError("potential must be a function L(w) of a point w of shape (dim,)")
     return problem
+
+
+def _parameters_ok(problem: Problem) -> Array:
+    """The range checks as data (for traced parameters)."""
+    a = jnp.asarray(problem.alpha)
+    ok = (a > 0) & (a <= 1) & jnp.isfinite(jnp.asarray(problem.gamma))
+    if not callable(problem.diffusion):
+        ok = ok & (jnp.asarray(problem.diffusion) > 0)
+    return ok
+
+
+def _check_p0(p0: Any, shape: tuple[int, ...]) -> Array:
+    p = jnp.asarray(p0)
+    if p.shape != shape:
+        raise ValueError(f"p0 must have shape {shape}, got {p.shape}")
+    if not isinstance(p, jax.core.Tracer):
+        p_np = np.asarray(p, np.float64)
+        if not np.all(np.isfinite(p_np)) or np.any(p_np < 0) or not p_np.sum() > 0:
+            raise ValueError("p0 must be finite, non-negative and have positive mass")
+    return p
+
+
+def _check_strategies(stepper: Any, history: Any) -> None:
+    if not isinstance(stepper, L1 | L21Sigma):
+        raise ValueError(f"stepper must be fracsgd.ffpe.L1() or L21Sigma(), got {stepper!r}")
+    if not isinstance(history, Direct | SOE):
+        raise ValueError(f"history must be fracsgd.ffpe.Direct() or SOE(tol), got {history!r}")
+
+
+# ------------------------------------------------------------------------------ 1-D space
 
 
 def _operator(problem: Problem, grid: Grid1D):
@@ -102,37 +175,203 @@ def _operator(problem: Problem, grid: Grid1D):
     return sg_tridiagonal(phi, d_faces, grid.h), phi
 
 
-@functools.partial(jax.jit, static_argnums=(1,))
-def _l1_march(bands, n_steps, ts, alpha, p0):
-    lower, diag, upper = bands
-    hist0 = jnp.zeros((n_steps + 1, p0.shape[0]), p0.dtype).at[0].set(p0)
+def tridiagonal_shifted_solve(op: tuple[Array, Array, Array], c: Array, rhs: Array) -> Array:
+    """``u`` with ``(c I − A) u = rhs`` for the tridiagonal bands ``op = (lower, diag, upper)``
+    of :func:`~fracsgd.ffpe.sg_tridiagonal` (exact, ``O(cells)``)."""
+    lower, diag, upper = op
+    return jax.lax.linalg.tridiagonal_solve(-lower, c - diag, -upper, rhs[:, None])[:, 0]
 
-    def step(hist, n):
-        a = l1_weights(ts, n, alpha)  # (N,), a[k−1] = a_{n,k}
-        diffs = hist[1:] - hist[:-1]  # (N, cells); row k−1 = u^k − u^{k−1}
-        past = jnp.arange(1, n_steps + 1) < n
-        history = jnp.sum(jnp.where(past[:, None], a[:, None] * diffs, 0.0), axis=0)
-        a_n = a[n - 1]
-        prev = hist[n - 1]
-        rhs = a_n * prev - history
-        dl = -lower
-        d = a_n - diag
-        du = -upper
-        u = jax.lax.linalg.tridiagonal_solve(dl, d, du, rhs[:, None])[:, 0]
-        return hist.at[n].set(u), None
 
-    hist, _ = jax.lax.scan(step, hist0, jnp.arange(1, n_steps + 1))
-    return hist
+def _discretise(problem: Problem, grid: Any) -> tuple[Any, Callable, Callable]:
+    """``(op, shifted_solve, apply)`` for the march (module-level functions: static, so the
+    compiled march is reused)."""
+    bands, _ = _operator(problem, grid)
+    return bands, tridiagonal_shifted_solve, apply_tridiagonal
+
+
+# ------------------------------------------------------------------------------ saving
+
+
+class _SavePlan(NamedTuple):
+    ts: np.ndarray  # (S,) save times
+    at_start: np.ndarray  # (S,) bool: saved from p0
+    rows: np.ndarray  # (N, m) int: rows written at step n (S = dropped)
+    theta: np.ndarray  # (N, m): u^{n−1} + θ (u^n − u^{n−1})
+
+
+def _save_plan(ts: np.ndarray, save_at: Any) -> _SavePlan:
+    n = ts.shape[0] - 1
+    if save_at is None:
+        times = ts
+    elif isinstance(save_at, int) and not isinstance(save_at, bool):
+        if save_at <= 0:
+            raise ValueError(f"save_at as an int (every k-th step) must be > 0, got {save_at}")
+        idx = np.unique(np.concatenate([np.arange(0, n + 1, save_at), [n]]))
+        times = ts[idx]
+    else:
+        times = np.asarray(save_at, np.float64)
+        if times.ndim != 1 or times.size == 0:
+            raise ValueError("save_at must be None, an int k, or a non-empty 1-D array of times")
+        if not np.all(np.isfinite(times)) or np.any(np.diff(times) < 0):
+            raise ValueError("save_at times must be finite and non-decreasing")
+        if times[0] < 0 or times[-1] > ts[-1] * (1 + 1e-12):
+            raise ValueError(f"save_at times must lie in [0, t_final={ts[-1]}]")
+        times = np.minimum(times, ts[-1])
+    s = times.shape[0]
+    at_start = times <= 0
+    step = np.maximum(np.searchsorted(ts, times, side="left"), 1)  # t_{n−1} < t ≤ t_n
+    theta = np.clip((times - ts[step - 1]) / (ts[step] - ts[step - 1]), 0.0, 1.0)
+    step = np.where(at_start, 0, step)
+    m = max(1, int(np.max(np.bincount(step[~at_start], minlength=n + 1), initial=0)))
+    rows = np.full((n, m), s, np.int32)
+    thetas = np.ones((n, m))
+    fill = np.zeros(n + 1, np.int64)
+    for i in np.flatnonzero(~at_start):
+        rows[step[i] - 1, fill[step[i]]] = i
+        thetas[step[i] - 1, fill[step[i]]] = theta[i]
+        fill[step[i]] += 1
+    return _SavePlan(times, at_start, rows, thetas)
+
+
+# ------------------------------------------------------------------------------ the march
+
+
+def _expand(v: Array, ndim: int) -> Array:
+    return v.reshape(v.shape + (1,) * ndim)
+
+
+def _soe_window(ts: np.ndarray, stepper: Stepper) -> tuple[float, float]:
+    """The kernel arguments the fast history meets: ``[σ min τ_{n≥2}, T]`` (``σ = 1`` for L1,
+    ``≥ ½`` for L2-1σ)."""
+    tau = np.diff(ts)
+    t_min = float(np.min(tau[1:] if tau.shape[0] > 1 else tau))
+    if isinstance(stepper, L21Sigma):
+        t_min *= 0.5
+    return t_min, float(ts[-1])
+
+
+@functools.partial(
+    jax.jit, static_argnames=("shifted_solve", "apply", "stepper", "history", "cells_ndim")
+)
+def _march(
+    op: Any,
+    p0: Array,
+    ts: Array,
+    alpha: Array,
+    soe_x: Array,
+    soe_h: Array,
+    save_rows: Array,
+    save_theta: Array,
+    save_at_start: Array,
+    *,
+    shifted_solve: Callable,
+    apply: Callable,
+    stepper: Stepper,
+    history: History,
+    cells_ndim: int,
+) -> Array:
+    """March ``p0`` over the mesh ``ts`` and return the saved states ``(S, *cells)``.
+
+    Step ``n`` solves ``c_n δ_n + H_n = A(θ u^n + (1−θ) u^{n−1})`` for ``u^n`` with
+    ``c_n = g_{n,n}`` and the history ``H_n = Σ_{k<n} g_{n,k} δ_k``, i.e.
+    ``(c_n/θ I − A) u^n = (c_n u^{n−1} − H_n + (1−θ) A u^{n−1}) / θ``.
+    """
+    nd = cells_ndim
+    num = ts.shape[0] - 1
+    tau = ts[1:] - ts[:-1]
+    theta = stepper.theta(alpha)
+    inv_g2 = jnp.exp(-jax.lax.lgamma(2.0 - alpha))
+
+    if isinstance(history, Direct):
+        hist0: Any = jnp.zeros((num, *p0.shape), p0.dtype)
+    else:
+        s, w = soe_weights(soe_x, soe_h, alpha)
+        hist0 = jnp.zeros(s.shape + p0.shape, p0.dtype)
+        if isinstance(stepper, L21Sigma):
+            hist0 = (hist0, jnp.zeros_like(p0))
+
+    def memory(state, n):
+        """``(c_n, H_n)``."""
+        if isinstance(history, Direct):
+            row = stepper.weights(ts, n, alpha)  # δ_k for k ≥ n are still zero in the state
+            return row[n - 1], jnp.tensordot(row, state, axes=1)
+        tau_n = tau[n - 1]
+        if isinstance(stepper, L1):
+            c = tau_n ** (-alpha) * inv_g2
+            return c, jnp.tensordot(w * jnp.exp(-s * tau_n), state, axes=1)
+        # L2-1σ: t_n* = t_{n−1} + σ τ_n; the interval n−1 is quadratic through u^n (δ_n)
+        big_w, d_prev = state
+        sig = 1 - alpha / 2
+        c_local = (sig * tau_n) ** (1 - alpha) * inv_g2 / tau_n
+        tp = tau[jnp.maximum(n - 2, 0)]
+        decay = w * jnp.exp(-s * sig * tau_n)
+        f1, f2 = phi1(s * tp), phi2(s * tp)
+        has_past = n >= 2
+        c_past = jnp.sum(decay * f2) * tp**2 * 2 / (tau_n * (tp + tau_n))
+        known = jnp.tensordot(decay * jnp.exp(-s * tp), big_w, axes=1)
+        known = known + jnp.sum(decay * (f1 - f2 * tp * 2 / (tp + tau_n))) * d_prev
+        return c_local + jnp.where(has_past, c_past, 0.0), jnp.where(has_past, known, 0.0)
+
+    def update(state, n, delta):
+        if isinstance(history, Direct):
+            return state.at[n - 1].set(delta)
+        tau_n = tau[n - 1]
+        if isinstance(stepper, L1):
+            z = s * tau_n
+            return _expand(jnp.exp(-z), nd) * state + _expand(phi1(z), nd) * delta[None]
+        big_w, d_prev = state
+        tp = tau[jnp.maximum(n - 2, 0)]
+        z = s * tp
+        d2 = 2 * (delta / tau_n - d_prev / tp) / (tp + tau_n)  # u'' on interval n−1
+        new_w = (
+            _expand(jnp.exp(-z), nd) * big_w
+            + _expand(phi1(z), nd) * d_prev[None]
+            + _expand(phi2(z) * tp**2, nd) * d2[None]
+        )
+        return jnp.where(n >= 2, new_w, big_w), delta
+
+    buf0 = jnp.where(
+        _expand(save_at_start, nd), p0[None], jnp.zeros((save_at_start.shape[0], *p0.shape))
+    ).astype(p0.dtype)
+
+    def step(carry, xs):
+        u_prev, state, buf = carry
+        n, rows, thetas = xs
+        c, h = memory(state, n)
+        rhs = c * u_prev - h
+        if isinstance(stepper, L21Sigma):
+            rhs = (rhs + (1 - theta) * apply(op, u_prev)) / theta
+        u = shifted_solve(op, c / theta, rhs)
+        delta = u - u_prev
+        vals = u_prev[None] + _expand(thetas, nd) * delta[None]
+        buf = buf.at[rows].set(vals, mode="drop")
+        return (u, update(state, n, delta), buf), None
+
+    xs = (jnp.arange(1, num + 1), save_rows, save_theta)
+    (_, _, buf), _ = jax.lax.scan(step, (p0, hist0, buf0), xs)
+    return buf
 
 
 def solve(
-    problem: Problem, grid: Grid1D, p0: Any, *, t_final: float, num_steps: int, grading: float = 1.0
+    problem: Problem,
+    grid: Grid1D,
+    p0: Any,
+    *,
+    t_final: float,
+    num_steps: int,
+    save_at: Any = None,
+    grading: float = 1.0,
+    graded_until: float | None = None,
+    stepper: Stepper = _L1,
+    history: History = _DIRECT,
 ) -> Solution:
-    """March the SGD-FFPE from ``p0`` to ``t_final`` with implicit L1 / Scharfetter–Gummel.
+    """March the SGD-FFPE from ``p0`` to ``t_final`` (Caputo stepping, Scharfetter–Gummel).
 
-    Direct history (O(N²) work, O(N·cells) memory) — the reference method. Mass is conserved
-    and positivity kept to rounding; the discrete Gibbs state ``∝ exp(−γL/D)`` is a fixed
-    point.
+    With :class:`L1` (the default) mass is conserved and positivity kept to rounding; with
+    either stepper the discrete Gibbs state ``∝ exp(−γL/D)`` is a fixed point and mass is
+    conserved. ``alpha``, ``diffusion`` and ``gamma`` may be traced: the function works under
+    ``jax.vmap`` over problems and ``jax.grad`` in ``alpha`` (compiled once per shape, stepper
+    and history).
 
     Args:
         problem: a :class:`Problem`.
@@ -141,7 +380,18 @@ def solve(
             finite mass (it is not renormalised).
         t_final: final time > 0.
         num_steps: N > 0.
-        grading: mesh grading ``r ≥ 1`` (``t_k = T (k/N)^r``; ``(2−α)/α`` is optimal for L1).
+        save_at: ``None``: every mesh time (``N + 1`` states — ``O(N · cells)`` memory); an
+            ``int`` ``k``: every ``k``-th mesh time and the last; or a 1-D array of times in
+            ``[0, t_final]``, each saved as the linear interpolant between the two mesh times
+            around it (the L1 scheme's own interpolant). Only the saved states are stored, so
+            with ``history=SOE(...)`` memory does not grow with ``N``.
+        grading: mesh grading ``r ≥ 1`` (``t_k = T (k/N)^r``; ``(2−α)/α`` is optimal for L1,
+            ``2/α`` for L2-1σ).
+        graded_until: if given, the graded mesh covers ``[0, graded_until]`` with ``N // 2``
+            steps and the rest grow geometrically to ``t_final``
+            (:func:`~fracsgd.ffpe.graded_mesh`).
+        stepper: :class:`L1` (default) or :class:`L21Sigma`.
+        history: :class:`Direct` (default; ``O(N²)``) or :class:`SOE` (``O(N · terms)``).
 
     Examples:
         >>> import jax.numpy as jnp
@@ -149,23 +399,81 @@ def solve(
         >>> grid = fs.ffpe.Grid1D(-4.0, 4.0, 64)
         >>> p0 = jnp.exp(-grid.centers[:, 0] ** 2 * 8); p0 = p0 / (p0.sum() * grid.h)
         >>> sol = fs.ffpe.solve(fs.ffpe.Problem(alpha=0.6), grid, p0, t_final=1.0, num_steps=50)
-        >>> bool(abs(sol.mass[-1] - 1) < 1e-5), int(sol.result)
-        (True, 0)
+        >>> bool(abs(sol.mass[-1] - 1) < 1e-5), int(sol.result), sol.p.shape
+        (True, 0, (51, 64))
+        >>> fast = fs.ffpe.solve(fs.ffpe.Problem(alpha=0.6), grid, p0, t_final=1.0,
+        ...                      num_steps=50, history=fs.ffpe.SOE(1e-6), save_at=[0.5, 1.0])
+        >>> fast.p.shape, bool(jnp.max(jnp.abs(fast.p[-1] - sol.p[-1])) < 1e-4)
+        ((2, 64), True)
     """
     problem = _check_problem(problem)
+    _check_strategies(stepper, history)
     grid = check_grid(grid)
-    p = jnp.asarray(p0)
-    if p.shape != (grid.cells,):
-        raise ValueError(f"p0 must have shape ({grid.cells},), got {p.shape}")
-    p_np = np.asarray(p, np.float64)
-    if not np.all(np.isfinite(p_np)) or np.any(p_np < 0) or not p_np.sum() > 0:
-        raise ValueError("p0 must be finite, non-negative and have positive mass")
-    ts = jnp.asarray(graded_mesh(t_final, num_steps, grading), p.dtype)
-    bands, _ = _operator(problem, grid)
-    hist = _l1_march(bands, int(num_steps), ts, jnp.asarray(problem.alpha, p.dtype), p)
-    mass = jnp.sum(hist, axis=1) * grid.h
-    result = jnp.where(jnp.all(jnp.isfinite(hist)), SUCCESS, NONFINITE)
-    return Solution(ts, hist, mass, result, jnp.asarray(grid.centers, p.dtype))
+    p = _check_p0(p0, (grid.cells,))
+    op, shifted_solve, apply = _discretise(problem, grid)
+    return _run(
+        problem,
+        p,
+        op,
+        shifted_solve,
+        apply,
+        grid,
+        t_final,
+        num_steps,
+        save_at,
+        grading,
+        graded_until,
+        stepper,
+        history,
+    )
+
+
+def _run(
+    problem: Problem,
+    p: Array,
+    op: Any,
+    shifted_solve: Callable,
+    apply: Callable,
+    grid: Any,
+    t_final: float,
+    num_steps: int,
+    save_at: Any,
+    grading: float,
+    graded_until: float | None,
+    stepper: Stepper,
+    history: History,
+) -> Solution:
+    """Mesh, save plan, march and result codes — shared by every spatial discretisation."""
+    ts_np = graded_mesh(t_final, num_steps, grading, graded_until=graded_until)
+    plan = _save_plan(ts_np, save_at)
+    if isinstance(history, SOE):
+        x, h = history.nodes(*_soe_window(ts_np, stepper))
+    else:
+        x, h = np.zeros(1), 1.0
+    dtype = p.dtype
+    alpha = jnp.asarray(problem.alpha, dtype)
+    saved = _march(
+        op,
+        p,
+        jnp.asarray(ts_np, dtype),
+        alpha,
+        jnp.asarray(x, dtype),
+        jnp.asarray(h, dtype),
+        jnp.asarray(plan.rows),
+        jnp.asarray(plan.theta, dtype),
+        jnp.asarray(plan.at_start),
+        shifted_solve=shifted_solve,
+        apply=apply,
+        stepper=stepper,
+        history=history,
+        cells_ndim=p.ndim,
+    )
+    cell_axes = tuple(range(1, saved.ndim))
+    mass = jnp.sum(saved, axis=cell_axes) * grid.cell_volume
+    result = jnp.where(jnp.all(jnp.isfinite(saved)), SUCCESS, NONFINITE)
+    result = jnp.where(_parameters_ok(problem), result, BAD_PARAMETER)
+    centers = jnp.asarray(grid.centers, dtype)
+    return Solution(jnp.asarray(plan.ts, dtype), saved, mass, result, centers)
 
 
 def stationary(problem: Problem, grid: Grid1D) -> Array:

@@ -32,11 +32,28 @@ def _gaussian(grid, centre=0.0, width=0.3):
     return jnp.asarray(p / (p.sum() * grid.h))
 
 
-def _relax(alpha, lam, n, grading):
-    """L1 march of the scalar equation D^α u = −λ u, u(0) = 1, to t = 1."""
+_L1, _DIRECT = fs.ffpe.L1(), fs.ffpe.Direct()
+
+
+def _relax(alpha, lam, n, grading, stepper=_L1, history=_DIRECT):
+    """March of the scalar equation D^α u = −λ u, u(0) = 1, to t = 1 (a 1-cell "operator")."""
     bands = (jnp.zeros(1), jnp.full(1, -lam), jnp.zeros(1))
-    ts = jnp.asarray(fs.ffpe.graded_mesh(1.0, n, grading))
-    return _solve._l1_march(bands, n, ts, jnp.asarray(alpha), jnp.ones(1))[-1, 0]
+    sol = _solve._run(
+        fs.ffpe.Problem(alpha=alpha),
+        jnp.ones(1),
+        bands,
+        fs.ffpe.tridiagonal_shifted_solve,
+        fs.ffpe._space.apply_tridiagonal,
+        fs.ffpe.Grid1D(0.0, 1.0, 1),
+        1.0,
+        n,
+        [1.0],
+        grading,
+        None,
+        stepper,
+        history,
+    )
+    return sol.p[-1, 0]
 
 
 def _order(ns, errors):
