@@ -38,6 +38,14 @@ from fracsgd.ffpe._space import (
     potential_values,
     sg_tridiagonal,
 )
+from fracsgd.ffpe._space2d import (
+    Grid2D,
+    apply2d,
+    check_grid2d,
+    gibbs2d,
+    operator2d,
+    shifted_solve2d,
+)
 
 SUCCESS = 0
 NONFINITE = 1
@@ -87,17 +95,28 @@ class Solution(NamedTuple):
     result: Array
     centers: Array
 
-    def moment(self, k: int) -> Array:
-        """``∫ w^k p dw`` at every time, ``(S,)``."""
-        w = self.centers[:, 0]
-        h = self.centers[1, 0] - self.centers[0, 0]
-        return jnp.sum(self.p * (w**k).reshape(1, -1), axis=-1) * h
+    def _integrate(self, f: Array) -> Array:
+        """``∫ f p dw`` at every time for ``f`` of shape ``(*cells, …)``: ``(S, …)``."""
+        c = self.centers
+        dim = c.shape[-1]
+        volume = math.prod(
+            c[(0,) * d + (1,) + (0,) * (dim - d - 1)][d] - c[(0,) * dim][d] for d in range(dim)
+        )
+        cell_axes = tuple(range(dim))
+        return jnp.tensordot(self.p, f, axes=(tuple(a + 1 for a in cell_axes), cell_axes)) * volume
 
-    def msd(self, x0: float = 0.0) -> Array:
-        """``∫ (w − x0)² p dw`` at every time."""
-        w = self.centers[:, 0]
-        h = self.centers[1, 0] - self.centers[0, 0]
-        return jnp.sum(self.p * ((w - x0) ** 2).reshape(1, -1), axis=-1) * h
+    def moment(self, k: int) -> Array:
+        """``∫ w^k p dw`` at every time: ``(S,)`` in 1-D, ``(S, dim)`` (one per coordinate) on
+        a :class:`~fracsgd.ffpe.Grid2D`."""
+        m = self._integrate(self.centers**k)
+        return m[:, 0] if self.centers.shape[-1] == 1 else m
+
+    def msd(self, x0: Any = 0.0) -> Array:
+        """``∫ |w − x0|² p dw`` at every time, ``(S,)``; ``x0`` a number or a point ``(dim,)``."""
+        dim = self.centers.shape[-1]
+        x0 = jnp.broadcast_to(jnp.asarray(x0, self.centers.dtype), (dim,))
+        x0 = x0.reshape((1,) * (self.centers.ndim - 1) + (dim,))
+        return self._integrate(jnp.sum((self.centers - x0) ** 2, axis=-1))
 
 
 # ------------------------------------------------------------------------------ validation
@@ -185,6 +204,8 @@ def tridiagonal_shifted_solve(op: tuple[Array, Array, Array], c: Array, rhs: Arr
 def _discretise(problem: Problem, grid: Any) -> tuple[Any, Callable, Callable]:
     """``(op, shifted_solve, apply)`` for the march (module-level functions: static, so the
     compiled march is reused)."""
+    if isinstance(grid, Grid2D):  # matrix-free SG on the 5-point stencil, Jacobi-CG solves
+        return operator2d(problem, grid), shifted_solve2d, apply2d
     bands, _ = _operator(problem, grid)
     return bands, tridiagonal_shifted_solve, apply_tridiagonal
 
@@ -354,7 +375,7 @@ def _march(
 
 def solve(
     problem: Problem,
-    grid: Grid1D,
+    grid: Grid1D | Grid2D,
     p0: Any,
     *,
     t_final: float,
@@ -375,9 +396,12 @@ def solve(
 
     Args:
         problem: a :class:`Problem`.
-        grid: a :class:`~fracsgd.ffpe.Grid1D`.
-        p0: initial density at the cell centres, shape ``(cells,)``; non-negative with positive
-            finite mass (it is not renormalised).
+        grid: a :class:`~fracsgd.ffpe.Grid1D` or :class:`~fracsgd.ffpe.Grid2D` (2-D: each
+            implicit step is a Jacobi-CG solve to the tolerance of
+            :func:`~fracsgd.ffpe.cg_solve2d`, mass and positivity kept exactly; a CG that
+            does not converge gives ``NONFINITE``).
+        p0: initial density at the cell centres, shape ``(cells,)`` (2-D: ``(nx, ny)``);
+            non-negative with positive finite mass (it is not renormalised).
         t_final: final time > 0.
         num_steps: N > 0.
         save_at: ``None``: every mesh time (``N + 1`` states — ``O(N · cells)`` memory); an
@@ -408,8 +432,12 @@ def solve(
     """
     problem = _check_problem(problem)
     _check_strategies(stepper, history)
-    grid = check_grid(grid)
-    p = _check_p0(p0, (grid.cells,))
+    if isinstance(grid, Grid2D):
+        grid = check_grid2d(grid)
+        p = _check_p0(p0, grid.cells)
+    else:
+        grid = check_grid(grid)
+        p = _check_p0(p0, (grid.cells,))
     op, shifted_solve, apply = _discretise(problem, grid)
     return _run(
         problem,
@@ -476,9 +504,13 @@ def _run(
     return Solution(jnp.asarray(plan.ts, dtype), saved, mass, result, centers)
 
 
-def stationary(problem: Problem, grid: Grid1D) -> Array:
+def stationary(problem: Problem, grid: Grid1D | Grid2D) -> Array:
     """The stationary density: the null vector of the discrete operator (never by time stepping:
     relaxation is algebraic, ``E_α(−μ t^α)``), normalised to ``Σ p h = 1``.
+
+    On a :class:`~fracsgd.ffpe.Grid2D` the null vector is ``∝ exp(−φ)`` itself, ``φ = γL/D_0``
+    (every face flux vanishes on it; see :func:`fracsgd.ffpe._space2d.gibbs2d`), normalised to
+    ``Σ p · cell_volume = 1``.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -490,6 +522,9 @@ def stationary(problem: Problem, grid: Grid1D) -> Array:
         True
     """
     problem = _check_problem(problem)
+    if isinstance(grid, Grid2D):
+        grid = check_grid2d(grid)
+        return gibbs2d(operator2d(problem, grid), grid.cell_volume)
     grid = check_grid(grid)
     bands, _ = _operator(problem, grid)
     lower, _, upper = bands

@@ -3,13 +3,15 @@
 Kronecker-sum structure of separable problems, CG against dense solves, and mass/positivity
 through implicit steps. float64 where accuracy is asserted (the x64 fixture)."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import fracsgd as fs
-from fracsgd.ffpe import _space, _space2d
+from fracsgd.ffpe import _solve, _space, _space2d
 
 
 def _tilted_double_well(w):
@@ -33,7 +35,8 @@ def _dense(op):
     """The matrix of ``apply2d`` in row-major (i, j) → i·ny + j ordering."""
     nx, ny = op.phi.shape
     eye = jnp.eye(nx * ny).reshape(nx * ny, nx, ny)
-    return np.asarray(jax.vmap(lambda e: _space2d.apply2d(op, e).ravel(), out_axes=1)(eye))
+    columns = jax.jit(jax.vmap(lambda o, e: _space2d.apply2d(o, e).ravel(), (None, 0), 1))
+    return np.asarray(columns(op, eye))
 
 
 def test_grid_geometry():
@@ -221,3 +224,136 @@ def test_float32_solve_meets_its_tolerance():
     res = rhs - (2.0 * u - _space2d.apply2d(op, u))
     # rtol 1e-5 for the CG residual, plus the O(ε κ) rounding floor of float32 (κ ≈ 60 here)
     assert float(jnp.linalg.norm(res) / jnp.linalg.norm(rhs)) <= 1e-4
+
+
+# ------------------------------------------------------------------ the 2-D time march
+
+
+def _normalised(p, volume):
+    p = np.asarray(p, np.float64)
+    return jnp.asarray(p / (p.sum() * volume))
+
+
+def test_free_subdiffusion_msd_in_two_dimensions(x64):
+    """φ = 0: the 5-point Laplacian maps |w|² to 4 exactly, so (far from the walls) the 2-D
+    second moment obeys the same L1 recursion as D^α m = 2·k·K with k = 2 — twice the 1-D
+    increments on the same time mesh — and m(t) = m(0) + 2kK t^α/Γ(1+α) up to the L1 error."""
+    alpha, k_diff = 0.6, 0.5
+    free = fs.ffpe.Problem(alpha=alpha, diffusion=k_diff, gamma=0.0, potential=lambda w: 0 * w[0])
+    mesh = dict(t_final=1.0, num_steps=60, grading=(2 - alpha) / alpha)
+    grid = fs.ffpe.Grid2D(lo=(-6.0, -6.0), hi=(6.0, 6.0), cells=(36, 36))
+    c = grid.centers
+    sol = fs.ffpe.solve(
+        free, grid, _normalised(np.exp(-(c**2).sum(-1) / 0.18), grid.cell_volume), **mesh
+    )
+    assert int(sol.result) == fs.ffpe.SUCCESS and sol.p.shape == (61, 36, 36)
+    grid1 = fs.ffpe.Grid1D(-6.0, 6.0, 36)
+    x = grid1.centers[:, 0]
+    sol1 = fs.ffpe.solve(free, grid1, _normalised(np.exp(-(x**2) / 0.18), grid1.h), **mesh)
+    m2, m1 = np.asarray(sol.msd()), np.asarray(sol1.msd())
+    # the exact discrete identity holds to the CG tolerance (rtol 1e-11 times κ ≲ 100)
+    np.testing.assert_allclose(m2 - m2[0], 2 * (m1 - m1[0]), rtol=0, atol=1e-8)
+    t = np.asarray(sol.ts)
+    expected = m2[0] + 2 * 2 * k_diff * t**alpha / math.gamma(1 + alpha)
+    # L1 on the optimal graded mesh, N = 60: ≈ 3e-3 relative once t ≥ 0.2 T (as in 1-D)
+    late = t >= 0.2
+    np.testing.assert_allclose(m2[late], expected[late], rtol=6e-3)
+    # the moment helpers: per-coordinate moments, zero mean by symmetry, Σ_d m_2,d = msd
+    assert sol.moment(1).shape == (61, 2)
+    np.testing.assert_allclose(sol.moment(1), 0.0, atol=1e-12)
+    np.testing.assert_allclose(sol.moment(2).sum(-1), m2, rtol=1e-12)
+    np.testing.assert_allclose(sol.msd(jnp.array([1.0, 0.0])), m2 + 1.0, rtol=1e-12)
+
+
+def test_constant_in_y_data_reduce_exactly_to_the_1d_solve(x64):
+    """L and D depending on x only and p0 constant in y: every y-flux vanishes, so the 2-D
+    solution is the 1-D one divided by the y-length (to the CG tolerance)."""
+    prob = fs.ffpe.Problem(
+        alpha=0.5,
+        diffusion=lambda w: 0.3 + 0.1 * jnp.sin(2 * w[0]) ** 2,
+        gamma=1.0,
+        potential=lambda w: (w[0] ** 2 - 1.0) ** 2,
+    )
+    grid1 = fs.ffpe.Grid1D(-2.0, 2.0, 24)
+    grid = fs.ffpe.Grid2D(lo=(-2.0, 0.0), hi=(2.0, 0.5), cells=(24, 4))
+    x = grid1.centers[:, 0]
+    p1 = _normalised(np.exp(-((x - 1.2) ** 2) / 0.1), grid1.h)
+    mesh = dict(t_final=2.0, num_steps=30, grading=3.0)
+    sol1 = fs.ffpe.solve(prob, grid1, p1, **mesh)
+    sol = fs.ffpe.solve(prob, grid, jnp.repeat(p1[:, None], 4, axis=1) / 0.5, **mesh)
+    expected = np.repeat(np.asarray(sol1.p)[..., None], 4, axis=-1) / 0.5
+    # rtol 1e-11 for each CG solve times κ ≤ 1 + 2 max|diag A|/c ≈ 10, over 30 steps
+    np.testing.assert_allclose(sol.p, expected, rtol=0, atol=1e-9 * expected.max())
+    np.testing.assert_allclose(sol.mass, 1.0, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("diffusion", [0.4, _variable_d])
+def test_stationary_state_is_the_gibbs_state_and_a_fixed_point_of_the_march(x64, diffusion):
+    grid = _grid()
+    prob = fs.ffpe.Problem(alpha=0.6, diffusion=diffusion, gamma=1.0, potential=_tilted_double_well)
+    p = fs.ffpe.stationary(prob, grid)
+    centers = jnp.asarray(grid.centers)
+    d0 = 0.4 if not callable(diffusion) else float(jnp.mean(jax.vmap(jax.vmap(diffusion))(centers)))
+    gibbs = np.exp(-np.asarray(jax.vmap(jax.vmap(_tilted_double_well))(centers)) / d0)
+    np.testing.assert_allclose(p, gibbs / (gibbs.sum() * grid.cell_volume), rtol=1e-12)
+    a = _dense(_space2d.operator2d(prob, grid))
+    assert np.abs(a @ np.asarray(p).ravel()).max() <= 1e-12 * np.abs(a).max() * float(p.max())
+    sol = fs.ffpe.solve(prob, grid, p, t_final=5.0, num_steps=20, grading=2.0)
+    assert float(jnp.max(jnp.abs(sol.p - p[None]))) <= 1e-12 * float(p.max())
+
+
+def test_march_conserves_mass_and_positivity(x64):
+    grid = fs.ffpe.Grid2D(lo=(-2.0, -2.0), hi=(2.0, 2.0), cells=(20, 20))
+    prob = fs.ffpe.Problem(alpha=0.4, diffusion=0.25, gamma=1.0, potential=_tilted_double_well)
+    c = grid.centers
+    p0 = np.exp(-((c[..., 0] - 1.2) ** 2 + (c[..., 1] + 0.8) ** 2) / 0.02)
+    sol = fs.ffpe.solve(
+        prob, grid, _normalised(p0, grid.cell_volume), t_final=10.0, num_steps=40, grading=3.0
+    )
+    assert int(sol.result) == fs.ffpe.SUCCESS
+    np.testing.assert_allclose(sol.mass, 1.0, rtol=0, atol=1e-12)
+    assert float(sol.p.min()) >= 0.0
+
+
+def test_2d_solve_does_not_recompile_and_vmaps_over_problems(x64):
+    grid = fs.ffpe.Grid2D(lo=(-2.0, -2.0), hi=(2.0, 2.0), cells=(10, 10))
+    c = grid.centers
+    p0 = _normalised(np.exp(-((c - 0.5) ** 2).sum(-1) / 0.2), grid.cell_volume)
+    run = lambda a, g: fs.ffpe.solve(
+        fs.ffpe.Problem(alpha=a, diffusion=0.5, gamma=g, potential=_tilted_double_well),
+        grid,
+        p0,
+        t_final=1.0,
+        num_steps=8,
+    )
+    first = run(0.5, 1.0)
+    size = _solve._march._cache_size()
+    second = run(0.8, 2.0)
+    assert _solve._march._cache_size() == size
+    batch = jax.vmap(run)(jnp.array([0.5, 0.8]), jnp.array([1.0, 2.0]))
+    assert batch.result.tolist() == [fs.ffpe.SUCCESS] * 2
+    # vmapped CG runs until every member converges: agreement to the CG tolerance
+    np.testing.assert_allclose(batch.p[0], first.p, rtol=0, atol=1e-9 * float(p0.max()))
+    np.testing.assert_allclose(batch.p[1], second.p, rtol=0, atol=1e-9 * float(p0.max()))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(p0=np.ones((5, 6))), "p0"),
+        (dict(p0=-np.ones((5, 5))), "p0"),
+        (dict(grid=fs.ffpe.Grid2D((-1.0, -1.0), (1.0, 1.0), (5, 2))), "cells"),
+        (dict(grid=fs.ffpe.Grid2D((-1.0, 1.0), (1.0, -1.0), (5, 5))), "hi > lo"),
+        (dict(problem=fs.ffpe.Problem(potential=lambda w: w)), "potential"),
+        (dict(problem=fs.ffpe.Problem(diffusion=lambda w: w)), "diffusion"),
+    ],
+)
+def test_2d_bad_input(kwargs, match):
+    args = dict(
+        problem=fs.ffpe.Problem(),
+        grid=fs.ffpe.Grid2D((-1.0, -1.0), (1.0, 1.0), (5, 5)),
+        p0=np.ones((5, 5)),
+    )
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        fs.ffpe.solve(args["problem"], args["grid"], args["p0"], t_final=1.0, num_steps=4)
