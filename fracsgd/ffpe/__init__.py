@@ -23,12 +23,21 @@ from fracsgd.ffpe._solve import (
     tridiagonal_shifted_solve,
 )
 from fracsgd.ffpe._space import Grid1D, bernoulli, sg_tridiagonal
-from fracsgd.ffpe._space2d import CGInfo, Grid2D, apply2d, cg_solve2d, shifted_solve2d
+from fracsgd.ffpe._space2d import (
+    SG2D,
+    CGInfo,
+    Grid2D,
+    apply2d,
+    cg_solve2d,
+    sg_operator2d,
+    shifted_solve2d,
+)
 
 __all__ = [
     "BAD_PARAMETER",
     "L1",
     "NONFINITE",
+    "SG2D",
     "SOE",
     "SUCCESS",
     "CGInfo",
@@ -44,6 +53,7 @@ __all__ = [
     "graded_mesh",
     "l1_weights",
     "l21sigma_weights",
+    "sg_operator2d",
     "sg_tridiagonal",
     "shifted_solve2d",
     "soe_nodes",
