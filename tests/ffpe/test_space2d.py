@@ -164,6 +164,40 @@ def test_cg_matches_a_dense_solve(x64, c, signed):
         assert float(u.min()) >= 0.0
 
 
+def test_derivatives_solve_the_tangent_and_adjoint_systems(x64):
+    """Reverse mode through the CG solve: ∇_rhs ⟨g, u⟩ = (cI − A)^{−T} g, and ∂u/∂c =
+    −(cI − A)^{−1} u, against dense solves."""
+    grid = _grid()
+    op = _op(grid, _variable_d)
+    a = _dense(op)
+    rng = np.random.default_rng(4)
+    rhs, g = jnp.asarray(rng.random(grid.cells)), jnp.asarray(rng.normal(size=grid.cells))
+    c = 0.7
+    m = c * np.eye(a.shape[0]) - a
+    grad = jax.grad(lambda r: jnp.vdot(g, _space2d.cg_solve2d(op, c, r)[0]))(rhs)
+    adjoint = np.linalg.solve(m.T, np.asarray(g).ravel()).reshape(grid.cells)
+    kappa = 1 + 2 * np.abs(np.diag(a)).max() / c  # ≈ 60: error ≤ κ · rtol (1e-11)
+    np.testing.assert_allclose(grad, adjoint, rtol=0, atol=kappa * 1e-11 * np.abs(adjoint).max())
+    du = jax.jacfwd(lambda s: _space2d.cg_solve2d(op, s, rhs)[0])(c)
+    u = np.linalg.solve(m, np.asarray(rhs).ravel())
+    expected = -np.linalg.solve(m, u).reshape(grid.cells)
+    np.testing.assert_allclose(du, expected, rtol=0, atol=kappa * 1e-11 * np.abs(expected).max())
+
+
+def test_gradient_of_the_2d_march_with_respect_to_alpha_matches_finite_differences(x64):
+    grid = fs.ffpe.Grid2D(lo=(-2.0, -2.0), hi=(2.0, 2.0), cells=(8, 8))
+    c = grid.centers
+    p0 = _normalised(np.exp(-((c[..., 0] - 0.8) ** 2 + (c[..., 1] + 0.5) ** 2) / 0.2), 1.0)
+
+    def msd(alpha):
+        prob = fs.ffpe.Problem(alpha=alpha, diffusion=0.4, potential=_tilted_double_well)
+        return fs.ffpe.solve(prob, grid, p0, t_final=1.0, num_steps=10).msd()[-1]
+
+    fd = (float(msd(0.6 + 1e-5)) - float(msd(0.6 - 1e-5))) / 2e-5
+    # central differences: O(1e-10) truncation, CG noise 1e-11/1e-5 ≈ 1e-6 relative at most
+    assert float(jax.grad(msd)(0.6)) == pytest.approx(fd, rel=1e-5)
+
+
 def test_implicit_steps_conserve_mass_keep_positivity_and_the_gibbs_state(x64):
     """Backward Euler with the CG solve from a narrow off-centre Gaussian in a double well."""
     grid = fs.ffpe.Grid2D(lo=(-2.0, -2.0), hi=(2.0, 2.0), cells=(24, 24))
@@ -303,12 +337,12 @@ def test_stationary_state_is_the_gibbs_state_and_a_fixed_point_of_the_march(x64,
 
 
 def test_march_conserves_mass_and_positivity(x64):
-    grid = fs.ffpe.Grid2D(lo=(-2.0, -2.0), hi=(2.0, 2.0), cells=(20, 20))
+    grid = fs.ffpe.Grid2D(lo=(-2.0, -2.0), hi=(2.0, 2.0), cells=(16, 16))
     prob = fs.ffpe.Problem(alpha=0.4, diffusion=0.25, gamma=1.0, potential=_tilted_double_well)
     c = grid.centers
     p0 = np.exp(-((c[..., 0] - 1.2) ** 2 + (c[..., 1] + 0.8) ** 2) / 0.02)
     sol = fs.ffpe.solve(
-        prob, grid, _normalised(p0, grid.cell_volume), t_final=10.0, num_steps=40, grading=3.0
+        prob, grid, _normalised(p0, grid.cell_volume), t_final=10.0, num_steps=30, grading=3.0
     )
     assert int(sol.result) == fs.ffpe.SUCCESS
     np.testing.assert_allclose(sol.mass, 1.0, rtol=0, atol=1e-12)
