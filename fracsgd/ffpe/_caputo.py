@@ -168,16 +168,13 @@ def _quadratic_moment(x: Array, tau: Array, alpha: Array) -> Array:
     y = tau / x
     small = y <= 0.125
     ys = jnp.where(small, y, 0.0)
-    # c_j = C(1−α, j) + C(1−α, j−1)/2 − (1−α)/(2−α) C(2−α, j), j ≥ 3, with binomials by
-    # recurrence; C(2−α, j)(1−α)/(2−α) = C(1−α, j−1)(1−α)/j.
-    b1 = (1 - alpha) * (-alpha) / 2  # C(1−α, 2)
-    series = jnp.zeros_like(ys)
-    power = ys**3
-    for j in range(3, _SERIES_TERMS + 3):
-        b1_next = b1 * (1 - alpha - j + 1) / j  # C(1−α, j)
-        series = series + (b1_next + b1 / 2 - b1 * (1 - alpha) / j) * power
-        b1 = b1_next
-        power = power * ys
+    # c_j = C(1−α, j) + C(1−α, j−1)/2 − (1−α)/(2−α) C(2−α, j), j ≥ 3, with the binomials as
+    # cumulative products; C(2−α, j)(1−α)/(2−α) = C(1−α, j−1)(1−α)/j.
+    j = jnp.arange(1, _SERIES_TERMS + 3, dtype=ys.dtype)
+    binom = jnp.cumprod((2 - alpha - j) / j)  # C(1−α, j), j = 1 … J+2
+    prev = binom[1:-1]  # C(1−α, j−1), j = 3 … J+2
+    coef = binom[2:] + prev / 2 - prev * (1 - alpha) / j[2:]
+    series = ys**3 * jnp.polyval(coef[::-1], ys)
     yl = jnp.where(small, 1.0, y)
     lg = jnp.log1p(yl)
     closed = (1 + yl / 2) * jnp.expm1((1 - alpha) * lg) - (1 - alpha) / (2 - alpha) * jnp.expm1(
@@ -355,11 +352,9 @@ def phi2(z: Array) -> Array:
     moment about the midpoint (series up to ``z = 1``, closed form above)."""
     small = z <= 1.0
     zs = jnp.where(small, z, 0.0)
-    series = jnp.zeros_like(zs)
-    term = jnp.ones_like(zs)  # z^j / j! (with sign)
-    for j in range(1, 31):
-        term = term * zs / j * (-1 if j > 1 else 1)
-        series = series + term * j / (2 * (j + 1) * (j + 2))
+    j = np.arange(1, 31)
+    coef = (-1.0) ** (j + 1) * j / (2 * (j + 1) * (j + 2) * np.cumprod(j.astype(np.float64)))
+    series = zs * jnp.polyval(jnp.asarray(coef[::-1], zs.dtype), zs)
     zl = jnp.where(small, 1.0, z)
     e = jnp.exp(-zl)
     closed = 0.5 * (-jnp.expm1(-zl)) / zl - (1 - e * (1 + zl)) / zl**2
