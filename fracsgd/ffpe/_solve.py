@@ -246,11 +246,10 @@ def _save_plan(ts: np.ndarray, save_at: Any) -> _SavePlan:
     m = max(1, int(np.max(np.bincount(step[~at_start], minlength=n + 1), initial=0)))
     rows = np.full((n, m), s, np.int32)
     thetas = np.ones((n, m))
-    fill = np.zeros(n + 1, np.int64)
-    for i in np.flatnonzero(~at_start):
-        rows[step[i] - 1, fill[step[i]]] = i
-        thetas[step[i] - 1, fill[step[i]]] = theta[i]
-        fill[step[i]] += 1
+    idx = np.flatnonzero(~at_start)  # steps are non-decreasing along the sorted times
+    slot = idx - np.searchsorted(step[idx], step[idx], side="left") - idx[0] if idx.size else idx
+    rows[step[idx] - 1, slot] = idx
+    thetas[step[idx] - 1, slot] = theta[idx]
     return _SavePlan(times, at_start, rows, thetas)
 
 
