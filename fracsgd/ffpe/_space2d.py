@@ -157,10 +157,11 @@ def apply2d(op: SG2D, u: Array) -> Array:
     return out.at[:, :-1].add(-jy).at[:, 1:].add(jy)
 
 
-def _apply_symmetric(off_x: Array, off_y: Array, diag: Array, v: Array) -> Array:
-    out = diag * v
-    out = out.at[1:, :].add(off_x * v[:-1, :]).at[:-1, :].add(off_x * v[1:, :])
-    return out.at[:, 1:].add(off_y * v[:, :-1]).at[:, :-1].add(off_y * v[:, 1:])
+def _apply_transpose(op: SG2D, diag: Array, u: Array) -> Array:
+    """``Aᵀ u`` (``Aᵀ[Q, P] = A[P, Q]``: each face's two rates swapped; the same diagonal)."""
+    out = diag * u
+    out = out.at[1:, :].add(op.in_x * u[:-1, :]).at[:-1, :].add(op.out_x * u[1:, :])
+    return out.at[:, 1:].add(op.in_y * u[:, :-1]).at[:, :-1].add(op.out_y * u[:, 1:])
 
 
 class CGInfo(NamedTuple):
@@ -200,9 +201,11 @@ def cg_solve2d(
     ``‖rhs − (cI − A)u‖₂ ≤ rtol ‖rhs‖₂`` (a test in the weighted norm leaves the bulk of the
     density up to ``e^{Δφ/2}`` times less accurate). The error is then at most
     ``κ · rtol`` relative, ``κ ≤ 1 + 2 max|diag A| / c``; rounding limits the true residual to
-    about ``ε κ``. The scalings are formed in logs and ``E^{1/2} rhs`` is normalised to unit
-    maximum, so no range of ``φ`` overflows. The initial guess is ``rhs / c`` (exact when
-    ``rhs`` is a multiple of the Gibbs state, which therefore passes through unchanged).
+    about ``ε κ``. The iteration is carried out in ``u`` itself with the inner products
+    ``Σ x y e^{φ}`` formed in logs (mathematically the CG iterates on ``S``), so no range of
+    ``φ`` overflows or flushes the bulk of a density, in float32 too. The initial guess is
+    ``rhs / c`` (exact when ``rhs`` is a multiple of the Gibbs state, which therefore passes
+    through unchanged).
 
     Preconditioner: Jacobi, ``1/(c − diag A)``. It is free, keeps the solve matrix-free and
     vmappable, and removes the spread of the diagonal, which is large where ``|∇φ|`` or ``D``
@@ -260,62 +263,65 @@ def cg_solve2d(
     return jax.lax.custom_linear_solve(matvec, rhs, solve, transpose_solve, has_aux=True)
 
 
+def _wdot(x: Array, y: Array, log_w: Array) -> tuple[Array, Array]:
+    """``Σ x y e^{log_w}`` as ``(s, T)`` with value ``s e^{T}``, formed in logs: the weight
+    ``e^{±φ}`` spans any range without overflow and without flushing the density's bulk."""
+    t = jnp.log(jnp.abs(x)) + jnp.log(jnp.abs(y)) + log_w
+    top = jnp.max(t)
+    top = jnp.where(jnp.isfinite(top), top, 0.0)
+    return jnp.sum(jnp.sign(x) * jnp.sign(y) * jnp.exp(t - top)), top
+
+
+def _ratio(a: tuple[Array, Array], b: tuple[Array, Array]) -> Array:
+    return a[0] / b[0] * jnp.exp(a[1] - b[1])
+
+
 def _cg(
     op: SG2D, c: Array, rhs: Array, rtol: float, max_iter: int, *, transpose: bool
 ) -> tuple[Array, CGInfo]:
     """Jacobi-CG for ``(c I − A) u = rhs`` (``transpose``: ``(c I − Aᵀ) u = rhs``), without
-    post-processing. ``Aᵀ = E A E^{−1}``, so the transpose is the same symmetric system with
-    ``E^{−1/2}`` in place of ``E^{1/2}``."""
-    phi = op.phi
-    w = 0.5 * (phi - 0.5 * (jnp.max(phi) + jnp.min(phi)))  # log of E^{1/2}, centred
-    if transpose:
-        w = -w
-    # b = E^{1/2} rhs / scale, formed in logs
-    log_b = jnp.where(rhs != 0, jnp.log(jnp.abs(jnp.where(rhs != 0, rhs, 1.0))) + w, -jnp.inf)
-    log_scale = jnp.max(log_b)
-    log_scale = jnp.where(jnp.isfinite(log_scale), log_scale, 0.0)
-    b = jnp.sign(rhs) * jnp.exp(log_b - log_scale)
+    post-processing.
 
+    CG on the symmetrised system ``(c I − S) v = E^{1/2} rhs``, ``v = E^{1/2} u``, carried out
+    in the variable ``u`` itself: the iterates are those of CG on ``S``, with the inner
+    products ``⟨x, y⟩_E = Σ x y e^{φ}`` (in which ``A`` is self-adjoint) formed in logs. So the
+    vectors keep the density's own scale (in ``v`` a density's bulk and tails differ by an
+    extra ``e^{Δφ/2}``, which float32 cannot hold for ``Δφ`` beyond ≈ 170). ``Aᵀ = E A E^{−1}``
+    is self-adjoint in the weight ``e^{−φ}``: the transpose is the same CG with ``−φ``.
+    """
+    log_w = -op.phi if transpose else op.phi
+    log_w = log_w - jnp.min(log_w)
     diag = diagonal2d(op)
-    # symmetric off-diagonals sqrt(A[Q,P] A[P,Q]) = (D/h²)(δ/2)/sinh(δ/2)
-    off_x = jnp.sqrt(op.out_x * op.in_x)
-    off_y = jnp.sqrt(op.out_y * op.in_y)
 
-    def matvec(v):
-        return c * v - _apply_symmetric(off_x, off_y, diag, v)
+    def matvec(u):
+        return c * u - (_apply_transpose(op, diag, u) if transpose else apply2d(op, u))
 
     minv = 1.0 / (c - diag)
-    # the stopping test is on the residual of the original system, ‖rhs − (cI − A)u‖₂ ≤
-    # rtol ‖rhs‖₂: r_u = e^{−w} r_v · scale, formed in logs (no overflow for any range of φ)
-    rhs_norm = jnp.sqrt(jnp.sum(rhs * rhs))
-    log_q = -w + log_scale - jnp.log(jnp.where(rhs_norm > 0, rhs_norm, 1.0))
-
-    def rel_res2(r):
-        return jnp.sum(jnp.exp(2 * (jnp.log(jnp.abs(r)) + log_q)))
-
-    x0 = b / c
-    r0 = b - matvec(x0)
+    tol2 = rtol**2 * jnp.sum(rhs * rhs)
+    x0 = rhs / c
+    r0 = rhs - matvec(x0)
     z0 = minv * r0
-    init = (x0, r0, z0, jnp.vdot(r0, z0), rel_res2(r0), jnp.zeros((), jnp.int32))
+    init = (x0, r0, z0, _wdot(r0, z0, log_w), jnp.sum(r0 * r0), jnp.zeros((), jnp.int32))
 
     def cond(state):
-        _, _, _, _, res2, k = state
-        return (res2 > rtol**2) & (k < max_iter)
+        _, _, _, _, rr, k = state
+        return (rr > tol2) & (k < max_iter)
 
     def body(state):
         x, r, p, rz, _, k = state
         ap = matvec(p)
-        step = rz / jnp.vdot(p, ap)
+        step = _ratio(rz, _wdot(p, ap, log_w))
         x = x + step * p
         r = r - step * ap
         z = minv * r
-        rz_new = jnp.vdot(r, z)
-        return x, r, z + (rz_new / rz) * p, rz_new, rel_res2(r), k + 1
+        rz_new = _wdot(r, z, log_w)
+        return x, r, z + _ratio(rz_new, rz) * p, rz_new, jnp.sum(r * r), k + 1
 
-    x, _, _, _, res2, k = jax.lax.while_loop(cond, body, init)
-    info = CGInfo(res2 <= rtol**2, k, jnp.sqrt(rel_res2(b - matvec(x))))
-    log_u = jnp.where(x != 0, jnp.log(jnp.abs(jnp.where(x != 0, x, 1.0))) - w + log_scale, -jnp.inf)
-    return jnp.sign(x) * jnp.exp(log_u), info
+    x, _, _, _, rr, k = jax.lax.while_loop(cond, body, init)
+    true_r = rhs - matvec(x)
+    rhs2 = jnp.sum(rhs * rhs)
+    residual = jnp.sqrt(jnp.sum(true_r * true_r) / jnp.where(rhs2 > 0, rhs2, 1.0))
+    return x, CGInfo(rr <= tol2, k, residual)
 
 
 def _postprocess(c: Array, rhs: Array, u: Array, info: CGInfo) -> tuple[Array, CGInfo]:

@@ -391,3 +391,25 @@ def test_2d_bad_input(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         fs.ffpe.solve(args["problem"], args["grid"], args["p0"], t_final=1.0, num_steps=4)
+
+
+def test_float32_solve_with_a_wide_range_of_phi():
+    """φ spans ≈ 470 (a steep double well, D = 0.1): far beyond float32's exponent range for
+    e^{φ/2}, so CG must not hold the symmetrised vector e^{φ/2}u. Reference: a float64 dense
+    solve of the same (float32) matrix."""
+    grid = fs.ffpe.Grid2D(lo=(-3.0, -3.0), hi=(3.0, 3.0), cells=(12, 12))
+    prob = fs.ffpe.Problem(
+        diffusion=0.1, potential=lambda w: (w[0] ** 2 - 1) ** 2 + 0.5 * w[1] ** 2
+    )
+    op = _space2d.operator2d(prob, grid)
+    assert op.phi.dtype == jnp.float32 and float(op.phi.max() - op.phi.min()) > 400
+    c = grid.centers
+    rhs = np.exp(-((c[..., 0] - 1.0) ** 2 + c[..., 1] ** 2) / 0.5)
+    a = _dense(op).astype(np.float64)
+    for shift in (0.5, 20.0):
+        u, info = _space2d.cg_solve2d(op, shift, jnp.asarray(rhs, jnp.float32))
+        exact = np.linalg.solve(shift * np.eye(144) - a, rhs.ravel()).reshape(12, 12)
+        assert bool(info.converged) and int(info.iterations) > 0
+        # rtol 1e-5 times κ ≤ 1 + 2 max|diag A|/c (≲ 60 at c = 0.5), plus float32 rounding
+        err = np.abs(np.asarray(u, np.float64) - exact).max() / np.abs(exact).max()
+        assert err < 1e-3
