@@ -12,6 +12,8 @@ from fracsgd.ffpe._caputo import (
     soe_nodes,
     soe_weights,
 )
+from fracsgd.ffpe._mittag import mittag_leffler
+from fracsgd.ffpe._particles import Particles, ctrw
 from fracsgd.ffpe._solve import (
     BAD_PARAMETER,
     NONFINITE,
@@ -45,14 +47,17 @@ __all__ = [
     "Grid1D",
     "Grid2D",
     "L21Sigma",
+    "Particles",
     "Problem",
     "Solution",
     "apply2d",
     "bernoulli",
     "cg_solve2d",
+    "ctrw",
     "graded_mesh",
     "l1_weights",
     "l21sigma_weights",
+    "mittag_leffler",
     "sg_operator2d",
     "sg_tridiagonal",
     "shifted_solve2d",
