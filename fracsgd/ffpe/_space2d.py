@@ -117,7 +117,14 @@ class SG2D(NamedTuple):
 def sg_operator2d(phi: Array, diffusion: Any, h: tuple[float, float]) -> SG2D:
     """The SG operator for the reduced potential ``phi`` ``(nx, ny)`` and ``diffusion``, a
     scalar or ``D`` at the cell centres ``(nx, ny)`` (face values: the mean of the two
-    neighbours), on cells of widths ``h = (hx, hy)``."""
+    neighbours), on cells of widths ``h = (hx, hy)``.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> op = sg_operator2d(jnp.zeros((4, 3)), 2.0, (0.5, 1.0))  # φ = 0: 2·Laplacian
+        >>> op.out_x.shape, op.out_y.shape, float(op.out_x[0, 0]), float(op.out_y[0, 0])
+        ((3, 3), (4, 2), 8.0, 2.0)
+    """
     phi = jnp.asarray(phi)
     d = jnp.broadcast_to(jnp.asarray(diffusion, phi.dtype), phi.shape)
     dx = phi[1:, :] - phi[:-1, :]
