@@ -4,8 +4,18 @@ Implements and tests Hennick & De Baerdemacker, "Almost Bayesian: The Fractal Dy
 Stochastic Gradient Descent" (arXiv 2503.22478).
 """
 
-from fracsgd import data, diffusion, ffpe, llc, models, sampling, train
+from fracsgd import data, diffusion, experiments, ffpe, llc, models, sampling, train
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "data", "diffusion", "ffpe", "llc", "models", "sampling", "train"]
+__all__ = [
+    "__version__",
+    "data",
+    "diffusion",
+    "experiments",
+    "ffpe",
+    "llc",
+    "models",
+    "sampling",
+    "train",
+]

@@ -14,6 +14,9 @@ import os
 import sys
 import tempfile
 from collections.abc import Sequence
+from typing import Any
+
+from fracsgd.experiments._store import StageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -78,7 +81,116 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    r = sub.add_parser(
+        "reproduce",
+        help="reproduce the paper's experiments: figures, report.md and results.json",
+        description="Train, estimate the LLC along the trajectories, fit the exponents, check "
+        "the lemmas; write DIR/report.md, DIR/figures/*.png and DIR/results.json. Stages are "
+        "saved in DIR/stages as they finish; re-running the same command resumes.",
+    )
+    r.add_argument("study", choices=("mnist", "moons", "all"), help="which experiment(s)")
+    r.add_argument(
+        "--quick",
+        action="store_true",
+        help="the small setting: minutes on a 2-core CPU (default: sized for an accelerator)",
+    )
+    r.add_argument("--out", default="fracsgd-reproduce", help="output directory")
+    r.add_argument(
+        "--data-dir",
+        default=None,
+        help="directory with the four MNIST IDX files (default: $FRACSGD_DATA, else the "
+        "embedded 5 000-image subset)",
+    )
+    r.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
+    r.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="STUDY.FIELD=VALUE",
+        help="override one setting, e.g. --set mnist.steps=5000 --set 'mnist.hidden=((64,),)' "
+        "(fields: fracsgd.experiments.mnist.MnistConfig / moons.MoonsConfig)",
+    )
+    r.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="recompute stages stored in DIR for another configuration instead of stopping",
+    )
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
+
+
+def _apply_overrides(configs: dict, overrides: Sequence[str]) -> dict:
+    import ast
+
+    out = dict(configs)
+    for item in overrides:
+        target, sep, text = item.partition("=")
+        study, dot, field = target.strip().partition(".")
+        if not sep or not dot:
+            raise ValueError(f"--set expects STUDY.FIELD=VALUE, got {item!r}")
+        if study not in out:
+            raise ValueError(f"--set: study must be one of {sorted(out)} here, got {study!r}")
+        cfg = out[study]
+        if field not in cfg._fields:
+            raise ValueError(f"--set: {study} has no setting {field!r}; settings: {cfg._fields}")
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError) as err:
+            raise ValueError(f"--set {target}: cannot read the value {text!r}") from err
+        out[study] = cfg._replace(**{field: value})
+    return out
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    import shlex
+
+    import jax
+
+    import fracsgd as fs
+    from fracsgd.experiments import mnist, moons, report
+
+    studies = ("mnist", "moons") if args.study == "all" else (args.study,)
+    configs: dict[str, Any] = {}
+    if "mnist" in studies:
+        configs["mnist"] = mnist.MnistConfig.quick() if args.quick else mnist.MnistConfig.full()
+    if "moons" in studies:
+        configs["moons"] = moons.MoonsConfig.quick() if args.quick else moons.MoonsConfig.full()
+    configs = _apply_overrides(configs, args.overrides)
+    if "mnist" in configs:
+        mnist.validate(configs["mnist"])
+    if "moons" in configs:
+        moons.validate(configs["moons"])
+    progress = not args.no_progress
+    dataset = fs.data.load("mnist", data_dir=args.data_dir) if "mnist" in configs else None
+    if not args.quick and dataset is not None:
+        secs = mnist.expected_seconds(configs["mnist"], dataset, jax.default_backend())
+        print(
+            f"fracsgd reproduce: the full MNIST study is sized for an accelerator; expect about "
+            f"{secs / 60:.0f} min on this {jax.default_backend()} (a rough FLOP-count estimate)",
+            file=sys.stderr,
+        )
+    os.makedirs(args.out, exist_ok=True)
+    done: dict[str, Any] = {}
+    if "mnist" in configs:
+        assert dataset is not None
+        done["mnist"] = mnist.run(
+            args.seed,
+            dataset,
+            configs["mnist"],
+            args.out,
+            progress=progress,
+            overwrite=args.overwrite,
+        )
+    if "moons" in configs:
+        done["moons"] = moons.run(
+            args.seed, configs["moons"], args.out, progress=progress, overwrite=args.overwrite
+        )
+    command = "fracsgd " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    report.write(args.out, command=command, seed=args.seed, **done)
+    print(f"wrote {args.out}/report.md, {args.out}/results.json and {args.out}/figures/")
+    return 0
 
 
 def _plot_displacement(result, path: str) -> None:
@@ -178,7 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "sweep":
             return _sweep(args)
-    except (ValueError, FileNotFoundError) as err:
+        if args.command == "reproduce":
+            return _reproduce(args)
+    except (ValueError, FileNotFoundError, StageError) as err:
         print(f"fracsgd: error: {err}".splitlines()[0], file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,158 @@
+"""Resumable stages: each stage of an experiment saves its arrays atomically as it finishes,
+with a fingerprint of everything its numbers depend on; re-running the same command loads them
+instead of recomputing.
+
+A stage file is ``DIR/stages/<study>-<stage>.npz``, written to a temporary file in the same
+directory and moved into place with :func:`os.replace` (atomic on POSIX and Windows), so Ctrl-C
+or SIGKILL leaves either the old file, the new one, or none — never half of one. The fingerprint
+is the SHA-256 of the stage name, the study configuration, the master seed, the data set's
+identity, the fracsgd version and the fingerprints of the stages it reads. On load:
+
+* no file → compute;
+* a file whose fingerprint matches → reuse (reported on stderr as ``resumed``);
+* a file that cannot be read (truncated, not a zip, missing fields) → :class:`StageError`;
+* a readable file with another fingerprint (other configuration, seed, data or version) →
+  :class:`StageError`, unless the store was opened with ``overwrite=True``.
+
+Nothing is ever silently reused or silently replaced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_META = "__meta__"
+
+
+class StageError(RuntimeError):
+    """A stored stage is corrupt or belongs to another configuration."""
+
+
+def fingerprint(*parts: Any) -> str:
+    """SHA-256 (hex) of a JSON rendering of ``parts`` (keys sorted, floats as ``repr``)."""
+    text = json.dumps(parts, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and :func:`os.replace`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+class Store:
+    """The stage files of one study under ``root/stages``.
+
+    Args:
+        root: the output directory.
+        study: ``"mnist"`` or ``"moons"`` (file-name prefix).
+        overwrite: replace stages stored for another configuration instead of refusing.
+        verbose: report resumed and recomputed stages on stderr.
+    """
+
+    def __init__(
+        self, root: str | os.PathLike, study: str, *, overwrite: bool = False, verbose: bool = True
+    ):
+        self.dir = Path(root) / "stages"
+        self.study = study
+        self.overwrite = overwrite
+        self.verbose = verbose
+        self.timings: dict[str, float] = {}  # seconds per stage (loading or computing)
+
+    def path(self, stage: str) -> Path:
+        return self.dir / f"{self.study}-{stage}.npz"
+
+    def _say(self, msg: str) -> None:
+        if self.verbose:
+            sys.stderr.write(f"fracsgd reproduce {self.study}: {msg}\n")
+            sys.stderr.flush()
+
+    def load(self, stage: str, fp: str) -> dict[str, np.ndarray] | None:
+        """The stored arrays of ``stage`` if its fingerprint is ``fp``; None if absent."""
+        path = self.path(stage)
+        if not path.exists():
+            return None
+        try:
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            meta = json.loads(str(arrays.pop(_META)))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
+            if self.overwrite:
+                self._say(f"stage {stage!r}: {path} is unreadable ({err}); recomputing")
+                return None
+            raise StageError(
+                f"{path} is corrupt or truncated ({type(err).__name__}: {err}); delete it or "
+                "pass --overwrite to recompute the stage"
+            ) from err
+        if meta.get("fingerprint") != fp:
+            if self.overwrite:
+                self._say(f"stage {stage!r}: stored for another configuration; recomputing")
+                return None
+            raise StageError(
+                f"{path} holds stage {stage!r} of another configuration, seed, data set or "
+                f"fracsgd version (stored {meta.get('describe', '?')}); use another --out "
+                "directory or pass --overwrite"
+            )
+        self._say(f"stage {stage!r}: resumed from {path}")
+        return arrays
+
+    def save(self, stage: str, fp: str, arrays: Mapping[str, Any], describe: str = "") -> None:
+        """Save ``arrays`` atomically under ``stage`` with fingerprint ``fp``."""
+        meta = json.dumps({"fingerprint": fp, "describe": describe})
+        buf = io.BytesIO()
+        payload: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
+        payload[_META] = np.asarray(meta)
+        np.savez(buf, **payload)
+        atomic_write_bytes(self.path(stage), buf.getvalue())
+
+    def stage(
+        self,
+        stage: str,
+        fp: str,
+        compute: Callable[[], Mapping[str, Any]],
+        describe: str = "",
+    ) -> dict[str, np.ndarray]:
+        """Load ``stage`` or compute it, save it, and return its arrays (as loaded back, so a
+        fresh run and a resumed one see identical values)."""
+        t0 = time.perf_counter()
+        got = self.load(stage, fp)
+        if got is not None:
+            self.timings[stage] = time.perf_counter() - t0
+            return got
+        self._say(f"stage {stage!r}: computing")
+        self.save(stage, fp, compute(), describe)
+        verbose, self.verbose = self.verbose, False
+        try:
+            out = self.load(stage, fp)
+        finally:
+            self.verbose = verbose
+        assert out is not None
+        self.timings[stage] = time.perf_counter() - t0
+        return out

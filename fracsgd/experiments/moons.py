@@ -1,0 +1,482 @@
+"""The paper's two-moons study (v2, theory.md §5–§6): many identical small networks trained by
+SGD in one vmapped program, their displacement against the Brownian ``t^{1/2}``, the clusters
+their solutions fall into, and the comparison of SGD's cluster masses — tempered by
+accessibility, ``q̃_c ∝ q_c^{m D_ξ}`` — with the masses of SGLD samples of the Bayesian
+posterior, scanned over the coarse-graining length ξ.
+
+Stages (saved as they finish, resumed on a re-run):
+
+1. ``train`` — ``networks`` copies of one MLP, differing only in their seed (initialisation
+   and minibatch order), trained by plain SGD (:func:`fracsgd.train.sweep` over seeds).
+2. ``llc`` — λ̂ at every network's final point (one :func:`fracsgd.llc.estimate_many` call).
+3. ``posterior`` — SGLD samples of the tempered-at-1 Bayesian posterior
+   ``p(w | D_m) ∝ exp(−m L_m(w)) ρ(w)`` with a Gaussian prior ``ρ = N(0, σ² I)``: chains
+   vmapped from prior draws, full-batch gradients (the data set is small), ``U(w) = m L_m(w) +
+   ||w||²/(2σ²)`` through :func:`fracsgd.sampling.localized_gradient` centred at 0.
+
+Clusters are found by k-means on the networks' outputs ``p(y = 1 | x)`` on a fixed probe set
+(function space: parameter space has permutation symmetries), posterior samples are assigned to
+the nearest SGD centroid, and :func:`fracsgd.diffusion.tempered_posterior_comparison` gives KL /
+Wasserstein / Jensen–Shannon between the posterior masses and the tempered SGD masses for each
+ξ, with ``D_ξ`` per cluster from the networks' λ̂ and Eq. 17's ``d_s = 2λ̂H``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import fracsgd
+from fracsgd import data as fdata
+from fracsgd import diffusion, llc, models, sampling, train
+from fracsgd.experiments._store import Store, fingerprint
+from fracsgd.train._config import check_float, check_positive_int
+
+
+class MoonsConfig(NamedTuple):
+    """Every setting of the two-moons study.
+
+    Attributes:
+        n, noise, data_seed: the data set (``fracsgd.data.load("moons", …)``).
+        hidden: hidden widths of the (identical) networks.
+        networks: how many SGD networks (the paper: about 500).
+        steps, learning_rate, batch_size, record_every: SGD.
+        llc_chains, llc_draws, llc_burnin, llc_step_size, llc_localization: λ̂ at the final
+            points (``nβ = n / log n``).
+        posterior_chains, posterior_steps, posterior_burnin, posterior_thin,
+        posterior_step_size, prior_std: SGLD on the Bayesian posterior (β = 1).
+        num_clusters: k of k-means.
+        probe_points: the probe set is a ``probe_points × probe_points`` grid over the data.
+        xis: the ξ scan.
+    """
+
+    n: int = 1000
+    noise: float = 0.2
+    data_seed: int = 0
+    hidden: tuple[int, ...] = (10,)
+    networks: int = 512
+    steps: int = 5000
+    learning_rate: float = 0.1
+    batch_size: int = 32
+    record_every: int = 5
+    llc_chains: int = 4
+    llc_draws: int = 400
+    llc_burnin: int = 100
+    llc_step_size: float = 1e-4
+    llc_localization: float = 10.0
+    posterior_chains: int = 256
+    posterior_steps: int = 20_000
+    posterior_burnin: int = 10_000
+    posterior_thin: int = 1000
+    posterior_step_size: float = 1e-4
+    prior_std: float = 3.0
+    num_clusters: int = 6
+    probe_points: int = 12
+    xis: tuple[float, ...] = tuple(
+        sorted({*np.round(np.geomspace(1e-3, 1e3, 37), 6).tolist(), 0.5})
+    )
+
+    @classmethod
+    def quick(cls) -> MoonsConfig:
+        """About a minute on a 2-core CPU."""
+        return cls(
+            n=500,
+            networks=128,
+            steps=2000,
+            llc_draws=200,
+            llc_burnin=50,
+            posterior_chains=64,
+            posterior_steps=6000,
+            posterior_burnin=3000,
+            posterior_thin=500,
+            num_clusters=4,
+        )
+
+    @classmethod
+    def full(cls) -> MoonsConfig:
+        return cls()
+
+
+def validate(config: Any) -> MoonsConfig:
+    """Check every field before anything compiles (``ValueError`` naming the field)."""
+    if not isinstance(config, MoonsConfig):
+        raise ValueError(f"config must be a MoonsConfig, got {type(config).__name__}")
+    for name in (
+        "n",
+        "networks",
+        "steps",
+        "batch_size",
+        "record_every",
+        "llc_chains",
+        "llc_draws",
+        "posterior_chains",
+        "posterior_steps",
+        "posterior_thin",
+        "num_clusters",
+        "probe_points",
+    ):
+        check_positive_int(name, getattr(config, name))
+    for name in ("llc_burnin", "posterior_burnin"):
+        v = getattr(config, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+    if config.posterior_burnin >= config.posterior_steps:
+        raise ValueError("posterior_burnin must be smaller than posterior_steps")
+    if config.steps % config.record_every:
+        raise ValueError("steps must be a multiple of record_every")
+    if config.num_clusters > config.networks:
+        raise ValueError("num_clusters must be at most networks")
+    if not config.hidden or any(int(h) <= 0 for h in config.hidden):
+        raise ValueError(f"hidden must be positive widths, got {config.hidden}")
+    check_float("noise", config.noise, lo=0.0, lo_open=False)
+    for name in ("learning_rate", "llc_step_size", "posterior_step_size", "prior_std"):
+        check_float(name, getattr(config, name), lo=0.0)
+    check_float("llc_localization", config.llc_localization, lo=0.0, lo_open=False)
+    if not config.xis or any(not float(x) > 0 for x in config.xis):
+        raise ValueError("xis must be a non-empty list of positive numbers")
+    return config
+
+
+def _model(config: MoonsConfig) -> models.Model:
+    return models.mlp((2, *config.hidden, 2))
+
+
+def _probe(dataset: fdata.Dataset, k: int) -> np.ndarray:
+    x = np.asarray(dataset.x_train)
+    lo, hi = x.min(0), x.max(0)
+    g = [np.linspace(lo[d], hi[d], k) for d in range(2)]
+    return np.stack(np.meshgrid(*g, indexing="ij"), -1).reshape(-1, 2).astype(np.float32)
+
+
+def _functions(model: models.Model, params, probe: np.ndarray) -> np.ndarray:
+    """``(M, F)`` probabilities of class 1 on the probe set."""
+    out = jax.jit(jax.vmap(lambda p: jax.nn.softmax(model.apply(p, probe))[:, 1]))(params)
+    return np.asarray(out, np.float64)
+
+
+def _flatten(tree) -> dict[str, np.ndarray]:
+    return {f"leaf{k}": np.asarray(x) for k, x in enumerate(jax.tree.leaves(tree))}
+
+
+def _unflatten(model: models.Model, arrays: dict[str, np.ndarray], prefix: str = "leaf"):
+    template = jax.eval_shape(model.init, jax.random.key(0))
+    n = len(jax.tree.leaves(template))
+    return jax.tree.unflatten(
+        jax.tree.structure(template), [arrays[f"{prefix}{k}"] for k in range(n)]
+    )
+
+
+def _loss_fn(model: models.Model):
+    def loss_fn(p, batch):
+        return models.cross_entropy(model.apply(p, batch[0]), batch[1])
+
+    return loss_fn
+
+
+def _train_stage(key, dataset, config: MoonsConfig, progress: bool) -> dict[str, Any]:
+    grid = train.Grid(
+        hidden=(config.hidden,),
+        seeds=tuple(range(config.networks)),
+        learning_rates=(config.learning_rate,),
+        batch_sizes=(config.batch_size,),
+        steps=config.steps,
+        record_every=config.record_every,
+        num_checkpoints=4,
+    )
+    res = train.sweep(key, dataset, grid, progress=progress)
+    finals = jax.tree.map(
+        lambda *a: np.stack(a), *[res.result(i).final_params for i in range(res.num_runs)]
+    )
+    return {
+        "record_steps": res.record_steps,
+        "displacement": res.displacement,
+        "diverged": res.diverged,
+        "test_accuracy": res.test_accuracy[:, -1],
+        **{f"final_{k}": v for k, v in _flatten(finals).items()},
+    }
+
+
+def _finals(model, tr) -> Any:
+    return _unflatten(model, {k[6:]: v for k, v in tr.items() if k.startswith("final_")})
+
+
+def _llc_stage(key, dataset, config: MoonsConfig, tr) -> dict[str, Any]:
+    import warnings
+
+    model = _model(config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", llc.NotAMinimumWarning)
+        res = llc.estimate_many(
+            key,
+            _loss_fn(model),
+            _finals(model, tr),
+            (dataset.x_train, dataset.y_train),
+            num_chains=config.llc_chains,
+            num_draws=config.llc_draws,
+            num_burnin=config.llc_burnin,
+            step_size=config.llc_step_size,
+            localization=config.llc_localization,
+            batch_size=min(config.batch_size * 4, dataset.num_train),
+        )
+    return {
+        "llc": np.asarray(res.llc_mean),
+        "llc_std": np.asarray(res.llc_std),
+        "not_minimum": np.asarray(res.not_minimum),
+        "nbeta": np.asarray(res.nbeta).reshape(-1)[:1],
+    }
+
+
+def posterior_samples(key, model: models.Model, dataset, config: MoonsConfig):
+    """SGLD samples of ``p(w | D_m) ∝ exp(−m L_m(w)) N(w; 0, σ²I)``: ``posterior_chains``
+    chains from prior draws, full-batch gradients, every ``posterior_thin``-th position after
+    ``posterior_burnin`` steps. Returns (params with a leading sample axis, diverged flags per
+    sample)."""
+    m = dataset.num_train
+    data = (dataset.x_train, dataset.y_train)
+    est = sampling.localized_gradient(
+        _loss_fn(model),
+        jax.tree.map(jnp.zeros_like, model.init(jax.random.key(0))),
+        nbeta=float(m),
+        localization=1.0 / config.prior_std**2,
+    )
+    kernel = sampling.build_kernel()
+    keep = (config.posterior_steps - config.posterior_burnin) // config.posterior_thin
+
+    burn, thin = config.posterior_burnin, config.posterior_thin
+
+    @jax.jit
+    def chains(keys):
+        def one(k):
+            k_init, k_run = jax.random.split(k)
+            template = model.init(k_init)
+            leaves, treedef = jax.tree.flatten(template)
+            ks = jax.random.split(k_init, len(leaves))
+            w0 = jax.tree.unflatten(
+                treedef,
+                [
+                    config.prior_std * jax.random.normal(kk, a.shape)
+                    for kk, a in zip(ks, list(leaves), strict=True)
+                ],
+            )
+
+            def step(s, t):
+                s, _ = kernel(
+                    jax.random.fold_in(k_run, t), s, data, est, config.posterior_step_size
+                )
+                return s, None
+
+            def block(s, b):
+                s, _ = jax.lax.scan(step, s, burn + b * thin + jnp.arange(thin))
+                return s, s.position
+
+            s, _ = jax.lax.scan(step, sampling.init(w0), jnp.arange(burn))
+            _, samples = jax.lax.scan(block, s, jnp.arange(keep))
+            return samples
+
+        return jax.vmap(one)(keys)
+
+    samples = chains(jax.random.split(key, config.posterior_chains))  # (C, keep, ...)
+    flat = jax.tree.map(lambda a: np.asarray(a).reshape(-1, *a.shape[2:]), samples)
+    ok = np.all(
+        np.stack(
+            [np.all(np.isfinite(a.reshape(a.shape[0], -1)), 1) for a in jax.tree.leaves(flat)]
+        ),
+        0,
+    )
+    return flat, ok
+
+
+def _posterior_stage(key, dataset, config: MoonsConfig) -> dict[str, Any]:
+    model = _model(config)
+    samples, ok = posterior_samples(key, model, dataset, config)
+    return {"ok": ok, **{f"post_{k}": v for k, v in _flatten(samples).items()}}
+
+
+class MoonsStudy(NamedTuple):
+    """What :func:`run` returns.
+
+    Attributes:
+        records: one record per SGD network (seed, H, λ̂, d_s, cluster, test accuracy, …).
+        summary: the ensemble: mean-displacement exponents, masses, the ξ scan, the chosen ξ.
+        comparison: the :class:`fracsgd.diffusion.TemperedComparison` (None if too few networks
+            had a positive ``d_s``).
+        record_steps, mean_displacement: ``(T,)`` the ensemble mean ``R(t)``.
+        displacement: ``(networks, T)``; ``probe``: the probe inputs; ``sgd_functions``,
+        ``posterior_functions``: outputs on the probe set.
+    """
+
+    records: list[dict[str, Any]]
+    summary: dict[str, Any]
+    comparison: Any
+    config: MoonsConfig
+    record_steps: np.ndarray
+    displacement: np.ndarray
+    mean_displacement: np.ndarray
+    probe: np.ndarray
+    sgd_functions: np.ndarray
+    posterior_functions: np.ndarray
+    dataset: Any
+    timings: dict[str, float]
+
+
+def run(
+    seed: int,
+    config: MoonsConfig,
+    out_dir: str,
+    *,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> MoonsStudy:
+    """Run (or resume) the stages and the analysis of the module docstring.
+
+    Examples:
+        >>> import tempfile
+        >>> from fracsgd.experiments import moons
+        >>> cfg = moons.MoonsConfig(n=128, hidden=(4,), networks=8, steps=40, batch_size=16,
+        ...     llc_draws=20, llc_burnin=0, posterior_chains=4, posterior_steps=40,
+        ...     posterior_burnin=20, posterior_thin=10, num_clusters=2, probe_points=4)
+        >>> study = moons.run(0, cfg, tempfile.mkdtemp(), progress=False)
+        >>> len(study.records), study.mean_displacement.shape
+        (8, (8,))
+    """
+    config = validate(config)
+    dataset = fdata.load("moons", n=config.n, noise=config.noise, seed=config.data_seed)
+    if config.batch_size > dataset.num_train:
+        raise ValueError(f"batch_size must be at most {dataset.num_train}, got {config.batch_size}")
+    model = _model(config)
+    key = jax.random.key(seed)
+    store = Store(out_dir, "moons", overwrite=overwrite)
+    base = (config._asdict(), int(seed), dataset.source, fracsgd.__version__)
+    fp_train = fingerprint("train", base)
+    tr = store.stage(
+        "train",
+        fp_train,
+        lambda: _train_stage(jax.random.fold_in(key, 0), dataset, config, progress),
+    )
+    ll = store.stage(
+        "llc",
+        fingerprint("llc", base, fp_train),
+        lambda: _llc_stage(jax.random.fold_in(key, 1), dataset, config, tr),
+    )
+    po = store.stage(
+        "posterior",
+        fingerprint("posterior", base),
+        lambda: _posterior_stage(jax.random.fold_in(key, 2), dataset, config),
+    )
+
+    t = np.asarray(tr["record_steps"], np.float64)
+    R = np.asarray(tr["displacement"], np.float64)
+    diverged = np.asarray(tr["diverged"], bool)
+    lam = np.asarray(ll["llc"], np.float64)
+    probe = _probe(dataset, config.probe_points)
+    f_sgd = _functions(model, _finals(model, tr), probe)
+    posterior = _unflatten(model, {k[5:]: v for k, v in po.items() if k.startswith("post_")})
+    f_post = _functions(model, posterior, probe)[np.asarray(po["ok"], bool)]
+
+    records: list[dict[str, Any]] = []
+    for i in range(R.shape[0]):
+        rec: dict[str, Any] = {
+            "network": i,
+            "seed": i,
+            "hidden": "-".join(map(str, config.hidden)),
+            "num_params": int(model.num_params()),
+            "optimizer": "sgd",
+            "learning_rate": float(config.learning_rate),
+            "batch_size": int(config.batch_size),
+            "steps": int(config.steps),
+            "diverged": bool(diverged[i]),
+            "test_accuracy": float(tr["test_accuracy"][i]),
+            "total_displacement": float(R[i, -1]),
+            "lambda_final": float(lam[i]),
+            "llc_not_minimum": bool(ll["not_minimum"][i]),
+        }
+        try:
+            fit = diffusion.fit_exponent(t, R[i])
+            rec.update(
+                H=fit.H,
+                H_ci=list(fit.ci),
+                fit_window=list(fit.window),
+                crossover=fit.crossover,
+                d_w=fit.walk_dimension,
+            )
+        except ValueError as err:
+            rec.update(H=math.nan, fit_error=str(err))
+        rec["d_s_eq17_final"] = float(diffusion.paper_spectral_dimension(lam[i], rec["H"]))
+        records.append(rec)
+
+    # the ensemble: mean R(t) over non-diverged networks, against t^{1/2}
+    mean_r = np.nanmean(R[~diverged], axis=0) if (~diverged).any() else np.full_like(t, np.nan)
+    summary: dict[str, Any] = {"networks": int(R.shape[0]), "diverged": int(diverged.sum())}
+    slopes = diffusion.local_slopes(t, mean_r)
+    early = t <= t[-1] / 10
+    summary["mean_displacement_H_early"] = float(
+        diffusion.fit_exponent(t, mean_r, window=(t[0], t[early][-1])).H
+    )
+    late = diffusion.fit_exponent(t, mean_r)
+    summary["mean_displacement_H_late"] = float(late.H)
+    summary["mean_displacement_late_window"] = list(late.window)
+    summary["mean_displacement_crossover"] = late.crossover
+    summary["max_local_slope"] = float(np.nanmax(slopes)) if np.size(slopes) else math.nan
+
+    d_s = np.asarray([r["d_s_eq17_final"] for r in records])
+    valid = np.isfinite(d_s) & (d_s > 0) & np.isfinite(lam) & ~diverged
+    summary["networks_with_positive_d_s"] = int(valid.sum())
+    summary["posterior_samples"] = int(f_post.shape[0])
+    comparison = None
+    if valid.sum() >= config.num_clusters and f_post.shape[0] > 0:
+        comparison = diffusion.tempered_posterior_comparison(
+            jax.random.fold_in(key, 3),
+            f_sgd[valid],
+            f_post,
+            num_clusters=config.num_clusters,
+            m=dataset.num_train,
+            llc=lam[valid],
+            d_s=d_s[valid],
+            xis=np.asarray(config.xis),
+        )
+        labels = np.full(R.shape[0], -1)
+        labels[valid] = comparison.clustering.labels
+        for i, rec in enumerate(records):
+            rec["cluster"] = int(labels[i])
+        best = int(np.argmin(comparison.kl))
+        summary.update(
+            m=comparison.m,
+            sgd_masses=comparison.sgd_masses.tolist(),
+            posterior_masses=comparison.sgld_masses.tolist(),
+            tempered_masses_at_best_xi=comparison.tempered[best].tolist(),
+            xis=comparison.xis.tolist(),
+            kl=comparison.kl.tolist(),
+            js=comparison.js.tolist(),
+            wasserstein=comparison.wasserstein.tolist(),
+            best_xi=comparison.best_xi,
+            kl_at_best_xi=float(comparison.kl[best]),
+            js_at_best_xi=float(comparison.js[best]),
+            wasserstein_at_best_xi=float(comparison.wasserstein[best]),
+            kl_untempered=comparison.kl_untempered,
+            js_untempered=comparison.js_untempered,
+            wasserstein_untempered=comparison.wasserstein_untempered,
+            d_xi_at_best_xi=comparison.d_xi[best].tolist(),
+        )
+    else:
+        summary["comparison_skipped"] = (
+            f"{int(valid.sum())} networks with a positive d_s (need >= {config.num_clusters}) "
+            f"and {f_post.shape[0]} finite posterior samples"
+        )
+    return MoonsStudy(
+        records=records,
+        summary=summary,
+        comparison=comparison,
+        config=config,
+        record_steps=t,
+        displacement=R,
+        mean_displacement=mean_r,
+        probe=probe,
+        sgd_functions=f_sgd,
+        posterior_functions=f_post,
+        dataset=dataset,
+        timings=store.timings,
+    )

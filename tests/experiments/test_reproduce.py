@@ -1,0 +1,257 @@
+"""The reproduce pipeline on tiny grids: results.json consistency, resume, refusal to reuse
+another configuration's stages, atomic writes, and CLI argument errors."""
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fracsgd as fs
+from fracsgd.cli import main
+from fracsgd.experiments import StageError, Store, fingerprint, moons
+from fracsgd.experiments._store import atomic_write_bytes
+
+TINY_MNIST = [
+    "--set",
+    "mnist.hidden=((8,), (12,))",  # one padded bucket: fewer programs to compile
+    "--set",
+    "mnist.seeds=(0,)",
+    "--set",
+    "mnist.sgd_learning_rates=(0.1,)",
+    "--set",
+    "mnist.adam_learning_rates=(0.002,)",
+    "--set",
+    "mnist.batch_sizes=(128,)",
+    "--set",
+    "mnist.steps=200",
+    "--set",
+    "mnist.record_every=2",
+    "--set",
+    "mnist.num_checkpoints=4",
+    "--set",
+    "mnist.llc_chains=2",
+    "--set",
+    "mnist.llc_draws=20",
+    "--set",
+    "mnist.llc_burnin=0",
+    "--set",
+    "mnist.replicas=8",
+    "--set",
+    "mnist.branch_steps=20",
+]
+
+REQUIRED = {
+    "network",
+    "seed",
+    "hidden",
+    "num_params",
+    "optimizer",
+    "learning_rate",
+    "batch_size",
+    "test_accuracy",
+    "total_displacement",
+    "H",
+    "d_w",
+    "caputo_order",
+    "fit_window",
+    "llc",
+    "checkpoint_steps",
+    "lambda_final",
+    "lambda_bar",
+    "lambda_window",
+    "d_s_eq17_final",
+    "d_s_eq17_bar",
+    "d_s_return",
+    "D_xi",
+    "xi",
+    "bound_eq17_holds",
+    "llc_cv_window",
+    "grad_norm_window",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reproduce")
+    argv = ["reproduce", "mnist", "--quick", "--out", str(out), "--no-progress", *TINY_MNIST]
+    assert main(argv) == 0
+    return out, argv
+
+
+def test_results_json_is_consistent_with_its_own_numbers(tiny_run):
+    out, _ = tiny_run
+    res = json.loads((out / "results.json").read_text())
+    assert res["versions"]["fracsgd"] == fs.__version__
+    assert set(res["decisions"]) >= {"drift_sign", "which_lambda", "fit_window", "m"}
+    study = res["studies"]["mnist"]
+    nets = study["networks"]
+    # 2 widths × 1 seed × (1 SGD + 1 Adam learning rate) × 1 batch size
+    assert len(nets) == 4
+    assert {n["optimizer"] for n in nets} == {"sgd", "adam"}
+    for n in nets:
+        assert REQUIRED <= set(n), REQUIRED - set(n)
+        H, lam_f, lam_b = n["H"], n["lambda_final"], n["lambda_bar"]
+        # Eq. 17 with each λ, recomputed from the stored numbers
+        assert n["d_s_eq17_final"] == pytest.approx(2 * lam_f * H, rel=1e-12)
+        assert n["d_s_eq17_bar"] == pytest.approx(2 * lam_b * H, rel=1e-12)
+        assert n["d_w"] == pytest.approx(1 / H, rel=1e-12)
+        assert n["caputo_order"] == pytest.approx(2 * H, rel=1e-12)
+        # λ̄: trapezoid time average of the stored λ̂(w_t) over the stored window
+        t = np.asarray(n["checkpoint_steps"], float)
+        assert n["lambda_bar"] == pytest.approx(
+            fs.llc.time_average(t, n["llc"], n["lambda_window"][0]), rel=1e-12
+        )
+        assert n["lambda_final"] == n["llc"][-1]
+        assert n["lambda_window"][1] == t[-1]
+        # the bound, recomputed
+        assert n["bound_eq17_holds"] == (n["d_s_eq17_final"] <= lam_b)
+        if n["d_s_return"] is not None:
+            assert n["bound_return_holds"] == (n["d_s_return"] <= lam_b)
+        # D_ξ = ξ^(2 − 2λ/d_s) with Eq. 17's d_s is ξ^(2 − 1/H)
+        if n["D_xi"] is not None:
+            assert n["D_xi"] == pytest.approx(n["xi"] ** (2 - 1 / H), rel=1e-9)
+        assert 0.0 <= n["test_accuracy"] <= 1.0
+    summary = study["summary"]
+    holds = [n["bound_eq17_holds"] for n in nets if n["bound_eq17_holds"] is not None]
+    assert summary["bound_eq17_holds"] == [sum(holds), len(holds)]
+    sgd = [n["d_s_eq17_final"] for n in nets if n["optimizer"] == "sgd"]
+    assert summary["table"]["sgd"]["d_s_eq17_final"][0] == pytest.approx(np.mean(sgd))
+
+
+def test_every_figure_is_a_nonempty_png_and_the_report_names_the_decisions(tiny_run):
+    out, _ = tiny_run
+    res = json.loads((out / "results.json").read_text())
+    figs = res["studies"]["mnist"]["figures"]
+    assert len(figs) == 8
+    for name in figs:
+        data = (out / "figures" / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
+    report = (out / "report.md").read_text()
+    for key in res["decisions"]:
+        assert f"**{key}**" in report
+    assert "paper sgd" in report and "Bound d_s ≤ λ̄" in report
+    assert not [p for p in out.rglob("*.tmp")]  # no temporary files left behind
+
+
+def test_rerun_resumes_and_reproduces_results_bitwise(tiny_run, capsys):
+    out, argv = tiny_run
+    before = (out / "results.json").read_text()
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert err.count("resumed") == 3  # train, llc, branch
+    after = json.loads((out / "results.json").read_text())["studies"]["mnist"]
+    first = json.loads(before)["studies"]["mnist"]
+    for field in ("networks", "summary", "config", "figures"):  # everything but the timings
+        assert after[field] == first[field]
+
+
+def test_other_configuration_in_the_same_directory_is_refused(tiny_run, capsys):
+    _, argv = tiny_run
+    argv2 = [*argv, "--seed", "1"]
+    assert main(argv2) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(err) == 1 and "another configuration" in err[0] and "--overwrite" in err[0]
+
+
+def test_corrupt_stage_is_reported_not_reused(tmp_path):
+    store = Store(tmp_path, "mnist", verbose=False)
+    fp = fingerprint("x", 1)
+    store.save("train", fp, {"a": np.arange(3)})
+    assert store.load("train", fp)["a"].tolist() == [0, 1, 2]
+    path = store.path("train")
+    path.write_bytes(path.read_bytes()[:40])  # truncated
+    with pytest.raises(StageError, match="corrupt or truncated"):
+        store.load("train", fp)
+    # --overwrite recomputes instead
+    again = Store(tmp_path, "mnist", overwrite=True, verbose=False)
+    assert again.stage("train", fp, lambda: {"a": np.ones(2)})["a"].tolist() == [1.0, 1.0]
+
+
+def test_interrupted_stage_leaves_no_file(tmp_path):
+    store = Store(tmp_path, "moons", verbose=False)
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        store.stage("train", "fp", interrupted)
+    assert not store.path("train").exists()
+
+
+def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
+    path = tmp_path / "results.json"
+    path.write_text("old")
+
+    def boom(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_bytes(path, b"new")
+    assert path.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["reproduce", "cifar"], "invalid choice"),
+        (["reproduce", "mnist", "--set", "mnist.steps"], "STUDY.FIELD=VALUE"),
+        (["reproduce", "mnist", "--set", "mnist.colour=1"], "no setting 'colour'"),
+        (["reproduce", "mnist", "--set", "moons.n=10"], "study must be one of"),
+        (["reproduce", "mnist", "--set", "mnist.steps=0"], "steps"),
+        (["reproduce", "mnist", "--set", "mnist.llc_step_size=-1"], "llc_step_size"),
+        (["reproduce", "moons", "--set", "moons.num_clusters=0"], "num_clusters"),
+        (["reproduce", "mnist", "--seed", "x"], "invalid int value"),
+    ],
+)
+def test_cli_argument_errors_are_one_line_and_exit_2(argv, needle, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        code = main([*argv, "--out", str(tmp_path / "o")])
+        raise SystemExit(code)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "o" / "stages").exists()  # nothing ran
+
+
+def test_moons_study_summary_is_consistent(tmp_path):
+    cfg = moons.MoonsConfig(
+        n=200,
+        hidden=(6,),
+        networks=24,
+        steps=200,
+        batch_size=20,
+        llc_draws=40,
+        llc_burnin=0,
+        posterior_chains=8,
+        posterior_steps=200,
+        posterior_burnin=100,
+        posterior_thin=50,
+        num_clusters=3,
+        probe_points=6,
+    )
+    study = moons.run(0, cfg, str(tmp_path), progress=False)
+    s = study.summary
+    assert len(study.records) == 24
+    assert study.mean_displacement.shape == study.record_steps.shape
+    assert s["posterior_samples"] == 8 * 2  # (200 − 100) / 50 samples per chain
+    if "best_xi" in s:
+        assert math.isclose(sum(s["sgd_masses"]), 1.0) and math.isclose(
+            sum(s["posterior_masses"]), 1.0
+        )
+        assert s["kl_at_best_xi"] == min(s["kl"])
+        assert s["best_xi"] == s["xis"][int(np.argmin(s["kl"]))]
+        # the tempering exponent is m·D_ξ,c with m the number of training samples
+        assert s["m"] == 200
+    for r in study.records:
+        assert r["d_s_eq17_final"] == pytest.approx(2 * r["lambda_final"] * r["H"], rel=1e-12)
+    # the report writer handles the moons study alone
+    fs.experiments.report.write(tmp_path, command="test", seed=0, moons=study)
+    res = json.loads(Path(tmp_path, "results.json").read_text())
+    assert len(res["studies"]["moons"]["networks"]) == 24
+    for name in res["studies"]["moons"]["figures"]:
+        assert Path(tmp_path, "figures", name).stat().st_size > 2000
