@@ -507,6 +507,7 @@ def branch(
     *,
     replicas: int,
     mask: Any = None,
+    learning_rates: Sequence[float] | None = None,
     progress: bool = True,
 ) -> BranchResult:
     """Restart SGD from each of ``M`` points ``w_{t0}`` as ``replicas`` independent copies that
@@ -528,6 +529,8 @@ def branch(
             ``num_checkpoints`` is ignored.
         replicas: copies per point (> 0).
         mask: optional width mask with a leading ``(M,)`` axis, for padded parameters.
+        learning_rates: optional per-point learning rates ``(M,)`` replacing
+            ``config.learning_rate`` (traced: no recompilation).
         progress: progress bar on stderr.
 
     Examples:
@@ -552,7 +555,8 @@ def branch(
     config = validate_config(config, dataset.num_train)
     expected = jax.eval_shape(model.init, jax.random.key(0))
     leaves = jax.tree.leaves(params)
-    if jax.tree.structure(params) != jax.tree.structure(expected) or not leaves:
+    same = str(jax.tree.structure(params)) == str(jax.tree.structure(expected))
+    if not same or not leaves:
         raise ValueError("params must have the structure of model.init(key) with a leading axis")
     m = int(np.shape(leaves[0])[0]) if np.ndim(leaves[0]) else 0
     for leaf, ref in zip(leaves, jax.tree.leaves(expected), strict=True):
@@ -561,6 +565,16 @@ def branch(
                 f"params leaves must have shape (M, *shape) with M > 0 as in model.init; "
                 f"got {tuple(np.shape(leaf))} for a leaf of shape {ref.shape}"
             )
+    if learning_rates is None:
+        configs = [config] * m
+    else:
+        lrs = list(learning_rates)
+        if len(lrs) != m:
+            raise ValueError(f"learning_rates must have one value per point ({m}), got {len(lrs)}")
+        configs = [
+            config._replace(learning_rate=check_float("learning_rates", v, lo=0.0, lo_open=True))
+            for v in lrs
+        ]
     if mask is not None:
         mask = tuple(jnp.repeat(jnp.asarray(v, bool), replicas, axis=0) for v in mask)
     static = E.Static(
@@ -593,7 +607,7 @@ def branch(
         None,
         mask,
         data_keys,
-        _hyper([config] * n, static.optimizers),
+        _hyper([c for c in configs for _ in range(replicas)], static.optimizers),
         _data(dataset),
         bar,
         params0=params0,
