@@ -164,11 +164,17 @@ def _reproduce(args: argparse.Namespace) -> int:
         moons.validate(configs["moons"])
     progress = not args.no_progress
     dataset = fs.data.load("mnist", data_dir=args.data_dir) if "mnist" in configs else None
-    if not args.quick and dataset is not None:
-        secs = mnist.expected_seconds(configs["mnist"], dataset, jax.default_backend())
+    if not args.quick:
+        backend = jax.default_backend()
+        secs = 0.0
+        if dataset is not None:
+            secs += mnist.expected_seconds(configs["mnist"], dataset, backend)
+        if "moons" in configs:
+            secs += moons.expected_seconds(configs["moons"], backend)
         print(
-            f"fracsgd reproduce: the full MNIST study is sized for an accelerator; expect about "
-            f"{secs / 60:.0f} min on this {jax.default_backend()} (a rough FLOP-count estimate)",
+            f"fracsgd reproduce: the full setting is sized for an accelerator; expect about "
+            f"{secs / 60:.0f} min on this {backend} (a rough FLOP-count estimate; --quick is "
+            "the 2-core-CPU setting)",
             file=sys.stderr,
         )
     os.makedirs(args.out, exist_ok=True)

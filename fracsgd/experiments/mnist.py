@@ -87,8 +87,8 @@ class MnistConfig(NamedTuple):
     llc_batch_size: int = 256
     llc_memory: int = 2 * 2**30
     late_fraction: float = 0.5
-    replicas: int = 128
-    branch_steps: int = 1000
+    replicas: int = 64
+    branch_steps: int = 500
     xi: float = 0.5
 
     @classmethod

@@ -141,6 +141,28 @@ def validate(config: Any) -> MoonsConfig:
     return config
 
 
+def expected_seconds(config: MoonsConfig, platform: str) -> float:
+    """A rough duration: a FLOP count (6·batch·parameters per network-step for SGD and SGLD) at
+    40 GFLOP/s on CPU or 4 TFLOP/s on an accelerator, plus 30 µs per sequential step (these
+    networks are tiny, so the loop overhead dominates) and 5 s of compilation per program."""
+    p = _model(config).num_params()
+    flops = (
+        6.0
+        * p
+        * (
+            config.networks * config.steps * config.batch_size
+            + config.networks
+            * config.llc_chains
+            * (config.llc_draws + config.llc_burnin)
+            * min(4 * config.batch_size, config.n)
+            + config.posterior_chains * config.posterior_steps * config.n
+        )
+    )
+    sequential = config.steps + config.llc_draws + config.llc_burnin + config.posterior_steps
+    rate = 40e9 if platform == "cpu" else 4e12
+    return flops / rate + 30e-6 * sequential + 5.0 * 4
+
+
 def _model(config: MoonsConfig) -> models.Model:
     return models.mlp((2, *config.hidden, 2))
 
