@@ -205,12 +205,10 @@ def make_dataset(
             _check_labels(field, y, num_classes)
             converted[field] = jnp.asarray(y, dtype=jnp.int32)
         else:
-            with np.errstate(over="ignore"):
-                arr = jnp.asarray(y, dtype=jnp.float32)
+            arr = _float32(field, y)
             converted[field] = arr[:, None] if arr.ndim == 1 else arr
-    with np.errstate(over="ignore"):  # values beyond float32 become inf; validate() names them
-        x_train_32 = jnp.asarray(x_train, dtype=jnp.float32)
-        x_test_32 = jnp.asarray(x_test, dtype=jnp.float32)
+    x_train_32 = _float32("x_train", x_train)
+    x_test_32 = _float32("x_test", x_test)
     dataset = Dataset(
         x_train=x_train_32,
         y_train=converted["y_train"],
@@ -222,6 +220,24 @@ def make_dataset(
     )
     dataset.validate()
     return dataset
+
+
+def _float32(field: str, value: Any) -> Array:
+    """``value`` as a float32 JAX array, or ValueError naming ``field`` (values beyond float32
+    become inf; :meth:`Dataset.validate` names them)."""
+    if not isinstance(value, jax.Array):
+        try:
+            kind = np.asarray(value).dtype.kind
+        except (TypeError, ValueError) as err:  # ragged nested sequences
+            raise ValueError(f"{field} must be an array of real numbers: {err}") from err
+        if kind not in "biuf":
+            raise ValueError(
+                f"{field} must be an array of real numbers, got {type(value).__name__}"
+            )
+    elif not jnp.issubdtype(value.dtype, jnp.number) or jnp.iscomplexobj(value):
+        raise ValueError(f"{field} must be an array of real numbers, got dtype {value.dtype}")
+    with np.errstate(over="ignore"):
+        return jnp.asarray(value, dtype=jnp.float32)
 
 
 def _check_labels(field: str, y: Any, num_classes: int) -> None:

@@ -40,7 +40,11 @@ def _read_bytes(path: Path) -> bytes:
 
 def _read_idx_with_magic(path: str | os.PathLike[str]) -> tuple[int, np.ndarray]:
     """Like :func:`read_idx`, but also returns the file's magic number."""
+    if not isinstance(path, str | os.PathLike):
+        raise ValueError(f"path must be a str or os.PathLike, got {path!r}")
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory, not an IDX file")
     raw = _read_bytes(path)
     if len(raw) < 4:
         raise ValueError(f"{path}: truncated IDX header ({len(raw)} bytes, need at least 4)")

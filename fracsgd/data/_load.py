@@ -52,6 +52,8 @@ def load(name: str, data_dir: str | os.PathLike[str] | None = None, **kwargs: An
         ...
         ValueError: name must be one of 'mnist', 'moons', got 'cifar10'
     """
+    if data_dir is not None and not isinstance(data_dir, str | os.PathLike):
+        raise ValueError(f"data_dir must be a path (str or os.PathLike), got {data_dir!r}")
     if name == "mnist":
         if kwargs:
             raise ValueError(

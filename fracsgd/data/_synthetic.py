@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fracsgd._checks import check_key
 from fracsgd._types import Array, PRNGKey
 from fracsgd.data._dataset import Dataset, _check_int, _check_nonneg_float, make_dataset
 
@@ -149,7 +150,7 @@ def deep_linear_teacher(
     n_test = max(n // 4, 1) if n_test is None else _check_int("n_test", n_test, 0)
 
     factors, product, x_train, y_train, x_test, y_test = _teacher_arrays(
-        key, jnp.float32(noise), widths=widths, rank=rank, n=n, n_test=n_test
+        check_key(key), jnp.float32(noise), widths=widths, rank=rank, n=n, n_test=n_test
     )
     dataset = make_dataset(
         x_train,

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpy.typing import ArrayLike
 
+from fracsgd._checks import check_int, check_key, real_array
 from fracsgd._types import PRNGKey
 
 
@@ -50,16 +51,19 @@ def kmeans(
         >>> sorted(np.bincount(kmeans(jax.random.key(0), x, 2).labels).tolist())
         [5, 7]
     """
-    x = jnp.asarray(points, jnp.float32)
-    if x.ndim != 2:
-        raise ValueError(f"points must have shape (N, features), got {x.shape}")
+    check_key(key)
+    x = jnp.asarray(real_array("points", points, finite=True), jnp.float32)
+    if x.ndim != 2 or 0 in x.shape:
+        raise ValueError(f"points must have shape (N >= 1, features >= 1), got {x.shape}")
     if (
         isinstance(num_clusters, bool)
-        or not isinstance(num_clusters, int)
+        or not isinstance(num_clusters, int | np.integer)
         or not (1 <= num_clusters <= x.shape[0])
     ):
         raise ValueError(f"num_clusters must be an integer in [1, N = {x.shape[0]}]")
-    k = num_clusters
+    k = int(num_clusters)
+    iterations = check_int("iterations", iterations, 0)
+    restarts = check_int("restarts", restarts, 1)
 
     def sq_dist(c):
         return jnp.sum(jnp.square(x[:, None, :] - c[None, :, :]), axis=-1)
@@ -100,30 +104,53 @@ def assign(points: ArrayLike, centroids: ArrayLike) -> np.ndarray:
 
 def masses(labels: ArrayLike, num_clusters: int) -> np.ndarray:
     """Fraction of points per cluster."""
-    lab = np.asarray(labels, np.int64)
+    num_clusters = check_int("num_clusters", num_clusters, 1)
+    lab_f = real_array("labels", labels)
+    lab = np.nan_to_num(lab_f).astype(np.int64)
+    if lab.ndim != 1 or np.any(lab != lab_f) or np.any(lab < 0):
+        raise ValueError("labels must be a 1-D array of non-negative integer cluster labels")
     return np.bincount(lab, minlength=num_clusters)[:num_clusters] / max(lab.size, 1)
 
 
 def tempered_masses(sgd_masses: ArrayLike, exponents: ArrayLike) -> np.ndarray:
     """``q̃_c ∝ q_c^{e_c}`` (computed in log space; empty clusters keep zero mass)."""
-    q = np.asarray(sgd_masses, np.float64)
-    e = np.broadcast_to(np.asarray(exponents, np.float64), q.shape)
+    q = _distribution("sgd_masses", sgd_masses)
+    e = real_array("exponents", exponents, finite=True)
+    try:
+        e = np.broadcast_to(e, q.shape)
+    except ValueError as err:
+        raise ValueError(f"exponents must broadcast to sgd_masses' shape {q.shape}") from err
     logq = np.where(q > 0, e * np.log(np.where(q > 0, q, 1.0)), -np.inf)
     logq -= np.max(logq[np.isfinite(logq)])
     w = np.exp(logq)
     return w / w.sum()
 
 
+def _distribution(name: str, value: ArrayLike) -> np.ndarray:
+    """A 1-D array of finite non-negative masses with a positive total."""
+    a = real_array(name, value, finite=True)
+    if a.ndim != 1 or np.any(a < 0) or not a.sum() > 0:
+        raise ValueError(f"{name} must be a 1-D array of non-negative masses with positive sum")
+    return a
+
+
+def _pair(p: ArrayLike, q: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    p, q = _distribution("p", p), _distribution("q", q)
+    if p.shape != q.shape:
+        raise ValueError(f"p and q must have the same shape, got {p.shape} and {q.shape}")
+    return p, q
+
+
 def kl_divergence(p: ArrayLike, q: ArrayLike, eps: float = 1e-12) -> float:
     """``KL(p ‖ q) = Σ p log(p/q)`` (``eps`` guards empty bins of ``q``)."""
-    p, q = np.asarray(p, np.float64), np.asarray(q, np.float64)
+    p, q = _pair(p, q)
     mask = p > 0
     return float(np.sum(p[mask] * np.log(p[mask] / np.maximum(q[mask], eps))))
 
 
 def js_divergence(p: ArrayLike, q: ArrayLike) -> float:
     """Jensen–Shannon divergence (natural log; at most log 2)."""
-    p, q = np.asarray(p, np.float64), np.asarray(q, np.float64)
+    p, q = _pair(p, q)
     m = 0.5 * (p + q)
     return 0.5 * kl_divergence(p, m) + 0.5 * kl_divergence(q, m)
 
@@ -133,8 +160,11 @@ def wasserstein(p: ArrayLike, q: ArrayLike, cost: ArrayLike) -> float:
     transport LP, scipy HiGHS)."""
     from scipy.optimize import linprog
 
-    p, q, c = (np.asarray(a, np.float64) for a in (p, q, cost))
+    p, q = _pair(p, q)
+    c = real_array("cost", cost, finite=True)
     k = p.size
+    if c.shape != (k, k):
+        raise ValueError(f"cost must have shape ({k}, {k}), got {c.shape}")
     a_eq = np.zeros((2 * k, k * k))
     for i in range(k):
         a_eq[i, i * k : (i + 1) * k] = 1
@@ -201,20 +231,21 @@ def tempered_posterior_comparison(
         llc, d_s: ``(M,)`` each SGD solution's λ and ``d_s`` (averaged per cluster).
         xis: ξ values to scan (> 0).
     """
-    f_sgd = np.asarray(sgd_functions, np.float64)
-    f_post = np.asarray(sgld_functions, np.float64)
+    f_sgd = real_array("sgd_functions", sgd_functions, finite=True)
+    f_post = real_array("sgld_functions", sgld_functions, finite=True)
     if f_sgd.ndim != 2 or f_post.ndim != 2 or f_sgd.shape[1] != f_post.shape[1]:
         raise ValueError("sgd_functions and sgld_functions must be (N, F) with the same F")
-    lam, ds = np.asarray(llc, np.float64), np.asarray(d_s, np.float64)
+    if f_post.shape[0] == 0:
+        raise ValueError("sgld_functions must hold at least one posterior sample")
+    lam, ds = real_array("llc", llc, finite=True), real_array("d_s", d_s, finite=True)
     if lam.shape != (f_sgd.shape[0],) or ds.shape != lam.shape:
         raise ValueError("llc and d_s need one value per SGD solution")
     if np.any(~(ds > 0)):
         raise ValueError("d_s must be > 0")
-    xs = np.asarray(xis, np.float64)
+    xs = real_array("xis", xis, finite=True)
     if xs.ndim != 1 or xs.size == 0 or np.any(~(xs > 0)):
         raise ValueError("xis must be a non-empty 1-D array of positive values")
-    if isinstance(m, bool) or not isinstance(m, int) or m <= 0:
-        raise ValueError(f"m must be a positive integer, got {m!r}")
+    m = check_int("m", m, 1)
     cl = kmeans(key, f_sgd, num_clusters)
     q = masses(cl.labels, num_clusters)
     p = masses(assign(f_post, cl.centroids), num_clusters)

@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fracsgd.diffusion._fit import ExponentFit, fit_exponent
+from fracsgd._checks import check_number, real_array
+from fracsgd.diffusion._fit import ExponentFit, _check_window, fit_exponent
 
 
 class CorrelationDimension(NamedTuple):
@@ -71,9 +72,9 @@ def correlation_dimension(
         >>> 1.8 < correlation_dimension(x).d2 < 2.1
         True
     """
-    x = jnp.asarray(points, jnp.float32)
-    if x.ndim != 2 or x.shape[0] < 10:
-        raise ValueError(f"points must have shape (N >= 10, dim), got {x.shape}")
+    x = jnp.asarray(real_array("points", points, finite=True), jnp.float32)
+    if x.ndim != 2 or x.shape[0] < 10 or x.shape[1] < 1:
+        raise ValueError(f"points must have shape (N >= 10, dim >= 1), got {x.shape}")
     if isinstance(theiler, bool) or not isinstance(theiler, int | np.integer) or theiler < 0:
         raise ValueError(f"theiler must be an integer >= 0, got {theiler!r}")
     if theiler >= x.shape[0] - 2:
@@ -84,10 +85,14 @@ def correlation_dimension(
         i, j = rng.integers(0, xs.shape[0], (2, 20_000))
         d = np.linalg.norm(xs[i] - xs[j], axis=1)
         d = d[d > 0]
+        if d.size == 0:
+            raise ValueError("points all coincide: no pair distance to set the radii; pass radii")
         r = np.geomspace(np.quantile(d, 0.001), np.quantile(d, 0.5), 40)
     else:
-        r = np.asarray(radii, np.float64)
-        if r.ndim != 1 or np.any(r <= 0) or np.any(np.diff(r) <= 0):
+        r = real_array("radii", radii)
+        if r.ndim != 1 or r.size < 3 or np.any(~(r > 0)) or np.any(~np.isfinite(r)):
+            raise ValueError("radii must be at least 3 finite positive, strictly increasing values")
+        if np.any(np.diff(r) <= 0):
             raise ValueError("radii must be positive and strictly increasing")
     counts = np.asarray(
         _pair_counts(x, jnp.asarray(r, jnp.float32), jnp.int32(theiler)), np.float64
@@ -95,7 +100,9 @@ def correlation_dimension(
     n = xs.shape[0]
     pairs = sum(max(n - 1 - i - theiler, 0) for i in range(n))
     c = counts / pairs
-    if scaling_range is None:
+    if scaling_range is not None:
+        scaling_range = _check_window(scaling_range, "scaling_range")
+    else:
         sel = (c >= 1e-3) & (c <= 1e-1)
         if sel.sum() < 3:
             raise ValueError("no scaling range with 1e-3 <= C(r) <= 1e-1: pass scaling_range")
@@ -132,6 +139,9 @@ def check_bound(
     """Check ``d_s ≤ λ̄`` with both λ's named."""
     if not isinstance(d_s_source, str) or not d_s_source:
         raise ValueError("d_s_source must name how d_s was estimated")
+    d_s = check_number("d_s", d_s)
+    lambda_bar = check_number("lambda_bar", lambda_bar)
+    lambda_final = check_number("lambda_final", lambda_final)
     note = ""
     if "lambda_bar" in d_s_source or "λ̄" in d_s_source:
         note = "d_s was computed from λ̄ itself, so d_s ≤ λ̄ is equivalent to H ≤ 1/2 (theory.md §3)"
@@ -170,10 +180,11 @@ def near_stability(
     window: tuple[float, float],
 ) -> NearStability:
     """Coefficient of variation of λ̂ and the mean gradient norm over ``window``."""
-    ck = np.asarray(checkpoint_steps, float)
-    lam = np.asarray(llc, float)
-    rs = np.asarray(record_steps, float)
-    gn = np.asarray(grad_norm, float)
+    ck = real_array("checkpoint_steps", checkpoint_steps)
+    lam = real_array("llc", llc)
+    rs = real_array("record_steps", record_steps)
+    gn = real_array("grad_norm", grad_norm)
+    window = _check_window(window)
     if ck.shape != lam.shape or rs.shape != gn.shape:
         raise ValueError("checkpoint_steps/llc and record_steps/grad_norm must match in shape")
     sel = (ck >= window[0]) & (ck <= window[1]) & np.isfinite(lam)

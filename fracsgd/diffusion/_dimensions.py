@@ -10,15 +10,21 @@ import jax.numpy as jnp
 import numpy as np
 from numpy.typing import ArrayLike
 
+from fracsgd._checks import check_int, check_number, real_array
 from fracsgd.diffusion._fit import ExponentFit, fit_exponent
 
 
 def _check_trajectories(trajectories: ArrayLike, name: str = "trajectories") -> jax.Array:
-    x = jnp.asarray(trajectories)
-    if x.ndim != 3:
-        raise ValueError(f"{name} must have shape (walkers, T, dim), got {x.shape}")
+    if isinstance(trajectories, jax.Array) and jnp.issubdtype(trajectories.dtype, jnp.floating):
+        x = trajectories  # no host round trip for device arrays
+    else:
+        x = jnp.asarray(real_array(name, trajectories), jnp.float32)
+    if x.ndim != 3 or 0 in x.shape:
+        raise ValueError(f"{name} must have shape (walkers >= 1, T, dim >= 1), got {x.shape}")
     if x.shape[1] < 4:
         raise ValueError(f"{name} needs at least 4 time points, got {x.shape[1]}")
+    if not bool(jnp.all(jnp.isfinite(x))):
+        raise ValueError(f"{name} contains NaN or inf")
     return x
 
 
@@ -37,8 +43,10 @@ def time_averaged_msd(trajectories: ArrayLike, lags: ArrayLike) -> np.ndarray:
     with the measurement time (weak ergodicity breaking). Use the ensemble MSD for exponents.
     """
     x = _check_trajectories(trajectories).astype(jnp.float32)
-    lag_arr = np.asarray(lags, np.int64)
-    if lag_arr.ndim != 1 or np.any(lag_arr <= 0) or np.any(lag_arr >= x.shape[1]):
+    lag_f = real_array("lags", lags)
+    lag_arr = np.nan_to_num(lag_f).astype(np.int64)
+    bad = lag_f.ndim != 1 or np.any(lag_arr != lag_f)
+    if bad or np.any(lag_arr <= 0) or np.any(lag_arr >= x.shape[1]):
         raise ValueError(f"lags must be positive integers below T = {x.shape[1]}")
     out = [
         jnp.mean(jnp.sum(jnp.square(x[:, lag:] - x[:, :-lag]), axis=-1), axis=1) for lag in lag_arr
@@ -61,7 +69,9 @@ def walk_dimension(
 ) -> WalkDimension:
     """Walk dimension from the ensemble MSD: ``R(t) = sqrt(⟨|x_t − x_0|²⟩) ~ t^{1/d_w}``."""
     msd = ensemble_msd(trajectories)
-    t = np.arange(msd.shape[0], dtype=np.float64) if times is None else np.asarray(times)
+    t = np.arange(msd.shape[0], dtype=np.float64) if times is None else real_array("times", times)
+    if t.shape != msd.shape:
+        raise ValueError(f"times must have shape ({msd.shape[0]},), got {t.shape}")
     keep = t > 0
     fit = fit_exponent(t[keep], np.sqrt(msd[keep]), window=window)
     return WalkDimension(fit.walk_dimension, fit)
@@ -89,6 +99,7 @@ class SpectralDimension(NamedTuple):
 def return_probability(trajectories: ArrayLike, radius: float) -> np.ndarray:
     """``P(t) = Pr(|x_t − x_0| ≤ ξ)`` over walkers, ``(T,)``."""
     x = _check_trajectories(trajectories).astype(jnp.float32)
+    radius = check_number("radius", radius, lo=0.0, lo_open=True)
     d2 = jnp.sum(jnp.square(x - x[:, :1]), axis=-1)
     return np.asarray(jnp.mean(d2 <= radius**2, axis=0))
 
@@ -119,11 +130,11 @@ def spectral_dimension(
         window: ``(t_start, t_end)`` for the fit.
         min_count: walkers that must be inside the ball at the last fitted time.
     """
-    if not float(radius) > 0:
-        raise ValueError(f"radius must be > 0, got {radius}")
+    radius = check_number("radius", radius, lo=0.0, lo_open=True)
+    check_int("min_count", min_count, 1)
     x = _check_trajectories(trajectories)
-    p = return_probability(x, float(radius))
-    t = np.arange(p.shape[0], dtype=np.float64) if times is None else np.asarray(times, float)
+    p = return_probability(x, radius)
+    t = np.arange(p.shape[0], dtype=np.float64) if times is None else real_array("times", times)
     if t.shape != p.shape:
         raise ValueError(f"times must have shape ({p.shape[0]},), got {t.shape}")
     if window is None:
@@ -154,7 +165,7 @@ def paper_spectral_dimension(llc: Any, H: Any) -> Any:
     Say which λ you pass (final checkpoint or trajectory average λ̄): with the same λ here and
     in the bound ``d_s ≤ λ̄`` the bound reduces to ``H ≤ 1/2`` (theory.md §3).
     """
-    return 2 * np.asarray(llc) * np.asarray(H)
+    return 2 * real_array("llc", llc) * real_array("H", H)
 
 
 def effective_diffusion(xi: Any, llc: Any, d_s: Any) -> Any:
@@ -165,17 +176,24 @@ def effective_diffusion(xi: Any, llc: Any, d_s: Any) -> Any:
         >>> float(effective_diffusion(0.5, 2.0, 2.0))  # d_w = 2: Brownian, D_ξ = 1
         1.0
     """
-    xi_a, d_s_a = np.asarray(xi, float), np.asarray(d_s, float)
-    if np.any(~(xi_a > 0)):
-        raise ValueError("xi must be > 0")
-    if np.any(~(d_s_a > 0)):
-        raise ValueError("d_s must be > 0")
-    return xi_a ** (2 - 2 * np.asarray(llc, float) / d_s_a)
+    xi_a, d_s_a, llc_a = real_array("xi", xi), real_array("d_s", d_s), real_array("llc", llc)
+    if np.any(~(xi_a > 0) | ~np.isfinite(xi_a)):
+        raise ValueError("xi must be finite and > 0")
+    if np.any(~(d_s_a > 0) | ~np.isfinite(d_s_a)):
+        raise ValueError("d_s must be finite and > 0")
+    try:
+        np.broadcast_shapes(xi_a.shape, llc_a.shape, d_s_a.shape)
+    except ValueError as err:
+        raise ValueError(f"xi, llc and d_s must broadcast together: {err}") from err
+    return xi_a ** (2 - 2 * llc_a / d_s_a)
 
 
 def walk_dimension_from_alexander_orbach(llc: Any, d_s: Any) -> Any:
     """``d_w = 2λ/d_s`` (Alexander–Orbach with the LLC as fractal dimension)."""
-    return 2 * np.asarray(llc, float) / np.asarray(d_s, float)
+    d_s_a = real_array("d_s", d_s)
+    if np.any(~(d_s_a > 0) | ~np.isfinite(d_s_a)):
+        raise ValueError("d_s must be finite and > 0")
+    return 2 * real_array("llc", llc) / d_s_a
 
 
 def displacement_from_checkpoints(checkpoints: Any, reference: Any, mask: Any = None) -> np.ndarray:
@@ -196,12 +214,17 @@ def displacement_from_checkpoints(checkpoints: Any, reference: Any, mask: Any = 
     if len(leaves) != len(refs) or len(masks) != len(leaves):
         raise ValueError("checkpoints, reference and mask must have the same pytree structure")
     total = 0.0
+    if not leaves:
+        raise ValueError("checkpoints must be a non-empty pytree of arrays")
     for c, r, m in zip(leaves, refs, masks, strict=True):
-        c, r = np.asarray(c, np.float64), np.asarray(r, np.float64)
-        if c.shape[1:] != r.shape:
+        c, r = real_array("checkpoints", c), real_array("reference", r)
+        if c.ndim == 0 or c.shape[1:] != r.shape:
             raise ValueError(f"checkpoint leaf {c.shape} does not match reference {r.shape}")
         d = c - r[None]
         if m is not None:
-            d = d * np.asarray(m, np.float64)[None]
+            m = real_array("mask", m)
+            if m.shape != r.shape:
+                raise ValueError(f"mask leaf {m.shape} does not match reference {r.shape}")
+            d = d * m[None]
         total = total + np.sum(d.reshape(d.shape[0], -1) ** 2, axis=1)
     return np.sqrt(total)

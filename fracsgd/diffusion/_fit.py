@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike
 
+from fracsgd._checks import check_int, check_number, real_array
+
 #: local slope of log R vs log t below which motion counts as sub-diffusive (Brownian: 1/2)
 SUBDIFFUSIVE_SLOPE = 0.5
 
@@ -56,8 +58,8 @@ class ExponentFit(NamedTuple):
 
 
 def _check_series(t: ArrayLike, r: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    t = np.asarray(t, np.float64)
-    r = np.asarray(r, np.float64)
+    t = real_array("t", t)
+    r = real_array("R", r)
     if t.ndim != 1:
         raise ValueError(f"t must be one-dimensional, got shape {t.shape}")
     if r.shape != t.shape:
@@ -65,6 +67,20 @@ def _check_series(t: ArrayLike, r: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     if np.any(~np.isfinite(t)) or np.any(np.diff(t) <= 0):
         raise ValueError("t must be finite and strictly increasing")
     return t, r
+
+
+def _check_window(window: Any, name: str = "window") -> tuple[float, float]:
+    """``window`` as ``(start, end)``: two finite numbers with ``start < end``."""
+    msg = f"{name} must be (t_start, t_end) of finite numbers with t_start < t_end, got {window!r}"
+    if isinstance(window, str | bytes) or not hasattr(window, "__len__") or len(window) != 2:
+        raise ValueError(msg)
+    try:
+        lo, hi = (check_number(name, w) for w in window)
+    except ValueError as err:
+        raise ValueError(msg) from err
+    if not lo < hi:
+        raise ValueError(msg)
+    return lo, hi
 
 
 def _least_squares(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, tuple[float, float]]:
@@ -97,6 +113,8 @@ def local_slopes(
         ``(t_grid, slopes)``.
     """
     t, r = _check_series(t, r)
+    check_int("points_per_decade", points_per_decade, 1)
+    check_number("span", span, lo=0.0, lo_open=True)
     ok = (t > 0) & (r > 0) & np.isfinite(r)
     lt, lr = np.log10(t[ok]), np.log10(r[ok])
     if lt.size < 3:
@@ -124,6 +142,7 @@ def detect_crossover(
     local slope (see :func:`local_slopes`) stays below ``threshold`` (1/2) for the rest of the
     series. None when the late slope is not below the threshold.
     """
+    check_number("threshold", threshold)
     grid, slopes = local_slopes(t, r, points_per_decade=points_per_decade, span=span)
     below = np.isfinite(slopes) & (slopes < threshold)
     if not below.any() or not below[np.isfinite(slopes)][-1]:
@@ -162,8 +181,7 @@ def fit_exponent(
         (0.3, 3.3333, 1.0)
     """
     t, r = _check_series(t, R)
-    if min_points < 3:
-        raise ValueError(f"min_points must be >= 3, got {min_points}")
+    check_int("min_points", min_points, 3)
     crossover = None
     if window is None:
         crossover = detect_crossover(t, r)
@@ -174,14 +192,13 @@ def fit_exponent(
             lo = min(float(positive[-1]) / 10, float(np.sqrt(positive[0] * positive[-1])))
             window = (lo, float(t[-1]))
     else:
-        if len(window) != 2 or not window[0] < window[1]:
-            raise ValueError(f"window must be (t_start, t_end) with t_start < t_end, got {window}")
+        window = _check_window(window)
     sel = (t >= window[0]) & (t <= window[1])
     if sel.sum() < min_points:
         raise ValueError(
             f"window {window} holds {int(sel.sum())} points; at least {min_points} are needed"
         )
-    if np.any(t[sel] <= 0) or np.any(~(r[sel] > 0)):
+    if np.any(t[sel] <= 0) or np.any(~(r[sel] > 0)) or np.any(~np.isfinite(r[sel])):
         raise ValueError("R and t must be positive (and finite) inside the window for a log fit")
     slope, intercept, r2, ci = _least_squares(np.log(t[sel]), np.log(r[sel]))
     return ExponentFit(
@@ -198,8 +215,13 @@ def fit_exponent(
 def log_resample(t: ArrayLike, values: ArrayLike, num: int = 50) -> tuple[np.ndarray, Any]:
     """Resample a series at ``num`` log-spaced times (nearest recorded time, duplicates
     dropped), so that log–log fits weigh every decade equally."""
-    t = np.asarray(t, np.float64)
+    t = real_array("t", t)
     v = np.asarray(values)
+    check_int("num", num, 1)
+    if t.ndim != 1 or np.any(~np.isfinite(t)) or np.any(np.diff(t) <= 0):
+        raise ValueError("t must be a finite, strictly increasing 1-D array")
+    if v.shape[-1:] != t.shape:
+        raise ValueError(f"values must have t's length {t.size} on the last axis, got {v.shape}")
     pos = t > 0
     if pos.sum() < 2:
         raise ValueError("need at least two positive times to resample")

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fracsgd._checks import check_int, check_key, check_number, real_array
 from fracsgd._types import Array, PRNGKey
 
 #: Sierpinski gasket: d_f = log 3/log 2, d_w = log 5/log 2, d_s = 2 log 3/log 5
@@ -35,7 +36,7 @@ def _brownian(key, walkers, steps, dim):
 def brownian(key: PRNGKey, walkers: int, steps: int, dim: int = 1) -> Array:
     """Brownian paths ``(walkers, steps + 1, dim)`` with unit-variance increments (H = 1/2)."""
     return _brownian(
-        key,
+        check_key(key),
         _positive_int("walkers", walkers),
         _positive_int("steps", steps),
         _positive_int("dim", dim),
@@ -63,16 +64,26 @@ def _fbm(key, walkers, steps, hurst):
 def fbm(key: PRNGKey, walkers: int, steps: int, hurst: float) -> Array:
     """Fractional Brownian motion ``(walkers, steps + 1, 1)`` with Hurst index ``hurst``
     (``⟨x_t²⟩ = t^{2H}``), exact, by circulant embedding (Davies & Harte 1987)."""
-    if not 0 < float(hurst) < 1:
-        raise ValueError(f"hurst must be in (0, 1), got {hurst}")
-    return _fbm(key, _positive_int("walkers", walkers), _positive_int("steps", steps), float(hurst))
+    hurst = check_number("hurst", hurst, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+    return _fbm(
+        check_key(key),
+        _positive_int("walkers", walkers),
+        _positive_int("steps", steps),
+        float(hurst),
+    )
 
 
 def mittag_leffler_waiting_times(key: PRNGKey, shape: tuple[int, ...], alpha: float) -> Array:
     """Waiting times with Laplace transform ``1/(1 + s^α)`` (Mittag-Leffler law; tail
     ``~ τ^{−1−α}``), by the exact transformation of Kozubowski & Rachev / Fulger et al. (2008):
     ``τ = −log U · (sin(απ)/tan(απV) − cos(απ))^{1/α}``."""
-    ku, kv = jax.random.split(key)
+    alpha = check_number("alpha", alpha, lo=0.0, hi=1.0, lo_open=True)
+    if isinstance(shape, int | np.integer):
+        shape = (shape,)
+    if isinstance(shape, str | bytes) or not isinstance(shape, tuple | list):
+        raise ValueError(f"shape must be a tuple of integers >= 0, got {shape!r}")
+    shape = tuple(check_int("shape", s, 0) for s in shape)
+    ku, kv = jax.random.split(check_key(key))
     u = jax.random.uniform(ku, shape, minval=1e-12, maxval=1.0)
     v = jax.random.uniform(kv, shape, minval=1e-12, maxval=1.0)
     a = alpha * math.pi
@@ -114,13 +125,15 @@ def ctrw(
     """Continuous-time random walk with Mittag-Leffler waiting times of order ``alpha`` and unit
     Gaussian jumps: the ensemble MSD is ``⟨x²(t)⟩ = t^α / Γ(1 + α)`` (subdiffusion; the CTRW
     whose scaling limit solves the time-fractional diffusion equation)."""
-    if not 0 < float(alpha) <= 1:
-        raise ValueError(f"alpha must be in (0, 1], got {alpha}")
-    t = jnp.asarray(times, jnp.float32)
-    if t.ndim != 1 or not bool(jnp.all(jnp.diff(t) > 0)):
-        raise ValueError("times must be a strictly increasing 1-D array")
+    alpha = check_number("alpha", alpha, lo=0.0, hi=1.0, lo_open=True)
+    t_np = real_array("times", times, finite=True)
+    if t_np.ndim != 1 or t_np.size == 0:
+        raise ValueError("times must be a non-empty, strictly increasing 1-D array")
+    t = jnp.asarray(t_np, jnp.float32)
+    if not bool(jnp.all(jnp.diff(t) > 0)):
+        raise ValueError("times must be a non-empty, strictly increasing 1-D array")
     pos, complete = _ctrw(
-        key,
+        check_key(key),
         _positive_int("walkers", walkers),
         t,
         float(alpha),
@@ -152,10 +165,10 @@ def langevin(key: PRNGKey, walkers: int, steps: int, dt: float, friction: float)
     equilibrium: ``⟨x²(t)⟩ = (2/γ²)(γt − 1 + e^{−γt})`` — ballistic (``∝ t²``) for ``t ≪ 1/γ``,
     diffusive (``∝ t``) for ``t ≫ 1/γ``. Returns ``(walkers, steps + 1, 1)`` at times
     ``k·dt``."""
-    if not float(dt) > 0 or not float(friction) > 0:
-        raise ValueError("dt and friction must be > 0")
+    dt = check_number("dt", dt, lo=0.0, lo_open=True)
+    friction = check_number("friction", friction, lo=0.0, lo_open=True)
     return _langevin(
-        key,
+        check_key(key),
         _positive_int("walkers", walkers),
         _positive_int("steps", steps),
         jnp.float32(dt),
@@ -165,7 +178,8 @@ def langevin(key: PRNGKey, walkers: int, steps: int, dt: float, friction: float)
 
 def langevin_msd(t: Array, friction: float) -> Array:
     """Closed-form MSD of :func:`langevin`."""
-    g = friction
+    g = check_number("friction", friction, lo=0.0, lo_open=True)
+    t = jnp.asarray(real_array("t", t))
     return 2 / g**2 * (g * t - 1 + jnp.exp(-g * t))
 
 
@@ -182,7 +196,7 @@ def lattice_walk(key: PRNGKey, walkers: int, steps: int, dim: int) -> Array:
     """Simple random walks on ``Z^dim`` from the origin: ``(walkers, steps + 1, dim)`` integer
     positions (``d_s = d_w·d_f/2 = dim``, ``d_w = 2``)."""
     return _lattice_walk(
-        key,
+        check_key(key),
         _positive_int("walkers", walkers),
         _positive_int("steps", steps),
         _positive_int("dim", dim),
@@ -198,6 +212,9 @@ class Graph(NamedTuple):
     degree: np.ndarray
 
 
+_MAX_GENERATION = 12  # 3^12 = 531 441 unit triangles; each generation triples the memory
+
+
 @functools.lru_cache(maxsize=8)
 def sierpinski_gasket(generation: int) -> Graph:
     """The Sierpinski gasket graph of a given generation (side ``2^generation`` edges).
@@ -205,7 +222,7 @@ def sierpinski_gasket(generation: int) -> Graph:
     Nodes are points ``a·e₁ + b·e₂`` of the triangular lattice (``e₁ = (1, 0)``,
     ``e₂ = (½, √3/2)``); interior nodes have degree 4, the three corners degree 2.
     """
-    g = _positive_int("generation", generation)
+    g = check_int("generation", generation, 1, _MAX_GENERATION)
     tris = np.zeros((1, 2), np.int64)  # lower-left corners of unit triangles, in (a, b)
     for level in range(g):
         s = 2**level
@@ -245,9 +262,17 @@ def _graph_walk(key, start, steps, neighbors, degree):
 def graph_walk(key: PRNGKey, graph: Graph, start: Array, steps: int) -> Array:
     """Simple random walks on ``graph`` from nodes ``start`` (``(walkers,)``): node indices
     ``(walkers, steps + 1)``; ``graph.coords[path]`` gives positions."""
+    if not isinstance(graph, Graph):
+        raise ValueError(f"graph must be a fracsgd.diffusion.Graph, got {type(graph).__name__}")
+    start_f = real_array("start", start)
+    n = graph.neighbors.shape[0]
+    if start_f.ndim != 1 or np.any(start_f != np.round(start_f)) or np.any(start_f < 0):
+        raise ValueError(f"start must be a 1-D array of node indices in [0, {n}), got {start!r}")
+    if np.any(start_f >= n):
+        raise ValueError(f"start must be a 1-D array of node indices in [0, {n}), got {start!r}")
     return _graph_walk(
-        key,
-        jnp.asarray(start, jnp.int32),
+        check_key(key),
+        jnp.asarray(start_f, jnp.int32),
         _positive_int("steps", steps),
         jnp.asarray(graph.neighbors),
         jnp.asarray(graph.degree),

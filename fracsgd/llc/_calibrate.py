@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fracsgd._checks import check_number, real_array
 from fracsgd._types import PRNGKey, PyTree
 from fracsgd.llc._estimate import (
     LLCResult,
@@ -176,6 +177,13 @@ def calibrate(
         >>> cal.llc_mean.shape
         (2, 2, 1)
     """
+    for name, seq in (
+        ("step_sizes", step_sizes),
+        ("localizations", localizations),
+        ("nbetas", nbetas),
+    ):
+        if isinstance(seq, str | bytes) or not isinstance(seq, Sequence | np.ndarray):
+            raise ValueError(f"{name} must be a sequence, got {seq!r}")
     steps = np.asarray([_check_pos("step_sizes", s) for s in step_sizes], np.float64)
     gammas = np.asarray([_check_pos("localizations", g, allow_zero=True) for g in localizations])
     if steps.size == 0 or gammas.size == 0 or len(nbetas) == 0:
@@ -309,11 +317,18 @@ def trajectory(
         late_fraction: the window is the last ``late_fraction`` of the run in log-time.
         **kwargs: passed to :func:`estimate_many` (``num_chains``, ``step_size``, …).
     """
-    t = np.asarray(steps)
-    if t.ndim != 1 or t.size == 0 or np.any(np.diff(t) <= 0):
-        raise ValueError("steps must be a non-empty increasing sequence of checkpoint steps")
-    if not 0 < late_fraction <= 1:
-        raise ValueError(f"late_fraction must be in (0, 1], got {late_fraction}")
+    t = real_array("steps", steps)
+    if t.ndim != 1 or t.size == 0 or np.any(~np.isfinite(t)) or np.any(np.diff(t) <= 0):
+        raise ValueError("steps must be a non-empty increasing sequence of finite checkpoint steps")
+    if t[0] < 0:
+        raise ValueError(f"steps must be >= 0 (SGD step counts), got {t[0]}")
+    k = {int(np.shape(x)[0]) if np.ndim(x) else -1 for x in jax.tree.leaves(checkpoints)}
+    if k != {t.size}:
+        raise ValueError(
+            f"checkpoints need a leading axis of len(steps) = {t.size} on every leaf, got {k}"
+        )
+    late_fraction = check_number("late_fraction", late_fraction, lo=0.0, hi=1.0, lo_open=True)
+    t = np.asarray(steps)  # the caller's dtype (validated above)
     res = estimate_many(key, loss_fn, checkpoints, data, **kwargs)
     start = float(t[-1]) ** (1 - late_fraction) if t[-1] > 0 else 0.0
     start_step = int(t[t >= start][0])

@@ -13,12 +13,17 @@ def _check(widths: Sequence[int], rank: int) -> tuple[list[int], int]:
         raise ValueError(f"widths must be a sequence of positive integers, got {widths!r}")
     try:
         ws = [int(w) for w in widths]
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:
         raise ValueError(f"widths must be a sequence of positive integers, got {widths!r}") from err
     if len(ws) < 2 or any(w <= 0 for w in ws) or any(int(w) != w for w in widths):
         raise ValueError(f"widths must be (input, hidden..., output), all > 0; got {widths!r}")
-    if isinstance(rank, bool) or int(rank) != rank or not 0 <= rank <= min(ws):
-        raise ValueError(f"rank must be an integer in [0, min(widths) = {min(ws)}], got {rank!r}")
+    msg = f"rank must be an integer in [0, min(widths) = {min(ws)}], got {rank!r}"
+    try:
+        r = int(rank)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ValueError(msg) from err
+    if isinstance(rank, bool | str | bytes) or r != rank or not 0 <= r <= min(ws):
+        raise ValueError(msg)
     return ws, int(rank)
 
 

@@ -31,9 +31,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.extend.random import threefry_2x32
 from jax.scipy.special import ndtri
 
+from fracsgd._checks import check_key
 from fracsgd._types import Array, PRNGKey, PyTree, WidthMask
 
 _BN_EPS = 1e-5
@@ -83,7 +85,7 @@ def _check_widths(widths: Sequence[int], name: str = "widths") -> tuple[int, ...
         raise ValueError(f"{name} must be a sequence of positive integers, got {widths!r}")
     try:
         ws = tuple(int(w) for w in widths)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:
         raise ValueError(f"{name} must be a sequence of positive integers, got {widths!r}") from err
     if any(int(w) != w for w in widths) or any(isinstance(w, bool) for w in widths):
         raise ValueError(f"{name} must contain integers, got {widths!r}")
@@ -144,6 +146,7 @@ def _build(widths: tuple[int, ...], kind: str, batch_norm: bool) -> Model:
     use_bias = not linear and not batch_norm
 
     def init(key: PRNGKey, mask: WidthMask | None = None) -> PyTree:
+        check_key(key)
         units = _unit_masks(widths, mask)
         layers = []
         for l in range(num_layers):
@@ -227,7 +230,12 @@ def _build(widths: tuple[int, ...], kind: str, batch_norm: bool) -> Model:
         return out
 
     def width_mask(hidden: Sequence[int]) -> WidthMask:
-        hs = tuple(int(h) for h in hidden)
+        try:
+            hs = _check_widths((1, *hidden, 1), "hidden")[1:-1]
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"hidden must be a sequence of positive integers, got {hidden!r}"
+            ) from err
         if len(hs) != num_layers - 1:
             raise ValueError(
                 f"hidden must have {num_layers - 1} widths for a model with widths {widths}, "
@@ -250,11 +258,34 @@ def _build(widths: tuple[int, ...], kind: str, batch_norm: bool) -> Model:
         return total.astype(jnp.int32)
 
     # jitted here so that eager calls (notebooks, tests) compile once; inside a caller's jit they
-    # are inlined
+    # are inlined. The arguments are checked first, outside the jit (a string is not even a
+    # valid argument of a jitted function).
+    init_jit, apply_jit, apply_train_jit = jax.jit(init), jax.jit(apply), jax.jit(apply_train)
+
+    def checked_init(key: PRNGKey, mask: WidthMask | None = None) -> PyTree:
+        return init_jit(check_key(key), mask)
+
+    def check_x(x: Any) -> None:
+        if not isinstance(x, jax.Array) and np.asarray(x).dtype.kind not in "biuf":
+            raise ValueError(f"x must be an array of real numbers, got {type(x).__name__}")
+        if jnp.ndim(x) < 1 or jnp.shape(x)[-1] != widths[0]:
+            raise ValueError(
+                f"x must have shape (..., {widths[0]}) for a model with input width {widths[0]}, "
+                f"got {jnp.shape(x)}"
+            )
+
+    def checked_apply(params: PyTree, x: Array, mask: WidthMask | None = None) -> Array:
+        check_x(x)
+        return apply_jit(params, x, mask)
+
+    def checked_apply_train(params: PyTree, x: Array, mask: WidthMask | None = None):
+        check_x(x)
+        return apply_train_jit(params, x, mask)
+
     return Model(
-        init=jax.jit(init),
-        apply=jax.jit(apply),
-        apply_train=jax.jit(apply_train),
+        init=checked_init,
+        apply=checked_apply,
+        apply_train=checked_apply_train,
         param_mask=param_mask,
         width_mask=width_mask,
         num_params=num_params,

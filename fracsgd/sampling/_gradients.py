@@ -10,6 +10,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from fracsgd._checks import check_number
 from fracsgd._types import Array, PyTree
 
 #: ``estimator(position, batch) -> (grad_U, loss)``: gradient of the potential and the minibatch
@@ -42,7 +43,13 @@ def localized_gradient(
         ([-1.0, -1.0], 0.0)
     """
 
+    if not callable(loss_fn):
+        raise ValueError("loss_fn must be callable as loss_fn(params, batch) -> scalar")
+    concrete_number("nbeta", nbeta, lo=0.0, lo_open=True)
+    concrete_number("localization", localization, lo=0.0)
+
     def estimator(position: PyTree, batch: Any) -> tuple[PyTree, Array]:
+        check_like("position", position, "center", center)
         loss, grad = jax.value_and_grad(loss_fn)(position, batch)
         total = jax.tree.map(
             lambda g, w, c: nbeta * g + localization * (w - c), grad, position, center
@@ -50,6 +57,30 @@ def localized_gradient(
         return total, loss
 
     return estimator
+
+
+def concrete_number(name: str, value: Any, **bounds: Any) -> None:
+    """:func:`~fracsgd._checks.check_number` for concrete values; tracers are data (unchecked)."""
+    if not isinstance(value, jax.core.Tracer):
+        check_number(name, value, **bounds)
+
+
+def check_like(name: str, tree: PyTree, ref_name: str, ref: PyTree, floating: bool = True) -> None:
+    """Raises ValueError unless ``tree`` has the structure, shapes and a float dtype like ``ref``
+    (static information: cheap under jit)."""
+    if str(jax.tree.structure(tree)) != str(jax.tree.structure(ref)):
+        raise ValueError(
+            f"{name} must have the pytree structure of {ref_name}: "
+            f"{jax.tree.structure(tree)} vs {jax.tree.structure(ref)}"
+        )
+    for leaf, r in zip(jax.tree.leaves(tree), jax.tree.leaves(ref), strict=True):
+        if jnp.shape(leaf) != jnp.shape(r):
+            raise ValueError(
+                f"{name} leaves must have the shapes of {ref_name}: {jnp.shape(leaf)} vs "
+                f"{jnp.shape(r)}"
+            )
+        if floating and not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+            raise ValueError(f"{name} must hold floating-point arrays, got {jnp.result_type(leaf)}")
 
 
 def tree_sq_norm(tree: PyTree) -> Array:

@@ -38,8 +38,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from fracsgd._checks import check_key, check_number
 from fracsgd._types import Array, PRNGKey, PyTree
-from fracsgd.sampling._gradients import GradientEstimator, tree_sq_norm
+from fracsgd.sampling._gradients import (
+    GradientEstimator,
+    check_like,
+    concrete_number,
+    tree_sq_norm,
+)
 
 
 class SGLDState(NamedTuple):
@@ -91,6 +97,16 @@ def _masked(tree: PyTree, mask: PyTree | None) -> PyTree:
     return tree if mask is None else jax.tree.map(jnp.multiply, tree, mask)
 
 
+def _check_step(key: Any, state: Any, estimator: Any, step_size: Any, mask: Any) -> None:
+    """Argument checks of a kernel call (static information and concrete numbers only)."""
+    check_key(key)
+    if not callable(estimator):
+        raise ValueError("estimator must be callable as estimator(position, batch)")
+    concrete_number("step_size", step_size, lo=0.0, lo_open=True)
+    if mask is not None:
+        check_like("mask", mask, "the position", state.position, floating=False)
+
+
 def init(position: PyTree) -> SGLDState:
     """SGLD state at ``position``."""
     return SGLDState(position)
@@ -116,6 +132,8 @@ def build_kernel(mask: PyTree | None = None):
         step_size: Any,
         noise_scale: Any = 1.0,
     ) -> tuple[SGLDState, SGLDInfo]:
+        _check_step(key, state, estimator, step_size, mask)
+        concrete_number("noise_scale", noise_scale, lo=0.0)
         grad, loss = estimator(state.position, batch)
         drift = _masked(jax.tree.map(lambda g: 0.5 * step_size * g, grad), mask)
         noise = _masked(
@@ -148,6 +166,7 @@ def sgld(
         (3,)
     """
     kernel = build_kernel(mask)
+    concrete_number("step_size", step_size, lo=0.0, lo_open=True)
 
     def step(key: PRNGKey, state: SGLDState, batch: Any):
         return kernel(key, state, batch, estimator, step_size)
@@ -167,9 +186,13 @@ def build_psgld_kernel(mask: PyTree | None = None, *, alpha: float = 0.99, delta
         ``kernel(key, state, batch, estimator, step_size) -> (PSGLDState, SGLDInfo)``.
     """
 
+    alpha = check_number("alpha", alpha, lo=0.0, hi=1.0, hi_open=True)
+    delta = check_number("delta", delta, lo=0.0, lo_open=True)
+
     def kernel(
         key: PRNGKey, state: PSGLDState, batch: Any, estimator: GradientEstimator, step_size: Any
     ) -> tuple[PSGLDState, SGLDInfo]:
+        _check_step(key, state, estimator, step_size, mask)
         grad, loss = estimator(state.position, batch)
         count = state.step + 1
         square_avg = jax.tree.map(
@@ -201,6 +224,7 @@ def psgld(
 ) -> SamplingAlgorithm:
     """RMSprop-preconditioned SGLD with a fixed estimator and step size."""
     kernel = build_psgld_kernel(mask, alpha=alpha, delta=delta)
+    concrete_number("step_size", step_size, lo=0.0, lo_open=True)
 
     def step(key: PRNGKey, state: PSGLDState, batch: Any):
         return kernel(key, state, batch, estimator, step_size)
