@@ -44,7 +44,11 @@ def check_number(
     """``value`` as a finite ``float`` in the given interval (a real scalar; never a bool)."""
     lb, rb = "(" if lo_open else "[", ")" if hi_open else "]"
     what = f"a finite real number in {lb}{lo}, {hi}{rb}"
-    if isinstance(value, bool | str | bytes) or np.ndim(value) != 0:
+    try:
+        scalar = not isinstance(value, bool | str | bytes) and np.ndim(value) == 0
+    except ValueError:  # ragged nested sequences
+        scalar = False
+    if not scalar:
         raise ValueError(f"{name} must be {what}, got {value!r}")
     try:
         v = float(value)

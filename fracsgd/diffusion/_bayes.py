@@ -135,14 +135,16 @@ def _distribution(name: str, value: ArrayLike) -> np.ndarray:
 
 
 def _pair(p: ArrayLike, q: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Two distributions over the same bins, each normalised to total mass 1."""
     p, q = _distribution("p", p), _distribution("q", q)
     if p.shape != q.shape:
         raise ValueError(f"p and q must have the same shape, got {p.shape} and {q.shape}")
-    return p, q
+    return p / p.sum(), q / q.sum()
 
 
 def kl_divergence(p: ArrayLike, q: ArrayLike, eps: float = 1e-12) -> float:
-    """``KL(p ‖ q) = Σ p log(p/q)`` (``eps`` guards empty bins of ``q``)."""
+    """``KL(p ‖ q) = Σ p log(p/q)`` of the normalised masses (``eps`` guards empty bins of
+    ``q``)."""
     p, q = _pair(p, q)
     mask = p > 0
     return float(np.sum(p[mask] * np.log(p[mask] / np.maximum(q[mask], eps))))
