@@ -547,7 +547,8 @@ def analyse(
             bool(ret.d_s <= rec["lambda_bar"]) if math.isfinite(ret.d_s) else None
         )
         # --- near-stability over the λ̄ window
-        ns = diffusion.near_stability(ck, lam, t_rec, tr["grad_norm"][i], window)
+        # over the late window [T^(1 − late_fraction), T] in time (λ̄'s checkpoints lie in it)
+        ns = diffusion.near_stability(ck, lam, t_rec, tr["grad_norm"][i], (start, float(ck[-1])))
         rec["llc_cv_window"] = ns.coefficient_of_variation
         rec["grad_norm_window"] = ns.mean_grad_norm
         records.append(rec)

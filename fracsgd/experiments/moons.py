@@ -434,9 +434,9 @@ def run(
     mean_r = np.nanmean(R[~diverged], axis=0) if (~diverged).any() else np.full_like(t, np.nan)
     summary: dict[str, Any] = {"networks": int(R.shape[0]), "diverged": int(diverged.sum())}
     slopes = diffusion.local_slopes(t, mean_r)
-    early = t <= t[-1] / 10
+    early_end = t[min(max(int(np.sum(t <= t[-1] / 10)), 3), t.size) - 1]  # ≥ 3 points
     summary["mean_displacement_H_early"] = float(
-        diffusion.fit_exponent(t, mean_r, window=(t[0], t[early][-1])).H
+        diffusion.fit_exponent(t, mean_r, window=(t[0], early_end)).H
     )
     late = diffusion.fit_exponent(t, mean_r)
     summary["mean_displacement_H_late"] = float(late.H)
