@@ -61,9 +61,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fracsgd._checks import check_number
 from fracsgd._types import Array
 
 # ----------------------------------------------------------------------------------- meshes
+
+
+def _increasing(ts: np.ndarray) -> np.ndarray:
+    """``ts`` if strictly increasing; a grading so strong that steps underflow is refused."""
+    if not np.all(np.diff(ts) > 0):
+        raise ValueError(
+            "grading is too strong for num_steps: the first mesh steps underflow to zero "
+            "(use a smaller grading or more steps)"
+        )
+    return ts
 
 
 def graded_mesh(
@@ -94,22 +105,19 @@ def graded_mesh(
         >>> float(ts[4]), float(ts[-1]), bool(np.all(np.diff(np.diff(ts)[3:]) > 0))
         (1.0, 100.0, True)
     """
-    if not float(t_final) > 0:
-        raise ValueError(f"t_final must be > 0, got {t_final}")
+    t_final = check_number("t_final", t_final, lo=0.0, lo_open=True)
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps <= 0:
         raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
-    if not float(grading) >= 1:
-        raise ValueError(f"grading must be >= 1, got {grading}")
-    t_final, grading = float(t_final), float(grading)
+    grading = check_number("grading", grading, lo=1.0)
     if graded_until is None:
-        return t_final * (np.arange(num_steps + 1) / num_steps) ** grading
-    t_g = float(graded_until)
+        return _increasing(t_final * (np.arange(num_steps + 1) / num_steps) ** grading)
+    t_g = check_number("graded_until", graded_until)
     if not 0 < t_g < t_final:
         raise ValueError(f"graded_until must be in (0, t_final={t_final}), got {graded_until}")
     n_g = num_steps // 2 if graded_steps is None else graded_steps
     if isinstance(n_g, bool) or not isinstance(n_g, int) or not 1 <= n_g < num_steps:
         raise ValueError(f"graded_steps must be an integer in [1, num_steps), got {n_g!r}")
-    head = t_g * (np.arange(n_g + 1) / n_g) ** grading
+    head = _increasing(t_g * (np.arange(n_g + 1) / n_g) ** grading)
     tau = head[-1] - head[-2]
     m = num_steps - n_g
     span = (t_final - t_g) / tau  # Σ_{j=1}^{m} q^j must equal this

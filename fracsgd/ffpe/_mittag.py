@@ -49,6 +49,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fracsgd._types import Array
 
@@ -59,11 +60,22 @@ _LEFT_C, _LEFT_H = 0.96, 0.16  # the pole sits at u = −ic in the lower strip: 
 _MU_CAP = 500.0
 
 
-def _check(alpha: Any, beta: Any) -> None:
-    if isinstance(alpha, int | float) and not 0 < alpha <= 1:
-        raise ValueError(f"alpha must be in (0, 1], got {alpha}")
-    if isinstance(beta, int | float) and not beta > 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
+def _check(alpha: Any, z: Any, beta: Any) -> None:
+    """Range checks of concrete ``alpha`` and ``beta`` (tracers are left to the caller); every
+    argument must hold real numbers."""
+    for name, v in (("alpha", alpha), ("z", z), ("beta", beta)):
+        if isinstance(v, jax.core.Tracer):
+            continue
+        if isinstance(v, str | bytes) or np.asarray(v).dtype.kind not in "biuf":
+            raise ValueError(f"{name} must hold real numbers, got {v!r:.60}")
+    if not isinstance(alpha, jax.core.Tracer):
+        a = np.asarray(alpha, np.float64)
+        if not np.all((a > 0) & (a <= 1)):
+            raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+    if not isinstance(beta, jax.core.Tracer):
+        b = np.asarray(beta, np.float64)
+        if not np.all((b > 0) & np.isfinite(b)):
+            raise ValueError(f"beta must be finite and > 0, got {beta}")
 
 
 def _parabola_sum(alpha: Array, z: Array, beta: Array, mu: Array, h: Array) -> Array:
@@ -134,7 +146,7 @@ def mittag_leffler(alpha: Any, z: Any, beta: Any = 1.0) -> Array:
     References:
         R. Garrappa, SIAM J. Numer. Anal. 53(3), 1350–1369 (2015), doi:10.1137/140971191.
     """
-    _check(alpha, beta)
+    _check(alpha, z, beta)
     dtype = jnp.result_type(float, alpha, z, beta)
     a, zz, b = (jnp.asarray(v, dtype) for v in (alpha, z, beta))
     a, zz, b = jnp.broadcast_arrays(a, zz, b)
@@ -142,4 +154,5 @@ def mittag_leffler(alpha: Any, z: Any, beta: Any = 1.0) -> Array:
     # α = β = 1: exp(z) exactly; d/dz from exp, d/dα and d/dβ from the contour formula
     general = _general(a, jnp.where(is_exp, jax.lax.stop_gradient(zz), zz), b)
     exact = jnp.exp(zz) + (general - jax.lax.stop_gradient(general))  # value: exp(z)
-    return jnp.where(is_exp, exact, general)
+    # E_{α,β}(z) → +inf as z → +inf (its growth is exp(z^{1/α}) / α)
+    return jnp.where(jnp.isposinf(zz), jnp.inf, jnp.where(is_exp, exact, general))

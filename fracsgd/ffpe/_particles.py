@@ -28,13 +28,13 @@ and in ``L = k|w|²/2`` the mean is ``w_0 E_α(−γ k t^α)``.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fracsgd._checks import check_key, check_number, real_array
 from fracsgd._types import Array, PRNGKey
 from fracsgd.diffusion import mittag_leffler_waiting_times
 from fracsgd.ffpe._solve import Problem
@@ -61,25 +61,31 @@ class Particles(NamedTuple):
 def _check(problem: Any, w0: Any, times: Any, step: Any, max_jumps: Any):
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a fracsgd.ffpe.Problem, got {type(problem).__name__}")
-    alpha = float(problem.alpha)
-    if not 0 < alpha <= 1:
-        raise ValueError(f"alpha must be in (0, 1], got {problem.alpha}")
+    alpha = check_number("alpha", problem.alpha, lo=0.0, hi=1.0, lo_open=True)
     if callable(problem.diffusion):
         raise ValueError("diffusion must be a number > 0 for ctrw (no D(w) functions)")
-    if not float(problem.diffusion) > 0:
-        raise ValueError(f"diffusion must be > 0, got {problem.diffusion}")
-    if not math.isfinite(float(problem.gamma)):
-        raise ValueError(f"gamma must be finite, got {problem.gamma}")
+    check_number("diffusion", problem.diffusion, lo=0.0, lo_open=True)
+    check_number("gamma", problem.gamma)
     if not callable(problem.potential):
         raise ValueError("potential must be a function L(w) of a point w of shape (dim,)")
+    w_np = real_array("w0", w0, finite=True)
+    if w_np.ndim != 2 or w_np.shape[0] < 1 or w_np.shape[1] < 1:
+        raise ValueError(f"w0 must have shape (particles, dim), got {w_np.shape}")
     w = jnp.asarray(w0)
-    if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
-        raise ValueError(f"w0 must have shape (particles, dim), got {w.shape}")
-    t = np.asarray(times, np.float64)
+    if not jnp.issubdtype(w.dtype, jnp.floating):
+        w = w.astype(jnp.result_type(float))
+    out = jax.eval_shape(problem.potential, jax.ShapeDtypeStruct(w.shape[1:], w.dtype))
+    if getattr(out, "shape", None) != ():
+        raise ValueError(
+            f"potential must map a point of shape {w.shape[1:]} to a scalar, got "
+            f"{getattr(out, 'shape', type(out).__name__)}"
+        )
+    t = real_array("times", times)
     if t.ndim != 1 or t.size < 1 or not np.all(t > 0) or not np.all(np.diff(t) > 0):
         raise ValueError("times must be a strictly increasing 1-D array of positive times")
-    if not float(step) > 0:
-        raise ValueError(f"step must be > 0, got {step}")
+    if not np.all(np.isfinite(t)):
+        raise ValueError("times must be finite")
+    check_number("step", step, lo=0.0, lo_open=True)
     if isinstance(max_jumps, bool) or not isinstance(max_jumps, int | np.integer) or max_jumps < 1:
         raise ValueError(f"max_jumps must be a positive integer, got {max_jumps!r}")
     return alpha, w, jnp.asarray(t, w.dtype)
@@ -166,7 +172,7 @@ def ctrw(
         True
     """
     alpha, w, t = _check(problem, w0, times, step, max_jumps)
-    keys = jax.random.split(key, w.shape[0])
+    keys = jax.random.split(check_key(key), w.shape[0])
     pos, jumps, complete = _simulate(
         keys,
         w,

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fracsgd._checks import check_number
 from fracsgd._types import Array
 from fracsgd.ffpe._caputo import (
     L1,
@@ -122,26 +123,29 @@ class Solution(NamedTuple):
 # ------------------------------------------------------------------------------ validation
 
 
-def _concrete(x: Any) -> float | None:
+def _concrete(x: Any, name: str) -> float | None:
     """``float(x)`` for a concrete scalar, ``None`` for a tracer (checked as data instead)."""
     if isinstance(x, jax.core.Tracer):
         return None
-    if np.ndim(x) != 0:
-        raise ValueError(f"expected a scalar, got shape {np.shape(x)} (vmap over problems)")
-    return float(x)
+    if not isinstance(x, str | bytes) and np.ndim(x) != 0:
+        raise ValueError(f"{name} must be a scalar, got shape {np.shape(x)} (vmap over problems)")
+    try:
+        return float(x)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ValueError(f"{name} must be a real number, got {x!r}") from err
 
 
 def _check_problem(problem: Any) -> Problem:
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a fracsgd.ffpe.Problem, got {type(problem).__name__}")
-    a = _concrete(problem.alpha)
+    a = _concrete(problem.alpha, "alpha")
     if a is not None and not 0 < a <= 1:
         raise ValueError(f"alpha must be in (0, 1], got {problem.alpha}")
     if not callable(problem.diffusion):
-        d = _concrete(problem.diffusion)
-        if d is not None and not d > 0:
-            raise ValueError(f"diffusion must be > 0, got {problem.diffusion}")
-    g = _concrete(problem.gamma)
+        d = _concrete(problem.diffusion, "diffusion")
+        if d is not None and not (d > 0 and math.isfinite(d)):
+            raise ValueError(f"diffusion must be finite and > 0, got {problem.diffusion}")
+    g = _concrete(problem.gamma, "gamma")
     if g is not None and not math.isfinite(g):
         raise ValueError(f"gamma must be finite, got {problem.gamma}")
     if not callable(problem.potential):
@@ -159,14 +163,22 @@ def _parameters_ok(problem: Problem) -> Array:
 
 
 def _check_p0(p0: Any, shape: tuple[int, ...]) -> Array:
-    p = jnp.asarray(p0)
-    if p.shape != shape:
-        raise ValueError(f"p0 must have shape {shape}, got {p.shape}")
-    if not isinstance(p, jax.core.Tracer):
-        p_np = np.asarray(p, np.float64)
+    if isinstance(p0, str | bytes) or (
+        not isinstance(p0, jax.Array) and np.asarray(p0).dtype.kind not in "biuf"
+    ):
+        raise ValueError(f"p0 must be an array of real numbers, got {type(p0).__name__}")
+    if np.shape(p0) != shape:
+        raise ValueError(f"p0 must have shape {shape}, got {np.shape(p0)}")
+    dtype = jax.dtypes.canonicalize_dtype(np.result_type(getattr(p0, "dtype", np.asarray(p0))))
+    dtype = dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.result_type(float)
+    if not isinstance(p0, jax.core.Tracer):
+        p_np = np.asarray(p0, np.float64)
+        big = float(jnp.finfo(dtype).max) / max(p_np.size, 1)  # the mass must stay finite too
         if not np.all(np.isfinite(p_np)) or np.any(p_np < 0) or not p_np.sum() > 0:
             raise ValueError("p0 must be finite, non-negative and have positive mass")
-    return p
+        if p_np.max() > big:
+            raise ValueError(f"p0 values must stay below {big:.3g} for a finite {dtype} mass")
+    return jnp.asarray(p0, dtype)
 
 
 def _check_strategies(stepper: Any, history: Any) -> None:
@@ -471,6 +483,7 @@ def _run(
     history: History,
 ) -> Solution:
     """Mesh, save plan, march and result codes — shared by every spatial discretisation."""
+    t_final = check_number("t_final", t_final, lo=0.0, lo_open=True)
     ts_np = graded_mesh(t_final, num_steps, grading, graded_until=graded_until)
     plan = _save_plan(ts_np, save_at)
     if isinstance(history, SOE):
@@ -523,7 +536,7 @@ def stationary(problem: Problem, grid: Grid1D | Grid2D) -> Array:
     problem = _check_problem(problem)
     if isinstance(grid, Grid2D):
         grid = check_grid2d(grid)
-        return gibbs2d(operator2d(problem, grid), grid.cell_volume)
+        return _check_stationary(gibbs2d(operator2d(problem, grid), grid.cell_volume))
     grid = check_grid(grid)
     bands, _ = _operator(problem, grid)
     lower, _, upper = bands
@@ -533,4 +546,14 @@ def stationary(problem: Problem, grid: Grid1D | Grid2D) -> Array:
     log_ratio = jnp.log(lower[1:]) - jnp.log(upper[:-1])
     log_p = jnp.concatenate([jnp.zeros(1, log_ratio.dtype), jnp.cumsum(log_ratio)])
     p = jnp.exp(log_p - jnp.max(log_p))
-    return p / (jnp.sum(p) * grid.h)
+    return _check_stationary(p / (jnp.sum(p) * grid.h))
+
+
+def _check_stationary(p: Array) -> Array:
+    """Refuses a concrete non-finite stationary density (traced ones are returned as they are)."""
+    if not isinstance(p, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(p))):
+        raise ValueError(
+            "the stationary density is not finite: gamma * potential / diffusion overflows on "
+            "this grid (use a smaller gamma or domain, or float64)"
+        )
+    return p

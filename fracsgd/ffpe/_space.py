@@ -55,8 +55,16 @@ def check_grid(grid: Any) -> Grid1D:
         raise ValueError(f"grid must be a fracsgd.ffpe.Grid1D, got {type(grid).__name__}")
     if isinstance(grid.cells, bool) or not isinstance(grid.cells, int) or grid.cells < 3:
         raise ValueError(f"grid.cells must be an integer >= 3, got {grid.cells!r}")
-    if not float(grid.hi) > float(grid.lo):
-        raise ValueError(f"grid needs hi > lo, got lo={grid.lo}, hi={grid.hi}")
+    try:
+        lo, hi = float(grid.lo), float(grid.hi)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"grid.lo and grid.hi must be numbers, got {grid.lo!r}, {grid.hi!r}"
+        ) from err
+    if not (
+        np.isfinite(lo) and np.isfinite(hi) and hi > lo and np.isfinite((hi - lo) / grid.cells)
+    ):
+        raise ValueError(f"grid needs finite hi > lo, got lo={grid.lo}, hi={grid.hi}")
     return grid
 
 
@@ -76,6 +84,13 @@ def potential_values(potential: Callable, grid: Grid1D) -> Array:
             f"potential must map a point of shape (1,) to a scalar; got output shape "
             f"{vals.shape[1:]} per point"
         )
+    return check_potential_values(vals)
+
+
+def check_potential_values(vals: Array) -> Array:
+    """Refuses concrete potential values that are NaN or inf (a tracer is passed through)."""
+    if not isinstance(vals, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(vals))):
+        raise ValueError("potential must be finite at every cell centre of the grid")
     return vals
 
 

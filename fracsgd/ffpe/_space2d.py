@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fracsgd._types import Array
-from fracsgd.ffpe._space import bernoulli
+from fracsgd.ffpe._space import bernoulli, check_potential_values
 
 
 class Grid2D(NamedTuple):
@@ -80,13 +80,20 @@ def check_grid2d(grid: Any) -> Grid2D:
     if not isinstance(grid, Grid2D):
         raise ValueError(f"grid must be a fracsgd.ffpe.Grid2D, got {type(grid).__name__}")
     for name in ("lo", "hi", "cells"):
-        if len(tuple(getattr(grid, name))) != 2:
+        value = getattr(grid, name)
+        if isinstance(value, str | bytes) or not hasattr(value, "__len__") or len(value) != 2:
             raise ValueError(f"grid.{name} must have 2 entries, got {getattr(grid, name)!r}")
     for n in grid.cells:
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 3:
             raise ValueError(f"grid.cells must be two integers >= 3, got {grid.cells!r}")
     for a, b in zip(grid.lo, grid.hi, strict=True):
-        if not (np.isfinite(float(a)) and np.isfinite(float(b)) and float(b) > float(a)):
+        try:
+            a, b = float(a), float(b)
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"grid.lo and grid.hi must hold numbers, got {grid.lo!r}, {grid.hi!r}"
+            ) from err
+        if not (np.isfinite(a) and np.isfinite(b) and b > a and np.isfinite(b - a)):
             raise ValueError(f"grid needs finite hi > lo per axis, got lo={grid.lo}, hi={grid.hi}")
     return Grid2D(
         (float(grid.lo[0]), float(grid.lo[1])),
@@ -371,7 +378,7 @@ def potential_values2d(potential: Callable, grid: Grid2D) -> Array:
             f"potential must map a point of shape (2,) to a scalar; got output shape "
             f"{vals.shape[1:]} per point"
         )
-    return vals.reshape(grid.cells)
+    return check_potential_values(vals.reshape(grid.cells))
 
 
 def operator2d(problem: Any, grid: Grid2D) -> SG2D:
