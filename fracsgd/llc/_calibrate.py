@@ -288,8 +288,11 @@ def time_average(steps: Any, values: Any, start: float) -> float:
         >>> time_average([1, 10, 100], [5.0, 1.0, 3.0], 10)
         2.0
     """
-    t = np.asarray(steps, np.float64)
-    v = np.asarray(values, np.float64)
+    t = real_array("steps", steps)
+    v = real_array("values", values)
+    if t.ndim != 1 or v.shape != t.shape:
+        raise ValueError(f"steps and values must be 1-D of one length, got {t.shape}, {v.shape}")
+    start = check_number("start", start)
     keep = (t >= start) & np.isfinite(v)
     t, v = t[keep], v[keep]
     if t.size == 0:
