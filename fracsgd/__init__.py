@@ -4,7 +4,7 @@ Implements and tests Hennick & De Baerdemacker, "Almost Bayesian: The Fractal Dy
 Stochastic Gradient Descent" (arXiv 2503.22478).
 """
 
-from fracsgd import data, diffusion, experiments, ffpe, llc, models, sampling, train
+from fracsgd import data, diffusion, experiments, ffpe, llc, models, parallel, sampling, train
 
 __version__ = "0.1.0"
 
@@ -16,6 +16,7 @@ __all__ = [
     "ffpe",
     "llc",
     "models",
+    "parallel",
     "sampling",
     "train",
 ]

@@ -23,8 +23,20 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from fracsgd._types import Array, PRNGKey, PyTree
+from fracsgd.parallel import (
+    check_mesh,
+    chunk_plan,
+    device_memory,
+    map_elements,
+    num_shards,
+    pad_leading,
+    replicate,
+    shard_leading,
+    to_host,
+)
 from fracsgd.sampling import (
     build_kernel,
     build_psgld_kernel,
@@ -210,19 +222,24 @@ def _chain(
 def _program(
     static: _Static, keys: Array, centers: PyTree, masks: PyTree | None, hyper: Array, data: PyTree
 ):
-    """``keys (M,)``, ``centers (M, ...)``, ``masks (M, ...)`` or None, ``hyper (M, 3)``."""
+    """One row per chain: ``keys (R,)``, ``centers (R, ...)``, ``masks (R, ...)`` or None,
+    ``hyper (R, 3)`` → ``dead (R,)`` and traces ``(R, draws)``. Rows are independent, so the
+    row axis may be chunked and sharded freely."""
     n = _num_samples(data)
-
-    def one_model(key, center, mask, hp):
-        chain_keys = jax.random.split(key, static.num_chains)
-        dead, outs = jax.vmap(lambda k: _chain(static, k, center, mask, hp, data, n))(chain_keys)
-        return dead, outs, _full_loss(static.loss_fn, center, data, n)
-
-    return jax.vmap(one_model, in_axes=(0, 0, 0 if static.masked else None, 0))(
-        keys, centers, masks, hyper
-    )
+    return jax.vmap(
+        lambda k, c, m, hp: _chain(static, k, c, m, hp, data, n),
+        in_axes=(0, 0, 0 if static.masked else None, 0),
+    )(keys, centers, masks, hyper)
 
 
+def _init_program(loss_fn: Callable, centers: PyTree, data: PyTree, mesh=None) -> Array:
+    """``L_n(w*)`` of every centre ``(M, ...)`` (one centre at a time on CPU, see
+    :func:`fracsgd.parallel.map_elements`)."""
+    n = _num_samples(data)
+    return map_elements(lambda c, d: _full_loss(loss_fn, c, d, n), centers, data, mesh)
+
+
+_compiled_init = jax.jit(_init_program, static_argnums=(0, 3))
 _compiled = jax.jit(_program, static_argnums=0)
 
 
@@ -353,6 +370,62 @@ def _summarise(dead, outs, init_loss, nbeta, same_batch):
     )
 
 
+def _tree_bytes(tree: PyTree) -> int:
+    return sum(
+        int(np.prod(np.shape(a))) * np.dtype(a.dtype).itemsize for a in jax.tree.leaves(tree)
+    )
+
+
+def _activation_bytes(loss_fn: Callable, params: PyTree, batch: PyTree) -> int:
+    """Bytes of every intermediate value of ``loss_fn(params, batch)`` (its jaxpr's equations'
+    outputs): an upper bound of what one evaluation holds, before XLA fuses and frees."""
+    jaxpr = jax.make_jaxpr(loss_fn)(params, batch).jaxpr
+    return sum(
+        int(np.prod(v.aval.shape)) * np.dtype(v.aval.dtype).itemsize
+        for eqn in jaxpr.eqns
+        for v in eqn.outvars
+        if hasattr(v.aval, "shape") and hasattr(v.aval, "dtype")
+    )
+
+
+def chain_bytes(
+    loss_fn: Callable,
+    params: PyTree,
+    data: PyTree,
+    *,
+    batch_size: int,
+    num_draws: int,
+    sampler: str = "sgld",
+    mala: bool = False,
+) -> tuple[int, int]:
+    """The LLC memory model: ``(per_chain, fixed)`` bytes on one device.
+
+    A chain (one row of the ``models × chains`` axis) holds its centre, position, gradient,
+    proposal and noise (``5·P`` numbers of ``params``' bytes ``P``; pSGLD adds its square average
+    and preconditioner, MALA another gradient and two differences: ``+2·P`` each), its four
+    recorded traces (``16·num_draws``), the gathered minibatch (``batch_size`` rows of ``data``)
+    and ``3·A`` for the loss: ``A`` = bytes of all intermediates of ``loss_fn`` on one minibatch
+    (from its jaxpr; forward values kept for the backward pass, their cotangents, and the
+    same-batch/MALA evaluation). ``fixed`` is the data set, replicated on every device.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> loss = lambda w, b: jnp.mean((b @ w) ** 2)
+        >>> per, fixed = chain_bytes(loss, jnp.zeros(4), jnp.zeros((100, 4)), batch_size=10,
+        ...                          num_draws=50)
+        >>> fixed, per > 5 * 16 + 16 * 50 + 10 * 16
+        (1600, True)
+    """
+    p = _tree_bytes(params)
+    n = _num_samples(data)
+    row = _tree_bytes(data) // max(n, 1)
+    batch = jax.tree.map(lambda a: a[:batch_size], data)
+    act = _activation_bytes(loss_fn, params, batch)
+    copies = 5 + 2 * (sampler == "psgld") + 2 * bool(mala)
+    per_chain = copies * p + 16 * num_draws + batch_size * row + 3 * act
+    return int(per_chain), int(_tree_bytes(data))
+
+
 def _run(
     key,
     loss_fn,
@@ -369,7 +442,14 @@ def _run(
     same_batch,
     sampler,
     mala,
+    mesh=None,
+    memory_limit=None,
 ):
+    """Sample every centre's chains: rows ``models × chains`` in equal chunks that fit the
+    memory model (:func:`chain_bytes`, :func:`fracsgd.parallel.chunk_plan`), each sharded over
+    ``mesh``; then ``L_n(w*)`` per centre. Returns host ``dead (M, C)``, traces ``(M, C, D)``
+    and ``init_loss (M,)``; chain ``c`` of model ``i`` uses
+    ``jax.random.split(fold_in(key, i), C)[c]`` whatever the chunking or device count."""
     static = _Static(
         loss_fn,
         int(num_chains),
@@ -383,9 +463,50 @@ def _run(
         masks is not None,
     )
     m = int(hyper.shape[0])
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(m))  # model i: fold_in(key, i)
-    dead, outs, init_loss = _compiled(static, keys, centers, masks, hyper, data)
-    return jax.device_get((dead, outs, init_loss))
+    c = static.num_chains
+    shards = num_shards(mesh)
+    one = jax.tree.map(lambda a: a[0], centers)
+    per_chain, fixed = chain_bytes(
+        loss_fn, one, data, batch_size=batch_size, num_draws=num_draws, sampler=sampler, mala=mala
+    )
+    cap = memory_limit if memory_limit is not None else device_memory(mesh)
+    chunk, _ = chunk_plan(m * c, per_chain, fixed, cap, shards, what="SGLD chain")
+    keys = jax.vmap(lambda i: jax.random.split(jax.random.fold_in(key, i), c))(jnp.arange(m))
+    keys = keys.reshape(m * c)
+    data_on = replicate(data, mesh)
+    hyper = jnp.asarray(hyper)
+    parts = []
+    for start in range(0, m * c, chunk):
+        rows = np.arange(start, min(start + chunk, m * c))
+        model = rows // c
+        args = (
+            keys[rows],
+            jax.tree.map(lambda a, model=model: jnp.asarray(a)[model], centers),
+            None
+            if masks is None
+            else jax.tree.map(lambda a, model=model: jnp.asarray(a)[model], masks),
+            hyper[model],
+        )
+        k, ce, ma, hp = shard_leading(pad_leading(args, chunk), mesh)
+        dead, outs = to_host(_compiled(static, k, ce, ma, hp, data_on))
+        real = len(rows)
+        parts.append(jax.tree.map(lambda a, real=real: a[:real], (dead, outs)))
+    dead, outs = jax.tree.map(lambda *a: np.concatenate(a).reshape(m, c, *a[0].shape[1:]), *parts)
+
+    # the full-data loss at each centre: one model's activations over a data chunk
+    n = _num_samples(data)
+    rows_per_eval = n if n <= 8192 else max(d for d in range(1, 8193) if n % d == 0)
+    act = _activation_bytes(loss_fn, one, jax.tree.map(lambda a: a[:rows_per_eval], data))
+    per_model = _tree_bytes(one) + 3 * act
+    chunk, _ = chunk_plan(m, per_model, fixed, cap, shards, what="model's full-data loss")
+    losses = []
+    for start in range(0, m, chunk):
+        idx = np.arange(start, min(start + chunk, m))
+        ce = shard_leading(
+            pad_leading(jax.tree.map(lambda a, idx=idx: jnp.asarray(a)[idx], centers), chunk), mesh
+        )
+        losses.append(to_host(_compiled_init(loss_fn, ce, data_on, mesh))[: len(idx)])
+    return dead, outs, np.concatenate(losses)
 
 
 def _estimate_rows(
@@ -406,6 +527,8 @@ def _estimate_rows(
     same_batch,
     sampler,
     mala,
+    mesh=None,
+    memory_limit=None,
 ):
     """Validate, sample every centre (leading model axis) in one program, and summarise each:
     ``(rows, meta)`` with one summary dict per centre and the shared settings."""
@@ -423,6 +546,9 @@ def _estimate_rows(
         sampler=sampler,
         n_models_axis=True,
     )
+    mesh = check_mesh(mesh)
+    if memory_limit is not None:
+        _check_int("memory_limit", memory_limit, 1)
     nb = resolve_nbeta(nbeta, n, batch_size)
     sizes = {int(np.shape(x)[0]) for x in jax.tree.leaves(centers)}
     if len(sizes) != 1:
@@ -444,6 +570,8 @@ def _estimate_rows(
         same_batch=same_batch,
         sampler=sampler,
         mala=mala,
+        mesh=mesh,
+        memory_limit=memory_limit,
     )
     rows = [
         _summarise(dead[i], [o[i] for o in outs], init_loss[i], nb, same_batch)
@@ -480,6 +608,8 @@ def estimate(
     sampler: str = "sgld",
     mask: PyTree | None = None,
     mala: bool = False,
+    mesh: Mesh | None = None,
+    memory_limit: int | None = None,
 ) -> LLCResult:
     """Estimate the local learning coefficient λ(w*) at ``params`` with batched SGLD chains.
 
@@ -502,6 +632,10 @@ def estimate(
         sampler: ``"sgld"`` or ``"psgld"`` (RMSprop-preconditioned).
         mask: optional 0/1 pytree like ``params``; masked entries get no drift and no noise.
         mala: also compute the MALA acceptance proxy (one more gradient per step).
+        mesh: ``None`` (default device) or a one-axis ``"batch"`` mesh
+            (:func:`fracsgd.parallel.batch_mesh`): the chains are sharded over its devices.
+        memory_limit: bytes per device (default: what each device has available); chains that
+            do not fit at once run in chunks (see :func:`estimate_many`).
 
     Returns:
         An :class:`LLCResult`. Diverged chains are flagged and excluded, never raised; if every
@@ -538,6 +672,8 @@ def estimate(
         same_batch=same_batch,
         sampler=sampler,
         mala=mala,
+        mesh=mesh,
+        memory_limit=memory_limit,
     )
     s = rows[0]
     if s["not_minimum"]:
@@ -575,13 +711,25 @@ def estimate_many(
     sampler: str = "sgld",
     mask: PyTree | None = None,
     mala: bool = False,
+    mesh: Mesh | None = None,
+    memory_limit: int | None = None,
 ) -> LLCResult:
     """:func:`estimate` for many centres in one compiled program.
 
     ``params`` (and ``mask``, if given) carry a leading model axis ``M`` — seeds × widths ×
     checkpoints of a sweep, width-masked networks included. Every field of the result gains a
     leading ``M`` axis (``llc_mean`` is ``(M,)``, ``loss_trace`` ``(M, chains, draws)``).
-    Warnings for non-minima are collected into one.
+    Warnings for non-minima are collected into one. Takes the arguments of :func:`estimate`.
+
+    Rows, chunks and devices: the ``models × chains`` chains are one flat axis of independent
+    rows; chain ``c`` of model ``i`` draws from ``jax.random.split(fold_in(key, i), C)[c]``. When
+    the rows do not fit the memory model of :func:`chain_bytes` on a device (``memory_limit``
+    bytes, default what the device has available), they run in equal chunks
+    (:func:`fracsgd.parallel.chunk_plan`, the last padded) through one compiled program; with
+    ``mesh`` each chunk is sharded over the mesh's devices. ``L_n(w*)`` is computed per model
+    afterwards, chunked by the same rule. Results do not depend on the chunking or the device
+    count (bitwise on CPU; checked in ``tests/parallel``). Only a single chain that does not
+    fit is an error.
 
     Examples:
         >>> import jax, jax.numpy as jnp
@@ -611,6 +759,8 @@ def estimate_many(
         same_batch=same_batch,
         sampler=sampler,
         mala=mala,
+        mesh=mesh,
+        memory_limit=memory_limit,
     )
     num_models = len(results)
     bad = [i for i, r in enumerate(results) if r["not_minimum"]]

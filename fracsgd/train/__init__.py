@@ -4,7 +4,8 @@
 optimizers × batch sizes in as few compiled programs as possible.
 """
 
-from fracsgd.train._api import BranchResult, Grid, branch, bucket_widths, run, sweep
+from fracsgd._io import CheckpointError
+from fracsgd.train._api import BranchResult, Grid, branch, bucket_widths, plan_sweep, run, sweep
 from fracsgd.train._config import OPTIMIZERS, SAMPLINGS, TrainConfig, log_spaced_steps
 from fracsgd.train._engine import displacement, estimate_bytes
 from fracsgd.train._results import BucketInfo, SweepResult, TrainResult
@@ -14,6 +15,7 @@ __all__ = [
     "SAMPLINGS",
     "BranchResult",
     "BucketInfo",
+    "CheckpointError",
     "Grid",
     "SweepResult",
     "TrainConfig",
@@ -23,6 +25,7 @@ __all__ = [
     "displacement",
     "estimate_bytes",
     "log_spaced_steps",
+    "plan_sweep",
     "run",
     "sweep",
 ]

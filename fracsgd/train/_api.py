@@ -4,6 +4,7 @@ possible)."""
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -11,11 +12,23 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
+from fracsgd._io import array_digest, fingerprint
 from fracsgd._progress import Progress
 from fracsgd._types import PRNGKey
 from fracsgd.data import Dataset
 from fracsgd.models import Model, deep_linear, mlp
+from fracsgd.parallel import (
+    check_mesh,
+    chunk_plan,
+    device_memory,
+    num_shards,
+    pad_leading,
+    replicate,
+    shard_leading,
+    to_host,
+)
 from fracsgd.train import _engine as E
 from fracsgd.train._config import (
     OPTIMIZERS,
@@ -28,7 +41,15 @@ from fracsgd.train._config import (
     log_spaced_steps,
     validate_config,
 )
-from fracsgd.train._results import BucketInfo, SweepResult, TrainResult
+from fracsgd.train._results import (
+    BucketInfo,
+    SweepResult,
+    TrainResult,
+    chunk_path,
+    load_chunks,
+    merge_chunks,
+    save_chunk,
+)
 
 MODEL_KINDS = ("mlp", "deep_linear")
 _TARGET_CHUNKS = 20
@@ -85,29 +106,34 @@ def _train_bucket(
     data: E.Data,
     progress: Progress,
     params0: Any = None,
+    *,
+    num_real: int | None = None,
+    mesh: Mesh | None = None,
 ) -> dict[str, Any]:
+    """Train one chunk of a bucket (inputs with a leading network axis, already padded and
+    placed on the devices) and return host arrays for its first ``num_real`` networks."""
     if params0 is None:
-        carry, consts = E.init_program(static, init_keys, masks, data_keys, hyper, data)
+        carry, consts = E.init_program(static, init_keys, masks, data_keys, hyper, data, mesh=mesh)
     else:
         carry, consts = E.start_program(static, params0, masks, data_keys, hyper)
-    n_nets = data_keys.shape[0]
+    n_nets = data_keys.shape[0] if num_real is None else num_real
     ck_steps = set(static.checkpoint_steps)
     checkpoints, metrics = [], []
     done = 0
     for end in segment_ends(static.steps, static.checkpoint_steps):
-        carry = E.segment_program(static, carry, consts, data, jnp.int32(end))
+        carry = E.segment_program(static, carry, consts, data, jnp.int32(end), mesh=mesh)
         if end in ck_steps:
-            metrics.append(np.asarray(E.eval_program(static, carry.params, consts.masks, data)))
-            checkpoints.append(E.to_host(carry.params))  # host memory, not the device
+            metrics.append(to_host(E.eval_program(static, carry.params, consts.masks, data, mesh)))
+            checkpoints.append(to_host(carry.params))  # host memory, not the device
         else:
             jax.block_until_ready(carry.step)
         progress.update((end - done) * n_nets)
         done = end
     n_records = static.steps // static.record_every
-    records = np.asarray(carry.records)[:, :n_records]
-    params0, diverged_step = E.to_host((consts.params0, carry.diverged_step))
+    records = to_host(carry.records)[:, :n_records]
+    params0, diverged_step = to_host((consts.params0, carry.diverged_step))
     stacked = jax.tree.map(lambda *a: np.stack(a, axis=1), *checkpoints)  # (N, K, ...)
-    return {
+    out = {
         "displacement": records[..., 0],
         "train_loss": records[..., 1],
         "grad_norm": records[..., 2],
@@ -116,6 +142,7 @@ def _train_bucket(
         "init_params": params0,
         "diverged_step": diverged_step,
     }
+    return jax.tree.map(lambda a: a[:n_nets], out)
 
 
 def _hyper(configs: Sequence[TrainConfig], optimizers: tuple[str, ...]) -> E.Hyper:
@@ -243,7 +270,9 @@ class Grid(NamedTuple):
             ``None`` picks by platform: 1.25 on CPU, where padded FLOPs cost their full price
             (measured in ``benchmarks/train_sweep.py``), 4.0 on GPU/TPU, where small networks
             are bound by kernel launches and padding is nearly free.
-        memory_limit: bytes one bucket may use; default: what the device has available.
+        memory_limit: bytes one device may use for a bucket (default: what each device has
+            available). A bucket that does not fit is split into chunks that do
+            (:func:`sweep`); only a single network that does not fit is an error.
     """
 
     hidden: Sequence[Sequence[int] | int] = ((64,),)
@@ -366,7 +395,15 @@ def bucket_widths(
     return buckets
 
 
-def sweep(key: PRNGKey, dataset: Dataset, grid: Grid, *, progress: bool = True) -> SweepResult:
+def sweep(
+    key: PRNGKey,
+    dataset: Dataset,
+    grid: Grid,
+    *,
+    progress: bool = True,
+    mesh: Mesh | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+) -> SweepResult:
     """Train every network of ``grid`` (seeds × hidden widths × learning rates × optimizers ×
     batch sizes), vmapped, in as few compiled programs as possible.
 
@@ -377,20 +414,47 @@ def sweep(key: PRNGKey, dataset: Dataset, grid: Grid, *, progress: bool = True) 
     loss or parameters become NaN/inf is frozen at its last finite state and flagged
     (``diverged``, ``diverged_step``); the others are untouched.
 
+    Memory and chunks: a bucket of ``N`` networks needs ``N · per_network + data`` bytes on a
+    device by the memory model of :func:`fracsgd.train.estimate_bytes`. When that exceeds the
+    cap (``Grid.memory_limit`` bytes per device, default what each device has available), the
+    bucket's networks are split into equal chunks that fit (:func:`fracsgd.parallel.chunk_plan`;
+    the last chunk is padded by repeating its last network) and run one after another through
+    the same compiled program. Each network's computation is independent of the others, so
+    chunked, sharded and single-program runs give identical results (bitwise on CPU). Only a
+    single network that does not fit is an error.
+
+    Devices: with ``mesh`` (:func:`fracsgd.parallel.batch_mesh`) each chunk's networks axis is
+    sharded over the mesh's devices (chunks are padded to a multiple of the device count) and the
+    data set is replicated; keys are derived per network as without a mesh, so results do not
+    depend on the device count. Multi-host runs: see :mod:`fracsgd.parallel`.
+
+    Resuming: with ``checkpoint_dir`` every finished chunk is saved there atomically
+    (``sweep-b<bucket>-<hash>.npz``, written by process 0). A re-run with the same arguments
+    loads the finished networks and trains only the rest (``result.num_resumed`` counts the
+    loaded ones); the result equals an uninterrupted run. Each file carries a fingerprint of the
+    grid (all fields but ``memory_limit``), the key, the data set's arrays, the bucket plan, the
+    platform and the fracsgd and JAX versions; a file with another fingerprint, or one that
+    cannot be read, raises :class:`fracsgd.train.CheckpointError` (a ``ValueError``) — never
+    reused silently. Chunk size and device count may differ between the runs.
+
     Args:
         key: ``jax.random.key``; the network with seed ``s`` is trained exactly as
             ``run(jax.random.fold_in(key, s), …)``.
         dataset: a :class:`fracsgd.data.Dataset`.
         grid: a :class:`Grid`.
         progress: progress bar on stderr (advances between compiled chunks).
+        mesh: ``None`` (default device) or a one-axis ``"batch"`` mesh to shard networks over.
+        checkpoint_dir: directory for resumable chunk files (``None``: nothing is saved).
 
     Returns:
-        A :class:`SweepResult` with one entry per network (``result.coords`` labels them) and
-        ``result.num_programs``, the number of compiled bucket programs.
+        A :class:`SweepResult` with one entry per network (``result.coords`` labels them),
+        ``result.num_programs``, the number of compiled bucket programs, and per bucket its
+        chunking (``result.buckets[b].num_chunks``, ``chunk_size``, ``num_devices``).
 
     Raises:
-        ValueError: for bad grid values (naming the field) or a bucket that would not fit in
-            memory, before anything is compiled.
+        ValueError: for bad grid values (naming the field), a bad ``mesh``, or a single network
+            that would not fit in memory, before anything is compiled.
+        CheckpointError: a corrupt or mismatched file in ``checkpoint_dir``.
 
     Examples:
         >>> import jax
@@ -402,10 +466,84 @@ def sweep(key: PRNGKey, dataset: Dataset, grid: Grid, *, progress: bool = True) 
         >>> res = fs.train.sweep(jax.random.key(0), data, grid, progress=False)
         >>> res.num_runs, res.num_programs, res.displacement.shape
         (8, 1, (8, 50))
+
+        A memory cap splits the bucket into chunks; the numbers do not change:
+
+        >>> per_net = fs.train.estimate_bytes(res.buckets[0].static, 1, 256, 2, 0)
+        >>> room_for_3 = res.buckets[0].estimated_bytes - 5 * per_net  # 8 networks + data
+        >>> small = grid._replace(memory_limit=room_for_3)
+        >>> chunked = fs.train.sweep(jax.random.key(0), data, small, progress=False)
+        >>> chunked.buckets[0].num_chunks, bool((chunked.displacement == res.displacement).all())
+        (3, True)
     """
     key = _check_key(key)
     dataset = _check_dataset(dataset)
     grid, hidden = _validate_grid(grid, dataset)
+    mesh = check_mesh(mesh)
+    if checkpoint_dir is not None and not isinstance(checkpoint_dir, str | os.PathLike):
+        raise ValueError(f"checkpoint_dir must be a path or None, got {checkpoint_dir!r}")
+    runs, plan = _plan(dataset, grid, hidden, mesh)
+    stored: dict[int, list[tuple[list[int], dict[str, Any]]]] = {}
+    fp = describe = ""
+    if checkpoint_dir is not None:
+        fp, describe = _sweep_fingerprint(key, dataset, grid, plan)
+        stored = load_chunks(checkpoint_dir, fp, [(st, idx) for st, idx, _ in plan])
+    writer = checkpoint_dir is not None and jax.process_index() == 0
+
+    bar = Progress(
+        len(runs) * grid.steps, "fracsgd.train.sweep", enabled=progress, unit="network-steps"
+    )
+    data = replicate(_data(dataset), mesh)
+    outputs: list[dict[str, Any]] = []
+    resumed = 0
+    t0 = time.perf_counter()
+    for b, (static, idx, info) in enumerate(plan):
+        parts = stored.get(b, [])
+        done = {r for rs, _ in parts for r in rs}
+        todo = [i for i in idx if i not in done]
+        resumed += len(idx) - len(todo)
+        bar.update((len(idx) - len(todo)) * grid.steps)
+        inputs = _bucket_inputs(key, grid, static, runs, todo) if todo else None
+        for c in range(0, len(todo), info.chunk_size):
+            part = np.arange(c, min(c + info.chunk_size, len(todo)))
+            chunk_inputs = jax.tree.map(lambda a, part=part: a[part], inputs)
+            init_keys, masks, data_keys, hyper = shard_leading(
+                pad_leading(chunk_inputs, info.chunk_size), mesh
+            )
+            out = _train_bucket(
+                static,
+                init_keys,
+                masks,
+                data_keys,
+                hyper,
+                data,
+                bar,
+                num_real=len(part),
+                mesh=mesh,
+            )
+            chunk_runs = [todo[int(j)] for j in part]
+            if writer:
+                assert checkpoint_dir is not None
+                path = chunk_path(checkpoint_dir, b, chunk_runs)
+                save_chunk(path, out, chunk_runs, fp, describe)
+            parts.append((chunk_runs, out))
+        outputs.append(merge_chunks(parts, idx))
+    wall = time.perf_counter() - t0
+    return SweepResult.assemble(
+        grid,
+        runs,
+        [info for _, _, info in plan],
+        outputs,
+        wall_time=wall,
+        dataset_name=dataset.name,
+        dataset_source=dataset.source,
+        resumed=resumed,
+    )
+
+
+def _plan(dataset: Dataset, grid: Grid, hidden: list[tuple[int, ...]], mesh: Mesh | None):
+    """The flat run list and, per bucket, ``(static, run indices, BucketInfo)``."""
+    shards = num_shards(mesh)
     n_in, n_out = dataset.num_features, dataset.num_outputs
     ctor = (lambda ws: mlp(ws, batch_norm=grid.batch_norm)) if grid.model == "mlp" else deep_linear
     width_buckets = bucket_widths(
@@ -418,12 +556,14 @@ def sweep(key: PRNGKey, dataset: Dataset, grid: Grid, *, progress: bool = True) 
             grid.seeds, hidden, grid.learning_rates, grid.optimizers, grid.batch_sizes
         )
     )
+    data_bytes = _data_bytes(dataset)
+    cap = grid.memory_limit if grid.memory_limit is not None else device_memory(mesh)
     plan = []
     for batch in grid.batch_sizes:
         for members in width_buckets:
             idx = [i for i, r in enumerate(runs) if r[4] == batch and r[1] in members]
-            cap = tuple(max(c) for c in zip(*members, strict=True)) if members[0] else ()
-            model = ctor((n_in, *cap, n_out))
+            cap_widths = tuple(max(c) for c in zip(*members, strict=True)) if members[0] else ()
+            model = ctor((n_in, *cap_widths, n_out))
             opts = tuple(o for o in OPTIMIZERS if any(runs[i][3] == o for i in idx))
             masked = len(members) > 1
             static = E.Static(
@@ -437,49 +577,88 @@ def sweep(key: PRNGKey, dataset: Dataset, grid: Grid, *, progress: bool = True) 
                 optimizers=opts,
                 masked=masked,
             )
-            needed = E.estimate_bytes(
-                static, len(idx), dataset.num_train, dataset.num_features, _data_bytes(dataset)
+            per_net = E.estimate_bytes(static, 1, dataset.num_train, n_in, 0)
+            chunk, n_chunks = chunk_plan(
+                len(idx),
+                per_net,
+                data_bytes,
+                cap,
+                shards,
+                what=f"network at widths {model.widths}",
             )
-            _check_memory(
-                needed,
-                grid.memory_limit,
-                f"the bucket of {len(idx)} networks at widths {model.widths}",
+            needed = E.estimate_bytes(static, chunk // shards, dataset.num_train, n_in, data_bytes)
+            plan.append(
+                (static, idx, BucketInfo(static, tuple(idx), needed, chunk, n_chunks, shards))
             )
-            plan.append((static, idx, needed))
 
-    bar = Progress(
-        len(runs) * grid.steps, "fracsgd.train.sweep", enabled=progress, unit="network-steps"
-    )
-    data = _data(dataset)
-    outputs: list[dict[str, Any]] = []
-    infos = []
-    t0 = time.perf_counter()
-    for static, idx, needed in plan:
-        model = static.model
-        masks = None
-        if static.masked:
-            ms = [model.width_mask(runs[i][1]) for i in idx]
-            masks = tuple(jnp.stack(layer) for layer in zip(*ms, strict=True))
-        init_keys = jnp.stack(
-            [jax.random.fold_in(jax.random.fold_in(key, runs[i][0]), 0) for i in idx]
+    return runs, plan
+
+
+def plan_sweep(dataset: Dataset, grid: Grid, *, mesh: Mesh | None = None) -> tuple[BucketInfo, ...]:
+    """How :func:`sweep` would run ``grid``, without running it: one :class:`BucketInfo` per
+    compiled program with its runs, chunk size, number of chunks, devices and the estimated
+    bytes of one chunk on one device.
+
+    Examples:
+        >>> import fracsgd as fs
+        >>> data = fs.data.load("moons", n=256, noise=0.1, seed=0)
+        >>> grid = fs.train.Grid(hidden=(8, 16), seeds=(0, 1), batch_sizes=(32,), steps=50,
+        ...                      max_padding_overhead=2.0)
+        >>> [(len(b.runs), b.chunk_size, b.num_chunks) for b in fs.train.plan_sweep(data, grid)]
+        [(4, 4, 1)]
+    """
+    dataset = _check_dataset(dataset)
+    grid, hidden = _validate_grid(grid, dataset)
+    _, plan = _plan(dataset, grid, hidden, check_mesh(mesh))
+    return tuple(info for _, _, info in plan)
+
+
+def _bucket_inputs(key: PRNGKey, grid: Grid, static: E.Static, runs: list, idx: list[int]):
+    """Per-network inputs of the runs ``idx`` of a bucket, each with a leading network axis:
+    ``(init_keys, masks, data_keys, hyper)``. Keys depend only on each run's seed."""
+    model = static.model
+    masks = None
+    if static.masked:
+        ms = [model.width_mask(runs[i][1]) for i in idx]
+        masks = tuple(jnp.stack(layer) for layer in zip(*ms, strict=True))
+    init_keys = jnp.stack([jax.random.fold_in(jax.random.fold_in(key, runs[i][0]), 0) for i in idx])
+    data_keys = jnp.stack([jax.random.fold_in(jax.random.fold_in(key, runs[i][0]), 1) for i in idx])
+    configs = [config_from_grid(grid, runs[i][4], runs[i][2], runs[i][3]) for i in idx]
+    return init_keys, masks, data_keys, _hyper(configs, static.optimizers)
+
+
+def _sweep_fingerprint(key: PRNGKey, dataset: Dataset, grid: Grid, plan) -> tuple[str, str]:
+    """Fingerprint of everything a sweep's numbers depend on (not the chunking or devices)."""
+    import fracsgd
+
+    buckets = [
+        dict(
+            kind=st.model.kind,
+            widths=st.model.widths,
+            batch_norm=st.model.batch_norm,
+            batch_size=st.batch_size,
+            checkpoint_steps=st.checkpoint_steps,
+            optimizers=st.optimizers,
+            masked=st.masked,
+            runs=idx,
         )
-        data_keys = jnp.stack(
-            [jax.random.fold_in(jax.random.fold_in(key, runs[i][0]), 1) for i in idx]
-        )
-        configs = [config_from_grid(grid, runs[i][4], runs[i][2], runs[i][3]) for i in idx]
-        hyper = _hyper(configs, static.optimizers)
-        outputs.append(_train_bucket(static, init_keys, masks, data_keys, hyper, data, bar))
-        infos.append(BucketInfo(static=static, runs=tuple(idx), estimated_bytes=needed))
-    wall = time.perf_counter() - t0
-    return SweepResult.assemble(
-        grid,
-        runs,
-        infos,
-        outputs,
-        wall_time=wall,
-        dataset_name=dataset.name,
-        dataset_source=dataset.source,
+        for st, idx, _ in plan
+    ]
+    parts = dict(
+        grid=repr(grid._replace(memory_limit=None)),
+        key=np.asarray(jax.random.key_data(key)).tolist(),
+        key_impl=str(jax.random.key_impl(key)),
+        data=[dataset.name, dataset.source, array_digest(*_data(dataset))],
+        buckets=buckets,
+        platform=jax.default_backend(),
+        fracsgd=fracsgd.__version__,
+        jax=jax.__version__,
     )
+    describe = (
+        f"sweep of {sum(len(b['runs']) for b in buckets)} networks on {dataset.name}, "
+        f"fracsgd {fracsgd.__version__}, jax {jax.__version__}, {jax.default_backend()}"
+    )
+    return fingerprint(parts), describe
 
 
 class BranchResult(NamedTuple):

@@ -22,7 +22,11 @@ gradients, the updated copy and the optimiser state (``o`` = 0 SGD, 1 momentum, 
 optimisers present), ``4·N·n`` for epoch permutations, ``~12·N·B·(F + S)`` for minibatch
 activations and their gradients, ``8·N·E·S`` for evaluation in chunks of ``E`` rows, and the data
 set. Checkpoints (``4·N·P·K``) go to host memory as they are reached. :func:`estimate_bytes`
-implements this model.
+implements this model; :func:`fracsgd.train.sweep` uses it per device to split a bucket that does
+not fit into chunks (:func:`fracsgd.parallel.chunk_plan`) and shards each chunk's networks over a
+device mesh when given one. Every operation acts on one network at a time under ``vmap`` — no
+computation mixes networks — so a network's numbers do not depend on how many others share its
+program, chunk or device.
 """
 
 from __future__ import annotations
@@ -31,11 +35,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from fracsgd._types import Array, PyTree
-from fracsgd.models import Model, cross_entropy, squared_error
+from fracsgd.models import Model
+from fracsgd.parallel import BATCH, REPLICATED, batch_mesh, device_memory, map_elements, per_shard
+from fracsgd.parallel import to_host as parallel_to_host
 
 EVAL_CHUNK = 2048
 
@@ -89,8 +94,35 @@ class Data(NamedTuple):
     y_test: Array
 
 
+def _sum(v: Array) -> Array:
+    """``Σ v`` of a vector by pairwise (tree) summation written as elementwise adds.
+
+    Sums in the engine do not use ``reduce``: XLA may vectorise a reduction across the networks
+    vmapped beside it and then round differently for another chunk size or device count
+    (measured on CPU: the last bit of reported losses). Elementwise adds in a fixed tree are
+    computed identically for every network whatever the batch, so results do not depend on
+    chunking or sharding; pairwise summation is also more accurate than a running sum."""
+    n = v.shape[0]
+    size = 1 << max(n - 1, 0).bit_length()
+    v = jnp.pad(v, (0, size - n))
+    while v.shape[0] > 1:
+        pairs = v.reshape(-1, 2)
+        v = pairs[:, 0] + pairs[:, 1]
+    return v[0]
+
+
+def _per_sample_loss(task: str, out: Array, y: Array) -> Array:
+    """``(B,)`` per-sample losses whose mean is :func:`fracsgd.models.cross_entropy` (or
+    :func:`~fracsgd.models.squared_error`)."""
+    if task == "classification":
+        logp = jax.nn.log_softmax(out)
+        return -jnp.take_along_axis(logp, y[:, None], axis=1)[:, 0]
+    return 0.5 * jnp.sum(jnp.square(out - y), axis=-1)
+
+
 def _loss(task: str, out: Array, y: Array) -> Array:
-    return cross_entropy(out, y) if task == "classification" else squared_error(out, y)
+    nll = _per_sample_loss(task, out, y)
+    return _sum(nll) / nll.shape[0]
 
 
 def _opt_init(optimizers: tuple[str, ...], params: PyTree) -> PyTree:
@@ -132,7 +164,9 @@ def _opt_direction(optimizers, grads, state, hp):
 
 
 def _sq_norm(tree: PyTree) -> Array:
-    return jnp.sum(jnp.stack([jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree)]))
+    """``Σ leaf²`` over the flattened tree (pairwise, see :func:`_sum`)."""
+    flat = jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree.leaves(tree)])
+    return _sum(jnp.square(flat))
 
 
 def displacement(params: PyTree, params0: PyTree, pmask: PyTree) -> Array:
@@ -154,17 +188,15 @@ def evaluate(model: Model, task: str, params: PyTree, mask, x: Array, y: Array) 
     def one(args):
         xc, yc, wc = args
         out = model.apply(params, xc, mask)
+        nll = _per_sample_loss(task, out, yc)
         if task == "classification":
-            logp = jax.nn.log_softmax(out)
-            nll = -jnp.take_along_axis(logp, yc[:, None], axis=1)[:, 0]
             correct = (jnp.argmax(out, axis=-1) == yc).astype(jnp.float32)
         else:
-            nll = 0.5 * jnp.sum(jnp.square(out - yc), axis=-1)
             correct = jnp.full(nll.shape, jnp.nan)
-        return jnp.sum(nll * wc), jnp.sum(correct * wc)
+        return _sum(nll * wc), _sum(correct * wc)
 
     nll_sum, correct_sum = jax.lax.map(one, (xs, ys, ws))
-    return jnp.stack([jnp.sum(nll_sum) / n, jnp.sum(correct_sum) / n])
+    return jnp.stack([_sum(nll_sum) / n, _sum(correct_sum) / n])
 
 
 def _init_program(
@@ -311,21 +343,49 @@ def _segment_program(static: Static, carry: Carry, consts: Consts, data: Data, t
     return jax.lax.while_loop(lambda c: c.step < t_end, epoch_piece, carry)
 
 
-def _eval_program(static: Static, params: PyTree, masks, data: Data) -> Array:
-    """``(N, 4)``: full-data train loss, train accuracy, test loss, test accuracy."""
+def _eval_program(static: Static, params: PyTree, masks, data: Data, mesh=None) -> Array:
+    """``(N, 4)``: full-data train loss, train accuracy, test loss, test accuracy (one network
+    at a time on CPU, see :func:`fracsgd.parallel.map_elements`)."""
 
-    def one(p, m):
-        tr = evaluate(static.model, static.task, p, m, data.x_train, data.y_train)
-        te = evaluate(static.model, static.task, p, m, data.x_test, data.y_test)
+    def one(pm, d: Data):
+        p, m = pm
+        tr = evaluate(static.model, static.task, p, m, d.x_train, d.y_train)
+        te = evaluate(static.model, static.task, p, m, d.x_test, d.y_test)
         return jnp.concatenate([tr, te])
 
-    return jax.vmap(one, in_axes=(0, 0 if static.masked else None))(params, masks)
+    return map_elements(one, (params, masks), data, mesh)
 
 
-init_program = jax.jit(_init_program, static_argnums=0)
+_CARRY = Carry(REPLICATED, BATCH, BATCH, BATCH, BATCH, BATCH)  # shard_map specs
+
+
+def _init_entry(static, init_keys, masks, data_keys, hyper, data, mesh=None):
+    fn = per_shard(
+        lambda *a: _init_program(static, *a),
+        mesh,
+        (BATCH, BATCH, BATCH, BATCH, REPLICATED),
+        (_CARRY, BATCH),
+    )
+    return fn(init_keys, masks, data_keys, hyper, data)
+
+
+def _segment_entry(static, carry, consts, data, t_end, mesh=None):
+    fn = per_shard(
+        lambda *a: _segment_program(static, *a),
+        mesh,
+        (_CARRY, BATCH, REPLICATED, REPLICATED),
+        _CARRY,
+    )
+    return fn(carry, consts, data, t_end)
+
+
+# the compiled entry points; ``mesh`` (static) shards the networks axis with shard_map
+init_program = jax.jit(_init_entry, static_argnums=0, static_argnames="mesh")
 start_program = jax.jit(_start_program, static_argnums=0)
-segment_program = jax.jit(_segment_program, static_argnums=0, donate_argnums=1)
-eval_program = jax.jit(_eval_program, static_argnums=0)
+segment_program = jax.jit(
+    _segment_entry, static_argnums=0, static_argnames="mesh", donate_argnums=1
+)
+eval_program = jax.jit(_eval_program, static_argnums=(0, 4))
 
 
 def optimizer_state_multiplier(optimizers: tuple[str, ...]) -> int:
@@ -349,24 +409,11 @@ def estimate_bytes(
 
 
 def available_bytes(device: jax.Device | None = None) -> int | None:
-    """Memory the default device can hold: the accelerator's limit, or the host's available
-    memory for CPU devices. ``None`` when it cannot be determined."""
-    device = device or jax.devices()[0]
-    try:
-        stats = device.memory_stats()
-    except Exception:  # pragma: no cover - backend without memory stats
-        stats = None
-    if stats and "bytes_limit" in stats:
-        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:  # pragma: no cover - non-Linux host
-        pass
-    return None
+    """Memory the default device (or ``device``) can hold: the accelerator's limit, or the
+    host's available memory for CPU devices. ``None`` when it cannot be determined."""
+    return device_memory(None if device is None else batch_mesh([device]))
 
 
 def to_host(tree: PyTree) -> PyTree:
-    return jax.tree.map(np.asarray, jax.device_get(tree))
+    """NumPy copies, gathered from every device and host (:func:`fracsgd.parallel.to_host`)."""
+    return parallel_to_host(tree)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -14,6 +15,7 @@ import jax
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from fracsgd._io import CheckpointError, load_arrays, save_arrays
 from fracsgd._types import PyTree
 from fracsgd.models import Model, deep_linear, mlp, unpad_params
 from fracsgd.train._config import TrainConfig, config_from_grid
@@ -22,11 +24,25 @@ METRIC_NAMES = ("train_loss_full", "train_accuracy", "test_loss", "test_accuracy
 
 
 class BucketInfo(NamedTuple):
-    """One compiled program of a sweep: its static settings and the runs it trained."""
+    """One compiled program of a sweep: its static settings and the runs it trained.
+
+    Attributes:
+        static: the shape-fixing settings of the program (widths, batch size, …).
+        runs: indices of the runs in the bucket, in grid order.
+        estimated_bytes: device memory of one chunk on one device by the memory model
+            (:func:`fracsgd.train.estimate_bytes`).
+        chunk_size: networks per chunk (a multiple of the device count; the last chunk is
+            padded to it), so every chunk runs the same compiled program.
+        num_chunks: chunks the bucket was split into (1 when it fits at once).
+        num_devices: devices the networks axis was sharded over.
+    """
 
     static: Any
     runs: tuple[int, ...]
     estimated_bytes: int
+    chunk_size: int = 0
+    num_chunks: int = 1
+    num_devices: int = 1
 
 
 def _slice(tree: PyTree, i: int) -> PyTree:
@@ -156,6 +172,7 @@ class SweepResult:
     dataset_source: str
     _outputs: tuple[dict[str, Any], ...] = dataclasses.field(repr=False)
     _runs: tuple[tuple, ...] = dataclasses.field(repr=False)
+    num_resumed: int = 0
 
     @property
     def num_runs(self) -> int:
@@ -167,7 +184,9 @@ class SweepResult:
         return len(self.buckets)
 
     @classmethod
-    def assemble(cls, grid, runs, infos, outputs, *, wall_time, dataset_name, dataset_source):
+    def assemble(
+        cls, grid, runs, infos, outputs, *, wall_time, dataset_name, dataset_source, resumed=0
+    ):
         n = len(runs)
         first = outputs[0]
         n_rec = first["displacement"].shape[1]
@@ -221,6 +240,7 @@ class SweepResult:
             dataset_source=dataset_source,
             _outputs=tuple(outputs),
             _runs=tuple(runs),
+            num_resumed=int(resumed),
         )
 
     def _locate(self, i: int) -> tuple[int, int]:
@@ -415,6 +435,104 @@ class SweepResult:
         f.num_programs = len(self.buckets)
         f.wall_time_seconds = self.wall_time
         f.created = datetime.datetime.now(datetime.timezone.utc).isoformat()
+
+
+_CHUNK_FILE = re.compile(r"^sweep-b(\d{3,})-[0-9a-f]{16}\.npz$")
+_SERIES = ("displacement", "train_loss", "grad_norm", "metrics", "diverged_step")
+
+
+def chunk_path(directory: str | os.PathLike, bucket: int, runs: Sequence[int]) -> str:
+    """File of the chunk of bucket ``bucket`` that trained ``runs``."""
+    from fracsgd._io import fingerprint
+
+    name = f"sweep-b{bucket:03d}-{fingerprint(list(map(int, runs)))[:16]}.npz"
+    return os.path.join(os.fspath(directory), name)
+
+
+def save_chunk(path: str, out: dict[str, Any], runs: Sequence[int], fp: str, describe: str):
+    """Save one finished chunk (host arrays with a leading network axis) atomically."""
+    arrays: dict[str, Any] = {"runs": np.asarray(runs, np.int64)}
+    arrays.update({k: out[k] for k in _SERIES})
+    for j, leaf in enumerate(jax.tree.leaves(out["checkpoints"])):
+        arrays[f"checkpoints/{j}"] = leaf
+    for j, leaf in enumerate(jax.tree.leaves(out["init_params"])):
+        arrays[f"init_params/{j}"] = leaf
+    save_arrays(path, arrays, {"fingerprint": fp, "describe": describe})
+
+
+def load_chunks(
+    directory: str | os.PathLike, fp: str, buckets: Sequence[tuple[Any, Sequence[int]]]
+) -> dict[int, list[tuple[list[int], dict[str, Any]]]]:
+    """Every chunk file in ``directory``, checked against the sweep fingerprint ``fp`` and the
+    bucket plan ``[(static, runs), …]``: ``{bucket: [(runs, outputs), …]}``.
+
+    Raises:
+        CheckpointError: a file is unreadable, has another fingerprint, or does not match the
+            bucket it names (runs, shapes).
+    """
+    found: dict[int, list[tuple[list[int], dict[str, Any]]]] = {}
+    if not os.path.isdir(directory):
+        return found
+    for name in sorted(os.listdir(directory)):
+        m = _CHUNK_FILE.match(name)
+        if not m:
+            continue
+        path = os.path.join(os.fspath(directory), name)
+        arrays, _ = load_arrays(path, fp)
+        b = int(m.group(1))
+        try:
+            static, bucket_runs = buckets[b]
+            runs = [int(r) for r in arrays.pop("runs")]
+            r = len(runs)
+            if not runs or not set(runs) <= set(bucket_runs) or len(set(runs)) != r:
+                raise ValueError(f"runs {runs} are not runs of bucket {b}")
+            ref = jax.eval_shape(static.model.init, jax.random.key(0))
+            treedef = jax.tree.structure(ref)
+            k = len(static.checkpoint_steps)
+            out = {key: arrays[key] for key in _SERIES}
+            for key, lead in (("checkpoints", (r, k)), ("init_params", (r,))):
+                leaves = []
+                for j, leaf in enumerate(jax.tree.leaves(ref)):
+                    a = arrays[f"{key}/{j}"]
+                    if a.shape != (*lead, *leaf.shape) or a.dtype != leaf.dtype:
+                        raise ValueError(f"{key} leaf {j} has shape {a.shape}")
+                    leaves.append(a)
+                out[key] = jax.tree.unflatten(treedef, leaves)
+            n_rec = static.steps // static.record_every
+            expect = {
+                "displacement": (r, n_rec),
+                "train_loss": (r, n_rec),
+                "grad_norm": (r, n_rec),
+                "metrics": (r, k, 4),
+                "diverged_step": (r,),
+            }
+            for key, shape in expect.items():
+                if out[key].shape != shape:
+                    raise ValueError(f"{key} has shape {out[key].shape}, expected {shape}")
+        except (IndexError, KeyError, ValueError) as err:
+            raise CheckpointError(
+                f"{path} does not match this sweep's bucket plan ({err}); delete it to recompute"
+            ) from err
+        found.setdefault(b, []).append((runs, out))
+    return found
+
+
+def merge_chunks(
+    parts: Sequence[tuple[Sequence[int], dict[str, Any]]], runs: Sequence[int]
+) -> dict[str, Any]:
+    """One bucket's outputs for ``runs`` (in that order) from chunks ``[(runs, outputs), …]``
+    (a run present in several chunks is taken from the first)."""
+    if len(parts) == 1 and [int(r) for r in parts[0][0]] == [int(r) for r in runs]:
+        return parts[0][1]
+    where: dict[int, tuple[int, int]] = {}
+    for p, (rs, _) in enumerate(parts):
+        for j, r in enumerate(rs):
+            where.setdefault(int(r), (p, j))
+    pick = [where[int(r)] for r in runs]
+    return jax.tree.map(
+        lambda *leaves: np.stack([leaves[p][j] for p, j in pick]),
+        *[out for _, out in parts],
+    )
 
 
 def _fmt(v: Any) -> str:

@@ -1,0 +1,124 @@
+"""Atomic files and fingerprints, shared by resumable sweeps (:func:`fracsgd.train.sweep`) and
+resumable experiment stages (:mod:`fracsgd.experiments`).
+
+A file is written to a temporary name in its directory, flushed to disk and moved into place with
+:func:`os.replace` (atomic on POSIX and Windows): a crash or SIGKILL leaves the old file, the new
+one, or none — never half of one. Array files are ``.npz`` archives with a JSON ``__meta__``
+entry holding the fingerprint of everything the arrays depend on; :func:`load_arrays` refuses a
+file that cannot be read or carries another fingerprint (:class:`CheckpointError`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+META = "__meta__"
+
+
+class CheckpointError(ValueError):
+    """A stored checkpoint is corrupt, or belongs to another configuration, key, data set or
+    fracsgd/JAX version; it is never silently reused."""
+
+
+def fingerprint(*parts: Any) -> str:
+    """SHA-256 (hex) of a JSON rendering of ``parts`` (keys sorted, other objects as ``repr``).
+
+    Examples:
+        >>> fingerprint({"a": 1, "b": 2.5}) == fingerprint({"b": 2.5, "a": 1})
+        True
+        >>> fingerprint(1) == fingerprint(2)
+        False
+    """
+    text = json.dumps(parts, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def array_digest(*arrays: Any) -> str:
+    """SHA-256 (hex) of arrays' dtypes, shapes and bytes (host copies), e.g. a data set's
+    identity."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(np.asarray(a))
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file, ``fsync`` and :func:`os.replace`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """:func:`atomic_write_bytes` of UTF-8 text."""
+    atomic_write_bytes(path, text.encode())
+
+
+def save_arrays(
+    path: str | os.PathLike, arrays: Mapping[str, Any], meta: Mapping[str, Any]
+) -> None:
+    """Save ``arrays`` and a JSON-able ``meta`` (which should hold a ``"fingerprint"``)
+    atomically as one ``.npz`` file.
+
+    Examples:
+        >>> import tempfile, os
+        >>> d = tempfile.mkdtemp()
+        >>> save_arrays(os.path.join(d, "a.npz"), {"x": np.arange(3)}, {"fingerprint": "f"})
+        >>> arrays, meta = load_arrays(os.path.join(d, "a.npz"), "f")
+        >>> arrays["x"].tolist(), meta["fingerprint"]
+        ([0, 1, 2], 'f')
+    """
+    buf = io.BytesIO()
+    payload: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
+    payload[META] = np.asarray(json.dumps(dict(meta), sort_keys=True))
+    np.savez(buf, **payload)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_arrays(
+    path: str | os.PathLike, expected_fingerprint: str | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Arrays and meta of a file written by :func:`save_arrays`.
+
+    Raises:
+        CheckpointError: the file cannot be read (truncated, not a zip, no meta), or its
+            fingerprint is not ``expected_fingerprint`` (when given).
+    """
+    try:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(str(arrays.pop(META)))
+        if not isinstance(meta, dict):
+            raise ValueError("meta is not a JSON object")
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
+        raise CheckpointError(
+            f"{path} is corrupt or truncated ({type(err).__name__}: {err}); delete it to recompute"
+        ) from err
+    if expected_fingerprint is not None and meta.get("fingerprint") != expected_fingerprint:
+        raise CheckpointError(
+            f"{path} was written for another configuration, key, data set or fracsgd/JAX "
+            f"version (stored: {meta.get('describe', '?')}); use another directory or delete it"
+        )
+    return arrays, meta

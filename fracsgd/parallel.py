@@ -1,0 +1,317 @@
+"""Spread fracsgd's batch axes over devices and hosts, and split work that does not fit.
+
+fracsgd's batch axes — the networks of a training bucket (seeds × widths × hyper-parameters, see
+:func:`fracsgd.train.sweep`) and the ``models × chains`` rows of an LLC call
+(:func:`fracsgd.llc.estimate_many`) — are independent element by element. They are sharded over
+a one-dimensional device mesh whose single axis is called ``"batch"``: every array with that
+leading axis is placed with ``NamedSharding(mesh, P("batch"))``, the data set is replicated
+(``P()``), and the same jitted programs run; XLA partitions them without any communication,
+because no computation mixes two elements. Keys are derived per element exactly as without a
+mesh, so results do not depend on the number of devices (on CPU they are bitwise identical; the
+tests in ``tests/parallel`` check it with 1, 4 and 8 devices).
+
+Padding: a batch axis of length ``n`` is padded to a multiple of the device count by repeating
+its last element (valid keys and hyper-parameters, so padded work is ordinary work); results are
+cut back to ``n``.
+
+Chunking rule (:func:`chunk_plan`): given the bytes one element needs on a device (``per_item``,
+from the caller's memory model), the bytes every device needs anyway (``fixed``: the data set and
+shared buffers) and a per-device cap, one device holds ``k = ⌊(cap − fixed) / per_item⌋``
+elements at once. With ``d`` devices the ``n`` elements run in ``c = ⌈n / (k·d)⌉`` chunks of
+equal size ``d·⌈n / (c·d)⌉`` (the last one padded), one after another through the same compiled
+program. If ``k = 0`` — a single element does not fit — a ``ValueError`` says so.
+
+One host, several devices (GPUs, or virtual CPU devices for testing)::
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=4 python my_sweep.py   # 4 CPU devices
+
+    mesh = fs.parallel.batch_mesh()          # every device JAX sees
+    res = fs.train.sweep(key, data, grid, mesh=mesh)
+    llc = fs.llc.estimate_many(key, loss_fn, params, data, ..., mesh=mesh)
+
+Several hosts: start the same script once per host (process); each calls
+``jax.distributed.initialize`` *before any other JAX call*, then builds the global mesh over
+``jax.devices()`` (all hosts' devices) and runs the same code. Every process holds only its
+addressable shards; results are gathered onto every process with
+``jax.experimental.multihost_utils.process_allgather`` (:func:`to_host`). With a
+``checkpoint_dir``, only process 0 writes files (put the directory on a shared file system so
+that every process can read them when resuming). A two-host launch::
+
+    # host A (10.0.0.1), process 0                # host B, process 1
+    python my_sweep.py --process-id 0             python my_sweep.py --process-id 1
+
+    # inside my_sweep.py, first thing:
+    jax.distributed.initialize(coordinator_address="10.0.0.1:12345", num_processes=2,
+                               process_id=args.process_id)
+    # CPU-only hosts also need, before initialize:
+    # jax.config.update("jax_cpu_collectives_implementation", "gloo")
+
+On clusters JAX detects the arguments itself (SLURM, Open MPI, Cloud TPU):
+``jax.distributed.initialize()`` without arguments. Environment variables
+``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` can replace the
+arguments. ``tests/parallel/test_multihost.py`` runs such a job as two processes on localhost.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from fracsgd._types import PyTree
+
+AXIS = "batch"
+#: ``shard_map`` spec of an array whose leading axis is sharded over the batch mesh.
+BATCH = P(AXIS)
+#: ``shard_map`` spec of an array replicated on every device.
+REPLICATED = P()
+
+__all__ = [
+    "AXIS",
+    "BATCH",
+    "REPLICATED",
+    "batch_mesh",
+    "check_mesh",
+    "chunk_plan",
+    "device_memory",
+    "map_elements",
+    "num_shards",
+    "pad_leading",
+    "per_shard",
+    "replicate",
+    "shard_leading",
+    "to_host",
+]
+
+
+def batch_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A one-dimensional mesh with axis ``"batch"`` over ``devices`` (default: every device JAX
+    sees, on every host after ``jax.distributed.initialize``).
+
+    Examples:
+        >>> import jax, fracsgd as fs
+        >>> mesh = fs.parallel.batch_mesh()
+        >>> mesh.axis_names, mesh.size == jax.device_count()
+        (('batch',), True)
+    """
+    devs = list(jax.devices() if devices is None else devices)
+    if not devs or not all(isinstance(d, jax.Device) for d in devs):
+        raise ValueError("devices must be a non-empty sequence of jax.Device (or None for all)")
+    if len({(d.platform, d.id) for d in devs}) != len(devs):
+        raise ValueError("devices must not repeat a device")
+    return Mesh(np.asarray(devs, dtype=object), (AXIS,))
+
+
+def check_mesh(mesh: Any) -> Mesh | None:
+    """``mesh`` if it is ``None`` or a one-dimensional :class:`jax.sharding.Mesh` with axis
+    ``"batch"``; otherwise ``ValueError`` naming the argument."""
+    if mesh is None:
+        return None
+    if not isinstance(mesh, Mesh) or tuple(mesh.axis_names) != (AXIS,):
+        raise ValueError(
+            "mesh must be None or a one-dimensional jax.sharding.Mesh with axis 'batch' "
+            f"(fracsgd.parallel.batch_mesh()), got {mesh!r}"
+        )
+    return mesh
+
+
+def num_shards(mesh: Mesh | None) -> int:
+    """Devices along the batch axis (1 without a mesh)."""
+    return 1 if mesh is None else int(mesh.size)
+
+
+def pad_leading(tree: PyTree, size: int) -> PyTree:
+    """Pad every leaf's leading axis to ``size`` by repeating its last element.
+
+    Examples:
+        >>> pad_leading(np.arange(3), 5).tolist()
+        [0, 1, 2, 2, 2]
+    """
+
+    def pad(x):
+        n = x.shape[0]
+        if n == size:
+            return x
+        if n == 0 or n > size:
+            raise ValueError(f"cannot pad a leading axis of {n} to {size}")
+        lib = np if isinstance(x, np.ndarray) else jnp
+        return lib.concatenate([x, lib.repeat(x[-1:], size - n, axis=0)], axis=0)
+
+    return jax.tree.map(pad, tree)
+
+
+def _is_key(x: Any) -> bool:
+    return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _place(x: Any, sharding: NamedSharding) -> jax.Array:
+    if _is_key(x):
+        impl = jax.random.key_impl(x)
+        return jax.random.wrap_key_data(_place(jax.random.key_data(x), sharding), impl=impl)
+    host = np.asarray(x)
+    # make_array_from_callback works on one host and on many (each process fills its shards)
+    return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+
+def shard_leading(tree: PyTree, mesh: Mesh | None) -> PyTree:
+    """Place every leaf's leading axis on ``mesh`` (``NamedSharding(mesh, P("batch"))``); the
+    axis must be a multiple of the device count (see :func:`pad_leading`). No-op without a mesh.
+
+    Examples:
+        >>> mesh = batch_mesh(jax.devices()[:1])
+        >>> x = shard_leading(np.arange(4.0), mesh)
+        >>> x.sharding.spec
+        P('batch',)
+    """
+    if mesh is None:
+        return tree
+    d = num_shards(mesh)
+    for leaf in jax.tree.leaves(tree):
+        if leaf.shape[0] % d:
+            raise ValueError(f"leading axis {leaf.shape[0]} is not a multiple of {d} devices")
+    sharding = NamedSharding(mesh, P(AXIS))
+    return jax.tree.map(lambda x: _place(x, sharding), tree)
+
+
+def replicate(tree: PyTree, mesh: Mesh | None) -> PyTree:
+    """A full copy of every leaf on every device of ``mesh`` (``P()``); no-op without a mesh."""
+    if mesh is None:
+        return tree
+    sharding = NamedSharding(mesh, P())
+    return jax.tree.map(lambda x: _place(x, sharding), tree)
+
+
+def to_host(tree: PyTree) -> PyTree:
+    """NumPy copies of every leaf, gathered from every device and host
+    (``multihost_utils.process_allgather`` for arrays that span several processes)."""
+
+    def get(x):
+        if not isinstance(x, jax.Array):
+            return np.asarray(x)
+        if x.is_fully_addressable:
+            return np.asarray(jax.device_get(x))
+        if x.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree.map(get, tree)
+
+
+def per_shard(fn: Callable, mesh: Mesh | None, in_specs: Any, out_specs: Any) -> Callable:
+    """``fn`` run on each device's shard (``jax.shard_map``; specs are :data:`BATCH` or
+    :data:`REPLICATED` pytree prefixes); ``fn`` itself without a mesh.
+
+    fracsgd shards with ``shard_map`` rather than by letting XLA partition a ``jit`` from its
+    input shardings: each device then runs exactly the program one device would run on its
+    shard, so results are bitwise those of a chunked single-device run (automatic partitioning
+    rewrites the program and may change XLA's fusion decisions, hence the rounding of a fused
+    multiply-add, measured on CPU for Adam updates)."""
+    if mesh is None:
+        return fn
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+
+
+def map_elements(
+    fn: Callable[[PyTree, PyTree], PyTree],
+    batched: PyTree,
+    shared: PyTree,
+    mesh: Mesh | None = None,
+) -> PyTree:
+    """``fn(element, shared)`` for every element of the leading axis of ``batched`` (inside
+    ``jit``), results stacked; with ``mesh``, each device maps its own shard (``shard_map``).
+
+    On CPU each device runs its elements one after another (``lax.map``). The reason is
+    reproducibility: under ``vmap``, XLA folds a matmul of per-element weights against *shared*
+    data (the full data set in an evaluation) into one wider matrix product whose rounding
+    depends on how many elements sit beside each other, so results would change in the last bit
+    with the chunk size or device count. On accelerators, where batching is what makes small
+    programs fast and library kernels are not bitwise reproducible across shapes anyway, the
+    elements are vmapped.
+    """
+    sequential = jax.default_backend() == "cpu"
+
+    def local(b, s):
+        if sequential:
+            return jax.lax.map(lambda e: fn(e, s), b)
+        return jax.vmap(lambda e: fn(e, s))(b)
+
+    return per_shard(local, mesh, (BATCH, REPLICATED), BATCH)(batched, shared)
+
+
+def _host_available_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover - non-Linux host
+        pass
+    return None  # pragma: no cover
+
+
+def device_memory(mesh: Mesh | None = None) -> int | None:
+    """Bytes one device of ``mesh`` (default: the default device) can still allocate: the
+    smallest of the accelerators' ``bytes_limit − bytes_in_use``; for CPU devices the host's
+    available memory divided by the number of this process's CPU devices (virtual CPU devices
+    share it). ``None`` when it cannot be determined."""
+    devices = [jax.devices()[0]] if mesh is None else list(mesh.devices.flat)
+    local = [d for d in devices if d.process_index == jax.process_index()] or devices
+    caps = []
+    for d in local:
+        try:
+            stats = d.memory_stats()
+        except Exception:  # pragma: no cover - backend without memory stats
+            stats = None
+        if stats and "bytes_limit" in stats:
+            caps.append(int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)))
+    if caps:
+        return min(caps)
+    host = _host_available_bytes()
+    if host is None:
+        return None
+    cpus = sum(1 for d in local if d.platform == "cpu")
+    return host // max(cpus, 1)
+
+
+def chunk_plan(
+    n: int, per_item: int, fixed: int, cap: int | None, shards: int = 1, *, what: str = "element"
+) -> tuple[int, int]:
+    """``(chunk_size, num_chunks)`` for ``n`` elements by the module's chunking rule.
+
+    Args:
+        n: elements along the batch axis.
+        per_item: bytes one element needs on a device.
+        fixed: bytes every device needs besides (data, shared buffers).
+        cap: bytes per device (``None``: unknown, one chunk).
+        shards: devices along the batch axis; the chunk size is a multiple of it.
+        what: name of one element for the error message.
+
+    Raises:
+        ValueError: a single element does not fit (``fixed + per_item > cap``).
+
+    Examples:
+        >>> chunk_plan(10, per_item=100, fixed=50, cap=450, shards=2)  # 4 fit per device
+        (6, 2)
+        >>> chunk_plan(10, per_item=100, fixed=50, cap=None)
+        (10, 1)
+    """
+    if cap is None or fixed + per_item * math.ceil(n / shards) <= cap:
+        size = shards * math.ceil(n / shards)
+        return size, 1
+    k = (cap - fixed) // per_item
+    if k < 1:
+        raise ValueError(
+            f"one {what} needs about {(fixed + per_item) / 2**30:.3g} GiB of device memory "
+            f"({per_item} bytes plus {fixed} shared) but {cap / 2**30:.3g} GiB are available "
+            "(memory_limit); use a smaller model, fewer checkpoints or a larger memory_limit"
+        )
+    chunks = math.ceil(n / (k * shards))
+    return shards * math.ceil(n / (chunks * shards)), chunks

@@ -1,0 +1,125 @@
+"""Sharding over virtual CPU devices gives the single-device numbers, bitwise.
+
+Every network of a sweep and every chain of an LLC call is computed independently of the others,
+with keys derived per network/chain, so neither the device count nor the chunking may change a
+single bit (CPU; see :func:`fracsgd.parallel.map_elements` for the one place where that needs
+care). JAX fixes its device count at start-up, so the sharded runs happen in subprocesses with
+``--xla_force_host_platform_device_count``; the reference is computed here, on one device.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import fracsgd as fs
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+
+import _cases  # noqa: E402
+
+
+def _child(args, devices: int, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["JAX_PLATFORMS"] = "cpu"
+    return subprocess.run(
+        [sys.executable, str(HERE / "_worker.py"), *map(str, args)],
+        env=env,
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """Single-device sweep and LLC numbers (computed in this process, one device)."""
+    sw = fs.train.sweep(jax.random.key(0), _cases.data(), _cases.grid(), progress=False)
+    assert [b.num_chunks for b in sw.buckets] == [1, 1]
+    adam = set(sw.select(optimizer="adam").tolist())
+    return _cases.sweep_arrays(sw), _cases.llc_arrays(_cases.llc()), adam
+
+
+def _assert_same(got: dict, ref: dict, prefix: str, adam: set[int]) -> None:
+    """Bitwise, except Adam networks sharded over several devices: XLA CPU compiles Adam's
+    update (optax ``scale_by_adam``) differently in a multi-device program, which changes the
+    last bit of some steps (measured: relative 2e-7 on R(t) after 24 steps; single-device
+    chunking is bitwise for Adam too, see test_resume.py). 1e-5 allows ~1 float32 ulp per step
+    with growth over the 24 steps, far below any physical effect."""
+    for name, want in ref.items():
+        have = got[f"{prefix}/{name}"]
+        msg = f"{prefix}/{name}"
+        if name.startswith("params/"):
+            rows = [int(name.split("/")[1])]
+            sgd = rows[0] not in adam
+            if sgd:
+                np.testing.assert_array_equal(have, want, err_msg=msg)
+            else:
+                np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-6, err_msg=msg)
+            continue
+        sgd_rows = np.asarray([i not in adam for i in range(want.shape[0])])
+        np.testing.assert_array_equal(have[sgd_rows], want[sgd_rows], err_msg=msg)
+        np.testing.assert_allclose(
+            have[~sgd_rows], want[~sgd_rows], rtol=1e-5, atol=1e-6, err_msg=msg
+        )
+
+
+@pytest.mark.parametrize("devices", [4, 8])
+def test_sharded_sweep_and_llc_equal_one_device(reference, tmp_path, devices):
+    out = tmp_path / "out.npz"
+    proc = _child(["sharded", out], devices)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = dict(np.load(out))
+    assert int(got["devices"]) == devices
+    ref_sweep, ref_llc, adam = reference
+    _assert_same(got, ref_sweep, "sweep", adam)  # sharded, padded to a multiple of the devices
+    _assert_same(got, ref_sweep, "chunked", adam)  # sharded and chunked (one network per device)
+    assert (got["chunked_chunks"] > 1).all()
+    for name, want in ref_llc.items():  # 15 chain rows over 4 or 8 devices: bitwise
+        np.testing.assert_array_equal(got[f"llc/{name}"], want, err_msg=name)
+
+
+def test_mesh_argument_is_checked():
+    data = _cases.data()
+    with pytest.raises(ValueError, match="mesh"):
+        fs.train.sweep(jax.random.key(0), data, _cases.grid(), progress=False, mesh="cpu")
+    with pytest.raises(ValueError, match="mesh"):
+        _cases.llc(mesh=jax.devices())
+    with pytest.raises(ValueError, match="devices"):
+        fs.parallel.batch_mesh([])
+
+
+def test_chunk_plan_rule():
+    # 4 elements fit per device: 10 elements on 2 devices need 2 chunks of 6 (the last padded)
+    assert fs.parallel.chunk_plan(10, 100, 50, 450, 2) == (6, 2)
+    # everything fits: one chunk, padded to a multiple of the device count
+    assert fs.parallel.chunk_plan(10, 100, 50, 10**6, 4) == (12, 1)
+    assert fs.parallel.chunk_plan(7, 100, 50, None, 1) == (7, 1)
+    # exactly one per device
+    assert fs.parallel.chunk_plan(5, 100, 50, 150, 1) == (1, 5)
+    with pytest.raises(ValueError, match="memory"):
+        fs.parallel.chunk_plan(5, 100, 50, 149, 1)
+    for n, d in [(1, 1), (13, 4), (64, 8), (100, 3)]:
+        for k in (1, 2, 5):
+            size, chunks = fs.parallel.chunk_plan(n, 100, 50, 50 + 100 * k, d)
+            assert size % d == 0 and size // d <= k and size * chunks >= n
+            assert size * (chunks - 1) < n  # no chunk is pure padding
+
+
+def test_pad_and_gather_round_trip():
+    x = np.arange(10.0).reshape(5, 2)
+    padded = fs.parallel.pad_leading(x, 8)
+    np.testing.assert_array_equal(padded[5:], np.repeat(x[-1:], 3, axis=0))
+    mesh = fs.parallel.batch_mesh()
+    keys = jax.random.split(jax.random.key(0), 8)
+    placed = fs.parallel.shard_leading({"x": padded, "k": keys}, mesh)
+    assert placed["k"].sharding.spec == fs.parallel.BATCH
+    np.testing.assert_array_equal(fs.parallel.to_host(placed["x"])[:5], x)
+    np.testing.assert_array_equal(jax.random.key_data(placed["k"]), jax.random.key_data(keys))
