@@ -356,7 +356,7 @@ def _eval_program(static: Static, params: PyTree, masks, data: Data, mesh=None) 
     return map_elements(one, (params, masks), data, mesh)
 
 
-_CARRY = Carry(REPLICATED, BATCH, BATCH, BATCH, BATCH, BATCH)  # shard_map specs
+_CARRY: Any = Carry(*([REPLICATED] + [BATCH] * 5))  # type: ignore[arg-type]  # specs
 
 
 def _init_entry(static, init_keys, masks, data_keys, hyper, data, mesh=None):

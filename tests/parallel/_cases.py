@@ -70,21 +70,35 @@ def _loss(w, batch):
     return jnp.mean(jnp.square(h - y))
 
 
-def llc(**kw):
-    """``estimate_many`` for 3 centres × 5 chains of a small tanh regression."""
+def llc_data():
     x = jax.random.normal(jax.random.key(5), (120, 3))
-    y = x @ jnp.asarray([1.0, -2.0, 0.5])
-    params = {
+    return x, x @ jnp.asarray([1.0, -2.0, 0.5])
+
+
+def llc_params():
+    return {
         "a": 0.3 * jax.random.normal(jax.random.key(1), (3, 3, 4)),
         "b": 0.3 * jax.random.normal(jax.random.key(2), (3, 4)),
     }
+
+
+def full_loss_bytes() -> int:
+    """The memory model's bytes for one model's full-data loss (see ``llc._estimate._run``)."""
+    from fracsgd.llc._estimate import _activation_bytes, _tree_bytes
+
+    one = jax.tree.map(lambda a: a[0], llc_params())
+    return _tree_bytes(one) + 3 * _activation_bytes(_loss, one, llc_data())
+
+
+def llc(**kw):
+    """``estimate_many`` for 3 centres × 5 chains of a small tanh regression."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fs.llc.NotAMinimumWarning)
         return fs.llc.estimate_many(
             jax.random.key(0),
             _loss,
-            params,
-            (x, y),
+            llc_params(),
+            llc_data(),
             num_chains=5,
             num_draws=20,
             num_burnin=4,
