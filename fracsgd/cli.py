@@ -24,6 +24,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+_MAX_WIDTH = 1 << 20
+_MAX_SEEDS = 1 << 16
+
+
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from err
+    if not 0 <= v < 2**63:
+        raise argparse.ArgumentTypeError(f"the seed must be in [0, 2**63), got {text}")
+    return v
+
+
 def _widths(text: str) -> tuple[int, ...]:
     try:
         ws = tuple(int(w) for w in text.split("-"))
@@ -31,8 +45,10 @@ def _widths(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(
             f"hidden widths look like 64 or 64-32, got {text!r}"
         ) from err
-    if any(w <= 0 for w in ws):
-        raise argparse.ArgumentTypeError(f"hidden widths must be positive, got {text!r}")
+    if any(w <= 0 or w > _MAX_WIDTH for w in ws):
+        raise argparse.ArgumentTypeError(
+            f"hidden widths must be integers in [1, {_MAX_WIDTH}], got {text!r}"
+        )
     return ws
 
 
@@ -79,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
         help="directory with the four MNIST IDX files (default: $FRACSGD_DATA, else "
         "the embedded 5 000-image subset)",
     )
-    s.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
+    s.add_argument("--seed", type=_seed, default=0, help="master seed (default 0)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     r = sub.add_parser(
@@ -102,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
         help="directory with the four MNIST IDX files (default: $FRACSGD_DATA, else the "
         "embedded 5 000-image subset)",
     )
-    r.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
+    r.add_argument("--seed", type=_seed, default=0, help="master seed (default 0)")
     r.add_argument(
         "--set",
         dest="overrides",
@@ -251,6 +267,10 @@ def _sweep(args: argparse.Namespace) -> int:
     import fracsgd as fs
 
     quick = args.quick
+    if args.seeds is not None and not 0 < args.seeds <= _MAX_SEEDS:
+        raise ValueError(
+            f"--seeds must be a number of seeds in [1, {_MAX_SEEDS}], got {args.seeds}"
+        )
     grid = fs.train.Grid(
         hidden=tuple(args.hidden or ([(16,), (64,)] if quick else [(16,), (32,), (64,), (128,)])),
         seeds=tuple(range(args.seeds if args.seeds is not None else (1 if quick else 2))),
@@ -261,8 +281,6 @@ def _sweep(args: argparse.Namespace) -> int:
         batch_norm=args.batch_norm,
         num_checkpoints=8 if quick else 16,
     )
-    if args.seeds is not None and args.seeds <= 0:
-        raise ValueError(f"--seeds must be a positive number of seeds, got {args.seeds}")
     dataset = fs.data.load("mnist", data_dir=args.data_dir)
     result = fs.train.sweep(jax.random.key(args.seed), dataset, grid, progress=not args.no_progress)
     os.makedirs(os.path.join(args.out, "figures"), exist_ok=True)

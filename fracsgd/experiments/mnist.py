@@ -35,10 +35,11 @@ import numpy as np
 
 import fracsgd
 from fracsgd import diffusion, llc, models, train
+from fracsgd._checks import check_int, check_number
 from fracsgd._types import PyTree
 from fracsgd.data import Dataset
 from fracsgd.experiments._store import Store, fingerprint
-from fracsgd.train._config import check_float, check_positive_int
+from fracsgd.experiments._validate import MAX_WIDTH, float_tuple, int_tuple
 
 #: Paper numbers (v2 appendix table, MNIST), theory.md §6: mean ± std.
 PAPER_TABLE: dict[str, dict[str, Any]] = {
@@ -123,46 +124,37 @@ def validate(config: Any) -> MnistConfig:
     """Check every field before anything compiles (``ValueError`` naming the field)."""
     if not isinstance(config, MnistConfig):
         raise ValueError(f"config must be an MnistConfig, got {type(config).__name__}")
-    if not config.hidden:
-        raise ValueError("hidden must list at least one architecture")
+    if not isinstance(config.hidden, tuple | list) or not config.hidden:
+        raise ValueError(f"hidden must be a non-empty tuple of width tuples, got {config.hidden!r}")
     for h in config.hidden:
-        if not isinstance(h, tuple) or not h or any(int(w) <= 0 for w in h):
-            raise ValueError(f"hidden entries must be non-empty tuples of positive ints, got {h}")
-    if not config.seeds:
-        raise ValueError("seeds must be non-empty")
-    if not (config.sgd_learning_rates or config.adam_learning_rates):
+        int_tuple("hidden", h, 1, MAX_WIDTH)
+    int_tuple("seeds", config.seeds, 0, 2**31 - 1)
+    sgd = float_tuple("sgd_learning_rates", config.sgd_learning_rates, allow_empty=True)
+    adam = float_tuple("adam_learning_rates", config.adam_learning_rates, allow_empty=True)
+    if not (sgd or adam):
         raise ValueError("sgd_learning_rates and adam_learning_rates cannot both be empty")
-    for name in ("sgd_learning_rates", "adam_learning_rates"):
-        for v in getattr(config, name):
-            check_float(name, v, lo=0.0, lo_open=True)
-    if not config.batch_sizes:
-        raise ValueError("batch_sizes must be non-empty")
-    for b in config.batch_sizes:
-        check_positive_int("batch_sizes", b)
+    int_tuple("batch_sizes", config.batch_sizes, 1)
     for name in (
         "steps",
         "record_every",
-        "num_checkpoints",
         "llc_chains",
         "llc_draws",
         "llc_batch_size",
         "llc_memory",
-        "replicas",
         "branch_steps",
     ):
-        check_positive_int(name, getattr(config, name))
-    if isinstance(config.llc_burnin, bool) or int(config.llc_burnin) < 0:
-        raise ValueError(f"llc_burnin must be an integer >= 0, got {config.llc_burnin}")
+        check_int(name, getattr(config, name), 1)
+    check_int("num_checkpoints", config.num_checkpoints, 3)
+    check_int("replicas", config.replicas, 4)  # a return probability needs a few walkers
+    check_int("llc_burnin", config.llc_burnin, 0)
+    if not isinstance(config.batch_norm, bool):
+        raise ValueError(f"batch_norm must be True or False, got {config.batch_norm!r}")
     if config.steps % config.record_every:
         raise ValueError("steps must be a multiple of record_every")
-    if config.num_checkpoints < 3:
-        raise ValueError(f"num_checkpoints must be >= 3, got {config.num_checkpoints}")
-    check_float("llc_step_size", config.llc_step_size, lo=0.0, lo_open=True)
-    check_float("llc_localization", config.llc_localization, lo=0.0, lo_open=False)
-    check_float("late_fraction", config.late_fraction, lo=0.0, hi=1.0, hi_open=False)
-    check_float("xi", config.xi, lo=0.0, lo_open=True)
-    if config.replicas < 4:
-        raise ValueError(f"replicas must be >= 4 for a return probability, got {config.replicas}")
+    check_number("llc_step_size", config.llc_step_size, lo=0.0, lo_open=True)
+    check_number("llc_localization", config.llc_localization, lo=0.0)
+    check_number("late_fraction", config.late_fraction, lo=0.0, hi=1.0, lo_open=True)
+    check_number("xi", config.xi, lo=0.0, lo_open=True)
     return config
 
 

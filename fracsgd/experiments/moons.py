@@ -33,8 +33,9 @@ import numpy as np
 import fracsgd
 from fracsgd import data as fdata
 from fracsgd import diffusion, llc, models, sampling, train
+from fracsgd._checks import check_int, check_number
 from fracsgd.experiments._store import Store, fingerprint
-from fracsgd.train._config import check_float, check_positive_int
+from fracsgd.experiments._validate import MAX_WIDTH, float_tuple, int_tuple
 
 
 class MoonsConfig(NamedTuple):
@@ -121,25 +122,21 @@ def validate(config: Any) -> MoonsConfig:
         "num_clusters",
         "probe_points",
     ):
-        check_positive_int(name, getattr(config, name))
-    for name in ("llc_burnin", "posterior_burnin"):
-        v = getattr(config, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+        check_int(name, getattr(config, name), 1)
+    for name in ("llc_burnin", "posterior_burnin", "data_seed"):
+        check_int(name, getattr(config, name), 0)
     if config.posterior_burnin >= config.posterior_steps:
         raise ValueError("posterior_burnin must be smaller than posterior_steps")
     if config.steps % config.record_every:
         raise ValueError("steps must be a multiple of record_every")
     if config.num_clusters > config.networks:
         raise ValueError("num_clusters must be at most networks")
-    if not config.hidden or any(int(h) <= 0 for h in config.hidden):
-        raise ValueError(f"hidden must be positive widths, got {config.hidden}")
-    check_float("noise", config.noise, lo=0.0, lo_open=False)
+    int_tuple("hidden", config.hidden, 1, MAX_WIDTH)
+    check_number("noise", config.noise, lo=0.0)
     for name in ("learning_rate", "llc_step_size", "posterior_step_size", "prior_std"):
-        check_float(name, getattr(config, name), lo=0.0)
-    check_float("llc_localization", config.llc_localization, lo=0.0, lo_open=False)
-    if not config.xis or any(not float(x) > 0 for x in config.xis):
-        raise ValueError("xis must be a non-empty list of positive numbers")
+        check_number(name, getattr(config, name), lo=0.0, lo_open=True)
+    check_number("llc_localization", config.llc_localization, lo=0.0)
+    float_tuple("xis", config.xis)
     return config
 
 
