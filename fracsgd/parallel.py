@@ -7,8 +7,10 @@ a one-dimensional device mesh whose single axis is called ``"batch"``: every arr
 leading axis is placed with ``NamedSharding(mesh, P("batch"))``, the data set is replicated
 (``P()``), and the same jitted programs run; XLA partitions them without any communication,
 because no computation mixes two elements. Keys are derived per element exactly as without a
-mesh, so results do not depend on the number of devices (on CPU they are bitwise identical; the
-tests in ``tests/parallel`` check it with 1, 4 and 8 devices).
+mesh, so results do not depend on the number of devices beyond float32 rounding. They are often
+bitwise identical on CPU (``tests/parallel`` checks 1, 4 and 8 devices and a two-process job), but
+that is not guaranteed: XLA may vectorise transcendental functions (exp, log, pow) across the
+elements of a program differently for another local batch size and change the last bit.
 
 Padding: a batch axis of length ``n`` is padded to a multiple of the device count by repeating
 its last element (valid keys and hyper-parameters, so padded work is ordinary work); results are

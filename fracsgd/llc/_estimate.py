@@ -728,7 +728,8 @@ def estimate_many(
     (:func:`fracsgd.parallel.chunk_plan`, the last padded) through one compiled program; with
     ``mesh`` each chunk is sharded over the mesh's devices. ``L_n(w*)`` is computed per model
     afterwards, chunked by the same rule. Results do not depend on the chunking or the device
-    count (bitwise on CPU; checked in ``tests/parallel``). Only a single chain that does not
+    count beyond float32 rounding (bitwise in the cases ``tests/parallel`` checks, not guaranteed:
+    see :mod:`fracsgd.parallel`). Only a single chain that does not
     fit is an error.
 
     Examples:

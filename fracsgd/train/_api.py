@@ -420,8 +420,11 @@ def sweep(
     bucket's networks are split into equal chunks that fit (:func:`fracsgd.parallel.chunk_plan`;
     the last chunk is padded by repeating its last network) and run one after another through
     the same compiled program. Each network's computation is independent of the others, so
-    chunked, sharded and single-program runs give identical results (bitwise on CPU). Only a
-    single network that does not fit is an error.
+    chunked, sharded and single-program runs agree to float32 rounding; they are often bitwise
+    identical on CPU but not always: XLA may vectorise transcendental functions (exp, log, pow)
+    across the networks of a program differently for another number of networks, which changes
+    the last bit (measured: relative 1e-7 per step). Only a single network that does not fit is
+    an error.
 
     Devices: with ``mesh`` (:func:`fracsgd.parallel.batch_mesh`) each chunk's networks axis is
     sharded over the mesh's devices (chunks are padded to a multiple of the device count) and the
@@ -457,7 +460,7 @@ def sweep(
         CheckpointError: a corrupt or mismatched file in ``checkpoint_dir``.
 
     Examples:
-        >>> import jax
+        >>> import jax, numpy as np
         >>> import fracsgd as fs
         >>> data = fs.data.load("moons", n=256, noise=0.1, seed=0)
         >>> grid = fs.train.Grid(hidden=(8, 16), seeds=(0, 1), learning_rates=(0.05, 0.1),
@@ -473,8 +476,10 @@ def sweep(
         >>> room_for_3 = res.buckets[0].estimated_bytes - 5 * per_net  # 8 networks + data
         >>> small = grid._replace(memory_limit=room_for_3)
         >>> chunked = fs.train.sweep(jax.random.key(0), data, small, progress=False)
-        >>> chunked.buckets[0].num_chunks, bool((chunked.displacement == res.displacement).all())
-        (3, True)
+        >>> chunked.buckets[0].num_chunks
+        3
+        >>> bool(np.allclose(chunked.displacement, res.displacement, rtol=1e-5))
+        True
     """
     key = _check_key(key)
     dataset = _check_dataset(dataset)
