@@ -38,6 +38,27 @@ def _seed(text: str) -> int:
     return v
 
 
+def _devices(text: str) -> str:
+    if text != "all" and not (text.isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError(
+            f"--devices takes a positive integer or 'all', got {text!r}"
+        )
+    return text
+
+
+def _mesh(spec: str):
+    """``None`` for one device, else a batch mesh over the first N (or all) devices."""
+    import jax
+
+    import fracsgd as fs
+
+    devices = jax.devices()
+    n = len(devices) if spec == "all" else int(spec)
+    if n > len(devices):
+        raise ValueError(f"--devices {spec}: only {len(devices)} device(s) are visible")
+    return None if n == 1 else fs.parallel.batch_mesh(devices[:n])
+
+
 def _widths(text: str) -> tuple[int, ...]:
     try:
         ws = tuple(int(w) for w in text.split("-"))
@@ -96,6 +117,21 @@ def _parser() -> argparse.ArgumentParser:
         "the embedded 5 000-image subset)",
     )
     s.add_argument("--seed", type=_seed, default=0, help="master seed (default 0)")
+    s.add_argument(
+        "--devices",
+        type=_devices,
+        default="1",
+        metavar="{N,all}",
+        help="shard the networks (and LLC chains) over the first N devices JAX sees, or all "
+        "of them (default 1; results agree with one device to float32 rounding)",
+    )
+    s.add_argument(
+        "--memory-limit",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="device memory one bucket may use; larger buckets run in chunks",
+    )
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     r = sub.add_parser(
@@ -132,6 +168,14 @@ def _parser() -> argparse.ArgumentParser:
         "--overwrite",
         action="store_true",
         help="recompute stages stored in DIR for another configuration instead of stopping",
+    )
+    r.add_argument(
+        "--devices",
+        type=_devices,
+        default="1",
+        metavar="{N,all}",
+        help="shard the networks (and LLC chains) over the first N devices JAX sees, or all "
+        "of them (default 1; results agree with one device to float32 rounding)",
     )
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -179,6 +223,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     if "moons" in configs:
         moons.validate(configs["moons"])
     progress = not args.no_progress
+    mesh = _mesh(args.devices)
     dataset = fs.data.load("mnist", data_dir=args.data_dir) if "mnist" in configs else None
     if not args.quick:
         backend = jax.default_backend()
@@ -204,10 +249,16 @@ def _reproduce(args: argparse.Namespace) -> int:
             args.out,
             progress=progress,
             overwrite=args.overwrite,
+            mesh=mesh,
         )
     if "moons" in configs:
         done["moons"] = moons.run(
-            args.seed, configs["moons"], args.out, progress=progress, overwrite=args.overwrite
+            args.seed,
+            configs["moons"],
+            args.out,
+            progress=progress,
+            overwrite=args.overwrite,
+            mesh=mesh,
         )
     command = "fracsgd " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     report.write(args.out, command=command, seed=args.seed, **done)
@@ -267,6 +318,10 @@ def _sweep(args: argparse.Namespace) -> int:
     import fracsgd as fs
 
     quick = args.quick
+    if args.memory_limit is not None and args.memory_limit <= 0:
+        raise ValueError(
+            f"--memory-limit must be a positive number of bytes, got {args.memory_limit}"
+        )
     if args.seeds is not None and not 0 < args.seeds <= _MAX_SEEDS:
         raise ValueError(
             f"--seeds must be a number of seeds in [1, {_MAX_SEEDS}], got {args.seeds}"
@@ -281,8 +336,17 @@ def _sweep(args: argparse.Namespace) -> int:
         batch_norm=args.batch_norm,
         num_checkpoints=8 if quick else 16,
     )
+    mesh = _mesh(args.devices)
     dataset = fs.data.load("mnist", data_dir=args.data_dir)
-    result = fs.train.sweep(jax.random.key(args.seed), dataset, grid, progress=not args.no_progress)
+    if args.memory_limit is not None:
+        grid = grid._replace(memory_limit=args.memory_limit)
+    result = fs.train.sweep(
+        jax.random.key(args.seed),
+        dataset,
+        grid,
+        progress=not args.no_progress,
+        mesh=mesh,
+    )
     os.makedirs(os.path.join(args.out, "figures"), exist_ok=True)
     result.save(os.path.join(args.out, "sweep.nc"))
     summary = {

@@ -147,9 +147,9 @@ def detect_crossover(
     below = np.isfinite(slopes) & (slopes < threshold)
     if not below.any() or not below[np.isfinite(slopes)][-1]:
         return None
-    last_above = np.flatnonzero(~below)
-    start = 0 if last_above.size == 0 else last_above[-1] + 1
-    return float(grid[start])
+    last_above = np.flatnonzero(np.isfinite(slopes) & ~below)  # NaN slopes (too few points
+    start = 0 if last_above.size == 0 else last_above[-1] + 1  # in a window) do not count
+    return float(grid[start]) if start < grid.size else None
 
 
 def fit_exponent(

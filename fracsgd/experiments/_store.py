@@ -19,52 +19,29 @@ Nothing is ever silently reused or silently replaced.
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import os
 import sys
-import tempfile
 import time
-import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-_META = "__meta__"
+from fracsgd._io import (
+    CheckpointError,
+    atomic_write_bytes,
+    atomic_write_text,
+    fingerprint,
+    load_arrays,
+    save_arrays,
+)
+
+__all__ = ["StageError", "Store", "atomic_write_bytes", "atomic_write_text", "fingerprint"]
 
 
-class StageError(RuntimeError):
-    """A stored stage is corrupt or belongs to another configuration."""
-
-
-def fingerprint(*parts: Any) -> str:
-    """SHA-256 (hex) of a JSON rendering of ``parts`` (keys sorted, floats as ``repr``)."""
-    text = json.dumps(parts, sort_keys=True, default=repr)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and :func:`os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+class StageError(CheckpointError):
+    """A stored stage is corrupt or belongs to another configuration (a ``ValueError``)."""
 
 
 class Store:
@@ -100,16 +77,14 @@ class Store:
         if not path.exists():
             return None
         try:
-            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-            meta = json.loads(str(arrays.pop(_META)))
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
+            arrays, meta = load_arrays(path)
+        except CheckpointError as err:
             if self.overwrite:
-                self._say(f"stage {stage!r}: {path} is unreadable ({err}); recomputing")
+                self._say(f"stage {stage!r}: {path} is unreadable; recomputing")
                 return None
+            reason = str(err).removesuffix("; delete it to recompute")
             raise StageError(
-                f"{path} is corrupt or truncated ({type(err).__name__}: {err}); delete it or "
-                "pass --overwrite to recompute the stage"
+                f"{reason}; delete it or pass --overwrite to recompute the stage"
             ) from err
         if meta.get("fingerprint") != fp:
             if self.overwrite:
@@ -125,12 +100,7 @@ class Store:
 
     def save(self, stage: str, fp: str, arrays: Mapping[str, Any], describe: str = "") -> None:
         """Save ``arrays`` atomically under ``stage`` with fingerprint ``fp``."""
-        meta = json.dumps({"fingerprint": fp, "describe": describe})
-        buf = io.BytesIO()
-        payload: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
-        payload[_META] = np.asarray(meta)
-        np.savez(buf, **payload)
-        atomic_write_bytes(self.path(stage), buf.getvalue())
+        save_arrays(self.path(stage), arrays, {"fingerprint": fp, "describe": describe})
 
     def stage(
         self,

@@ -26,6 +26,7 @@ the gradient norm over the window), test accuracy and total displacement.
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -209,11 +210,22 @@ def _flatten(tree: PyTree) -> list[np.ndarray]:
     return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
-def _train_stage(key, dataset: Dataset, config: MnistConfig, progress: bool) -> dict[str, Any]:
+def _train_stage(
+    key, dataset: Dataset, config: MnistConfig, progress: bool, mesh, chunk_dir
+) -> dict[str, Any]:
     sweeps = []
     for opt, lrs in (("sgd", config.sgd_learning_rates), ("adam", config.adam_learning_rates)):
         if lrs:
-            sweeps.append(train.sweep(key, dataset, _grid(config, opt, lrs), progress=progress))
+            sweeps.append(
+                train.sweep(
+                    key,
+                    dataset,
+                    _grid(config, opt, lrs),
+                    progress=progress,
+                    mesh=mesh,
+                    checkpoint_dir=None if chunk_dir is None else chunk_dir / opt,
+                )
+            )
     out: dict[str, Any] = {}
     cols: dict[str, list] = {
         k: []
@@ -274,7 +286,9 @@ def _checkpoints(stage: dict[str, np.ndarray], i: int, model: models.Model) -> P
 # ----------------------------------------------------------------------------- stage 2: LLC
 
 
-def _llc_stage(key, dataset: Dataset, config: MnistConfig, tr: dict[str, np.ndarray], progress):
+def _llc_stage(
+    key, dataset: Dataset, config: MnistConfig, tr: dict[str, np.ndarray], progress, mesh
+):
     n_nets = len(tr["seed"])
     k = len(tr["checkpoint_steps"])
     lam = np.full((n_nets, k), np.nan)
@@ -319,6 +333,7 @@ def _llc_stage(key, dataset: Dataset, config: MnistConfig, tr: dict[str, np.ndar
                 data,
                 jax.tree.map(lambda a, s=sl: jnp.asarray(a[s]), masks),
                 config,
+                mesh,
             )
             real = min(chunk, m_total - c0)
             for j in range(real):
@@ -339,7 +354,7 @@ def _llc_stage(key, dataset: Dataset, config: MnistConfig, tr: dict[str, np.ndar
     }
 
 
-def _quiet_estimate_many(key, loss_fn, params, data, masks, config: MnistConfig):
+def _quiet_estimate_many(key, loss_fn, params, data, masks, config: MnistConfig, mesh=None):
     """``estimate_many`` with the not-a-minimum warning recorded per model instead of raised
     (early checkpoints are not minima by design; the flag is stored and reported)."""
     import warnings
@@ -358,6 +373,7 @@ def _quiet_estimate_many(key, loss_fn, params, data, masks, config: MnistConfig)
             step_size=config.llc_step_size,
             localization=config.llc_localization,
             batch_size=config.llc_batch_size,
+            mesh=mesh,
         )
 
 
@@ -574,8 +590,14 @@ def run(
     *,
     progress: bool = True,
     overwrite: bool = False,
+    mesh: Any = None,
 ) -> MnistStudy:
     """Run (or resume) the three stages and the analysis; see the module docstring.
+
+    ``mesh`` (e.g. :func:`fracsgd.parallel.batch_mesh`) shards the networks and the LLC chains
+    over several devices. The training stage also saves every finished chunk of networks in
+    ``out_dir/stages/mnist-chunks`` (:func:`fracsgd.train.sweep`'s ``checkpoint_dir``), so a
+    killed run resumes inside the stage.
 
     Examples:
         >>> import tempfile
@@ -601,14 +623,17 @@ def run(
     tr = store.stage(
         "train",
         fp_train,
-        lambda: _train_stage(jax.random.fold_in(key, 0), dataset, config, progress),
+        lambda: _train_stage(
+            jax.random.fold_in(key, 0), dataset, config, progress, mesh, store.dir / "mnist-chunks"
+        ),
         describe=f"seed {seed}, {dataset.source}",
     )
+    shutil.rmtree(store.dir / "mnist-chunks", ignore_errors=True)  # the stage file has it all
     fp_llc = fingerprint("llc", base, fp_train)
     ll = store.stage(
         "llc",
         fp_llc,
-        lambda: _llc_stage(jax.random.fold_in(key, 1), dataset, config, tr, progress),
+        lambda: _llc_stage(jax.random.fold_in(key, 1), dataset, config, tr, progress, mesh),
         describe=f"seed {seed}",
     )
     fp_br = fingerprint("branch", base, fp_train)

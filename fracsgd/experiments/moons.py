@@ -24,6 +24,7 @@ Wasserstein / Jensen–Shannon between the posterior masses and the tempered SGD
 from __future__ import annotations
 
 import math
+import shutil
 from typing import Any, NamedTuple
 
 import jax
@@ -198,7 +199,7 @@ def _loss_fn(model: models.Model):
     return loss_fn
 
 
-def _train_stage(key, dataset, config: MoonsConfig, progress: bool) -> dict[str, Any]:
+def _train_stage(key, dataset, config: MoonsConfig, progress: bool, mesh, chunk_dir):
     grid = train.Grid(
         hidden=(config.hidden,),
         seeds=tuple(range(config.networks)),
@@ -208,7 +209,7 @@ def _train_stage(key, dataset, config: MoonsConfig, progress: bool) -> dict[str,
         record_every=config.record_every,
         num_checkpoints=4,
     )
-    res = train.sweep(key, dataset, grid, progress=progress)
+    res = train.sweep(key, dataset, grid, progress=progress, mesh=mesh, checkpoint_dir=chunk_dir)
     finals = jax.tree.map(
         lambda *a: np.stack(a), *[res.result(i).final_params for i in range(res.num_runs)]
     )
@@ -225,7 +226,7 @@ def _finals(model, tr) -> Any:
     return _unflatten(model, {k[6:]: v for k, v in tr.items() if k.startswith("final_")})
 
 
-def _llc_stage(key, dataset, config: MoonsConfig, tr) -> dict[str, Any]:
+def _llc_stage(key, dataset, config: MoonsConfig, tr, mesh) -> dict[str, Any]:
     import warnings
 
     model = _model(config)
@@ -242,6 +243,7 @@ def _llc_stage(key, dataset, config: MoonsConfig, tr) -> dict[str, Any]:
             step_size=config.llc_step_size,
             localization=config.llc_localization,
             batch_size=min(config.batch_size * 4, dataset.num_train),
+            mesh=mesh,
         )
     return {
         "llc": np.asarray(res.llc_mean),
@@ -351,6 +353,7 @@ def run(
     *,
     progress: bool = True,
     overwrite: bool = False,
+    mesh: Any = None,
 ) -> MoonsStudy:
     """Run (or resume) the stages and the analysis of the module docstring.
 
@@ -376,12 +379,15 @@ def run(
     tr = store.stage(
         "train",
         fp_train,
-        lambda: _train_stage(jax.random.fold_in(key, 0), dataset, config, progress),
+        lambda: _train_stage(
+            jax.random.fold_in(key, 0), dataset, config, progress, mesh, store.dir / "moons-chunks"
+        ),
     )
+    shutil.rmtree(store.dir / "moons-chunks", ignore_errors=True)  # the stage file has it all
     ll = store.stage(
         "llc",
         fingerprint("llc", base, fp_train),
-        lambda: _llc_stage(jax.random.fold_in(key, 1), dataset, config, tr),
+        lambda: _llc_stage(jax.random.fold_in(key, 1), dataset, config, tr, mesh),
     )
     po = store.stage(
         "posterior",

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from fracsgd._checks import check_key
 from fracsgd._types import Array, PRNGKey, PyTree
 from fracsgd.parallel import (
     check_mesh,
@@ -121,11 +122,13 @@ class _Static(NamedTuple):
 
 def default_nbeta(n: int) -> float:
     """Watanabe's ``nβ* = n / log n`` (the default)."""
+    n = _check_int("n", n, 2)
     return n / math.log(n)
 
 
 def batch_nbeta(batch_size: int) -> float:
     """devinterp 1.x's implicit ``B / log B`` (offered by name, never a hidden default)."""
+    batch_size = _check_int("batch_size", batch_size, 2)
     return batch_size / math.log(batch_size)
 
 
@@ -264,6 +267,8 @@ def _check_pos(name: str, value: Any, *, allow_zero: bool = False) -> float:
 def resolve_nbeta(nbeta: Any, n: int, batch_size: int) -> float:
     """``nbeta`` as a number: ``None`` or ``"n/log n"`` → ``n/log n``; ``"batch/log batch"`` →
     ``B/log B`` (devinterp 1.x); a positive number is used as given."""
+    if not (nbeta is None or isinstance(nbeta, str) or np.ndim(nbeta) == 0):
+        raise ValueError(f"nbeta must be a number > 0, None or a rule name, got {nbeta!r:.60}")
     if nbeta is None or nbeta == "n/log n":
         if n < 2:
             raise ValueError("the default nbeta = n/log n needs at least 2 samples")
@@ -278,6 +283,24 @@ def resolve_nbeta(nbeta: Any, n: int, batch_size: int) -> float:
             + ", ".join(map(repr, NBETA_RULES))
         )
     return _check_pos("nbeta", nbeta)
+
+
+def _check_float_leaves(params: PyTree) -> list:
+    """The leaves of ``params``, which must be floating-point arrays (``ValueError`` naming
+    ``params`` otherwise)."""
+    leaves = jax.tree.leaves(params)
+    if not leaves:
+        raise ValueError("params must be a pytree with at least one array")
+    for leaf in leaves:
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is None:
+            try:
+                dtype = np.asarray(leaf).dtype
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"params must hold floating-point arrays: {err}") from err
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(f"params must hold floating-point arrays, got a leaf {leaf!r:.60}")
+    return leaves
 
 
 def _validate(
@@ -297,6 +320,13 @@ def _validate(
 ):
     if not callable(loss_fn):
         raise ValueError("loss_fn must be callable as loss_fn(params, batch) -> scalar")
+    leaves = _check_float_leaves(params)
+    if n_models_axis:
+        sizes = {int(np.shape(x)[0]) if np.ndim(x) else 0 for x in leaves}
+        if len(sizes) != 1 or 0 in sizes:
+            raise ValueError(
+                f"params leaves need one common leading model axis of size >= 1, got {sizes}"
+            )
     n = _num_samples(data)
     _check_int("num_chains", num_chains, 1)
     _check_int("num_draws", num_draws, 1)
@@ -321,6 +351,8 @@ def _validate(
     if not hasattr(out, "shape") or out.shape != ():
         shape = getattr(out, "shape", type(out).__name__)
         raise ValueError(f"loss_fn must return a scalar mean loss, got shape {shape}")
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise ValueError(f"loss_fn must return a floating-point scalar, got dtype {out.dtype}")
     return n
 
 
@@ -532,6 +564,7 @@ def _estimate_rows(
 ):
     """Validate, sample every centre (leading model axis) in one program, and summarise each:
     ``(rows, meta)`` with one summary dict per centre and the shared settings."""
+    check_key(key)
     n = _validate(
         loss_fn,
         centers,
@@ -653,6 +686,7 @@ def estimate(
         >>> bool(abs(res.llc_mean - 2.0) < 0.2)  # regular model: λ = d/2
         True
     """
+    _check_float_leaves(params)
     centers = jax.tree.map(lambda a: jnp.asarray(a)[None], params)
     masks = None if mask is None else jax.tree.map(lambda a: jnp.asarray(a)[None], mask)
     rows, meta = _estimate_rows(

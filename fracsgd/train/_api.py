@@ -234,6 +234,8 @@ def run(
     needed = E.estimate_bytes(
         static, 1, dataset.num_train, dataset.num_features, _data_bytes(dataset)
     )
+    if memory_limit is not None:
+        check_positive_int("memory_limit", memory_limit)
     _check_memory(needed, memory_limit, "this run")
     bar = Progress(config.steps, "fracsgd.train.run", enabled=progress)
     out = _train_bucket(
@@ -299,7 +301,13 @@ def _nonempty(name: str, seq: Any) -> tuple:
         raise ValueError(f"{name} must be a non-empty sequence, got {seq!r}")
     if len(seq) == 0:
         raise ValueError(f"{name} must be a non-empty sequence, got an empty one")
-    if len(set(map(repr, seq))) != len(seq):
+
+    def canonical(v: Any) -> str:  # NumPy and Python numbers with equal values are equal
+        if isinstance(v, np.generic):
+            v = v.item()
+        return repr(v)
+
+    if len(set(map(canonical, seq))) != len(seq):
         raise ValueError(f"{name} contains duplicates: {seq!r}")
     return tuple(seq)
 
@@ -316,8 +324,8 @@ def _validate_grid(grid: Any, dataset: Dataset) -> tuple[Grid, list[tuple[int, .
             msg = f"hidden entries must be ints or sequences of ints, got {h!r}"
             raise ValueError(msg) from err
         for w in hs:
-            if isinstance(w, bool) or not isinstance(w, int | np.integer) or w <= 0:
-                raise ValueError(f"hidden widths must be positive integers (width > 0), got {h!r}")
+            if isinstance(w, bool) or not isinstance(w, int | np.integer) or not 0 < w < 2**31:
+                raise ValueError(f"hidden widths must be integers in [1, 2**31), got {h!r}")
         hidden.append(tuple(int(w) for w in hs))
     if len(set(hidden)) != len(hidden):
         raise ValueError(f"hidden contains duplicates: {grid.hidden!r}")
@@ -332,6 +340,8 @@ def _validate_grid(grid: Any, dataset: Dataset) -> tuple[Grid, list[tuple[int, .
         check_positive_int("batch_sizes", b, upper=dataset.num_train)
     check_choice("model", grid.model, MODEL_KINDS)
     check_choice("sampling", grid.sampling, SAMPLINGS)
+    if not isinstance(grid.batch_norm, bool | np.bool_):
+        raise ValueError(f"batch_norm must be True or False, got {grid.batch_norm!r}")
     if grid.batch_norm and grid.model != "mlp":
         raise ValueError("batch_norm=True is only available for model='mlp'")
     overhead = grid.max_padding_overhead
@@ -752,6 +762,13 @@ def branch(
     if learning_rates is None:
         configs = [config] * m
     else:
+        if isinstance(learning_rates, str | bytes) or not isinstance(
+            learning_rates, Sequence | np.ndarray
+        ):
+            raise ValueError(
+                "learning_rates must be a sequence with one value per point, "
+                f"got {learning_rates!r}"
+            )
         lrs = list(learning_rates)
         if len(lrs) != m:
             raise ValueError(f"learning_rates must have one value per point ({m}), got {len(lrs)}")
@@ -760,6 +777,16 @@ def branch(
             for v in lrs
         ]
     if mask is not None:
+        template = model.width_mask(model.hidden)
+        ok = isinstance(mask, tuple | list) and len(mask) == len(template)
+        if ok:
+            ok = all(np.shape(v) == (m, *np.shape(t)) for v, t in zip(mask, template, strict=True))
+        if not ok:
+            shapes = [(m, *np.shape(t)) for t in template]
+            raise ValueError(
+                f"mask must be a width mask with a leading (M,) axis: one array per hidden layer "
+                f"of shapes {shapes}, got {mask!r:.80}"
+            )
         mask = tuple(jnp.repeat(jnp.asarray(v, bool), replicas, axis=0) for v in mask)
     static = E.Static(
         model=model,

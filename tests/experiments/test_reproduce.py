@@ -208,6 +208,9 @@ def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypa
         (["reproduce", "mnist", "--set", "mnist.llc_step_size=-1"], "llc_step_size"),
         (["reproduce", "moons", "--set", "moons.num_clusters=0"], "num_clusters"),
         (["reproduce", "mnist", "--seed", "x"], "invalid int value"),
+        (["reproduce", "mnist", "--devices", "0"], "--devices takes a positive integer"),
+        (["reproduce", "moons", "--devices", "4096"], "device(s) are visible"),
+        (["sweep", "--memory-limit", "-5"], "--memory-limit must be a positive"),
     ],
 )
 def test_cli_argument_errors_are_one_line_and_exit_2(argv, needle, tmp_path, capsys):

@@ -4,8 +4,7 @@ Correct results: Aoyagi's λ of a deep linear network lies in ``[0, d/2]`` (``d`
 parameters; λ ≤ d/2 for every model, with equality for regular ones); a kernel step from a
 finite state with a valid step size is finite; an LLC estimate at a NaN centre is never a
 silent number: every chain is flagged ``diverged`` and ``llc_mean`` is NaN (the documented
-contract). Everything else is a ``ValueError`` naming the argument. Bugs in files edited by
-others are strict xfails.
+contract). Everything else is a ``ValueError`` naming the argument.
 """
 
 import itertools
@@ -89,7 +88,7 @@ def test_sgld_kernel_arguments_are_named():
 
 _INT_FIELDS = ("num_chains", "num_draws", "thinning", "batch_size")
 _FLOAT_FIELDS = ("step_size", "localization", "nbeta")
-# np.array([1.0, 2.0]) as nbeta is a known bug (xfail below); None is nbeta's default
+# None is nbeta's default (an array nbeta is tested below)
 _FLOAT_BAD = BAD_SCALARS.filter(lambda v: np.ndim(v) == 0 and v is not None)
 
 
@@ -156,24 +155,13 @@ def test_trajectory_and_calibrate_arguments_are_named():
     raises_naming(lambda: fs.llc.reduced_rank_lambda(-1, 2, 3), "widths")
 
 
-# ---- bugs in fracsgd/llc/_estimate.py (being edited by others): strict xfails, fixes proposed
-# in the report.
+# ---- inputs that used to escape as TypeError/IndexError (found by fuzzing, now refused by name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="llc.estimate: key=0 raises TypeError from jax.random "
-    "(no key check; proposed: _check_key as in fracsgd._checks.check_key)",
-)
 def test_estimate_refuses_a_non_key():
     raises_naming(lambda: fs.llc.estimate(0, loss, jnp.zeros(2), DATA, **KW), "key")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="llc.estimate: params of strings raise TypeError from "
-    "jnp.asarray (proposed: real floating leaves checked in _validate)",
-)
 def test_estimate_refuses_string_params():
     raises_naming(lambda: fs.llc.estimate(KEY, loss, "ab", DATA, **KW), "params")
 
@@ -186,32 +174,15 @@ def test_estimate_refuses_a_mask_of_another_structure():
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="llc.estimate_many: 0-d params raise IndexError and an "
-    "empty model axis IndexError (proposed: require one common leading axis >= 1 "
-    "before indexing a[0] in _validate)",
-)
 @pytest.mark.parametrize("params", [jnp.zeros(()), jnp.zeros((0, 2))])
 def test_estimate_many_needs_a_model_axis(params):
     raises_naming(lambda: fs.llc.estimate_many(KEY, loss, params, DATA, **KW), "params")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="llc.estimate: loss_fn returning an int raises TypeError "
-    "from jax.grad (proposed: require a floating scalar from eval_shape)",
-)
 def test_estimate_refuses_an_integer_loss():
     raises_naming(lambda: fs.llc.estimate(KEY, lambda w, b: 1, jnp.zeros(2), DATA, **KW), "loss_fn")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="llc.estimate: nbeta=np.ones(2) raises 'truth value of "
-    "an array is ambiguous' (ValueError not naming nbeta; proposed: test for a "
-    "str/None before comparing with the rule names)",
-)
 def test_estimate_nbeta_array_is_named():
     raises_naming(
         lambda: fs.llc.estimate(KEY, loss, jnp.zeros(2), DATA, **{**KW, "nbeta": np.ones(2)}),
@@ -219,10 +190,5 @@ def test_estimate_nbeta_array_is_named():
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="llc.default_nbeta(1) and batch_nbeta(1) divide by "
-    "log 1 = 0 (ZeroDivisionError; proposed: ValueError 'n must be >= 2')",
-)
 def test_default_nbeta_of_one_sample_is_named():
     raises_naming(lambda: fs.llc.default_nbeta(1), "n")

@@ -2,7 +2,7 @@
 
 The compiled loop is replaced by a stub that raises ``Started``: reaching it means validation
 accepted the input, which is correct only for valid inputs. Nothing is compiled, so the suite
-stays fast. Bugs in ``fracsgd/train/*`` (edited by others) are strict xfails.
+stays fast.
 """
 
 import math
@@ -136,14 +136,9 @@ def test_run_and_branch_objects_are_named():
     )
 
 
-# ---- bugs in fracsgd/train/_api.py (being edited by others): strict xfails.
+# ---- inputs that used to escape validation (found by fuzzing, now refused by name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="train.run(memory_limit='a') raises TypeError comparing "
-    "int and str in _check_memory (proposed: check_positive_int('memory_limit'))",
-)
 def test_run_memory_limit_type_is_named():
     raises_naming(
         lambda: fs.train.run(KEY, MODEL, DATA, CONFIG, progress=False, memory_limit="a"),
@@ -151,24 +146,12 @@ def test_run_memory_limit_type_is_named():
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="train.sweep(hidden=(10**30,)) raises TypeError from "
-    "jnp.ones in the memory model (proposed: an upper bound on widths in "
-    "_validate_grid, e.g. < 2**31)",
-)
 def test_sweep_huge_width_is_named():
     _accepted(
         lambda: fs.train.sweep(KEY, DATA, GRID._replace(hidden=(10**30,)), progress=False), "hidden"
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="train.sweep(seeds=[0, np.int64(0)]) trains the same "
-    "network twice: _nonempty compares repr(), which differs for np.int64 "
-    "(proposed: compare int(s) for seeds, tuple(int) for hidden)",
-)
 def test_sweep_duplicate_numpy_seed_is_named():
     assert not _accepted(
         lambda: fs.train.sweep(KEY, DATA, GRID._replace(seeds=[0, np.int64(0)]), progress=False),
@@ -176,11 +159,6 @@ def test_sweep_duplicate_numpy_seed_is_named():
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="train.sweep(batch_norm='yes') is accepted as True "
-    "(proposed: require a bool in _validate_grid)",
-)
 def test_sweep_batch_norm_must_be_a_bool():
     assert not _accepted(
         lambda: fs.train.sweep(KEY, DATA, GRID._replace(batch_norm="yes"), progress=False),
@@ -188,11 +166,6 @@ def test_sweep_batch_norm_must_be_a_bool():
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="train.branch(learning_rates=0.1) raises TypeError "
-    "'float object is not iterable' (proposed: require a sequence)",
-)
 def test_branch_learning_rates_scalar_is_named():
     params = jax.vmap(MODEL.init)(jax.random.split(KEY, 2))
     raises_naming(
@@ -203,12 +176,6 @@ def test_branch_learning_rates_scalar_is_named():
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="train.branch(mask=5) raises TypeError and a mask of "
-    "the wrong shape reaches the compiled loop (proposed: check mask against "
-    "model.width_mask shapes with the leading (M,) axis)",
-)
 @pytest.mark.parametrize("mask", [5, (np.ones((2, 3)),)])
 def test_branch_mask_is_checked(mask):
     params = jax.vmap(MODEL.init)(jax.random.split(KEY, 2))
