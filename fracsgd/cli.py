@@ -73,6 +73,17 @@ def _widths(text: str) -> tuple[int, ...]:
     return ws
 
 
+def _add_devices(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--devices",
+        type=_devices,
+        default="1",
+        metavar="{N,all}",
+        help="shard the networks (and LLC chains) over the first N devices JAX sees, or all "
+        "of them (default 1; results agree with one device to float32 rounding)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="fracsgd", description="Fractal dynamics of SGD (JAX).")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -117,14 +128,7 @@ def _parser() -> argparse.ArgumentParser:
         "the embedded 5 000-image subset)",
     )
     s.add_argument("--seed", type=_seed, default=0, help="master seed (default 0)")
-    s.add_argument(
-        "--devices",
-        type=_devices,
-        default="1",
-        metavar="{N,all}",
-        help="shard the networks (and LLC chains) over the first N devices JAX sees, or all "
-        "of them (default 1; results agree with one device to float32 rounding)",
-    )
+    _add_devices(s)
     s.add_argument(
         "--memory-limit",
         type=int,
@@ -169,14 +173,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="recompute stages stored in DIR for another configuration instead of stopping",
     )
-    r.add_argument(
-        "--devices",
-        type=_devices,
-        default="1",
-        metavar="{N,all}",
-        help="shard the networks (and LLC chains) over the first N devices JAX sees, or all "
-        "of them (default 1; results agree with one device to float32 rounding)",
-    )
+    _add_devices(r)
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
