@@ -241,7 +241,9 @@ def test_run_rejects_mismatched_model_and_bad_key(moons):
         fs.train.run(0, fs.models.mlp((2, 4, 2)), moons, cfg, progress=False)
 
 
-def test_sweep_that_does_not_fit_is_refused(moons):
+def test_sweep_whose_single_network_does_not_fit_is_refused(moons):
+    """Buckets that do not fit are chunked (tests/parallel); only a cap below one network's
+    needs (1000 bytes here) is an error, raised before anything compiles."""
     with pytest.raises(ValueError, match="memory"):
         fs.train.sweep(jax.random.key(0), moons, _grid(memory_limit=1000), progress=False)
 
