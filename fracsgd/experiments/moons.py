@@ -364,8 +364,8 @@ def run(
         ...     llc_draws=20, llc_burnin=0, posterior_chains=4, posterior_steps=40,
         ...     posterior_burnin=20, posterior_thin=10, num_clusters=2, probe_points=4)
         >>> study = moons.run(0, cfg, tempfile.mkdtemp(), progress=False)
-        >>> len(study.records), study.mean_displacement.shape
-        (8, (8,))
+        >>> len(study.records), study.mean_displacement.shape  # R every record_every = 10 steps
+        (8, (4,))
     """
     config = validate(config)
     dataset = fdata.load("moons", n=config.n, noise=config.noise, seed=config.data_seed)

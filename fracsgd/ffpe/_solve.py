@@ -169,7 +169,8 @@ def _check_p0(p0: Any, shape: tuple[int, ...]) -> Array:
         raise ValueError(f"p0 must be an array of real numbers, got {type(p0).__name__}")
     if np.shape(p0) != shape:
         raise ValueError(f"p0 must have shape {shape}, got {np.shape(p0)}")
-    dtype = jax.dtypes.canonicalize_dtype(np.result_type(getattr(p0, "dtype", np.asarray(p0))))
+    raw_dtype = p0.dtype if hasattr(p0, "dtype") else np.asarray(p0).dtype  # tracers have one
+    dtype = jax.dtypes.canonicalize_dtype(np.result_type(raw_dtype))
     dtype = dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.result_type(float)
     if not isinstance(p0, jax.core.Tracer):
         p_np = np.asarray(p0, np.float64)
