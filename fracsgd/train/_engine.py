@@ -164,9 +164,21 @@ def _opt_direction(optimizers, grads, state, hp):
 
 
 def _sq_norm(tree: PyTree) -> Array:
-    """``Σ leaf²`` over the flattened tree (pairwise, see :func:`_sum`)."""
-    flat = jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree.leaves(tree)])
-    return _sum(jnp.square(flat))
+    """``Σ leaf²`` over the tree: pairwise within each leaf (see :func:`_sum`), then the leaves'
+    sums added in their fixed tree order (no concatenated copy of the parameters)."""
+    total = None
+    for leaf in jax.tree.leaves(tree):
+        part = _sum(jnp.square(jnp.ravel(leaf)))
+        total = part if total is None else total + part
+    return jnp.zeros(()) if total is None else total
+
+
+def _all_finite(tree: PyTree) -> Array:
+    """Every entry finite (a boolean reduction: exact whatever the order)."""
+    ok = jnp.bool_(True)
+    for leaf in jax.tree.leaves(tree):
+        ok = ok & jnp.all(jnp.isfinite(leaf))
+    return ok
 
 
 def displacement(params: PyTree, params0: PyTree, pmask: PyTree) -> Array:
@@ -250,7 +262,7 @@ def _net_step(static: Static, params, opt_state, pmask, mask, hp: Hyper, xb, yb)
     if model.batch_norm:
         new_params = {**new_params, "batch_stats": stats}
     gsq = _sq_norm(grads)
-    ok = jnp.isfinite(loss) & jnp.isfinite(gsq) & jnp.isfinite(_sq_norm(new_params))
+    ok = jnp.isfinite(loss) & jnp.isfinite(gsq) & _all_finite(new_params)
     return new_params, new_opt, loss, jnp.sqrt(gsq), ok
 
 
