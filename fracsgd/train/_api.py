@@ -702,6 +702,7 @@ def branch(
     replicas: int,
     mask: Any = None,
     learning_rates: Sequence[float] | None = None,
+    memory_limit: int | None = None,
     progress: bool = True,
 ) -> BranchResult:
     """Restart SGD from each of ``M`` points ``w_{t0}`` as ``replicas`` independent copies that
@@ -725,6 +726,10 @@ def branch(
         mask: optional width mask with a leading ``(M,)`` axis, for padded parameters.
         learning_rates: optional per-point learning rates ``(M,)`` replacing
             ``config.learning_rate`` (traced: no recompilation).
+        memory_limit: bytes the replicas may use on the device (default: what it has
+            available). Points whose replicas do not fit together run in chunks of points
+            through the same compiled program (the last chunk padded); only one point whose
+            replicas alone do not fit is an error.
         progress: progress bar on stderr.
 
     Examples:
@@ -799,30 +804,49 @@ def branch(
         optimizers=(config.optimizer,),
         masked=mask is not None,
     )
-    n = m * replicas
-    needed = E.estimate_bytes(
-        static, n, dataset.num_train, dataset.num_features, _data_bytes(dataset)
+    if memory_limit is not None:
+        check_positive_int("memory_limit", memory_limit)
+    n_train, n_feat, data_bytes = dataset.num_train, dataset.num_features, _data_bytes(dataset)
+    one = E.estimate_bytes(static, replicas, n_train, n_feat, data_bytes)
+    per_point = E.estimate_bytes(static, 2 * replicas, n_train, n_feat, data_bytes) - one
+    cap = memory_limit if memory_limit is not None else E.available_bytes()
+    k = m if cap is None else min(m, max(0, (cap - (one - per_point)) // max(per_point, 1)))
+    if k < 1:
+        _check_memory(one, cap, f"the {replicas} replicas of one point")
+        k = 1
+    lr_all = [c for c in configs for _ in range(replicas)]
+    bar = Progress(
+        m * replicas * config.steps, "fracsgd.train.branch", enabled=progress, unit="network-steps"
     )
-    _check_memory(needed, None, f"{n} replicas")
-    params0 = jax.tree.map(lambda a: jnp.repeat(jnp.asarray(a), replicas, axis=0), params)
-    data_keys = jnp.stack(
-        [
-            jax.random.fold_in(jax.random.fold_in(key, i), r)
-            for i in range(m)
-            for r in range(replicas)
-        ]
-    )
-    bar = Progress(n * config.steps, "fracsgd.train.branch", enabled=progress, unit="network-steps")
-    out = _train_bucket(
-        static,
-        None,
-        mask,
-        data_keys,
-        _hyper([c for c in configs for _ in range(replicas)], static.optimizers),
-        _data(dataset),
-        bar,
-        params0=params0,
-    )
+    outs = []
+    for c0 in range(0, m, k):
+        # the last chunk repeats its final point so every chunk has k points (one program)
+        pts = [min(i, m - 1) for i in range(c0, c0 + k)]
+        rows = np.asarray([i * replicas + r for i in pts for r in range(replicas)])
+        idx = np.asarray(pts)
+        params0 = jax.tree.map(
+            lambda a, p=idx: jnp.repeat(jnp.asarray(a)[p], replicas, axis=0), params
+        )
+        data_keys = jnp.stack(
+            [
+                jax.random.fold_in(jax.random.fold_in(key, i), r)
+                for i in pts
+                for r in range(replicas)
+            ]
+        )
+        out = _train_bucket(
+            static,
+            None,
+            None if mask is None else tuple(v[rows] for v in mask),
+            data_keys,
+            _hyper([lr_all[j] for j in rows], static.optimizers),
+            _data(dataset),
+            bar,
+            params0=params0,
+        )
+        real = (min(c0 + k, m) - c0) * replicas
+        outs.append({f: out[f][:real] for f in ("displacement", "train_loss", "diverged_step")})
+    out = {f: np.concatenate([o[f] for o in outs]) for f in outs[0]}
     shape = (m, replicas, -1)
     return BranchResult(
         record_steps=np.arange(1, out["displacement"].shape[1] + 1) * config.record_every,

@@ -305,3 +305,38 @@ def test_branch_rejects_bad_input():
         fs.train.branch(
             jax.random.key(0), model, data, model.init(jax.random.key(0)), cfg, replicas=2
         )
+
+
+def test_branch_chunks_points_that_do_not_fit_together():
+    """A memory cap that holds the replicas of two points (of five) runs three chunks through
+    one program; the replicas are the same networks, so R(t) agrees with the one-chunk run to
+    float32 rounding (XLA may round differently for another batch width; see fracsgd.parallel)."""
+    data = fs.data.load("moons", n=128, noise=0.1, seed=0)
+    model = fs.models.mlp((2, 8, 2))
+    cfg = fs.train.TrainConfig(steps=20, batch_size=16, learning_rate=0.1)
+    w = jax.vmap(model.init)(jax.random.split(jax.random.key(0), 5))
+    full = fs.train.branch(jax.random.key(1), model, data, w, cfg, replicas=3, progress=False)
+    static = fs.train._engine.Static(
+        model=model,
+        task="classification",
+        steps=20,
+        batch_size=16,
+        record_every=1,
+        checkpoint_steps=(20,),
+        sampling="epoch",
+        optimizers=("sgd",),
+        masked=False,
+    )
+    nb = data.x_train.nbytes + data.y_train.nbytes + data.x_test.nbytes + data.y_test.nbytes
+    one = E.estimate_bytes(static, 3, 128, 2, nb)
+    per_point = E.estimate_bytes(static, 6, 128, 2, nb) - one
+    cap = one + per_point  # two points' replicas
+    chunked = fs.train.branch(
+        jax.random.key(1), model, data, w, cfg, replicas=3, memory_limit=cap, progress=False
+    )
+    np.testing.assert_allclose(chunked.displacement, full.displacement, rtol=1e-6)
+    assert chunked.displacement.shape == (5, 3, 20)
+    with pytest.raises(ValueError, match="memory"):
+        fs.train.branch(
+            jax.random.key(1), model, data, w, cfg, replicas=3, memory_limit=1000, progress=False
+        )
