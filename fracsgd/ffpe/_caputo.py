@@ -123,7 +123,12 @@ def graded_mesh(
     span = (t_final - t_g) / tau  # Σ_{j=1}^{m} q^j must equal this
 
     def total(q: float) -> float:
-        return m if q == 1 else q * math.expm1(m * math.log(q)) / (q - 1)
+        if q == 1:
+            return float(m)
+        x = m * math.log(q)
+        if x > 700:  # q^m overflows a float: the sum certainly exceeds any finite span
+            return math.inf
+        return q * math.expm1(x) / (q - 1)
 
     lo, hi = 1e-12, 2.0
     while total(hi) < span:

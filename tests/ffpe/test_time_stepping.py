@@ -342,3 +342,15 @@ def test_no_recompilation_for_new_parameter_values(x64):
     size = _solve._march._cache_size()
     fs.ffpe.solve(fs.ffpe.Problem(alpha=0.7, diffusion=0.3, gamma=2.0), grid, p0 * 2, **kw)
     assert _solve._march._cache_size() == size
+
+
+def test_graded_then_geometric_mesh_with_many_geometric_steps():
+    """10⁴ geometric steps: the ratio search must not overflow q^m (it used to raise
+    OverflowError for the README's long-time example)."""
+    ts = fs.ffpe.graded_mesh(1e4, 20_000, 4.0, graded_until=1.0)
+    assert ts.shape == (20_001,) and ts[0] == 0.0 and ts[-1] == 1e4
+    assert ts[10_000] == pytest.approx(1.0, rel=1e-12)
+    assert np.all(np.diff(ts) > 0)
+    steps = np.diff(ts)[10_000:]
+    ratios = steps[1:] / steps[:-1]
+    assert np.allclose(ratios, ratios[0], rtol=1e-6)  # geometric
