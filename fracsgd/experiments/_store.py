@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
 from fracsgd._io import (
@@ -38,6 +39,20 @@ from fracsgd._io import (
 )
 
 __all__ = ["StageError", "Store", "atomic_write_bytes", "atomic_write_text", "fingerprint"]
+
+
+def tree_arrays(tree: Any, prefix: str) -> dict[str, np.ndarray]:
+    """A parameter pytree as stage arrays ``{prefix}0, {prefix}1, …`` (its leaves in order)."""
+    return {f"{prefix}{k}": np.asarray(x) for k, x in enumerate(jax.tree.leaves(tree))}
+
+
+def arrays_tree(model: Any, arrays: Mapping[str, np.ndarray], prefix: str) -> Any:
+    """The inverse of :func:`tree_arrays` for parameters of ``model`` (any leading axes)."""
+    template = jax.eval_shape(model.init, jax.random.key(0))
+    n = len(jax.tree.leaves(template))
+    return jax.tree.unflatten(
+        jax.tree.structure(template), [arrays[f"{prefix}{k}"] for k in range(n)]
+    )
 
 
 class StageError(CheckpointError):

@@ -39,7 +39,7 @@ from fracsgd import diffusion, llc, models, train
 from fracsgd._checks import check_int, check_number
 from fracsgd._types import PyTree
 from fracsgd.data import Dataset
-from fracsgd.experiments._store import Store, fingerprint
+from fracsgd.experiments._store import Store, arrays_tree, fingerprint, tree_arrays
 from fracsgd.experiments._validate import MAX_WIDTH, float_tuple, int_tuple
 
 #: Paper numbers (v2 appendix table, MNIST), theory.md §6: mean ± std.
@@ -206,10 +206,6 @@ def expected_seconds(config: MnistConfig, dataset: Dataset, platform: str) -> fl
 # ----------------------------------------------------------------------------- stage 1: train
 
 
-def _flatten(tree: PyTree) -> list[np.ndarray]:
-    return [np.asarray(x) for x in jax.tree.leaves(tree)]
-
-
 def _train_stage(
     key, dataset: Dataset, config: MnistConfig, progress: bool, mesh, chunk_dir
 ) -> dict[str, Any]:
@@ -260,8 +256,7 @@ def _train_stage(
                 np.stack([r.train_loss_full, r.train_accuracy, r.test_loss, r.test_accuracy], -1)
             )
             cols["diverged"].append(r.diverged)
-            for li, leaf in enumerate(_flatten(r.checkpoints)):
-                out[f"ck{i}_{li}"] = leaf
+            out.update(tree_arrays(r.checkpoints, f"ck{i}_"))
             i += 1
     for name, v in cols.items():
         out[name] = np.asarray(v)
@@ -277,10 +272,7 @@ def _hidden_of(label: str) -> tuple[int, ...]:
 
 
 def _checkpoints(stage: dict[str, np.ndarray], i: int, model: models.Model) -> PyTree:
-    template = jax.eval_shape(model.init, jax.random.key(0))
-    treedef = jax.tree.structure(template)
-    n = len(jax.tree.leaves(template))
-    return jax.tree.unflatten(treedef, [stage[f"ck{i}_{k}"] for k in range(n)])
+    return arrays_tree(model, stage, f"ck{i}_")
 
 
 # ----------------------------------------------------------------------------- stage 2: LLC

@@ -35,7 +35,7 @@ import fracsgd
 from fracsgd import data as fdata
 from fracsgd import diffusion, llc, models, sampling, train
 from fracsgd._checks import check_int, check_number
-from fracsgd.experiments._store import Store, fingerprint
+from fracsgd.experiments._store import Store, arrays_tree, fingerprint, tree_arrays
 from fracsgd.experiments._validate import MAX_WIDTH, float_tuple, int_tuple
 
 
@@ -180,18 +180,6 @@ def _functions(model: models.Model, params, probe: np.ndarray) -> np.ndarray:
     return np.asarray(out, np.float64)
 
 
-def _flatten(tree) -> dict[str, np.ndarray]:
-    return {f"leaf{k}": np.asarray(x) for k, x in enumerate(jax.tree.leaves(tree))}
-
-
-def _unflatten(model: models.Model, arrays: dict[str, np.ndarray], prefix: str = "leaf"):
-    template = jax.eval_shape(model.init, jax.random.key(0))
-    n = len(jax.tree.leaves(template))
-    return jax.tree.unflatten(
-        jax.tree.structure(template), [arrays[f"{prefix}{k}"] for k in range(n)]
-    )
-
-
 def _loss_fn(model: models.Model):
     def loss_fn(p, batch):
         return models.cross_entropy(model.apply(p, batch[0]), batch[1])
@@ -218,12 +206,12 @@ def _train_stage(key, dataset, config: MoonsConfig, progress: bool, mesh, chunk_
         "displacement": res.displacement,
         "diverged": res.diverged,
         "test_accuracy": res.test_accuracy[:, -1],
-        **{f"final_{k}": v for k, v in _flatten(finals).items()},
+        **tree_arrays(finals, "final_leaf"),
     }
 
 
 def _finals(model, tr) -> Any:
-    return _unflatten(model, {k[6:]: v for k, v in tr.items() if k.startswith("final_")})
+    return arrays_tree(model, tr, "final_leaf")
 
 
 def _llc_stage(key, dataset, config: MoonsConfig, tr, mesh) -> dict[str, Any]:
@@ -316,7 +304,7 @@ def posterior_samples(key, model: models.Model, dataset, config: MoonsConfig):
 def _posterior_stage(key, dataset, config: MoonsConfig) -> dict[str, Any]:
     model = _model(config)
     samples, ok = posterior_samples(key, model, dataset, config)
-    return {"ok": ok, **{f"post_{k}": v for k, v in _flatten(samples).items()}}
+    return {"ok": ok, **tree_arrays(samples, "post_leaf")}
 
 
 class MoonsStudy(NamedTuple):
@@ -401,7 +389,7 @@ def run(
     lam = np.asarray(ll["llc"], np.float64)
     probe = _probe(dataset, config.probe_points)
     f_sgd = _functions(model, _finals(model, tr), probe)
-    posterior = _unflatten(model, {k[5:]: v for k, v in po.items() if k.startswith("post_")})
+    posterior = arrays_tree(model, po, "post_leaf")
     f_post = _functions(model, posterior, probe)[np.asarray(po["ok"], bool)]
 
     records: list[dict[str, Any]] = []
