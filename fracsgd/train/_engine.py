@@ -9,17 +9,19 @@ The host runs segments that end at every checkpoint step and at about twenty eve
 evaluates them there. Because the end step is data, every segment runs the same compiled program,
 and nothing of size ``K × parameters`` ever sits in the loop state.
 
-Inside a segment: a ``while_loop`` over epochs computes each network's permutation once per epoch
-(epoch sampling), and an inner ``while_loop`` runs the steps of that epoch; ``vmap`` over networks
-is inside the step, so the step counter is a scalar. Records (``R``, interval-mean minibatch loss,
-gradient norm) are written into a small ``(N, records + 1)`` buffer; column ``records`` is a scratch
-slot written on non-record steps, so the write is unconditional.
+Inside a segment: a ``while_loop`` over epochs derives each network's permutation round keys once
+per epoch (epoch sampling), and an inner ``while_loop`` runs the steps of that epoch, evaluating
+the permutation at the step's ``B`` positions (:func:`fracsgd.data.epoch_batch`, a keyed Feistel
+permutation: nothing of size ``n`` is stored or sorted). ``vmap`` over networks is inside the
+step, so the step counter is a scalar. Records (``R``, interval-mean minibatch loss, gradient
+norm) are written into a small ``(N, records + 1)`` buffer; column ``records`` is a scratch slot
+written on non-record steps, so the write is unconditional.
 
 Memory (float32, per bucket of ``N`` networks with ``P`` allocated parameters, ``n`` training
 samples, ``B`` batch size, ``F`` features, ``S`` = sum of allocated widths):
 ``4·N·P·(5 + o)`` bytes on the device for parameters, initial parameters, parameter mask,
 gradients, the updated copy and the optimiser state (``o`` = 0 SGD, 1 momentum, 2 Adam, summed over
-optimisers present), ``4·N·n`` for epoch permutations, ``~12·N·B·(F + S)`` for minibatch
+optimisers present), ``~12·N·B·(F + S)`` for minibatch
 activations and their gradients, ``8·N·E·S`` for evaluation in chunks of ``E`` rows, and the data
 set. Checkpoints (``4·N·P·K``) go to host memory as they are reached. :func:`estimate_bytes`
 implements this model; :func:`fracsgd.train.sweep` uses it per device to split a bucket that does
@@ -38,6 +40,8 @@ import jax.numpy as jnp
 import optax
 
 from fracsgd._types import Array, PyTree
+from fracsgd._xla import jit
+from fracsgd.data._shuffle import batch_of_epoch, round_keys
 from fracsgd.models import Model
 from fracsgd.parallel import BATCH, REPLICATED, batch_mesh, device_memory, map_elements, per_shard
 from fracsgd.parallel import to_host as parallel_to_host
@@ -266,28 +270,23 @@ def _net_step(static: Static, params, opt_state, pmask, mask, hp: Hyper, xb, yb)
     return new_params, new_opt, loss, jnp.sqrt(gsq), ok
 
 
-def _epoch_permutations(consts: Consts, epoch: Array, n: int) -> Array:
-    return jax.vmap(
-        lambda k: jax.random.permutation(jax.random.fold_in(k, epoch), n).astype(jnp.int32)
-    )(consts.data_keys)
-
-
-def _batch_indices(static: Static, t: Array, consts: Consts, perm: Array | None, n: int):
-    """Minibatch indices ``(N, B)`` of step ``t`` (0-based). Epoch sampling: rows
-    ``[pos·B, (pos+1)·B)`` of the epoch's permutation; replacement: uniform draws keyed by
-    ``fold_in(data_key, t)``."""
+def _batch_indices(static: Static, t: Array, consts: Consts, keys: Array | None, n: int):
+    """Minibatch indices ``(N, B)`` of step ``t`` (0-based). Epoch sampling: positions
+    ``[pos·B, (pos+1)·B)`` of the epoch's permutation, evaluated statelessly from the epoch's
+    round keys ``keys (N, ROUNDS)`` (:func:`fracsgd.data.epoch_batch`); replacement: uniform
+    draws keyed by ``fold_in(data_key, t)``."""
     b = static.batch_size
     if static.sampling == "replacement":
         return jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, t), (b,), 0, n))(
             consts.data_keys
         )
     pos = t % (n // b)
-    return jax.vmap(lambda p: jax.lax.dynamic_slice(p, (pos * b,), (b,)))(perm)
+    return jax.vmap(lambda k: batch_of_epoch(k, pos, n, b))(keys)
 
 
-def _train_step(static: Static, carry: Carry, consts: Consts, data: Data, perm):
+def _train_step(static: Static, carry: Carry, consts: Consts, data: Data, keys):
     n = data.x_train.shape[0]
-    idx = _batch_indices(static, carry.step, consts, perm, n)
+    idx = _batch_indices(static, carry.step, consts, keys, n)
     xb = data.x_train[idx]
     yb = data.y_train[idx]
     masks_axis = 0 if static.masked else None
@@ -338,18 +337,16 @@ def _segment_program(static: Static, carry: Carry, consts: Consts, data: Data, t
     n = data.x_train.shape[0]
     if static.sampling == "replacement":
         return jax.lax.while_loop(
-            lambda c: c.step < t_end,
-            lambda c: _train_step(static, c, consts, data, None),
-            carry,
+            lambda c: c.step < t_end, lambda c: _train_step(static, c, consts, data, None), carry
         )
     per_epoch = n // static.batch_size
 
     def epoch_piece(c: Carry) -> Carry:
         epoch = c.step // per_epoch
-        perm = _epoch_permutations(consts, epoch, n)
+        keys = jax.vmap(lambda k: round_keys(jax.random.fold_in(k, epoch)))(consts.data_keys)
         stop = jnp.minimum(t_end, (epoch + 1) * per_epoch)
         return jax.lax.while_loop(
-            lambda c: c.step < stop, lambda c: _train_step(static, c, consts, data, perm), c
+            lambda c: c.step < stop, lambda c: _train_step(static, c, consts, data, keys), c
         )
 
     return jax.lax.while_loop(lambda c: c.step < t_end, epoch_piece, carry)
@@ -392,12 +389,10 @@ def _segment_entry(static, carry, consts, data, t_end, mesh=None):
 
 
 # the compiled entry points; ``mesh`` (static) shards the networks axis with shard_map
-init_program = jax.jit(_init_entry, static_argnums=0, static_argnames="mesh")
-start_program = jax.jit(_start_program, static_argnums=0)
-segment_program = jax.jit(
-    _segment_entry, static_argnums=0, static_argnames="mesh", donate_argnums=1
-)
-eval_program = jax.jit(_eval_program, static_argnums=(0, 4))
+init_program = jit(_init_entry, static_argnums=0, static_argnames="mesh")
+start_program = jit(_start_program, static_argnums=0)
+segment_program = jit(_segment_entry, static_argnums=0, static_argnames="mesh", donate_argnums=1)
+eval_program = jit(_eval_program, static_argnums=(0, 4))
 
 
 def optimizer_state_multiplier(optimizers: tuple[str, ...]) -> int:
@@ -413,8 +408,6 @@ def estimate_bytes(
     o = optimizer_state_multiplier(static.optimizers)
     s = sum(model.widths[1:])
     per_net = 4 * p * (5 + o)
-    if static.sampling == "epoch":
-        per_net += 4 * num_train
     per_net += 12 * static.batch_size * (num_features + s)
     per_net += 4 * min(EVAL_CHUNK, num_train) * s * 2
     return int(num_networks * per_net + data_bytes)

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 import fracsgd as fs
+from fracsgd.data import epoch_batch
+from fracsgd.data._shuffle import round_keys
 from fracsgd.train import _engine as E
 
 
@@ -138,14 +140,20 @@ def test_epoch_sampling_visits_every_sample_once_per_epoch(moons):
     per_epoch = n // b
     epochs = []
     for epoch in range(2):
-        perm = E._epoch_permutations(consts, jnp.int32(epoch), n)
+        rk = jax.vmap(lambda k, e=epoch: round_keys(jax.random.fold_in(k, e)))(keys)
         steps = range(epoch * per_epoch, (epoch + 1) * per_epoch)
-        idx = [np.asarray(E._batch_indices(static, jnp.int32(t), consts, perm, n)) for t in steps]
+        idx = [np.asarray(E._batch_indices(static, jnp.int32(t), consts, rk, n)) for t in steps]
         epochs.append(np.concatenate(idx, axis=1))
+        # the engine's batches are the public epoch_batch of each network's data key
+        for net in range(2):
+            public = [np.asarray(epoch_batch(keys[net], t, n, b)) for t in steps]
+            np.testing.assert_array_equal(epochs[-1][net], np.concatenate(public))
     for e in epochs:
         for row in e:
-            np.testing.assert_array_equal(np.sort(row), np.arange(n))
+            used = n - n % b  # the incomplete last batch of each epoch is dropped
+            assert len(np.unique(row)) == used and row.min() >= 0 and row.max() < n
     assert not np.array_equal(epochs[0], epochs[1])  # a fresh permutation each epoch
+    assert not np.array_equal(epochs[0][0], epochs[0][1])  # and one per network
 
 
 def test_batch_norm_displacement_excludes_running_statistics(moons):
