@@ -156,6 +156,7 @@ def calibrate(
     batch_size: int,
     same_batch: bool = False,
     sampler: str = "sgld",
+    sampling: str = "replacement",
 ) -> Calibration:
     """Estimate λ at ``params`` for every (ε, γ, nβ) of a grid in one compiled call.
 
@@ -165,7 +166,8 @@ def calibrate(
     down; theory.md Appendix B), pick the largest step size whose λ̂ is within
     ``STABILITY_TOLERANCE`` (10 %) of the λ̂ at the next smaller step size (discretisation bias
     under control, best mixing). If no step size is stable, the valid setting with the largest
-    ESS is returned; if none is valid, ``recommended`` is None.
+    ESS is returned; if none is valid, ``recommended`` is None. The other arguments are those of
+    :func:`fracsgd.llc.estimate` (``sampling`` included).
 
     Examples:
         >>> import jax, jax.numpy as jnp
@@ -200,6 +202,7 @@ def calibrate(
         localization=gammas[0],
         batch_size=batch_size,
         sampler=sampler,
+        sampling=sampling,
     )
     nbs = np.asarray([resolve_nbeta(b, n, batch_size) for b in nbetas])
     grid = np.asarray(list(itertools.product(steps, gammas, nbs)), np.float32)
@@ -220,6 +223,7 @@ def calibrate(
         same_batch=same_batch,
         sampler=sampler,
         mala=False,
+        sampling=sampling,
     )
     rows = [
         _summarise(dead[i], [o[i] for o in outs], init_loss[i], float(grid[i, 2]), same_batch)
@@ -242,6 +246,7 @@ def calibrate(
         step_size=steps,
         localization=gammas,
         sampler=sampler,
+        sampling=sampling,
         same_batch=bool(same_batch),
         num_draws=int(num_draws),
         num_burnin=int(num_burnin),

@@ -84,5 +84,10 @@ def check_like(name: str, tree: PyTree, ref_name: str, ref: PyTree, floating: bo
 
 
 def tree_sq_norm(tree: PyTree) -> Array:
-    """``Σ leaf²`` over a pytree."""
-    return jnp.sum(jnp.stack([jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)]))
+    """``Σ leaf²`` over a pytree, each leaf's part as the dot product ``⟨x, x⟩``.
+
+    A dot product rather than ``sum(square(x))``: XLA on CPU rewrites long sum reductions into
+    a ``reduce-window`` tree (for accuracy) that ran ~4× slower than the dot kernel on the
+    per-step norms of an SGLD chain (784-32-10 MLP, 4 chains, 2-core CPU)."""
+    parts = [jnp.vdot(jnp.ravel(x), jnp.ravel(x)) for x in jax.tree.leaves(tree)]
+    return jnp.sum(jnp.stack(parts)) if parts else jnp.zeros(())
