@@ -12,7 +12,7 @@ devinterp as ``init_loss``, so that the two estimators are the same formula).
 Modes:
 
 - ``fracsgd_w{W}``: one call of ``fracsgd.llc.estimate`` (the 4 chains vmapped in one compiled
-  program; minibatches drawn uniformly *with replacement* inside the compiled loop).
+  program; minibatches by epochs, ``sampling="epoch"``, as devinterp's ``DataLoader``).
 - ``devinterp_w{W}``: one call of devinterp's ``estimate_learning_coeff_with_summary`` (chains
   run one after another, ``cores=1``; minibatches from a shuffled ``DataLoader``, batch 128,
   ``drop_last=True``; ``torch.set_num_threads`` = number of cores).
@@ -28,12 +28,12 @@ Modes:
   (threefry2x32 in its default partitionable layout and in its original one, philox4x32,
   threefry4x32, rbg, unsafe_rbg), to show what share of a step the random numbers take;
   ``noise_update_only`` is the same scan without random numbers. The JSON names the one
-  fracsgd's ``_noise_like`` matches.
-- ``fracsgd_*_threefry2x32_partitionable`` (or ``_original``): what-if modes, not what fracsgd
-  ships: the same calls with ``fracsgd.sampling._sgld._noise_like`` temporarily replaced by
-  threefry2x32 normals in the other counter layout than the one fracsgd uses, traced into a
-  program of their own (``--no-what-if`` skips them). fracsgd draws its noise in the original
-  layout; the what-if modes show what jax's default (partitionable) layout would cost.
+  fracsgd's ``_noise_like`` matches (``threefry2x32_fused``: jax's hash written as array code,
+  :mod:`fracsgd.sampling._rng`).
+- ``fracsgd_*_threefry2x32_original``: what-if modes, not what fracsgd ships: the same calls
+  with ``fracsgd.sampling._sgld._noise_like`` temporarily replaced by ``jax.random.normal`` in
+  threefry2x32's original layout (jax's fastest generator here), traced into a program of their
+  own (``--no-what-if`` skips them): what fracsgd's fused generator saves over jax's own.
 
 Schedule as in ``train_sweep.py``: every mode is called once cold (JAX: compilation included;
 devinterp: a warm-up of the same call), then ``--repeats`` rounds run every mode once each,
@@ -277,6 +277,7 @@ class FracsgdEstimate(_Bench):
                 localization=LOCALIZATION,
                 nbeta=self.nbeta,
                 batch_size=BATCH_SIZE,
+                sampling="epoch",
             )
 
     def _extra(self) -> dict:
@@ -318,6 +319,7 @@ class FracsgdGrid(_Bench):
                 num_chains=NUM_CHAINS,
                 num_draws=self.num_draws,
                 batch_size=BATCH_SIZE,
+                sampling="epoch",
             )
 
     def _extra(self) -> dict:
@@ -492,6 +494,12 @@ class Matmul(_Bench):
         }
 
 
+def _normals_fused(key, tree):
+    """fracsgd's generator (``fracsgd.sampling._rng``): Threefry-2x32-20 written as fusible
+    array code, two words per hash, ``√2·erfinv(u)``."""
+    return _sgld._noise_like(key, tree)
+
+
 def _normals_threefry(key, tree):
     """jax's default generator as of jax 0.5+: partitionable threefry2x32, one 20-round hash
     per 32-bit word (two words XOR-ed)."""
@@ -528,6 +536,7 @@ def _normals_impl(impl: str) -> Callable:
 
 
 NOISE_VARIANTS: dict[str, tuple[Callable, str]] = {
+    "threefry2x32_fused": (_normals_fused, "fracsgd.sampling._rng (jax's hash as array code)"),
     "threefry2x32_partitionable": (_normals_threefry, "jax default (threefry_partitionable=True)"),
     "threefry2x32_original": (_normals_threefry_original, "threefry_partitionable=False"),
     "philox4x32": (_normals_impl("philox4x32"), "impl='philox4x32'"),
@@ -554,7 +563,8 @@ def _identify_generator() -> str | None:
 
 
 def _what_if_generator() -> str:
-    """The threefry layout fracsgd does *not* use: what the what-if modes swap in."""
+    """A jax generator fracsgd does *not* use: what the what-if modes swap in (jax's own
+    ``jax.random.normal`` in the original layout, the fastest of jax's)."""
     if _identify_generator() == "threefry2x32_original":
         return "threefry2x32_partitionable"
     return "threefry2x32_original"
@@ -741,9 +751,10 @@ def build_report(args, problems, modes, rounds, started, nbeta, complete) -> dic
     )
     targets["what_if_generator"] = what_if
     notes = [
-        "Minibatches: fracsgd draws each minibatch uniformly with replacement inside the "
-        "compiled loop (fold_in(chain_key, step)); devinterp takes them from a shuffled "
-        "DataLoader (batch 128, drop_last=True, reshuffled every epoch of 31 batches).",
+        "Minibatches: both by epochs. fracsgd with sampling='epoch' (each chain its own keyed "
+        "Feistel permutation, a fresh one every 31 steps, the last incomplete batch dropped; "
+        "the library default is 'replacement'); devinterp from a shuffled DataLoader (batch "
+        "128, drop_last=True, reshuffled every epoch of 31 batches).",
         "init_loss: both use the full-data loss L_n(w*) (passed to devinterp as init_loss, "
         "computed inside its timed call); devinterp's default would average num_chains "
         "minibatches.",
