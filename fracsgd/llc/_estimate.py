@@ -190,6 +190,8 @@ def _chain(
         state, dead = carry
         k_noise = jax.random.wrap_key_data(fold(words, t, 1), impl="threefry2x32")
         if static.sampling == "epoch":
+            # the epoch's ROUNDS Feistel round keys: hashes of counters (e, 2…) under the
+            # chain's words (tags 0 and 1 are the batch and noise keys)
             e = (t // per_epoch).astype(jnp.uint32)
             y0, y1 = threefry2x32(words[0], words[1], e, jnp.arange(2, 2 + ROUNDS // 2))
             idx = batch_of_epoch(jnp.concatenate([y0, y1]), t % per_epoch, n, static.batch_size)

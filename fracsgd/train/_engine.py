@@ -18,17 +18,16 @@ norm) are written into a small ``(N, records + 1)`` buffer; column ``records`` i
 written on non-record steps, so the write is unconditional.
 
 Memory (float32, per bucket of ``N`` networks with ``P`` allocated parameters, ``n`` training
-samples, ``B`` batch size, ``F`` features, ``S`` = sum of allocated widths):
-``4·N·P·(5 + o)`` bytes on the device for parameters, initial parameters, parameter mask,
-gradients, the updated copy and the optimiser state (``o`` = 0 SGD, 1 momentum, 2 Adam, summed over
-optimisers present), ``~12·N·B·(F + S)`` for minibatch
-activations and their gradients, ``8·N·E·S`` for evaluation in chunks of ``E`` rows, and the data
-set. Checkpoints (``4·N·P·K``) go to host memory as they are reached. :func:`estimate_bytes`
-implements this model; :func:`fracsgd.train.sweep` uses it per device to split a bucket that does
-not fit into chunks (:func:`fracsgd.parallel.chunk_plan`) and shards each chunk's networks over a
-device mesh when given one. Every operation acts on one network at a time under ``vmap`` — no
-computation mixes networks — so a network's numbers do not depend on how many others share its
-program, chunk or device.
+samples, ``B`` batch size, ``F`` features, ``S`` = sum of allocated widths): ``4·N·P·(5 + o)`` bytes
+on the device for parameters, initial parameters, parameter mask, gradients, the updated copy and
+the optimiser state (``o`` = 0 SGD, 1 momentum, 2 Adam, summed over optimisers present),
+``~12·N·B·(F + S)`` for minibatch activations and their gradients, ``8·N·E·S`` for evaluation in
+chunks of ``E`` rows, and the data set. Checkpoints (``4·N·P·K``) go to host memory as they are
+reached. :func:`estimate_bytes` implements this model; :func:`fracsgd.train.sweep` uses it per
+device to split a bucket that does not fit into chunks (:func:`fracsgd.parallel.chunk_plan`) and
+shards each chunk's networks over a device mesh when given one. Every operation acts on one network
+at a time under ``vmap`` — no computation mixes networks — so a network's numbers do not depend on
+how many others share its program, chunk or device.
 """
 
 from __future__ import annotations
