@@ -104,11 +104,16 @@ def _sum(v: Array) -> Array:
     vmapped beside it and then round differently for another chunk size or device count
     (measured on CPU: the last bit of reported losses). Elementwise adds in a fixed tree are
     computed identically for every network whatever the batch, so results do not depend on
-    chunking or sharding; pairwise summation is also more accurate than a running sum."""
-    n = v.shape[0]
-    size = 1 << max(n - 1, 0).bit_length()
-    v = jnp.pad(v, (0, size - n))
+    chunking or sharding; pairwise summation is also more accurate than a running sum.
+
+    Each level adds neighbouring pairs; a level of odd length gets one zero appended (not the
+    whole vector padded to a power of two up front: that copy of every parameter cost more than
+    the additions, e.g. 784·128 = 2¹¹·49 entries pad only at length 49)."""
+    if v.shape[0] == 0:
+        return jnp.zeros((), v.dtype)
     while v.shape[0] > 1:
+        if v.shape[0] % 2:
+            v = jnp.pad(v, (0, 1))
         pairs = v.reshape(-1, 2)
         v = pairs[:, 0] + pairs[:, 1]
     return v[0]
@@ -166,28 +171,53 @@ def _opt_direction(optimizers, grads, state, hp):
     return jax.tree.map(pick, *dirs), new_state
 
 
+def _square(x: Array) -> Array:
+    """``x²`` (float32) computed so that XLA's fusion choices cannot change its bits.
+
+    XLA CPU contracts a product feeding an addition into one fused multiply-add wherever the
+    two land in the same fused loop, and whether they do depends on the shapes of the program
+    (e.g. how many networks a chunk holds). ``x = hi + lo`` with ``hi`` the top 12 significand
+    bits of ``x`` (a bit mask) makes every product below exact in float32, and an exact product
+    rounds the same with or without contraction, so the result is the same whatever is fused
+    (for ``|x|`` above ~1e-19, where no product is subnormal)."""
+    hi = jax.lax.bitcast_convert_type(
+        jax.lax.bitcast_convert_type(x, jnp.int32) & jnp.int32(-4096), jnp.float32
+    )
+    lo = x - hi  # exact: the 12 bits that hi dropped
+    return hi * hi + (2.0 * hi * lo + lo * lo)
+
+
 def _sq_norm(tree: PyTree) -> Array:
     """``Σ leaf²`` over the tree: pairwise within each leaf (see :func:`_sum`), then the leaves'
     sums added in their fixed tree order (no concatenated copy of the parameters)."""
     total = None
     for leaf in jax.tree.leaves(tree):
-        part = _sum(jnp.square(jnp.ravel(leaf)))
+        part = _sum(_square(jnp.ravel(leaf)))
         total = part if total is None else total + part
     return jnp.zeros(()) if total is None else total
 
 
-def _all_finite(tree: PyTree) -> Array:
-    """Every entry finite (a boolean reduction: exact whatever the order)."""
-    ok = jnp.bool_(True)
-    for leaf in jax.tree.leaves(tree):
-        ok = ok & jnp.all(jnp.isfinite(leaf))
-    return ok
+def _masked(tree: PyTree, pmask: PyTree | None) -> PyTree:
+    """``tree · pmask`` leaf by leaf; ``pmask=None`` means every entry is active (a dense
+    bucket: no width mask, no BatchNorm statistics), and the tree is returned unchanged."""
+    return tree if pmask is None else jax.tree.map(jnp.multiply, tree, pmask)
 
 
-def displacement(params: PyTree, params0: PyTree, pmask: PyTree) -> Array:
-    """``R = ||w − w_0||_2`` over active trainable parameters (theory.md §1)."""
-    diff = jax.tree.map(lambda p, q, m: (p - q) * m, params, params0, pmask)
-    return jnp.sqrt(_sq_norm(diff))
+def _sq_displacement(params: PyTree, params0: PyTree, pmask: PyTree | None) -> Array:
+    """``R² = Σ ((w − w_0)·mask)²``. Non-finite if any entry of ``w`` is, masked ones included
+    (``±inf·0 = NaN``), so it doubles as the engine's check that the parameters are finite."""
+    diff = jax.tree.map(jnp.subtract, params, params0)
+    if pmask is not None:
+        diff = jax.tree.map(jnp.multiply, diff, pmask)
+    return _sq_norm(diff)
+
+
+def displacement(params: PyTree, params0: PyTree, pmask: PyTree | None = None) -> Array:
+    """``R = ||w − w_0||_2`` over active trainable parameters (theory.md §1).
+
+    ``pmask`` (:meth:`fracsgd.models.Model.param_mask`) selects the active entries; ``None``
+    counts every entry."""
+    return jnp.sqrt(_sq_displacement(params, params0, pmask))
 
 
 def evaluate(model: Model, task: str, params: PyTree, mask, x: Array, y: Array) -> Array:
@@ -234,8 +264,10 @@ def _start_program(
     n_nets = data_keys.shape[0]
     if static.masked:
         pmask = jax.vmap(model.param_mask)(masks)
-    else:
+    elif model.batch_norm:
         pmask = jax.vmap(lambda _: model.param_mask())(data_keys)
+    else:
+        pmask = None  # every parameter active: no mask to multiply by (see _masked)
     opt_state = jax.vmap(lambda p: _opt_init(static.optimizers, p))(params0)
     n_records = static.steps // static.record_every
     carry = Carry(
@@ -249,7 +281,9 @@ def _start_program(
     return carry, Consts(params0, pmask, masks, hyper, data_keys)
 
 
-def _net_step(static: Static, params, opt_state, pmask, mask, hp: Hyper, xb, yb):
+def _net_step(static: Static, params, params0, opt_state, pmask, mask, hp: Hyper, xb, yb):
+    """One network's step: new parameters and optimiser state, the minibatch loss, the gradient
+    norm, ``R²`` of the new parameters, and whether all of these are finite."""
     model = static.model
 
     def loss_of(p):
@@ -257,16 +291,20 @@ def _net_step(static: Static, params, opt_state, pmask, mask, hp: Hyper, xb, yb)
         return _loss(static.task, out, yb), stats
 
     (loss, stats), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
-    grads = jax.tree.map(jnp.multiply, grads, pmask)
+    grads = _masked(grads, pmask)
     direction, new_opt = _opt_direction(static.optimizers, grads, opt_state, hp)
     new_params = jax.tree.map(
-        lambda p, u, m: p - hp.learning_rate * u * m, params, direction, pmask
+        lambda p, u: p - hp.learning_rate * u, params, _masked(direction, pmask)
     )
     if model.batch_norm:
         new_params = {**new_params, "batch_stats": stats}
     gsq = _sq_norm(grads)
-    ok = jnp.isfinite(loss) & jnp.isfinite(gsq) & _all_finite(new_params)
-    return new_params, new_opt, loss, jnp.sqrt(gsq), ok
+    # R² of the new parameters is finite iff every new entry is (masked entries and BatchNorm
+    # statistics included, see _sq_displacement) and ||w − w_0|| has not overflowed: one pass
+    # serves both the record and the divergence check
+    rsq = _sq_displacement(new_params, params0, pmask)
+    ok = jnp.isfinite(loss) & jnp.isfinite(gsq) & jnp.isfinite(rsq)
+    return new_params, new_opt, loss, jnp.sqrt(gsq), jnp.sqrt(rsq), ok
 
 
 def _batch_indices(static: Static, t: Array, consts: Consts, keys: Array | None, n: int):
@@ -290,11 +328,18 @@ def _train_step(static: Static, carry: Carry, consts: Consts, data: Data, keys):
     yb = data.y_train[idx]
     masks_axis = 0 if static.masked else None
     step = jax.vmap(
-        lambda p, o, pm, m, hp, x, y: _net_step(static, p, o, pm, m, hp, x, y),
-        in_axes=(0, 0, 0, masks_axis, 0, 0, 0),
+        lambda p, p0, o, pm, m, hp, x, y: _net_step(static, p, p0, o, pm, m, hp, x, y),
+        in_axes=(0, 0, 0, 0, masks_axis, 0, 0, 0),
     )
-    new_params, new_opt, loss, gnorm, ok = step(
-        carry.params, carry.opt_state, consts.pmask, consts.masks, consts.hyper, xb, yb
+    new_params, new_opt, loss, gnorm, r_new, ok = step(
+        carry.params,
+        consts.params0,
+        carry.opt_state,
+        consts.pmask,
+        consts.masks,
+        consts.hyper,
+        xb,
+        yb,
     )
     was_ok = carry.diverged_step < 0
     keep_new = was_ok & ok
@@ -314,16 +359,8 @@ def _train_step(static: Static, carry: Carry, consts: Consts, data: Data, keys):
     is_record = t1 % every == 0
     n_records = carry.records.shape[1] - 1
     col = jnp.where(is_record, t1 // every - 1, n_records)
-
-    def measure():
-        r = jax.vmap(displacement)(params, consts.params0, consts.pmask)
-        return jnp.where(diverged_step < 0, r, jnp.nan)
-
-    r = (
-        measure()
-        if every == 1
-        else jax.lax.cond(is_record, measure, lambda: jnp.zeros_like(loss_sum))
-    )
+    # a network still running took its new parameters, whose R the step measured
+    r = jnp.where(diverged_step < 0, r_new, jnp.nan)
     row = jnp.stack([r, loss_sum / every, gnorm], axis=-1)
     records = jax.lax.dynamic_update_index_in_dim(carry.records, row, col, 1)
     loss_sum = jnp.where(is_record, 0.0, loss_sum)

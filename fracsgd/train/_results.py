@@ -66,7 +66,8 @@ class TrainResult:
         train_loss_full, train_accuracy, test_loss, test_accuracy: ``(K,)`` full-data metrics at
             the checkpoints (accuracies are NaN for regression).
         init_params: parameters at ``t = 0``.
-        diverged: whether the loss or parameters became NaN/inf; the network was frozen there.
+        diverged: whether the loss, gradient or parameters became NaN/inf (or ``R²`` overflowed
+            float32); the network was frozen at its last finite state.
         diverged_step: the (0-based) step that produced the first non-finite value, or -1.
     """
 

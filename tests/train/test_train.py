@@ -130,6 +130,54 @@ def test_diverging_network_is_flagged_and_leaves_others_untouched(moons):
     assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(frozen))
 
 
+def _numpy_square(x):
+    """The engine's ``x²`` emulated in NumPy float32 with separately rounded operations."""
+    x = np.asarray(x, np.float32)
+    hi = (x.view(np.int32) & np.int32(-4096)).view(np.float32)
+    lo = x - hi
+    return hi * hi + (np.float32(2.0) * hi * lo + lo * lo)
+
+
+def _numpy_pairwise(v):
+    while v.shape[-1] > 1:
+        if v.shape[-1] % 2:
+            v = np.concatenate([v, np.zeros((*v.shape[:-1], 1), v.dtype)], axis=-1)
+        v = v[..., 0::2] + v[..., 1::2]
+    return v[..., 0]
+
+
+@pytest.mark.parametrize("size", [1, 7, 12, 130, 784 * 3 + 5])
+@pytest.mark.parametrize("networks", [1, 3, 8])
+def test_sum_of_squares_is_bitwise_whatever_xla_fuses(size, networks):
+    """``Σ x²`` in the engine equals the separately rounded pairwise sum exactly, for any number
+    of networks vmapped beside it: XLA CPU contracts ``a·a + b·b`` into a fused multiply-add
+    depending on the program's shapes (what broke chunk invariance), and the split square makes
+    every product exact so contraction cannot change a bit."""
+    x = jax.random.normal(jax.random.key(size), (networks, size)) * jnp.exp(
+        3.0 * jax.random.normal(jax.random.key(size + 1), (networks, 1))
+    )
+    got = np.asarray(jax.jit(jax.vmap(lambda v: E._sum(E._square(v))))(x))
+    want = _numpy_pairwise(_numpy_square(np.asarray(x)))
+    np.testing.assert_array_equal(got, want)
+    sq = np.asarray(jax.jit(E._square)(x), np.float64)
+    np.testing.assert_allclose(sq, np.asarray(x, np.float64) ** 2, rtol=2.5e-7)
+
+
+def test_overflowing_parameters_are_flagged_even_in_masked_units(moons):
+    """Divergence is read off ``R² = Σ((w − w0)·mask)²`` of the new parameters: an infinite
+    entry in a padded (masked) unit makes it NaN (``inf · 0``), so it is caught like any other."""
+    model = fs.models.mlp((2, 4, 2))
+    mask = model.width_mask((3,))
+    p0 = model.init(jax.random.key(0), mask)
+    pm = model.param_mask(mask)
+    bad = jax.tree.map(lambda a: a, p0)
+    bad["layers"][0]["w"] = bad["layers"][0]["w"].at[0, 3].set(jnp.inf)  # unit 4 is padding
+    assert float(pm["layers"][0]["w"][0, 3]) == 0.0
+    assert np.isnan(float(E._sq_displacement(bad, p0, pm)))
+    assert float(E._sq_displacement(p0, p0, pm)) == 0.0
+    assert float(E.displacement(p0, p0)) == 0.0
+
+
 def test_epoch_sampling_visits_every_sample_once_per_epoch(moons):
     n, b = moons.num_train, 16
     static = E.Static(
