@@ -765,7 +765,8 @@ def build_report(args, problems, modes, rounds, started, nbeta, complete) -> dic
         f"{WHAT_IF_NOISE} normals (targets['what_if_generator']).",
     ]
     if not have_dv:
-        notes.append(f"devinterp columns skipped: {DEVINTERP_MISSING}")
+        why = next(m["skipped"] for k, m in modes.items() if k.startswith("devinterp"))
+        notes.append(f"devinterp columns skipped: {why}")
     if (os.cpu_count() or 0) != 2:
         notes.append(f"the targets are stated for a 2-core CPU; this machine has {os.cpu_count()}")
     for name, m in modes.items():
@@ -906,6 +907,7 @@ def main(argv: list[str] | None = None) -> dict:
     say = lambda msg: _say(started, msg)
 
     have_dv = importlib.util.find_spec("devinterp") is not None and not args.no_devinterp
+    dv_skipped = "--no-devinterp given" if args.no_devinterp else DEVINTERP_MISSING
     if have_dv:
         import torch
 
@@ -936,7 +938,7 @@ def main(argv: list[str] | None = None) -> dict:
                 DevinterpRunner(problems[w], nbeta, args.num_draws)
             )
         else:
-            modes[f"devinterp_w{w}"] = {"skipped": DEVINTERP_MISSING}
+            modes[f"devinterp_w{w}"] = {"skipped": dv_skipped}
     if not args.no_grid:
         benches["fracsgd_grid"] = FracsgdGrid(problems[args.grid_width], nbeta, args.num_draws)
         if not args.no_what_if:
@@ -947,7 +949,7 @@ def main(argv: list[str] | None = None) -> dict:
             runner = DevinterpRunner(problems[args.grid_width], nbeta, args.num_draws)
             benches["devinterp_grid"] = DevinterpGrid(runner)
         else:
-            modes["devinterp_grid"] = {"skipped": DEVINTERP_MISSING}
+            modes["devinterp_grid"] = {"skipped": dv_skipped}
     if FLOP_WIDTH in args.widths:
         for name, (fn, _) in NOISE_VARIANTS.items():
             benches[f"noise_{name}"] = NoiseOnly(problems[FLOP_WIDTH], fn, args.num_draws)

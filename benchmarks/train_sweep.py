@@ -470,7 +470,10 @@ def _cpu_model() -> str | None:
 
 
 def source_info() -> dict:
-    """The fracsgd source measured: its git commit and whether its tree had local changes."""
+    """The fracsgd source measured: its git commit and whether its tree had local changes.
+
+    Where the source is a copy without ``.git`` (e.g. a working tree shipped to an accelerator
+    machine), the commit is taken from ``$FRACSGD_SOURCE_COMMIT`` when set, and says so."""
     root = Path(fs.__file__).resolve().parent.parent
     git = lambda *a: subprocess.run(
         ["git", "-C", str(root), *a], capture_output=True, text=True, timeout=10, check=True
@@ -479,6 +482,9 @@ def source_info() -> dict:
         changed = git("status", "--porcelain", "--untracked-files=no", "--", "fracsgd")
         return {"commit": git("rev-parse", "HEAD"), "fracsgd_modified": bool(changed)}
     except (OSError, subprocess.SubprocessError):
+        given = os.environ.get("FRACSGD_SOURCE_COMMIT")
+        if given:
+            return {"commit": given, "fracsgd_modified": None, "commit_from": "environment"}
         return {"commit": None, "fracsgd_modified": None}
 
 
