@@ -60,7 +60,11 @@ def test_sgd_on_quadratic_loss_matches_closed_form_displacement():
     np.testing.assert_allclose(res.final_params["layers"][0]["w"], w_star, atol=2e-3)
 
 
+@jax.default_matmul_precision("highest")
 def test_sweep_equals_runs_made_one_by_one(moons):
+    """The claim is float32 arithmetic; on GPU JAX's default float32 products are TF32 (measured
+    on an H200: 1.4e-4 relative between padded and narrow R(t)), so the precision is pinned.
+    On CPU products are always full float32 and the decorator changes nothing."""
     grid = _grid(
         optimizers=("sgd", "momentum", "adam"),
         learning_rates=(0.05,),
