@@ -182,6 +182,23 @@ def test_overflowing_parameters_are_flagged_even_in_masked_units(moons):
     assert float(E.displacement(p0, p0)) == 0.0
 
 
+@pytest.mark.parametrize("n", [5, 21, 30])
+def test_evaluate_in_chunks_equals_the_direct_mean(monkeypatch, n):
+    """Full-data metrics in chunks of 7 rows (n < 7; n = 3 full chunks exactly; 4 full chunks
+    and a remainder of 2) equal the plain mean loss and accuracy."""
+    monkeypatch.setattr(E, "EVAL_CHUNK", 7)
+    model = fs.models.mlp((3, 5, 4))
+    params = model.init(jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (n, 3))
+    y = jax.random.randint(jax.random.key(2), (n,), 0, 4)
+    got = np.asarray(jax.jit(lambda p: E.evaluate(model, "classification", p, None, x, y))(params))
+    logits = np.asarray(model.apply(params, x), np.float64)
+    logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    want_loss = -np.mean(logp[np.arange(n), np.asarray(y)])
+    want_acc = np.mean(np.argmax(logits, axis=1) == np.asarray(y))
+    np.testing.assert_allclose(got, [want_loss, want_acc], rtol=1e-6)
+
+
 def test_epoch_sampling_visits_every_sample_once_per_epoch(moons):
     n, b = moons.num_train, 16
     static = E.Static(
