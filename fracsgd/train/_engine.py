@@ -106,14 +106,15 @@ def _sum(v: Array) -> Array:
     computed identically for every network whatever the batch, so results do not depend on
     chunking or sharding; pairwise summation is also more accurate than a running sum.
 
-    Each level adds neighbouring pairs; a level of odd length gets one zero appended (not the
-    whole vector padded to a power of two up front: that copy of every parameter cost more than
-    the additions, e.g. 784·128 = 2¹¹·49 entries pad only at length 49)."""
+    Each level adds neighbouring pairs. The first level of odd length is zero-padded to the next
+    power of two, once: not the whole vector up front (that copy of every parameter cost more
+    than the additions; 784·128 = 2¹¹·49 entries pad only at length 49, to 64), and not at
+    every odd level (each pad is a kernel of its own, which costs launches on a GPU)."""
     if v.shape[0] == 0:
         return jnp.zeros((), v.dtype)
     while v.shape[0] > 1:
         if v.shape[0] % 2:
-            v = jnp.pad(v, (0, 1))
+            v = jnp.pad(v, (0, (1 << (v.shape[0] - 1).bit_length()) - v.shape[0]))
         pairs = v.reshape(-1, 2)
         v = pairs[:, 0] + pairs[:, 1]
     return v[0]

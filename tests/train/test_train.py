@@ -145,7 +145,8 @@ def _numpy_square(x):
 def _numpy_pairwise(v):
     while v.shape[-1] > 1:
         if v.shape[-1] % 2:
-            v = np.concatenate([v, np.zeros((*v.shape[:-1], 1), v.dtype)], axis=-1)
+            pad = (1 << (v.shape[-1] - 1).bit_length()) - v.shape[-1]
+            v = np.concatenate([v, np.zeros((*v.shape[:-1], pad), v.dtype)], axis=-1)
         v = v[..., 0::2] + v[..., 1::2]
     return v[..., 0]
 
