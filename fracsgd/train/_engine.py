@@ -110,14 +110,22 @@ def _sum(v: Array) -> Array:
     power of two, once: not the whole vector up front (that copy of every parameter cost more
     than the additions; 784·128 = 2¹¹·49 entries pad only at length 49, to 64), and not at
     every odd level (each pad is a kernel of its own, which costs launches on a GPU)."""
-    if v.shape[0] == 0:
-        return jnp.zeros((), v.dtype)
-    while v.shape[0] > 1:
-        if v.shape[0] % 2:
-            v = jnp.pad(v, (0, (1 << (v.shape[0] - 1).bit_length()) - v.shape[0]))
-        pairs = v.reshape(-1, 2)
-        v = pairs[:, 0] + pairs[:, 1]
-    return v[0]
+    return _sum_last(v)
+
+
+def _sum_last(v: Array) -> Array:
+    """:func:`_sum` over the last axis of ``v``, for every leading index at once (the same tree
+    for each row, so each row's sum is bitwise :func:`_sum` of that row)."""
+    if v.shape[-1] == 0:
+        return jnp.zeros(v.shape[:-1], v.dtype)
+    lead = v.shape[:-1]
+    while v.shape[-1] > 1:
+        n = v.shape[-1]
+        if n % 2:
+            v = jnp.pad(v, [(0, 0)] * len(lead) + [(0, (1 << (n - 1).bit_length()) - n)])
+        pairs = v.reshape(*lead, -1, 2)
+        v = pairs[..., 0] + pairs[..., 1]
+    return v[..., 0]
 
 
 def _per_sample_loss(task: str, out: Array, y: Array) -> Array:
@@ -211,6 +219,24 @@ def _sq_displacement(params: PyTree, params0: PyTree, pmask: PyTree | None) -> A
     if pmask is not None:
         diff = jax.tree.map(jnp.multiply, diff, pmask)
     return _sq_norm(diff)
+
+
+def _grad_and_displacement_sq(grads, params, params0, pmask) -> tuple[Array, Array]:
+    """``(Σ g², R²)``, bitwise equal to ``_sq_norm(grads)`` and ``_sq_displacement(params,
+    params0, pmask)``: leaf by leaf, the two squared vectors are stacked and summed in one
+    pairwise pass, so the gradient (read by both) is read once."""
+    gl, dl = jax.tree.leaves(grads), jax.tree.leaves(
+        jax.tree.map(jnp.subtract, params, params0)
+        if pmask is None
+        else jax.tree.map(lambda p, q, m: (p - q) * m, params, params0, pmask)
+    )
+    total = None
+    for g, d in zip(gl, dl, strict=True):
+        part = _sum_last(jnp.stack([_square(jnp.ravel(g)), _square(jnp.ravel(d))]))
+        total = part if total is None else total + part
+    if total is None:
+        return jnp.zeros(()), jnp.zeros(())
+    return total[0], total[1]
 
 
 def displacement(params: PyTree, params0: PyTree, pmask: PyTree | None = None) -> Array:
@@ -307,11 +333,10 @@ def _net_step(static: Static, params, params0, opt_state, pmask, mask, hp: Hyper
     )
     if model.batch_norm:
         new_params = {**new_params, "batch_stats": stats}
-    gsq = _sq_norm(grads)
     # R² of the new parameters is finite iff every new entry is (masked entries and BatchNorm
     # statistics included, see _sq_displacement) and ||w − w_0|| has not overflowed: one pass
     # serves both the record and the divergence check
-    rsq = _sq_displacement(new_params, params0, pmask)
+    gsq, rsq = _grad_and_displacement_sq(grads, new_params, params0, pmask)
     ok = jnp.isfinite(loss) & jnp.isfinite(gsq) & jnp.isfinite(rsq)
     return new_params, new_opt, loss, jnp.sqrt(gsq), jnp.sqrt(rsq), ok
 

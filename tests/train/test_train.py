@@ -168,6 +168,24 @@ def test_sum_of_squares_is_bitwise_whatever_xla_fuses(size, networks):
     np.testing.assert_allclose(sq, np.asarray(x, np.float64) ** 2, rtol=2.5e-7)
 
 
+def test_joint_gradient_and_displacement_sums_are_the_separate_ones_bitwise():
+    """The step's one-pass ``(Σ g², R²)`` equals the two separate sums bit for bit, masked or
+    not, under vmap."""
+    model = fs.models.mlp((5, 9, 3))
+    mask = model.width_mask((6,))
+    k = jax.random.split(jax.random.key(3), 3)
+    p0 = jax.vmap(lambda kk: model.init(kk, mask))(jax.random.split(k[0], 4))
+    p = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(k[1], a.shape), p0)
+    g = jax.tree.map(lambda a: jax.random.normal(k[2], a.shape), p0)
+    pm = jax.vmap(lambda _: model.param_mask(mask))(jnp.arange(4))
+    for m in (pm, None):
+        both = jax.jit(jax.vmap(E._grad_and_displacement_sq))(g, p, p0, m)
+        gsq = jax.jit(jax.vmap(E._sq_norm))(g)
+        rsq = jax.jit(jax.vmap(E._sq_displacement))(p, p0, m)
+        np.testing.assert_array_equal(np.asarray(both[0]), np.asarray(gsq))
+        np.testing.assert_array_equal(np.asarray(both[1]), np.asarray(rsq))
+
+
 def test_overflowing_parameters_are_flagged_even_in_masked_units(moons):
     """Divergence is read off ``R² = Σ((w − w0)·mask)²`` of the new parameters: an infinite
     entry in a padded (masked) unit makes it NaN (``inf · 0``), so it is caught like any other."""
