@@ -225,10 +225,13 @@ def _grad_and_displacement_sq(grads, params, params0, pmask) -> tuple[Array, Arr
     """``(Σ g², R²)``, bitwise equal to ``_sq_norm(grads)`` and ``_sq_displacement(params,
     params0, pmask)``: leaf by leaf, the two squared vectors are stacked and summed in one
     pairwise pass, so the gradient (read by both) is read once."""
-    gl, dl = jax.tree.leaves(grads), jax.tree.leaves(
-        jax.tree.map(jnp.subtract, params, params0)
-        if pmask is None
-        else jax.tree.map(lambda p, q, m: (p - q) * m, params, params0, pmask)
+    gl, dl = (
+        jax.tree.leaves(grads),
+        jax.tree.leaves(
+            jax.tree.map(jnp.subtract, params, params0)
+            if pmask is None
+            else jax.tree.map(lambda p, q, m: (p - q) * m, params, params0, pmask)
+        ),
     )
     total = None
     for g, d in zip(gl, dl, strict=True):
