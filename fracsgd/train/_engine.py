@@ -188,7 +188,10 @@ def _square(x: Array) -> Array:
     (e.g. how many networks a chunk holds). ``x = hi + lo`` with ``hi`` the top 12 significand
     bits of ``x`` (a bit mask) makes every product below exact in float32, and an exact product
     rounds the same with or without contraction, so the result is the same whatever is fused
-    (for ``|x|`` above ~1e-19, where no product is subnormal)."""
+    (for ``|x|`` above ~1e-19, where no product is subnormal). Other dtypes get plain ``x·x``
+    (the bitwise guarantee is for float32, the engine's dtype)."""
+    if x.dtype != jnp.float32:
+        return x * x
     hi = jax.lax.bitcast_convert_type(
         jax.lax.bitcast_convert_type(x, jnp.int32) & jnp.int32(-4096), jnp.float32
     )

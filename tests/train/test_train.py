@@ -166,6 +166,8 @@ def test_sum_of_squares_is_bitwise_whatever_xla_fuses(size, networks):
     np.testing.assert_array_equal(got, want)
     sq = np.asarray(jax.jit(E._square)(x), np.float64)
     np.testing.assert_allclose(sq, np.asarray(x, np.float64) ** 2, rtol=2.5e-7)
+    half = x.astype(jnp.float16)  # other dtypes: plain x·x
+    np.testing.assert_array_equal(np.asarray(E._square(half)), np.asarray(half * half))
 
 
 def test_joint_gradient_and_displacement_sums_are_the_separate_ones_bitwise():
