@@ -199,14 +199,21 @@ def _square(x: Array) -> Array:
     return hi * hi + (2.0 * hi * lo + lo * lo)
 
 
-def _sq_norm(tree: PyTree) -> Array:
-    """``Σ leaf²`` over the tree: pairwise within each leaf (see :func:`_sum`), then the leaves'
-    sums added in their fixed tree order (no concatenated copy of the parameters)."""
+def _sq_norms(*trees: PyTree) -> Array:
+    """``(Σ leaf²,)`` for each of several trees of one structure: leaf by leaf the squared
+    vectors are stacked and summed pairwise in one pass (see :func:`_sum_last`; each row's sum is
+    bitwise :func:`_sum` of that row), then the leaves' sums are added in their fixed tree order.
+    No concatenated copy of the parameters; a leaf shared by two norms is read once."""
     total = None
-    for leaf in jax.tree.leaves(tree):
-        part = _sum(_square(jnp.ravel(leaf)))
+    for leaves in zip(*(jax.tree.leaves(t) for t in trees), strict=True):
+        part = _sum_last(jnp.stack([_square(jnp.ravel(leaf)) for leaf in leaves]))
         total = part if total is None else total + part
-    return jnp.zeros(()) if total is None else total
+    return jnp.zeros((len(trees),)) if total is None else total
+
+
+def _sq_norm(tree: PyTree) -> Array:
+    """``Σ leaf²`` over the tree (:func:`_sq_norms` of one tree)."""
+    return _sq_norms(tree)[0]
 
 
 def _masked(tree: PyTree, pmask: PyTree | None) -> PyTree:
@@ -215,34 +222,22 @@ def _masked(tree: PyTree, pmask: PyTree | None) -> PyTree:
     return tree if pmask is None else jax.tree.map(jnp.multiply, tree, pmask)
 
 
+def _active_diff(params: PyTree, params0: PyTree, pmask: PyTree | None) -> PyTree:
+    """``(w − w_0)·mask`` leaf by leaf."""
+    return _masked(jax.tree.map(jnp.subtract, params, params0), pmask)
+
+
 def _sq_displacement(params: PyTree, params0: PyTree, pmask: PyTree | None) -> Array:
     """``R² = Σ ((w − w_0)·mask)²``. Non-finite if any entry of ``w`` is, masked ones included
     (``±inf·0 = NaN``), so it doubles as the engine's check that the parameters are finite."""
-    diff = jax.tree.map(jnp.subtract, params, params0)
-    if pmask is not None:
-        diff = jax.tree.map(jnp.multiply, diff, pmask)
-    return _sq_norm(diff)
+    return _sq_norm(_active_diff(params, params0, pmask))
 
 
 def _grad_and_displacement_sq(grads, params, params0, pmask) -> tuple[Array, Array]:
-    """``(Σ g², R²)``, bitwise equal to ``_sq_norm(grads)`` and ``_sq_displacement(params,
-    params0, pmask)``: leaf by leaf, the two squared vectors are stacked and summed in one
-    pairwise pass, so the gradient (read by both) is read once."""
-    gl, dl = (
-        jax.tree.leaves(grads),
-        jax.tree.leaves(
-            jax.tree.map(jnp.subtract, params, params0)
-            if pmask is None
-            else jax.tree.map(lambda p, q, m: (p - q) * m, params, params0, pmask)
-        ),
-    )
-    total = None
-    for g, d in zip(gl, dl, strict=True):
-        part = _sum_last(jnp.stack([_square(jnp.ravel(g)), _square(jnp.ravel(d))]))
-        total = part if total is None else total + part
-    if total is None:
-        return jnp.zeros(()), jnp.zeros(())
-    return total[0], total[1]
+    """``(Σ g², R²)`` in one pass over the gradient (:func:`_sq_norms`), bitwise equal to
+    ``_sq_norm(grads)`` and ``_sq_displacement(params, params0, pmask)``."""
+    both = _sq_norms(grads, _active_diff(params, params0, pmask))
+    return both[0], both[1]
 
 
 def displacement(params: PyTree, params0: PyTree, pmask: PyTree | None = None) -> Array:
