@@ -78,13 +78,17 @@ class LLCResult(NamedTuple):
         loss_trace: ``(chains, draws)`` minibatch losses ``L_B(w_t)`` at the recorded draws.
         init_loss: ``L_n(w*)``, full data.
         nbeta: the ``nβ`` used.
-        diverged: ``(chains,)`` a NaN/inf appeared; the chain was frozen and excluded.
+        diverged: ``(chains,)`` a NaN/inf appeared in the minibatch loss or the drift (a
+            non-finite gradient at its step, an overflowing position at the next); the chain
+            stopped moving and is excluded.
         rhat: split R-hat of the loss traces over the non-diverged chains.
         ess: effective sample size of the loss traces.
         below_init_fraction: ``(chains,)`` fraction of draws whose loss is below the centre's
             (same minibatch with ``same_batch=True``, else below ``init_loss``).
         not_minimum: the centre looks like no local minimum (λ̂ < 0 or most draws below it).
-        grad_noise_ratio: ``(chains,)`` mean of ``||(ε/2)∇U|| / ||sqrt(ε)ξ||`` over draws.
+        grad_noise_ratio: ``(chains,)`` mean over draws of ``||(ε/2)∇U|| / sqrt(ε d)``: the
+            drift's norm over the noise's root-mean-square norm (``d`` active parameters;
+            :class:`fracsgd.sampling.SGLDInfo`).
         mala_acceptance: ``(chains,)`` mean MALA acceptance probability of the SGLD proposals on
             their minibatch (computed with ``mala=True``; NaN otherwise).
         step_size, localization: ε and γ.
@@ -217,7 +221,9 @@ def _chain(
             accept = jnp.exp(jnp.minimum(0.0, log_alpha))
         else:
             accept = jnp.nan
-        finite = jnp.isfinite(info.loss) & jnp.isfinite(tree_sq_norm(new_state.position))
+        # a non-finite position shows in the loss and the drift (γ(w − w*)) it gives: a NaN
+        # gradient is caught at its step, an overflowing position one step later
+        finite = jnp.isfinite(info.loss) & jnp.isfinite(info.drift_norm)
         dead_now = dead | ~finite
         state = jax.tree.map(lambda a, b: jnp.where(dead_now, a, b), state, new_state)
         nan = jnp.float32(jnp.nan)

@@ -85,3 +85,39 @@ def test_split_rhat_and_ess_on_known_processes():
     shifted = iid.copy()
     shifted[0] += 2.0
     assert sampling.split_rhat(shifted) > 1.2
+
+
+def test_noise_norm_is_the_root_mean_square_of_the_injected_noise():
+    """SGLD: sqrt(E||noise||²) = scale·sqrt(ε d) over the d unmasked entries, and the realized
+    squared norm of the position change (zero drift) averages to it; pSGLD: sqrt(ε Σ G)."""
+    d, eps, scale = 1000, 0.01, 0.5
+    mask = {"a": jnp.ones(d).at[:100].set(0.0), "b": jnp.ones(())}
+    active = d - 100 + 1
+    zero = sampling.localized_gradient(
+        lambda w, b: 0.0 * w["b"], jax.tree.map(jnp.zeros_like, mask), nbeta=1.0, localization=0.0
+    )
+    kernel = jax.jit(
+        lambda k: sampling.build_kernel(mask)(
+            k, sampling.init(jax.tree.map(jnp.zeros_like, mask)), None, zero, eps, scale
+        )
+    )
+    sq = []
+    for i in range(20):
+        state, info = kernel(jax.random.key(i))
+        np.testing.assert_allclose(float(info.noise_norm), scale * np.sqrt(eps * active), rtol=1e-6)
+        sq.append(sum(float(jnp.sum(x**2)) for x in jax.tree.leaves(state.position)))
+        assert float(jnp.abs(state.position["a"][:100]).max()) == 0.0
+    # mean of 20 scaled chi²(901)/901: std sqrt(2/901/20) ≈ 0.011
+    assert abs(np.mean(sq) / (scale**2 * eps * active) - 1.0) < 0.05
+
+    w0 = jnp.linspace(-1.0, 1.0, 8)
+    m = jnp.ones(8).at[3].set(0.0)
+    est = sampling.localized_gradient(
+        lambda w, b: 0.5 * jnp.sum(w**2), w0, nbeta=1.0, localization=0.0
+    )
+    _, info = sampling.build_psgld_kernel(m, delta=1e-3)(
+        jax.random.key(0), sampling.psgld_init(w0), None, est, eps
+    )
+    precond = 1.0 / (1e-3 + np.abs(np.asarray(w0)))  # one step: V̂ = g², g = w0
+    want = np.sqrt(eps * np.sum(np.asarray(m) * precond))
+    np.testing.assert_allclose(float(info.noise_norm), want, rtol=1e-5)
