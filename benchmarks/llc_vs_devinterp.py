@@ -77,7 +77,7 @@ import numpy as np
 from train_sweep import _busy_cpu_seconds, _timed, machine_info, source_info, write_json
 
 import fracsgd as fs
-from fracsgd.sampling import _sgld
+from fracsgd.sampling import _rng, _sgld
 
 WIDTHS = (32, 128, 512)
 NUM_CHAINS = 4
@@ -603,6 +603,53 @@ class NoiseOnly(_Bench):
         return out
 
 
+FLOOR_PARTS = ("gradient", "noise", "sgld")
+
+
+class FloorStep(_Bench):
+    """A lower bound on an SGLD call of ``chains × num_draws`` steps at one width: the parts of a
+    step that any SGLD sampler of this network must do, in one compiled scan vmapped over chains,
+    with nothing else.
+
+    - ``gradient``: ``w ← w − (ε/2) nβ ∇L_B(w)`` on a *fixed* minibatch per chain (no data
+      gather, no localisation, no diagnostics): the forward and backward matrix products plus
+      one pass over the parameters;
+    - ``noise``: ``w ← w + sqrt(ε) ξ`` with fracsgd's generator (``_rng.normal_like``, the step
+      counter as the hash counter; no per-step key derivation): the random numbers plus one pass;
+    - ``sgld``: both in one step, fused as XLA chooses: the floor the targets are compared with.
+    """
+
+    def __init__(
+        self, problem: Problem, nbeta: float, num_draws: int, chains: int, part: str
+    ) -> None:
+        super().__init__(chains * num_draws)
+        x, y = problem.data
+        rows = (np.arange(chains)[:, None] * BATCH_SIZE + np.arange(BATCH_SIZE)) % x.shape[0]
+        self.batches = (jnp.asarray(x)[rows], jnp.asarray(y)[rows])
+        self.params = problem.params
+        self.chains = chains
+        grad_fn = jax.grad(problem.loss_fn)
+        words = _rng.key_words(jax.random.key(5))
+        drift, noise = part in ("gradient", "sgld"), part in ("noise", "sgld")
+
+        def chain(w, batch, c):
+            def step(w, t):
+                if drift:
+                    g = grad_fn(w, batch)
+                    w = jax.tree.map(lambda a, b: a - (0.5 * STEP_SIZE * nbeta) * b, w, g)
+                if noise:
+                    z = _rng.normal_like(words, t * chains + c, w)
+                    w = jax.tree.map(lambda a, b: a + math.sqrt(STEP_SIZE) * b, w, z)
+                return w, None
+
+            return jax.lax.scan(step, w, jnp.arange(num_draws, dtype=jnp.uint32))[0]
+
+        self.f = jax.jit(jax.vmap(chain, in_axes=(None, 0, 0)))
+
+    def _run(self, r: int):
+        return self.f(self.params, self.batches, jnp.arange(self.chains, dtype=jnp.uint32) + r)
+
+
 # ---------------------------------------------------------------------------------- report
 
 
@@ -656,6 +703,30 @@ def _flop_rate(fr: dict, mm: dict, num_params: int) -> dict:
     }
 
 
+def _floor(modes: dict, key: str, fr: dict | None) -> dict | None:
+    """The ``floor_*_{key}`` modes' medians and how far the fracsgd call ``fr`` is above the
+    ``sgld`` floor."""
+    parts = {part: modes.get(f"floor_{part}_{key}") for part in FLOOR_PARTS}
+    if any(v is None for v in parts.values()):
+        return None
+    out: dict[str, Any] = {f"{part}_seconds": v["wall_seconds"] for part, v in parts.items()}
+    out["sgld_seconds_per_round"] = parts["sgld"]["wall_seconds_repeats"]
+    if fr is not None:
+        out["fracsgd_over_sgld_floor"] = fr["wall_seconds"] / out["sgld_seconds"]
+    return out
+
+
+def _reachability(budget: float | None, floor: dict | None) -> dict:
+    """Whether the ``sgld`` floor fits in the time a target allows."""
+    if budget is None or floor is None:
+        return {"budget_seconds": budget, "floor_seconds": None, "floor_within_budget": None}
+    return {
+        "budget_seconds": budget,
+        "floor_seconds": floor["sgld_seconds"],
+        "floor_within_budget": bool(floor["sgld_seconds"] <= budget),
+    }
+
+
 def build_report(args, problems, modes, rounds, started, nbeta, complete) -> dict:
     have_dv = not any("skipped" in m for k, m in modes.items() if k.startswith("devinterp"))
     widths = {}
@@ -667,6 +738,7 @@ def build_report(args, problems, modes, rounds, started, nbeta, complete) -> dic
             **_comparison(fr, dv),
             "llc": _llc_side_by_side(fr, dv),
             "network": problems[w].info,
+            "floor": _floor(modes, f"w{w}", fr),
         }
         alt = modes.get(f"fracsgd_w{w}_{WHAT_IF_NOISE}")
         if alt is not None:
@@ -687,6 +759,7 @@ def build_report(args, problems, modes, rounds, started, nbeta, complete) -> dic
             "llc_mean_fracsgd": fr.get("llc_mean_grid"),
             "llc_mean_devinterp": None if dv is None else dv.get("llc_mean_grid"),
             **_comparison(fr, dv),
+            "floor": _floor(modes, "grid", fr),
         }
         alt = modes.get(f"fracsgd_grid_{WHAT_IF_NOISE}")
         if alt is not None:
@@ -728,16 +801,38 @@ def build_report(args, problems, modes, rounds, started, nbeta, complete) -> dic
                 if f"noise_{name}" in modes
             },
         }
-    targets: dict[str, Any] = {"stated_for": "2-core CPU"}
+    targets: dict[str, Any] = {
+        "stated_for": "2-core CPU",
+        "reachability": "budget_seconds: the longest fracsgd call that meets the target in this "
+        "run (devinterp's time / the speed-up; at W = 512 the useful FLOPs / (0.6 x the matmul "
+        "rate)); floor_seconds: the floor_sgld mode (gradient products and noise alone, see "
+        "floors); floor_within_budget false means no SGLD step built from XLA's products and "
+        "this generator can meet the target on this machine",
+    }
     for key, target in TARGET_SPEEDUP.items():
         comp = grid if key == "grid" else widths.get(key[1:])
         s = None if comp is None else comp.get("speedup")
         targets[f"speedup_{key}_at_least"] = target
         targets[f"speedup_{key}_met"] = None if s is None else bool(s >= target)
+        dv = modes.get("devinterp_grid" if key == "grid" else f"devinterp_{key}")
+        budget = None if dv is None or "skipped" in dv else dv["wall_seconds"] / target
+        reach = _reachability(budget, None if comp is None else comp.get("floor"))
+        targets[f"speedup_{key}_reachability"] = reach
+        if reach["floor_seconds"] is not None and dv is not None and "skipped" not in dv:
+            reach["speedup_at_floor"] = dv["wall_seconds"] / reach["floor_seconds"]
     targets["flop_fraction_w512_at_least"] = TARGET_FLOP_FRACTION
     targets["flop_fraction_w512_met"] = (
         None if flop is None else bool(flop["fraction_of_matmul"] >= TARGET_FLOP_FRACTION)
     )
+    if flop is not None:
+        useful = flop["useful_flops_per_call"]
+        rate = flop["matmul_gflops_per_second"] * 1e9
+        reach = _reachability(
+            useful / (TARGET_FLOP_FRACTION * rate), widths.get(str(FLOP_WIDTH), {}).get("floor")
+        )
+        if reach["floor_seconds"] is not None:
+            reach["fraction_at_floor"] = useful / reach["floor_seconds"] / rate
+        targets["flop_fraction_w512_reachability"] = reach
     what_if: dict[str, Any] = {"generator": WHAT_IF_NOISE}
     for key, target in TARGET_SPEEDUP.items():
         comp = grid if key == "grid" else widths.get(key[1:])
@@ -873,6 +968,16 @@ def print_table(report: dict) -> None:
                 f"noise {name:<28}{v['wall_seconds']:>8.3f} s {v['ns_per_normal']:>6.2f} ns/normal"
                 + ("" if share is None else f"  {share:.0%} of the estimate")
             )
+    floors = [(f"W={w}", c.get("floor")) for w, c in report["widths"].items()]
+    if g:
+        floors.append(("grid", g.get("floor")))
+    for label, fl in floors:
+        if fl:
+            print(
+                f"floor {label:<6} gradient {fl['gradient_seconds']:.3f} s, noise "
+                f"{fl['noise_seconds']:.3f} s, sgld {fl['sgld_seconds']:.3f} s; fracsgd is "
+                f"{fl.get('fracsgd_over_sgld_floor', math.nan):.2f}x the sgld floor"
+            )
     print(f"targets: {report['targets']}")
     for note in report["notes"]:
         print(f"note: {note}")
@@ -890,6 +995,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-devinterp", action="store_true", help="skip devinterp")
     parser.add_argument(
         "--no-what-if", action="store_true", help=f"skip the {WHAT_IF_NOISE} what-if modes"
+    )
+    parser.add_argument(
+        "--no-floor", action="store_true", help="skip the floor_* modes (lower bounds)"
     )
     parser.add_argument("--torch-threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--max-wait", type=float, default=300.0, help="idle wait per round (s)")
@@ -950,6 +1058,18 @@ def main(argv: list[str] | None = None) -> dict:
             benches["devinterp_grid"] = DevinterpGrid(runner)
         else:
             modes["devinterp_grid"] = {"skipped": dv_skipped}
+    if not args.no_floor:
+        for w in args.widths:
+            for part in FLOOR_PARTS:
+                benches[f"floor_{part}_w{w}"] = FloorStep(
+                    problems[w], nbeta, args.num_draws, NUM_CHAINS, part
+                )
+        if not args.no_grid:
+            settings = len(GRID_STEP_SIZES) * len(GRID_LOCALIZATIONS)
+            for part in FLOOR_PARTS:
+                benches[f"floor_{part}_grid"] = FloorStep(
+                    problems[args.grid_width], nbeta, args.num_draws, settings * NUM_CHAINS, part
+                )
     if FLOP_WIDTH in args.widths:
         for name, (fn, _) in NOISE_VARIANTS.items():
             benches[f"noise_{name}"] = NoiseOnly(problems[FLOP_WIDTH], fn, args.num_draws)
