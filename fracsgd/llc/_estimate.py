@@ -20,8 +20,10 @@ each chain walking through its own random permutation of the data (a keyed Feist
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -377,12 +379,13 @@ def _validate(
     if sampling not in SAMPLINGS:
         allowed = ", ".join(map(repr, SAMPLINGS))
         raise ValueError(f"unknown sampling {sampling!r}; allowed: {allowed}")
-    one = jax.tree.map(lambda a: a[0], params) if n_models_axis else params
-    batch = jax.tree.map(lambda a: a[:batch_size], data)
+    one = _abstract(params, drop_leading=n_models_axis)
+    batch = _abstract(data, rows=batch_size)
     try:
-        out = jax.eval_shape(loss_fn, one, batch)
+        out = _loss_info(loss_fn, one, batch)[0]
     except Exception as err:  # a loss_fn that cannot even be traced on (params, batch)
         raise ValueError(f"loss_fn(params, batch) failed on a batch of the data: {err}") from err
+    out = out[0] if len(out) == 1 else out
     if not hasattr(out, "shape") or out.shape != ():
         shape = getattr(out, "shape", type(out).__name__)
         raise ValueError(f"loss_fn must return a scalar mean loss, got shape {shape}")
@@ -443,16 +446,51 @@ def _tree_bytes(tree: PyTree) -> int:
     )
 
 
-def _activation_bytes(loss_fn: Callable, params: PyTree, batch: PyTree) -> int:
-    """Bytes of every intermediate value of ``loss_fn(params, batch)`` (its jaxpr's equations'
-    outputs): an upper bound of what one evaluation holds, before XLA fuses and frees."""
-    jaxpr = jax.make_jaxpr(loss_fn)(params, batch).jaxpr
-    return sum(
-        int(np.prod(v.aval.shape)) * np.dtype(v.aval.dtype).itemsize
-        for eqn in jaxpr.eqns
-        for v in eqn.outvars
-        if hasattr(v.aval, "shape") and hasattr(v.aval, "dtype")
+def _abstract(tree: PyTree, *, drop_leading: bool = False, rows: int | None = None) -> PyTree:
+    """``ShapeDtypeStruct`` leaves: without the leading axis, or with it cut to ``rows``."""
+
+    def leaf(a):
+        shape = tuple(np.shape(a))
+        shape = shape[1:] if drop_leading else shape if rows is None else (rows, *shape[1:])
+        return jax.ShapeDtypeStruct(shape, jax.dtypes.canonicalize_dtype(jnp.result_type(a)))
+
+    return jax.tree.map(leaf, tree)
+
+
+# loss_fn -> {argument shapes: (output avals, activation bytes)}; weak keys, so a cached entry
+# never keeps a user's loss function (and what it closes over) alive
+_LOSS_INFO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _loss_info(loss_fn: Callable, params: PyTree, batch: PyTree) -> tuple[Any, int]:
+    """Output avals of ``loss_fn(params, batch)`` on abstract arguments and the bytes of all its
+    intermediate values (its jaxpr's equations' outputs: an upper bound of what one evaluation
+    holds before XLA fuses and frees). Traced once per loss function and argument shapes, so
+    repeated calls do not re-trace the user's loss for validation and the memory model."""
+    args = (params, batch)
+    sig = (
+        jax.tree.structure(args),
+        tuple((tuple(a.shape), str(a.dtype)) for a in jax.tree.leaves(args)),
     )
+    try:
+        per_fn = _LOSS_INFO.setdefault(loss_fn, {})
+    except TypeError:  # not weakly referenceable: no cache
+        per_fn = {}
+    if sig not in per_fn:
+        closed = jax.make_jaxpr(loss_fn)(params, batch)
+        act = sum(
+            int(np.prod(v.aval.shape)) * np.dtype(v.aval.dtype).itemsize
+            for eqn in closed.jaxpr.eqns
+            for v in eqn.outvars
+            if hasattr(v.aval, "shape") and hasattr(v.aval, "dtype")
+        )
+        per_fn[sig] = (closed.out_avals, act)
+    return per_fn[sig]
+
+
+def _activation_bytes(loss_fn: Callable, params: PyTree, batch: PyTree) -> int:
+    """Bytes of every intermediate value of ``loss_fn(params, batch)`` (:func:`_loss_info`)."""
+    return _loss_info(loss_fn, _abstract(params), _abstract(batch))[1]
 
 
 def chain_bytes(
@@ -486,11 +524,28 @@ def chain_bytes(
     p = _tree_bytes(params)
     n = _num_samples(data)
     row = _tree_bytes(data) // max(n, 1)
-    batch = jax.tree.map(lambda a: a[:batch_size], data)
-    act = _activation_bytes(loss_fn, params, batch)
+    act = _activation_bytes(loss_fn, params, _abstract(data, rows=batch_size))
     copies = 5 + 2 * (sampler == "psgld") + 2 * bool(mala)
     per_chain = copies * p + 16 * num_draws + batch_size * row + 3 * act
     return int(per_chain), int(_tree_bytes(data))
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _chain_keys(key: PRNGKey, models: Array, num_chains: int) -> Array:
+    """Row ``i·C + c``: ``jax.random.split(fold_in(key, i), C)[c]`` (one compiled call)."""
+    keys = jax.vmap(lambda i: jax.random.split(jax.random.fold_in(key, i), num_chains))(models)
+    return keys.reshape(-1)
+
+
+@jax.jit
+def _take(tree: PyTree, idx: Array) -> PyTree:
+    return jax.tree.map(lambda a: jnp.asarray(a)[idx], tree)
+
+
+@jax.jit
+def _take_rows(keys, centers, masks, hyper, rows, models):
+    """One chunk's program arguments (one compiled call, not one dispatch per leaf)."""
+    return keys[rows], _take(centers, models), _take(masks, models), hyper[models]
 
 
 def _run(
@@ -534,28 +589,19 @@ def _run(
     m = int(hyper.shape[0])
     c = static.num_chains
     shards = num_shards(mesh)
-    one = jax.tree.map(lambda a: a[0], centers)
+    one = _abstract(centers, drop_leading=True)
     per_chain, fixed = chain_bytes(
         loss_fn, one, data, batch_size=batch_size, num_draws=num_draws, sampler=sampler, mala=mala
     )
     cap = memory_limit if memory_limit is not None else device_memory(mesh)
     chunk, _ = chunk_plan(m * c, per_chain, fixed, cap, shards, what="SGLD chain")
-    keys = jax.vmap(lambda i: jax.random.split(jax.random.fold_in(key, i), c))(jnp.arange(m))
-    keys = keys.reshape(m * c)
+    keys = _chain_keys(key, jnp.arange(m), c)
     data_on = replicate(data, mesh)
     hyper = jnp.asarray(hyper)
     parts = []
     for start in range(0, m * c, chunk):
         rows = np.arange(start, min(start + chunk, m * c))
-        model = rows // c
-        args = (
-            keys[rows],
-            jax.tree.map(lambda a, model=model: jnp.asarray(a)[model], centers),
-            None
-            if masks is None
-            else jax.tree.map(lambda a, model=model: jnp.asarray(a)[model], masks),
-            hyper[model],
-        )
+        args = _take_rows(keys, centers, masks, hyper, rows, rows // c)
         k, ce, ma, hp = shard_leading(pad_leading(args, chunk), mesh)
         dead, outs = to_host(_compiled(static, k, ce, ma, hp, data_on))
         real = len(rows)
@@ -565,15 +611,14 @@ def _run(
     # the full-data loss at each centre: one model's activations over a data chunk
     n = _num_samples(data)
     rows_per_eval = n if n <= 8192 else max(d for d in range(1, 8193) if n % d == 0)
-    act = _activation_bytes(loss_fn, one, jax.tree.map(lambda a: a[:rows_per_eval], data))
+    act = _activation_bytes(loss_fn, one, _abstract(data, rows=rows_per_eval))
     per_model = _tree_bytes(one) + 3 * act
     chunk, _ = chunk_plan(m, per_model, fixed, cap, shards, what="model's full-data loss")
     losses = []
     for start in range(0, m, chunk):
         idx = np.arange(start, min(start + chunk, m))
-        ce = shard_leading(
-            pad_leading(jax.tree.map(lambda a, idx=idx: jnp.asarray(a)[idx], centers), chunk), mesh
-        )
+        ce = centers if len(idx) == m == chunk else _take(centers, idx)
+        ce = shard_leading(pad_leading(ce, chunk), mesh)
         losses.append(to_host(_compiled_init(loss_fn, ce, data_on, mesh))[: len(idx)])
     return dead, outs, np.concatenate(losses)
 
