@@ -1,22 +1,36 @@
 """``jit`` with fracsgd's compiler options.
 
-On CPU, recent jaxlib releases hand matrix products (and what XLA fuses around them) to YNNPACK
-("ynn fusions"). For the shapes the training loop runs — a few networks, a
-minibatch of ~100 rows, narrow layers, a 10-class read-out — those kernels measured 2–8× slower
-than XLA's own Eigen path on the 2-core CPU of ``benchmarks/`` (jaxlib 0.10, AMD EPYC: a 784-128
-layer's forward product 567 → 209 µs for 4 networks, the 128-10 read-out's backward product
-340 → 45 µs; the whole benchmark sweep ~3 % faster, since the runtime overlaps kernels). The
-training engine's step programs compiled here therefore switch YNNPACK fusions off
-(``xla_cpu_experimental_ynn_fusion_type = ""``) on the CPU backend only, and only when
+fracsgd's compiled programs come in two kinds, each with its own CPU options:
 
-- the user has not chosen otherwise in ``XLA_FLAGS`` (a user setting of that flag wins), and
-- this jaxlib accepts the option (probed once, by compiling a one-line function).
+- ``"engine"``, the training engine's step programs. On CPU, recent jaxlib releases hand matrix
+  products (and what XLA fuses around them) to YNNPACK ("ynn fusions"). For the shapes the
+  training loop runs — a few networks, a minibatch of ~100 rows, narrow layers, a 10-class
+  read-out — those kernels measured 2–8× slower than XLA's own Eigen path on the 2-core CPU of
+  ``benchmarks/`` (jaxlib 0.10, AMD EPYC: a 784-128 layer's forward product 567 → 209 µs for 4
+  networks, the 128-10 read-out's backward product 340 → 45 µs; the whole benchmark sweep ~3 %
+  faster, since the runtime overlaps kernels), so they switch YNNPACK fusions off
+  (``xla_cpu_experimental_ynn_fusion_type = ""``).
+- ``"sampler"``, the SGLD programs of :mod:`fracsgd.llc`: YNNPACK stays on (faster there:
+  784-512-10 MLP, 4 chains, 2.2–2.5 s against 2.4–2.9 s without).
 
-Other backends compile with default options. The SGLD programs of :mod:`fracsgd.llc` and the
-engine's full-data evaluation use plain ``jax.jit``: with YNNPACK on they measured faster
-(784-512-10 MLP, 4 chains; 784-128-10 evaluated on 5 000 images, 24 against 36 ms). Results agree
-with the default to float32 rounding; they are bitwise reproducible for a given jaxlib, machine
-and options.
+Both prefer 512-bit vectors in XLA's own loops (``xla_cpu_prefer_vector_width = 512``; XLA's
+default is 256). The SGLD noise — a 20-round integer hash and an inverse error function per
+parameter per step — is such a loop: one normal cost 1.40 ns against 2.09 ns, and whole LLC
+estimates ran ~9 % faster at every width (784-W-10, W = 32, 128, 512, six alternating pairs in
+one process; 2-core AMD EPYC Zen 4). CPUs without AVX-512 ignore the preference; where 512-bit
+vectors lower the clock (some Intel Xeons), set ``--xla_cpu_prefer_vector_width=256`` in
+``XLA_FLAGS``.
+
+An option is passed (per program, through ``jax.jit(..., compiler_options=...)``) on the CPU
+backend only, and only when
+
+- the user has not set the same flag in ``XLA_FLAGS`` (a user setting wins), and
+- this jaxlib accepts the option (probed once per option, by compiling a one-line function).
+
+Other backends compile with default options; so does the engine's full-data evaluation (plain
+``jax.jit``: 784-128-10 evaluated on 5 000 images, 24 ms with YNNPACK against 36 ms without).
+Results agree with the default options to float32 rounding; they are bitwise reproducible for a
+given jaxlib, machine and options.
 """
 
 from __future__ import annotations
@@ -28,39 +42,65 @@ from typing import Any
 
 import jax
 
-CPU_OPTIONS: dict[str, Any] = {"xla_cpu_experimental_ynn_fusion_type": ""}
+#: CPU compiler options per program kind (see the module docstring)
+CPU_OPTIONS: dict[str, dict[str, Any]] = {
+    "engine": {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_prefer_vector_width": 512},
+    "sampler": {"xla_cpu_prefer_vector_width": 512},
+}
 
 
 @functools.cache
-def compiler_options() -> dict[str, Any] | None:
-    """The options fracsgd's programs compile with on the default backend (``None``: XLA's
-    defaults)."""
-    if "ynn_fusion_type" in os.environ.get("XLA_FLAGS", ""):
-        return None
+def _accepted(name: str, value: Any) -> bool:
+    """Whether this jaxlib compiles with option ``name = value``."""
+    try:
+        jax.jit(lambda x: x + 1, compiler_options={name: value}).lower(1.0).compile()
+    except Exception:  # an older or newer jaxlib without the option
+        return False
+    return True
+
+
+@functools.cache
+def compiler_options(kind: str = "engine") -> dict[str, Any] | None:
+    """The options fracsgd's programs of ``kind`` (``"engine"`` or ``"sampler"``) compile with on
+    the default backend (``None``: XLA's defaults).
+
+    Examples:
+        >>> opts = compiler_options("sampler")
+        >>> opts is None or set(opts) <= set(CPU_OPTIONS["sampler"])
+        True
+    """
+    if kind not in CPU_OPTIONS:
+        raise ValueError(f"unknown program kind {kind!r}; allowed: {', '.join(CPU_OPTIONS)}")
     if jax.default_backend() != "cpu":
         return None
-    try:
-        jax.jit(lambda x: x + 1, compiler_options=CPU_OPTIONS).lower(1.0).compile()
-    except Exception:  # an older or newer jaxlib without the option
-        return None
-    return dict(CPU_OPTIONS)
+    flags = os.environ.get("XLA_FLAGS", "")
+    out = {
+        name: value
+        for name, value in CPU_OPTIONS[kind].items()
+        if name not in flags and _accepted(name, value)
+    }
+    return out or None
 
 
 class jit:
-    """``jax.jit(fun, **kwargs)`` compiled with :func:`compiler_options`.
+    """``jax.jit(fun, **kwargs)`` compiled with :func:`compiler_options` of ``kind``.
 
     The backend is looked up at the first call, not at import, so that ``jax_platforms`` set
     after ``import fracsgd`` still counts. Attributes (``lower``, ``_cache_size`` …) are those of
     the underlying jitted function."""
 
-    def __init__(self, fun: Callable, **kwargs: Any) -> None:
-        self._fun, self._kwargs = fun, kwargs
+    def __init__(self, fun: Callable, *, kind: str = "engine", **kwargs: Any) -> None:
+        if kind not in CPU_OPTIONS:
+            raise ValueError(f"unknown program kind {kind!r}; allowed: {', '.join(CPU_OPTIONS)}")
+        self._fun, self._kind, self._kwargs = fun, kind, kwargs
         self._jitted: Any = None
         functools.update_wrapper(self, fun)
 
     def _get(self) -> Any:
         if self._jitted is None:
-            self._jitted = jax.jit(self._fun, compiler_options=compiler_options(), **self._kwargs)
+            self._jitted = jax.jit(
+                self._fun, compiler_options=compiler_options(self._kind), **self._kwargs
+            )
         return self._jitted
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

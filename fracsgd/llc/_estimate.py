@@ -34,6 +34,7 @@ from jax.sharding import Mesh
 
 from fracsgd._checks import check_key
 from fracsgd._types import Array, PRNGKey, PyTree
+from fracsgd._xla import jit
 from fracsgd.data._shuffle import ROUNDS, batch_of_epoch
 from fracsgd.parallel import (
     check_mesh,
@@ -272,11 +273,10 @@ def _init_program(loss_fn: Callable, centers: PyTree, data: PyTree, mesh=None) -
     return map_elements(lambda c, d: _full_loss(loss_fn, c, d, n), centers, data, mesh)
 
 
-# default compiler options: unlike the training engine (fracsgd/_xla.py), the SGLD programs
-# measured faster with XLA's YNNPACK fusions on (784-512-10, 4 chains: 2.2-2.5 s against
-# 2.4-2.9 s without; 784-32-10 about the same)
-_compiled_init = jax.jit(_init_program, static_argnums=(0, 3))
-_compiled = jax.jit(_program, static_argnums=0)
+# fracsgd's "sampler" compiler options (fracsgd/_xla.py): XLA's YNNPACK fusions stay on (unlike
+# the training engine's programs), 512-bit vectors for the noise and update loops
+_compiled_init = jit(_init_program, kind="sampler", static_argnums=(0, 3))
+_compiled = jit(_program, kind="sampler", static_argnums=0)
 
 
 def _check_int(name: str, value: Any, lo: int) -> int:
