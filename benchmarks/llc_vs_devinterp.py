@@ -30,6 +30,14 @@ Modes:
   ``noise_update_only`` is the same scan without random numbers. The JSON names the one
   fracsgd's ``_noise_like`` matches (``threefry2x32_fused``: jax's hash written as array code,
   :mod:`fracsgd.sampling._rng`).
+- ``floor_{gradient,noise,sgld}_w{W}`` and ``_grid``: lower bounds, the parts of an SGLD step
+  alone in a compiled scan vmapped over the chains (4, or the grid's 64): the gradient step on a
+  fixed minibatch per chain, fracsgd's noise, and both (``floor_sgld``: no data gather, no
+  localisation, no per-step key, no diagnostics or records). For each target the JSON gives
+  the time the target allows (``budget_seconds``) beside the ``floor_sgld`` time
+  (``targets[...]["floor_within_budget"]``): when the floor does not fit, no SGLD step built
+  from these products and this generator meets the target on the machine. The probes (floors
+  and ``noise_*``) compile with fracsgd's SGLD compiler options (``fracsgd._xla``).
 - ``fracsgd_*_threefry2x32_original``: what-if modes, not what fracsgd ships: the same calls
   with ``fracsgd.sampling._sgld._noise_like`` temporarily replaced by ``jax.random.normal`` in
   threefry2x32's original layout (jax's fastest generator here), traced into a program of their
@@ -77,6 +85,7 @@ import numpy as np
 from train_sweep import _busy_cpu_seconds, _timed, machine_info, source_info, write_json
 
 import fracsgd as fs
+from fracsgd._xla import jit as _xla_jit
 from fracsgd.sampling import _rng, _sgld
 
 WIDTHS = (32, 128, 512)
@@ -591,7 +600,7 @@ class NoiseOnly(_Bench):
 
             return jax.lax.scan(step, w, jnp.arange(num_draws))[0]
 
-        self.f = jax.jit(jax.vmap(chain, in_axes=(0, None)))
+        self.f = sampler_jit(jax.vmap(chain, in_axes=(0, None)))
 
     def _run(self, r: int):
         return self.f(jax.random.split(jax.random.key(r), NUM_CHAINS), self.params)
@@ -604,6 +613,12 @@ class NoiseOnly(_Bench):
 
 
 FLOOR_PARTS = ("gradient", "noise", "sgld")
+
+
+def sampler_jit(fun: Callable) -> Any:
+    """``jax.jit`` with the compiler options of fracsgd's SGLD programs (``fracsgd._xla``), so
+    that the probes below and ``fracsgd.llc`` are compiled alike."""
+    return _xla_jit(fun, kind="sampler")
 
 
 class FloorStep(_Bench):
@@ -644,7 +659,7 @@ class FloorStep(_Bench):
 
             return jax.lax.scan(step, w, jnp.arange(num_draws, dtype=jnp.uint32))[0]
 
-        self.f = jax.jit(jax.vmap(chain, in_axes=(None, 0, 0)))
+        self.f = sampler_jit(jax.vmap(chain, in_axes=(None, 0, 0)))
 
     def _run(self, r: int):
         return self.f(self.params, self.batches, jnp.arange(self.chains, dtype=jnp.uint32) + r)
