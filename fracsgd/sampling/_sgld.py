@@ -108,11 +108,12 @@ def _masked(tree: PyTree, mask: PyTree | None) -> PyTree:
 
 
 def _num_active(mask: PyTree | None, position: PyTree) -> Array:
-    """Number of entries that move: nonzero mask entries, or every entry of ``position``."""
+    """``Σ m²`` over the mask (the number of entries that move, for a 0/1 mask), or the number of
+    entries of ``position`` without one: ``E||m ⊙ ξ||²`` for standard normals ``ξ``."""
     if mask is None:
         return jnp.float32(sum(math.prod(jnp.shape(x)) for x in jax.tree.leaves(position)))
-    counts = [jnp.sum(jnp.asarray(m) != 0, dtype=jnp.int32) for m in jax.tree.leaves(mask)]
-    return jnp.sum(jnp.stack(counts)).astype(jnp.float32) if counts else jnp.float32(0.0)
+    parts = [jnp.sum(jnp.square(jnp.asarray(m, jnp.float32))) for m in jax.tree.leaves(mask)]
+    return jnp.sum(jnp.stack(parts)) if parts else jnp.float32(0.0)
 
 
 def _check_step(key: Any, state: Any, estimator: Any, step_size: Any, mask: Any) -> None:
@@ -141,6 +142,12 @@ def build_kernel(mask: PyTree | None = None):
         (SGLDState, SGLDInfo)``; ``noise_scale=0`` gives the plain gradient step
         ``w − (ε/2)∇U`` exactly.
     """
+    # the mask's Σ m² once, here (outside any step loop the kernel runs in); a malformed mask is
+    # left to the kernel's argument check, which names it
+    try:
+        mask_active = None if mask is None else _num_active(mask, mask)
+    except (TypeError, ValueError):
+        mask_active = None
 
     def kernel(
         key: PRNGKey,
@@ -160,7 +167,8 @@ def build_kernel(mask: PyTree | None = None):
             mask,
         )
         position = jax.tree.map(lambda w, d, z: w - d + z, state.position, drift, noise)
-        noise_rms = scale * jnp.sqrt(_num_active(mask, state.position))
+        active = _num_active(mask, state.position) if mask_active is None else mask_active
+        noise_rms = scale * jnp.sqrt(active)
         info = SGLDInfo(loss, jnp.sqrt(tree_sq_norm(drift)), noise_rms)
         return SGLDState(position), info
 
@@ -226,7 +234,7 @@ def build_psgld_kernel(mask: PyTree | None = None, *, alpha: float = 0.99, delta
             mask,
         )
         position = jax.tree.map(lambda w, d, z: w - d + z, state.position, drift, noise)
-        active = _masked(precond, mask)
+        active = _masked(_masked(precond, mask), mask)  # m² G
         noise_rms = jnp.sqrt(step_size * sum(jnp.sum(p) for p in jax.tree.leaves(active)))
         info = SGLDInfo(loss, jnp.sqrt(tree_sq_norm(drift)), noise_rms)
         return PSGLDState(position, square_avg, count), info
