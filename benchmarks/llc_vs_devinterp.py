@@ -583,6 +583,12 @@ def _what_if_generator() -> str:
 WHAT_IF_NOISE = _what_if_generator()
 
 
+def sampler_jit(fun: Callable) -> Any:
+    """``jax.jit`` with the compiler options of fracsgd's SGLD programs (``fracsgd._xla``), so
+    that the probes below and ``fracsgd.llc`` are compiled alike."""
+    return _xla_jit(fun, kind="sampler")
+
+
 class NoiseOnly(_Bench):
     """``w ← w + 1e-3 ξ`` for 4 chains × ``num_draws`` steps at W = 512, nothing else."""
 
@@ -613,12 +619,6 @@ class NoiseOnly(_Bench):
 
 
 FLOOR_PARTS = ("gradient", "noise", "sgld")
-
-
-def sampler_jit(fun: Callable) -> Any:
-    """``jax.jit`` with the compiler options of fracsgd's SGLD programs (``fracsgd._xla``), so
-    that the probes below and ``fracsgd.llc`` are compiled alike."""
-    return _xla_jit(fun, kind="sampler")
 
 
 class FloorStep(_Bench):
