@@ -11,10 +11,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fracsgd._checks import check_number, real_array
+from fracsgd._checks import check_key, check_number, real_array
 from fracsgd._types import PRNGKey, PyTree
 from fracsgd.llc._estimate import (
     LLCResult,
+    _check_flags,
+    _check_float32,
     _check_pos,
     _run,
     _stack_results,
@@ -184,12 +186,14 @@ def calibrate(
         ("localizations", localizations),
         ("nbetas", nbetas),
     ):
-        if isinstance(seq, str | bytes) or not isinstance(seq, Sequence | np.ndarray):
+        if isinstance(seq, str | bytes) or not isinstance(seq, Sequence | np.ndarray | jax.Array):
             raise ValueError(f"{name} must be a sequence, got {seq!r}")
     steps = np.asarray([_check_pos("step_sizes", s) for s in step_sizes], np.float64)
     gammas = np.asarray([_check_pos("localizations", g, allow_zero=True) for g in localizations])
     if steps.size == 0 or gammas.size == 0 or len(nbetas) == 0:
         raise ValueError("step_sizes, localizations and nbetas must be non-empty")
+    check_key(key)
+    _check_flags(same_batch=same_batch)
     n = _validate(
         loss_fn,
         params,
@@ -205,6 +209,9 @@ def calibrate(
         sampling=sampling,
     )
     nbs = np.asarray([resolve_nbeta(b, n, batch_size) for b in nbetas])
+    for name, values in (("step_sizes", steps), ("nbetas", nbs)):
+        for v in values:
+            _check_float32(name, v)
     grid = np.asarray(list(itertools.product(steps, gammas, nbs)), np.float32)
     m = grid.shape[0]
     centers = jax.tree.map(lambda a: jnp.broadcast_to(jnp.asarray(a), (m, *jnp.shape(a))), params)

@@ -53,10 +53,12 @@ from fracsgd.sampling import (
     effective_sample_size,
     localized_gradient,
     psgld_init,
+    psgld_preconditioner,
     split_rhat,
     tree_sq_norm,
 )
 from fracsgd.sampling import init as sgld_init
+from fracsgd.sampling._gradients import check_like
 from fracsgd.sampling._rng import fold, key_words, threefry2x32
 
 SAMPLERS = ("sgld", "psgld")
@@ -86,14 +88,21 @@ class LLCResult(NamedTuple):
             stopped moving and is excluded.
         rhat: split R-hat of the loss traces over the non-diverged chains.
         ess: effective sample size of the loss traces.
-        below_init_fraction: ``(chains,)`` fraction of draws whose loss is below the centre's
-            (same minibatch with ``same_batch=True``, else below ``init_loss``).
-        not_minimum: the centre looks like no local minimum (λ̂ < 0 or most draws below it).
+        below_init_fraction: ``(chains,)`` how often the chain sits below the centre. With
+            ``same_batch=True``: the fraction of draws with ``L_B(w_t) < L_B(w*)`` on the same
+            minibatch. Otherwise: the fraction of the chain's means over consecutive blocks of
+            ``⌈√draws⌉`` draws that lie below ``init_loss`` (single minibatch losses are skewed,
+            so at an exact minimum over half of them may lie below ``L_n(w*)``; block means are
+            not).
+        not_minimum: the centre looks like no local minimum (λ̂ < 0, or
+            ``below_init_fraction`` above 1/2 on average over the chains).
         grad_noise_ratio: ``(chains,)`` mean over draws of ``||(ε/2)∇U|| / sqrt(ε d)``: the
             drift's norm over the noise's root-mean-square norm (``d`` active parameters;
-            :class:`fracsgd.sampling.SGLDInfo`).
-        mala_acceptance: ``(chains,)`` mean MALA acceptance probability of the SGLD proposals on
-            their minibatch (computed with ``mala=True``; NaN otherwise).
+            :class:`fracsgd.sampling.SGLDInfo`); NaN for a diverged chain.
+        mala_acceptance: ``(chains,)`` mean MALA acceptance probability of the chain's proposals
+            on their minibatch (computed with ``mala=True``; NaN otherwise). pSGLD: the proposal
+            ``N(w − (ε/2) G∇U, εG)`` with the step's preconditioner, which is fixed during the
+            draws, so there it is MALA's exact acceptance for that ``G``.
         step_size, localization: ε and γ.
         sampler: ``"sgld"`` or ``"psgld"``.
         sampling: how minibatches were drawn (``"epoch"`` or ``"replacement"``).
@@ -160,6 +169,10 @@ def _num_samples(data: PyTree) -> int:
     return ns.pop()
 
 
+def _masked_tree(tree: PyTree, mask: PyTree | None) -> PyTree:
+    return tree if mask is None else jax.tree.map(jnp.multiply, tree, mask)
+
+
 def _full_loss(loss_fn: Callable, params: PyTree, data: PyTree, n: int) -> Array:
     chunk = n if n <= 8192 else max(d for d in range(1, 8193) if n % d == 0)
     chunks = jax.tree.map(lambda a: a.reshape(n // chunk, chunk, *a.shape[1:]), data)
@@ -193,7 +206,11 @@ def _chain(
     words = key_words(key)
     per_epoch = n // static.batch_size
 
-    def one_step(carry, t):
+    psgld = static.sampler == "psgld"
+
+    def one_step(carry, t, adapt=False):
+        # pSGLD adapts its preconditioner during burn-in and samples with it frozen (a constant
+        # G leaves exp(−U) stationary; an adapting one biases λ̂, fracsgd.sampling._sgld)
         state, dead = carry
         k_noise = jax.random.wrap_key_data(fold(words, t, 1), impl="threefry2x32")
         if static.sampling == "epoch":
@@ -206,18 +223,40 @@ def _chain(
             k_batch = jax.random.wrap_key_data(fold(words, t, 0), impl="threefry2x32")
             idx = jax.random.randint(k_batch, (static.batch_size,), 0, n)
         batch = jax.tree.map(lambda a: a[idx], data)
-        new_state, info = kernel(k_noise, state, batch, est, step_size)
+        if psgld:
+            new_state, info = kernel(k_noise, state, batch, est, step_size, adapt=adapt)
+        else:
+            new_state, info = kernel(k_noise, state, batch, est, step_size)
         loss_star = static.loss_fn(center, batch) if static.same_batch else jnp.nan
         if static.mala:
             w, w_new = state.position, new_state.position
             g_old, _ = est(w, batch)
             g_new, loss_new = est(w_new, batch)
-            fwd = tree_sq_norm(
-                jax.tree.map(lambda a, b, g: a - b + 0.5 * step_size * g, w_new, w, g_old)
+            # proposal N(w − (ε/2) G ∇U(w), ε G) with G = 1 (SGLD) or the step's pSGLD
+            # preconditioner (constant while sampling, so the proxy is exact MALA there);
+            # log q(w|w') − log q(w'|w) = (fwd − bwd) / (2ε), the norms weighted by 1/G
+            pre = (
+                psgld_preconditioner(new_state)
+                if psgld
+                else jax.tree.map(lambda a: jnp.ones((), a.dtype), w)
             )
-            bwd = tree_sq_norm(
-                jax.tree.map(lambda a, b, g: a - b + 0.5 * step_size * g, w, w_new, g_new)
-            )
+
+            def gap(a, b, g):  # Σ (a − b + (ε/2) G g)² / G over active entries
+                return tree_sq_norm(
+                    _masked_tree(
+                        jax.tree.map(
+                            lambda a, b, g, p: (a - b + 0.5 * step_size * p * g) / jnp.sqrt(p),
+                            a,
+                            b,
+                            g,
+                            pre,
+                        ),
+                        mask,
+                    )
+                )
+
+            fwd = gap(w_new, w, g_old)
+            bwd = gap(w, w_new, g_new)
             log_alpha = (
                 potential(w, info.loss) - potential(w_new, loss_new) + (fwd - bwd) / (2 * step_size)
             )
@@ -241,7 +280,9 @@ def _chain(
     carry = (state, jnp.zeros((), bool))
     t0 = 0
     if static.num_burnin:
-        carry, _ = jax.lax.scan(one_step, carry, jnp.arange(static.num_burnin))
+        carry, _ = jax.lax.scan(
+            lambda c, t: one_step(c, t, adapt=True), carry, jnp.arange(static.num_burnin)
+        )
         t0 = static.num_burnin
 
     def one_draw(carry, j):
@@ -295,6 +336,21 @@ def _check_pos(name: str, value: Any, *, allow_zero: bool = False) -> float:
         rng = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be a finite number {rng}, got {value!r}")
     return v
+
+
+def _check_float32(name: str, value: float) -> None:
+    """The chains run in float32: a positive setting must not round to 0 or overflow there."""
+    f32 = np.finfo(np.float32)
+    if not float(f32.smallest_subnormal) / 2 < abs(float(value)) <= float(f32.max):
+        raise ValueError(
+            f"{name} must be representable in float32 (about 1.4e-45 to 3.4e38), got {value!r}"
+        )
+
+
+def _check_flags(**flags: Any) -> None:
+    for name, flag in flags.items():
+        if not isinstance(flag, bool | np.bool_):
+            raise ValueError(f"{name} must be True or False, got {flag!r}")
 
 
 def resolve_nbeta(nbeta: Any, n: int, batch_size: int) -> float:
@@ -376,6 +432,11 @@ def _validate(
         raise ValueError(f"batch_size must be an integer in [1, n = {n}], got {batch_size!r}")
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(map(repr, SAMPLERS))}")
+    if sampler == "psgld" and num_burnin < 1:
+        raise ValueError(
+            "num_burnin must be >= 1 with sampler='psgld': its preconditioner adapts during "
+            f"burn-in and is frozen for the draws, got num_burnin={num_burnin}"
+        )
     if sampling not in SAMPLINGS:
         allowed = ", ".join(map(repr, SAMPLINGS))
         raise ValueError(f"unknown sampling {sampling!r}; allowed: {allowed}")
@@ -385,13 +446,26 @@ def _validate(
         out = _loss_info(loss_fn, one, batch)[0]
     except Exception as err:  # a loss_fn that cannot even be traced on (params, batch)
         raise ValueError(f"loss_fn(params, batch) failed on a batch of the data: {err}") from err
-    out = out[0] if len(out) == 1 else out
-    if not hasattr(out, "shape") or out.shape != ():
-        shape = getattr(out, "shape", type(out).__name__)
-        raise ValueError(f"loss_fn must return a scalar mean loss, got shape {shape}")
+    if not (isinstance(out, jax.ShapeDtypeStruct) and out.shape == ()):  # (x,) is no scalar
+        got = f"shape {out.shape}" if hasattr(out, "shape") else f"a {type(out).__name__}"
+        raise ValueError(f"loss_fn must return a scalar mean loss, got {got}")
     if not jnp.issubdtype(out.dtype, jnp.floating):
         raise ValueError(f"loss_fn must return a floating-point scalar, got dtype {out.dtype}")
     return n
+
+
+def _block_means_below(loss: np.ndarray, init_loss: float) -> np.ndarray:
+    """``(chains,)`` fraction of a chain's block means that lie below ``L_n(w*)``: the draws
+    ``(chains, D)`` are cut into ``⌊D/b⌋`` consecutive blocks of ``b = ⌈√D⌉`` (a remainder is
+    dropped). Single minibatch losses ``L_B(w_t)`` are skewed — the median of a mean of squared
+    errors lies below its mean — so at an exact minimum more than half of them can fall below
+    the full-data ``L_n(w*)`` although their mean lies above it; a mean of ``b`` of them has its
+    skewness cut by ``√b``."""
+    d = loss.shape[-1]
+    b = max(1, math.isqrt(d - 1) + 1) if d > 1 else 1
+    k = d // b
+    means = loss[..., : k * b].reshape(*loss.shape[:-1], k, b).mean(axis=-1)
+    return np.mean(means < init_loss, axis=-1)
 
 
 def _summarise(dead, outs, init_loss, nbeta, same_batch):
@@ -406,7 +480,7 @@ def _summarise(dead, outs, init_loss, nbeta, same_batch):
             below = np.mean(loss < loss_star, axis=-1)
         else:
             per_chain = nbeta * (np.nanmean(loss, axis=-1) - init_loss)
-            below = np.mean(loss < init_loss, axis=-1)
+            below = _block_means_below(loss, init_loss)
         per_chain = np.where(dead, np.nan, per_chain)
         good = ~dead
         mean = float(np.mean(per_chain[good])) if good.any() else float("nan")
@@ -417,7 +491,7 @@ def _summarise(dead, outs, init_loss, nbeta, same_batch):
             ess = float(effective_sample_size(traces))
         else:
             rhat = ess = float("nan")
-        ratio_mean = np.nanmean(ratio, axis=-1)
+        ratio_mean = np.where(dead, np.nan, np.nanmean(ratio, axis=-1))
         accept_mean = (
             np.nanmean(accept, axis=-1)
             if np.isfinite(accept).any()
@@ -463,7 +537,8 @@ _LOSS_INFO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _loss_info(loss_fn: Callable, params: PyTree, batch: PyTree) -> tuple[Any, int]:
-    """Output avals of ``loss_fn(params, batch)`` on abstract arguments and the bytes of all its
+    """The output (a pytree of ``ShapeDtypeStruct``) of ``loss_fn(params, batch)`` on abstract
+    arguments and the bytes of all its
     intermediate values (its jaxpr's equations' outputs: an upper bound of what one evaluation
     holds before XLA fuses and frees). Traced once per loss function and argument shapes, so
     repeated calls do not re-trace the user's loss for validation and the memory model."""
@@ -477,14 +552,14 @@ def _loss_info(loss_fn: Callable, params: PyTree, batch: PyTree) -> tuple[Any, i
     except TypeError:  # not weakly referenceable: no cache
         per_fn = {}
     if sig not in per_fn:
-        closed = jax.make_jaxpr(loss_fn)(params, batch)
+        closed, out_shape = jax.make_jaxpr(loss_fn, return_shape=True)(params, batch)
         act = sum(
             int(np.prod(v.aval.shape)) * np.dtype(v.aval.dtype).itemsize
             for eqn in closed.jaxpr.eqns
             for v in eqn.outvars
             if hasattr(v.aval, "shape") and hasattr(v.aval, "dtype")
         )
-        per_fn[sig] = (closed.out_avals, act)
+        per_fn[sig] = (out_shape, act)
     return per_fn[sig]
 
 
@@ -666,11 +741,17 @@ def _estimate_rows(
     mesh = check_mesh(mesh)
     if memory_limit is not None:
         _check_int("memory_limit", memory_limit, 1)
+    _check_flags(same_batch=same_batch, mala=mala)
+    if masks is not None:
+        # the leading model axis too: an index into a shorter mask axis would clamp silently
+        check_like("mask", masks, "params", centers, floating=False)
     nb = resolve_nbeta(nbeta, n, batch_size)
     sizes = {int(np.shape(x)[0]) for x in jax.tree.leaves(centers)}
     if len(sizes) != 1:
         raise ValueError(f"params leaves need one common leading model axis, got sizes {sizes}")
     num_models = sizes.pop()
+    _check_float32("step_size", step_size)
+    _check_float32("nbeta", nb)
     hyper = jnp.tile(jnp.asarray([[step_size, localization, nb]], jnp.float32), (num_models, 1))
     dead, outs, init_loss = _run(
         key,
@@ -749,7 +830,9 @@ def estimate(
             ``"batch/log batch"`` (devinterp 1.x's rule, by name only).
         batch_size: minibatch size ``1 ≤ B ≤ n``.
         same_batch: the variance-reduced estimator of Lau et al. Algorithm 1.
-        sampler: ``"sgld"`` or ``"psgld"`` (RMSprop-preconditioned).
+        sampler: ``"sgld"`` or ``"psgld"`` (RMSprop-preconditioned; its preconditioner adapts
+            during the burn-in, which must be at least one step, and is frozen for the draws:
+            :mod:`fracsgd.sampling`).
         sampling: minibatches ``"replacement"`` (default: independent uniform draws every
             step) or ``"epoch"`` (each chain walks through its own random permutation of the
             data, a fresh one every ``n // B`` steps, the last incomplete batch dropped — as
@@ -784,6 +867,8 @@ def estimate(
     """
     _check_float_leaves(params)
     centers = jax.tree.map(lambda a: jnp.asarray(a)[None], params)
+    if mask is not None:
+        check_like("mask", mask, "params", params, floating=False)
     masks = None if mask is None else jax.tree.map(lambda a: jnp.asarray(a)[None], mask)
     rows, meta = _estimate_rows(
         key,

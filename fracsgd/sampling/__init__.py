@@ -13,6 +13,7 @@ from fracsgd.sampling._sgld import (
     init,
     psgld,
     psgld_init,
+    psgld_preconditioner,
     sgld,
 )
 
@@ -29,6 +30,7 @@ __all__ = [
     "localized_gradient",
     "psgld",
     "psgld_init",
+    "psgld_preconditioner",
     "sgld",
     "split_rhat",
     "tree_sq_norm",

@@ -17,11 +17,19 @@ squared-gradient average (our choice, so the first steps are not over-preconditi
     V ← α V + (1 − α) g²,   V̂ = V / (1 − α^t),   G = 1 / (δ + sqrt(V̂))
     w ← w − (ε/2) · G ⊙ ∇U(w) + sqrt(ε G) ⊙ ξ
 
-where ``g`` is ``∇U``. The ``Γ(w)`` correction term of Li et al. is dropped, as is standard (it
-is O(α-changes) and costly). That is not free: on ``L_B(w) = ½|w − x̄_B|²`` in 4 dimensions
-(``nβ`` = 100, ε = 1e-3, B = 50, same-batch estimator) pSGLD's λ̂ came out 10–30 % above the
-true d/2 = 2 across keys, where plain SGLD is within ~5 % (``tests/llc/test_llc.py``); use
-pSGLD for mixing on badly scaled problems, and check it against SGLD.
+where ``g`` is ``∇U``; defaults α = 0.99 and δ = 0.1, devinterp's ``RMSpropPreconditioner``
+values (δ caps the preconditioner at ``G ≤ 1/δ``; with a tiny δ a chain started at an exact
+minimum, where ``g = 0``, takes ``G = 1/δ`` at its first step and is thrown far from it).
+
+The ``Γ(w)`` correction term of Li et al. is dropped, as is standard, and an *adapting* ``G``
+then biases the chain: ``G`` follows the recent gradients, which depend on where the chain is
+(measured on ``L_B(w) = ½|w − x̄_B|²`` in 4 dimensions, ``nβ`` = 100, ε = 1e-3: λ̂ 10–30 %
+above the true 2, and 80 % above it on the noise-free ``½|w|²``). The kernel's ``adapt=False``
+holds ``V`` and the step count fixed, so ``G`` is a constant matrix and the chain is plain
+Langevin dynamics with that preconditioner, whose stationary law is exactly ``exp(−U)`` (up to
+the ε discretisation), with no Γ term to drop. :func:`fracsgd.llc.estimate` adapts during
+burn-in and freezes ``G`` for the draws — the warm-up/sampling split of adaptive MCMC, as Stan
+does with its mass matrix.
 
 Noise draws (:mod:`fracsgd.sampling._rng`): the Threefry-2x32-20 hash of jax (bitwise the same
 function) written as plain ``uint32`` array code, keyed by the step key's two words, over counters
@@ -206,27 +214,66 @@ def psgld_init(position: PyTree) -> PSGLDState:
     return PSGLDState(position, jax.tree.map(jnp.zeros_like, position), jnp.zeros((), jnp.int32))
 
 
-def build_psgld_kernel(mask: PyTree | None = None, *, alpha: float = 0.99, delta: float = 1e-5):
+def psgld_preconditioner(state: PSGLDState, *, delta: float = 0.1, alpha: float = 0.99) -> PyTree:
+    """``G = 1 / (δ + sqrt(V̂))`` of a pSGLD state, ``V̂ = V / (1 − α^t)`` (module docstring); the
+    preconditioner a step with ``adapt=False`` uses. NaN entries before the first adapting step
+    (``t = 0``: no gradient seen yet)."""
+    correction = 1 - alpha ** jnp.asarray(state.step).astype(jnp.float32)
+    return jax.tree.map(lambda v: 1.0 / (delta + jnp.sqrt(v / correction)), state.square_avg)
+
+
+def build_psgld_kernel(mask: PyTree | None = None, *, alpha: float = 0.99, delta: float = 0.1):
     """The RMSprop-preconditioned SGLD transition (module docstring).
 
+    Args:
+        mask: optional 0/1 pytree like the position; zero entries receive neither drift nor noise.
+        alpha: decay of the squared-gradient average, in ``[0, 1)``.
+        delta: ``δ > 0`` in ``G = 1 / (δ + sqrt(V̂))``; ``G ≤ 1/δ``.
+
     Returns:
-        ``kernel(key, state, batch, estimator, step_size) -> (PSGLDState, SGLDInfo)``.
+        ``kernel(key, state, batch, estimator, step_size, adapt=True) -> (PSGLDState, SGLDInfo)``.
+        With ``adapt=True`` (a Python bool) the step first folds ``g²`` into ``V`` and counts
+        itself; with ``adapt=False`` it uses the state's ``G`` unchanged
+        (:func:`psgld_preconditioner`; the state must have adapted at least once) and returns
+        ``V`` and the count as they were.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from fracsgd import sampling
+        >>> est = sampling.localized_gradient(lambda w, b: 0.5 * jnp.sum(w**2), jnp.zeros(2),
+        ...                                   nbeta=100.0, localization=0.0)
+        >>> kernel = sampling.build_psgld_kernel()
+        >>> state = sampling.psgld_init(jnp.ones(2))
+        >>> state, _ = kernel(jax.random.key(0), state, None, est, 1e-3)  # adapts: g = 100
+        >>> G = sampling.psgld_preconditioner(state)   # 1 / (0.1 + 100)
+        >>> frozen, _ = kernel(jax.random.key(1), state, None, est, 1e-3, adapt=False)
+        >>> bool(frozen.step == state.step), bool(jnp.all(frozen.square_avg == state.square_avg))
+        (True, True)
     """
 
     alpha = check_number("alpha", alpha, lo=0.0, hi=1.0, hi_open=True)
     delta = check_number("delta", delta, lo=0.0, lo_open=True)
 
     def kernel(
-        key: PRNGKey, state: PSGLDState, batch: Any, estimator: GradientEstimator, step_size: Any
+        key: PRNGKey,
+        state: PSGLDState,
+        batch: Any,
+        estimator: GradientEstimator,
+        step_size: Any,
+        adapt: bool = True,
     ) -> tuple[PSGLDState, SGLDInfo]:
         _check_step(key, state, estimator, step_size, mask)
+        if not isinstance(adapt, bool):
+            raise ValueError(f"adapt must be a Python bool, got {type(adapt).__name__}")
         grad, loss = estimator(state.position, batch)
-        count = state.step + 1
-        square_avg = jax.tree.map(
-            lambda v, g: alpha * v + (1 - alpha) * g * g, state.square_avg, grad
-        )
-        correction = 1 - alpha ** count.astype(jnp.float32)
-        precond = jax.tree.map(lambda v: 1.0 / (delta + jnp.sqrt(v / correction)), square_avg)
+        if adapt:
+            square_avg = jax.tree.map(
+                lambda v, g: alpha * v + (1 - alpha) * g * g, state.square_avg, grad
+            )
+            new = PSGLDState(state.position, square_avg, state.step + 1)
+        else:
+            new = state
+        precond = psgld_preconditioner(new, delta=delta, alpha=alpha)
         drift = _masked(jax.tree.map(lambda g, p: 0.5 * step_size * p * g, grad, precond), mask)
         noise = _masked(
             jax.tree.map(
@@ -238,7 +285,7 @@ def build_psgld_kernel(mask: PyTree | None = None, *, alpha: float = 0.99, delta
         active = _masked(_masked(precond, mask), mask)  # m² G
         noise_rms = jnp.sqrt(step_size * sum(jnp.sum(p) for p in jax.tree.leaves(active)))
         info = SGLDInfo(loss, jnp.sqrt(tree_sq_norm(drift)), noise_rms)
-        return PSGLDState(position, square_avg, count), info
+        return new._replace(position=position), info
 
     return kernel
 
@@ -249,9 +296,10 @@ def psgld(
     mask: PyTree | None = None,
     *,
     alpha: float = 0.99,
-    delta: float = 1e-5,
+    delta: float = 0.1,
 ) -> SamplingAlgorithm:
-    """RMSprop-preconditioned SGLD with a fixed estimator and step size."""
+    """RMSprop-preconditioned SGLD with a fixed estimator and step size; every step adapts
+    (use :func:`build_psgld_kernel` with ``adapt=False`` to sample with a frozen ``G``)."""
     kernel = build_psgld_kernel(mask, alpha=alpha, delta=delta)
     concrete_number("step_size", step_size, lo=0.0, lo_open=True)
 

@@ -76,6 +76,35 @@ def test_calibration_marks_diverging_settings_invalid():
     assert cal.valid[0, 0, 0]
 
 
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (dict(key=jax.random.PRNGKey(0)), "key"),  # a raw uint32 key, not a typed one
+        (dict(key=0), "key"),
+        (dict(step_sizes=(1e-3, 1e-50)), "step_sizes"),  # 0 in float32
+        (dict(same_batch="yes"), "same_batch"),
+    ],
+)
+def test_calibrate_bad_input_names_the_parameter(change, match):
+    kw = dict(
+        key=jax.random.key(0),
+        step_sizes=(1e-3,),
+        localizations=(0.0,),
+        num_chains=2,
+        num_draws=5,
+        batch_size=10,
+    )
+    kw.update(change)
+    before = _estimate._compiled._cache_size()
+    with pytest.raises(ValueError, match=match):
+        fs.llc.calibrate(loss_fn=_quad, params=jnp.zeros(2), data=DUMMY, **kw)
+    assert _estimate._compiled._cache_size() == before
+    if "step_sizes" in change:  # a jax array of step sizes is a sequence like a tuple
+        kw["step_sizes"] = jnp.array([1e-3, 3e-3])
+        cal = fs.llc.calibrate(loss_fn=_quad, params=jnp.zeros(2), data=DUMMY, **kw)
+        np.testing.assert_allclose(cal.step_sizes, [1e-3, 3e-3], rtol=1e-6)
+
+
 def test_time_average_is_the_trapezoid_over_the_window():
     assert fs.llc.time_average([1, 10, 100], [5.0, 1.0, 3.0], 10) == pytest.approx(2.0)
     assert fs.llc.time_average([1, 10, 100], [5.0, 1.0, 3.0], 100) == 3.0

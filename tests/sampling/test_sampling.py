@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from fracsgd import sampling
 
@@ -127,3 +128,31 @@ def test_noise_norm_is_the_root_mean_square_of_the_injected_noise():
     precond = 1.0 / (1e-3 + np.abs(np.asarray(w0)))  # one step: V̂ = g², g = w0
     want = np.sqrt(eps * np.sum(np.asarray(m) * precond))
     np.testing.assert_allclose(float(info.noise_norm), want, rtol=1e-5)
+
+
+def test_psgld_frozen_step_is_langevin_with_the_adapted_preconditioner():
+    """``adapt=True`` folds g² into V (bias-corrected) and counts; ``adapt=False`` keeps V and the
+    count and steps with ``G = 1/(δ + sqrt(V̂))`` of the state: with the noise drawn from the
+    same key, the step is ``w − (ε/2) G ∇U + sqrt(εG) ξ`` exactly."""
+    alpha, delta, eps = 0.9, 0.1, 1e-2
+    kernel = sampling.build_psgld_kernel(alpha=alpha, delta=delta)
+    est = sampling.localized_gradient(
+        lambda w, b: 0.5 * jnp.sum(w**2), jnp.zeros(3), nbeta=10.0, localization=0.0
+    )
+    w0 = jnp.array([1.0, -2.0, 0.0])
+    s1, _ = kernel(jax.random.key(0), sampling.psgld_init(w0), None, est, eps)
+    g0 = 10.0 * np.asarray(w0)
+    np.testing.assert_allclose(np.asarray(s1.square_avg), (1 - alpha) * g0**2, rtol=1e-6)
+    assert int(s1.step) == 1
+    G = np.asarray(sampling.psgld_preconditioner(s1, delta=delta, alpha=alpha))
+    np.testing.assert_allclose(G, 1.0 / (delta + np.abs(g0)), rtol=1e-6)  # V̂ = g0² after one
+    s2, info = kernel(jax.random.key(1), s1, None, est, eps, adapt=False)
+    assert int(s2.step) == 1
+    np.testing.assert_array_equal(np.asarray(s2.square_avg), np.asarray(s1.square_avg))
+    xi = np.asarray(sampling._sgld._noise_like(jax.random.key(1), s1.position))
+    w1 = np.asarray(s1.position)
+    want = w1 - 0.5 * eps * G * (10.0 * w1) + np.sqrt(eps * G) * xi
+    np.testing.assert_allclose(np.asarray(s2.position), want, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(float(info.noise_norm), np.sqrt(eps * G.sum()), rtol=1e-5)
+    with pytest.raises(ValueError, match="adapt"):
+        kernel(jax.random.key(1), s1, None, est, eps, adapt=jnp.bool_(False))
