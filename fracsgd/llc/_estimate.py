@@ -173,8 +173,17 @@ def _masked_tree(tree: PyTree, mask: PyTree | None) -> PyTree:
     return tree if mask is None else jax.tree.map(jnp.multiply, tree, mask)
 
 
-def _full_loss(loss_fn: Callable, params: PyTree, data: PyTree, n: int) -> Array:
-    chunk = n if n <= 8192 else max(d for d in range(1, 8193) if n % d == 0)
+#: most data rows the full-data loss ``L_n(w*)`` evaluates at once
+FULL_LOSS_ROWS = 8192
+
+
+def _row_chunks(n: int) -> list[int]:
+    """Divisors of ``n`` up to :data:`FULL_LOSS_ROWS`, largest first: the row counts the
+    full-data loss may evaluate at once (equal chunks, so the mean of chunk means is the mean)."""
+    return [d for d in range(min(n, FULL_LOSS_ROWS), 0, -1) if n % d == 0]
+
+
+def _full_loss(loss_fn: Callable, params: PyTree, data: PyTree, n: int, chunk: int) -> Array:
     chunks = jax.tree.map(lambda a: a.reshape(n // chunk, chunk, *a.shape[1:]), data)
     return jnp.mean(jax.lax.map(lambda b: loss_fn(params, b), chunks))
 
@@ -307,16 +316,20 @@ def _program(
     )(keys, centers, masks, hyper)
 
 
-def _init_program(loss_fn: Callable, centers: PyTree, data: PyTree, mesh=None) -> Array:
-    """``L_n(w*)`` of every centre ``(M, ...)`` (one centre at a time on CPU, see
+def _init_program(
+    loss_fn: Callable, centers: PyTree, data: PyTree, mesh=None, rows: int | None = None
+) -> Array:
+    """``L_n(w*)`` of every centre ``(M, ...)``, ``rows`` data rows at a time (a divisor of
+    ``n``; default the largest in :func:`_row_chunks`), one centre at a time on CPU (see
     :func:`fracsgd.parallel.map_elements`)."""
     n = _num_samples(data)
-    return map_elements(lambda c, d: _full_loss(loss_fn, c, d, n), centers, data, mesh)
+    chunk = _row_chunks(n)[0] if rows is None else rows
+    return map_elements(lambda c, d: _full_loss(loss_fn, c, d, n, chunk), centers, data, mesh)
 
 
 # fracsgd's "sampler" compiler options (fracsgd/_xla.py): XLA's YNNPACK fusions stay on (unlike
 # the training engine's programs), 512-bit vectors for the noise and update loops
-_compiled_init = jit(_init_program, kind="sampler", static_argnums=(0, 3))
+_compiled_init = jit(_init_program, kind="sampler", static_argnums=(0, 3, 4))
 _compiled = jit(_program, kind="sampler", static_argnums=0)
 
 
@@ -683,18 +696,23 @@ def _run(
         parts.append(jax.tree.map(lambda a, real=real: a[:real], (dead, outs)))
     dead, outs = jax.tree.map(lambda *a: np.concatenate(a).reshape(m, c, *a[0].shape[1:]), *parts)
 
-    # the full-data loss at each centre: one model's activations over a data chunk
+    # the full-data loss at each centre: one model's activations over a chunk of data rows, the
+    # largest chunk (a divisor of n, at most FULL_LOSS_ROWS) whose evaluation fits the device
     n = _num_samples(data)
-    rows_per_eval = n if n <= 8192 else max(d for d in range(1, 8193) if n % d == 0)
-    act = _activation_bytes(loss_fn, one, _abstract(data, rows=rows_per_eval))
-    per_model = _tree_bytes(one) + 3 * act
+    for rows_per_eval in _row_chunks(n):
+        act = _activation_bytes(loss_fn, one, _abstract(data, rows=rows_per_eval))
+        per_model = _tree_bytes(one) + 3 * act
+        if fixed + per_model <= cap:
+            break
     chunk, _ = chunk_plan(m, per_model, fixed, cap, shards, what="model's full-data loss")
     losses = []
     for start in range(0, m, chunk):
         idx = np.arange(start, min(start + chunk, m))
         ce = centers if len(idx) == m == chunk else _take(centers, idx)
         ce = shard_leading(pad_leading(ce, chunk), mesh)
-        losses.append(to_host(_compiled_init(loss_fn, ce, data_on, mesh))[: len(idx)])
+        losses.append(
+            to_host(_compiled_init(loss_fn, ce, data_on, mesh, rows_per_eval))[: len(idx)]
+        )
     return dead, outs, np.concatenate(losses)
 
 
@@ -946,8 +964,9 @@ def estimate_many(
     ``mesh`` each chunk is sharded over the mesh's devices. ``L_n(w*)`` is computed per model
     afterwards, chunked by the same rule. Results do not depend on the chunking or the device
     count beyond float32 rounding (bitwise in the cases ``tests/parallel`` checks, not guaranteed:
-    see :mod:`fracsgd.parallel`). Only a single chain that does not
-    fit is an error.
+    see :mod:`fracsgd.parallel`). ``L_n(w*)`` reads the data in equal chunks of rows (the
+    largest divisor of ``n`` up to :data:`FULL_LOSS_ROWS` whose activations fit). Only a single
+    chain that does not fit, or one model's loss on a single data row, is an error.
 
     Examples:
         >>> import jax, jax.numpy as jnp

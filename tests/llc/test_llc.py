@@ -498,3 +498,26 @@ def test_epoch_sampling_visits_every_sample_once_per_epoch():
     )
     assert rep.sampling == "replacement"
     assert np.abs(rep.loss_trace.reshape(4, epochs, n // b).mean(axis=2) - (n - 1) / 2).max() > 1
+
+
+@pytest.mark.filterwarnings("ignore::fracsgd.llc.NotAMinimumWarning")  # random centres
+def test_full_data_loss_reads_the_data_in_chunks_that_fit():
+    """With room for one chain but not for the loss over all 4 096 rows at once, ``L_n(w*)`` is
+    the mean over equal row chunks that fit: the same number as in one pass."""
+    x = jax.random.normal(jax.random.key(0), (4096, 16))
+    w = 0.1 * jax.random.normal(jax.random.key(1), (2, 16, 8))
+
+    def loss(p, b):
+        return jnp.mean(jnp.tanh(b @ p) ** 2)
+
+    kw = dict(num_chains=1, num_draws=5, step_size=1e-4, localization=1.0, batch_size=8)
+    free = fs.llc.estimate_many(jax.random.key(0), loss, w, x, **kw)
+    per, fixed = fs.llc.chain_bytes(loss, w[0], x, batch_size=8, num_draws=5)
+    whole = _estimate._activation_bytes(loss, w[0], x)
+    assert fixed + per + 1000 < fixed + 3 * whole  # one pass over the data would not fit
+    tight = fs.llc.estimate_many(
+        jax.random.key(0), loss, w, x, memory_limit=fixed + per + 1000, **kw
+    )
+    np.testing.assert_allclose(tight.init_loss, free.init_loss, rtol=1e-6)
+    want = [float(jnp.mean(jnp.tanh(x @ w[i]) ** 2)) for i in range(2)]
+    np.testing.assert_allclose(tight.init_loss, want, rtol=1e-5)
