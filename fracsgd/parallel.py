@@ -313,7 +313,7 @@ def chunk_plan(
         raise ValueError(
             f"one {what} needs about {(fixed + per_item) / 2**30:.3g} GiB of device memory "
             f"({per_item} bytes plus {fixed} shared) but {cap / 2**30:.3g} GiB are available "
-            "(memory_limit); use a smaller model, fewer checkpoints or a larger memory_limit"
+            "(memory_limit); use a smaller model or batch, or a larger memory_limit"
         )
     chunks = math.ceil(n / (k * shards))
     return shards * math.ceil(n / (chunks * shards)), chunks

@@ -28,9 +28,11 @@ _DTYPE_TO_CODE: dict[np.dtype, int] = {dt.newbyteorder("="): c for c, dt in _COD
 
 
 def _read_bytes(path: Path) -> bytes:
-    """Reads a file, decompressing it when its name ends in ``.gz``."""
+    """Reads a file, decompressing it when its name ends in ``.gz`` or its content starts with
+    the gzip magic bytes ``1F 8B`` (an IDX file starts with ``00 00``, so the two cannot be
+    confused: a gzipped file saved without its suffix still reads)."""
     raw = path.read_bytes()  # FileNotFoundError names the path.
-    if path.suffix != ".gz":
+    if path.suffix != ".gz" and raw[:2] != b"\x1f\x8b":
         return raw
     try:
         return gzip.decompress(raw)
@@ -78,7 +80,8 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """Reads an IDX file (optionally gzip-compressed) into a NumPy array.
 
     Supported type codes: ``0x08`` uint8, ``0x09`` int8, ``0x0B`` int16, ``0x0C`` int32,
-    ``0x0D`` float32, ``0x0E`` float64. A name ending in ``.gz`` is decompressed first.
+    ``0x0D`` float32, ``0x0E`` float64. A name ending in ``.gz``, or content starting with the
+    gzip magic bytes, is decompressed first.
 
     Args:
         path: The file to read.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import math
 import os
 import sys
 from pathlib import Path
@@ -78,6 +79,10 @@ def _load_idx_dir(directory: Path, origin: str) -> Dataset:
         labels_path = _find_file(directory, labels_stem)
         images = _read_checked(images_path, _IMAGES_MAGIC, "image")
         labels = _read_checked(labels_path, _LABELS_MAGIC, "label")
+        if images.shape[0] == 0 or 0 in images.shape[1:]:
+            raise ValueError(
+                f"{images_path}: holds no images (the header says shape {images.shape})"
+            )
         if images.shape[0] != labels.shape[0]:
             raise ValueError(
                 f"{images_path} holds {images.shape[0]} images but {labels_path} holds "
@@ -112,7 +117,8 @@ def _load_idx_dir(directory: Path, origin: str) -> Dataset:
 
 def _scale(images: np.ndarray) -> np.ndarray:
     """Flattens ``(n, rows, cols)`` uint8 images to ``(n, rows*cols)`` float32 in [0, 1]."""
-    return images.reshape(images.shape[0], -1).astype(np.float32) / np.float32(255)
+    n = images.shape[0]
+    return images.reshape(n, math.prod(images.shape[1:])).astype(np.float32) / np.float32(255)
 
 
 def _embedded_path() -> Path:

@@ -47,7 +47,7 @@ def moons(
         noise: Standard deviation of the added Gaussian noise, ``>= 0``.
         seed: Non-negative integer seed.
         n_test: Number of test points (``>= 0``), drawn independently of the training points;
-            default ``n // 4``.
+            default ``max(n // 4, 1)``.
 
     Returns:
         A classification :class:`Dataset` named ``"moons"`` with ``num_classes == 2``.
@@ -63,7 +63,7 @@ def moons(
     n = _check_int("n", n, 2)
     noise = _check_nonneg_float("noise", noise)
     seed = _check_int("seed", seed, 0)
-    n_test = n // 4 if n_test is None else _check_int("n_test", n_test, 0)
+    n_test = max(n // 4, 1) if n_test is None else _check_int("n_test", n_test, 0)
     train_seq, test_seq = np.random.SeedSequence(seed).spawn(2)
     x_train, y_train = _moons_points(np.random.default_rng(train_seq), n, noise)
     x_test, y_test = _moons_points(np.random.default_rng(test_seq), n_test, noise)

@@ -92,8 +92,8 @@ def _check_memory(needed: int, limit: int | None, what: str) -> None:
     if cap is not None and needed > cap:
         raise ValueError(
             f"{what} needs about {needed / 2**30:.2f} GiB of device memory but "
-            f"{cap / 2**30:.2f} GiB are available (memory_limit); use fewer networks, fewer "
-            "checkpoints (num_checkpoints) or smaller widths, or split the grid"
+            f"{cap / 2**30:.2f} GiB are available (memory_limit); use fewer networks, smaller "
+            "widths or batches, fewer records (a larger record_every), or split the grid"
         )
 
 
@@ -297,6 +297,8 @@ class Grid(NamedTuple):
 
 
 def _nonempty(name: str, seq: Any) -> tuple:
+    if isinstance(seq, np.ndarray | jax.Array) and np.ndim(seq) == 1:
+        seq = np.asarray(seq).tolist()  # a 1-D array of values is a sequence of them
     if isinstance(seq, str | bytes) or not isinstance(seq, Sequence):
         raise ValueError(f"{name} must be a non-empty sequence, got {seq!r}")
     if len(seq) == 0:
@@ -357,7 +359,20 @@ def _validate_grid(grid: Any, dataset: Dataset) -> tuple[Grid, list[tuple[int, .
         config_from_grid(grid, grid.batch_sizes[0], grid.learning_rates[0], grid.optimizers[0]),
         dataset.num_train,
     )
-    return grid._replace(max_padding_overhead=overhead), hidden
+    # canonical values (tuples of Python scalars): the same grid written with lists, arrays or
+    # NumPy scalars is the same grid (for the resume fingerprint and in the result)
+    canonical = grid._replace(
+        hidden=tuple(
+            int(h) if isinstance(h, int | np.integer) else tuple(int(w) for w in h)
+            for h in _nonempty("hidden", grid.hidden)
+        ),
+        seeds=tuple(int(v) for v in _nonempty("seeds", grid.seeds)),
+        learning_rates=tuple(float(v) for v in _nonempty("learning_rates", grid.learning_rates)),
+        optimizers=tuple(str(v) for v in _nonempty("optimizers", grid.optimizers)),
+        batch_sizes=tuple(int(v) for v in _nonempty("batch_sizes", grid.batch_sizes)),
+        max_padding_overhead=overhead,
+    )
+    return canonical, hidden
 
 
 def default_padding_overhead() -> float:
@@ -418,8 +433,10 @@ def sweep(
     batch sizes), vmapped, in as few compiled programs as possible.
 
     Shape-changing axes are bucketed: one program per (depth, batch size, width bucket) — see
-    :func:`bucket_widths`; learning rates, optimizers, momentum and seeds are traced data, so a
-    second sweep with new values reuses the compiled programs. Narrower networks in a bucket are
+    :func:`bucket_widths`; learning rates, momentum, Adam's constants and seeds are traced data,
+    so a second sweep with new values and as many networks per bucket reuses the compiled
+    programs. The set of optimizers in a bucket is static (it decides which optimizer states
+    are allocated); each network's choice among them is data. Narrower networks in a bucket are
     width-masked and compute exactly the narrow network (:mod:`fracsgd.models`). A network whose
     loss or parameters become NaN/inf is frozen at its last finite state and flagged
     (``diverged``, ``diverged_step``); the others are untouched.

@@ -16,8 +16,9 @@ class TrainConfig(NamedTuple):
     """Hyper-parameters of one training run.
 
     Shape-setting fields (``steps``, ``batch_size``, ``record_every``, ``num_checkpoints``,
-    ``sampling``) are static: changing them compiles a new program. The numbers
-    (``learning_rate``, ``momentum``, ``b1``, ``b2``, ``eps``) and the optimizer are traced data.
+    ``sampling``) and the ``optimizer`` (which optimizer state exists) are static: changing them
+    compiles a new program. The numbers (``learning_rate``, ``momentum``, ``b1``, ``b2``,
+    ``eps``) are traced data.
 
     Attributes:
         steps: number of SGD steps ``T`` (> 0). Time in fracsgd is the step count.
@@ -70,6 +71,8 @@ def check_float(
     lo_open: bool = True,
     hi_open: bool = True,
 ) -> float:
+    if isinstance(value, str | bytes):  # float("0.1") would pass
+        raise ValueError(f"{name} must be a number, got {value!r}")
     try:
         v = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError) as err:

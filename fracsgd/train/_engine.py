@@ -22,7 +22,9 @@ samples, ``B`` batch size, ``F`` features, ``S`` = sum of allocated widths): ``4
 on the device for parameters, initial parameters, parameter mask, gradients, the updated copy and
 the optimiser state (``o`` = 0 SGD, 1 momentum, 2 Adam, summed over optimisers present),
 ``~12·N·B·(F + S)`` for minibatch activations and their gradients, ``8·N·E·S`` for evaluation in
-chunks of ``E`` rows, and the data set. Checkpoints (``4·N·P·K``) go to host memory as they are
+chunks of ``E`` rows, ``12·N·(T/k + 1)`` for the records of ``T`` steps every ``k`` (which stay on
+the device for the whole run: long runs of small networks are dominated by them), and the data
+set. Checkpoints (``4·N·P·K``) go to host memory as they are
 reached. :func:`estimate_bytes` implements this model; :func:`fracsgd.train.sweep` uses it per
 device to split a bucket that does not fit into chunks (:func:`fracsgd.parallel.chunk_plan`) and
 shards each chunk's networks over a device mesh when given one. Every operation acts on one network
@@ -396,6 +398,7 @@ def _train_step(static: Static, carry: Carry, consts: Consts, data: Data, keys):
     col = jnp.where(is_record, t1 // every - 1, n_records)
     # a network still running took its new parameters, whose R the step measured
     r = jnp.where(diverged_step < 0, r_new, jnp.nan)
+    gnorm = jnp.where(diverged_step < 0, gnorm, jnp.nan)  # not the frozen network's gradient
     row = jnp.stack([r, loss_sum / every, gnorm], axis=-1)
     records = jax.lax.dynamic_update_index_in_dim(carry.records, row, col, 1)
     loss_sum = jnp.where(is_record, 0.0, loss_sum)
@@ -483,6 +486,7 @@ def estimate_bytes(
     per_net = 4 * p * (5 + o)
     per_net += 12 * static.batch_size * (num_features + s)
     per_net += 4 * min(EVAL_CHUNK, num_train) * s * 2
+    per_net += 12 * (static.steps // static.record_every + 1)  # the records buffer
     return int(num_networks * per_net + data_bytes)
 
 

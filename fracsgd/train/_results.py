@@ -59,15 +59,18 @@ class TrainResult:
         record_steps: ``(R,)`` steps ``k, 2k, …, T`` at which the series below were recorded.
         displacement: ``(R,)`` ``R(t) = ||w_t − w_0||_2`` over active trainable parameters
             (BatchNorm statistics excluded); NaN after divergence.
-        train_loss: ``(R,)`` minibatch loss averaged over each recording interval.
-        grad_norm: ``(R,)`` minibatch gradient norm at the recorded step.
+        train_loss: ``(R,)`` minibatch loss averaged over each recording interval (NaN from
+            the interval of the divergence on).
+        grad_norm: ``(R,)`` minibatch gradient norm at the recorded step; NaN after
+            divergence.
         checkpoint_steps: ``(K,)`` log-spaced checkpoint steps (the last is ``T``).
         checkpoints: parameter pytree with a leading ``(K,)`` axis.
         train_loss_full, train_accuracy, test_loss, test_accuracy: ``(K,)`` full-data metrics at
             the checkpoints (accuracies are NaN for regression).
         init_params: parameters at ``t = 0``.
         diverged: whether the loss, gradient or parameters became NaN/inf (or ``R²`` overflowed
-            float32); the network was frozen at its last finite state.
+            float32); the network was frozen at its last finite state (its checkpoint
+            metrics after that are the frozen state's).
         diverged_step: the (0-based) step that produced the first non-finite value, or -1.
     """
 
@@ -259,12 +262,28 @@ class SweepResult:
 
     def select(self, **coords: Any) -> np.ndarray:
         """Indices of the runs whose coordinates equal the given values, e.g.
-        ``select(optimizer="adam", hidden="64")``."""
+        ``select(optimizer="adam", hidden="64")``.
+
+        ``hidden`` also takes the widths (``64`` or ``(64, 32)`` for the label ``"64-32"``);
+        learning rates match when equal in float32, the precision the networks train in. A value
+        of the wrong kind for its coordinate (a number for ``optimizer``) is a ``ValueError``."""
         keep = np.ones(self.num_runs, bool)
         for name, value in coords.items():
             if name not in self.coords:
                 raise ValueError(f"unknown coordinate {name!r}; allowed: {sorted(self.coords)}")
-            keep &= self.coords[name] == value
+            have = self.coords[name]
+            if name == "hidden" and isinstance(value, int | np.integer | tuple | list):
+                value = _label(tuple(int(w) for w in np.atleast_1d(value)))
+            if have.dtype.kind in "US":
+                if not isinstance(value, str):
+                    raise ValueError(f"{name} labels are strings, got {value!r}")
+                keep &= have == value
+            elif isinstance(value, bool) or not isinstance(value, int | float | np.number):
+                raise ValueError(f"{name} values are numbers, got {value!r}")
+            elif have.dtype.kind == "f":
+                keep &= have.astype(np.float32) == np.float32(value)
+            else:
+                keep &= have == value
         return np.flatnonzero(keep)
 
     def summary(self) -> list[dict[str, Any]]:
@@ -306,7 +325,12 @@ class SweepResult:
 
     def save(self, path: str | os.PathLike, *, checkpoints: bool = True) -> None:
         """Write the sweep atomically to a netCDF-3 file (open it with
-        ``xarray.open_dataset(path)``; ``.to_dataframe()`` gives pandas).
+        ``xarray.open_dataset(path)``). The grid labels (``seed``, ``hidden``, ``learning_rate``,
+        ``optimizer``, …) are coordinates along ``run``: ``ds.set_xindex("optimizer").sel(
+        optimizer="sgd")`` selects by label. For pandas, pick the variables of one shape:
+        ``ds[["displacement", "train_loss"]].to_dataframe()`` (one row per run and record, the
+        labels as columns); ``ds.to_dataframe()`` of the whole file would form every
+        run × record × checkpoint × param combination.
 
         Dimensions ``run``, ``record``, ``checkpoint`` and, with ``checkpoints=True``, ``param``:
         each run's parameters flattened with ``jax.flatten_util.ravel_pytree`` at its true widths,
@@ -341,9 +365,15 @@ class SweepResult:
         f.createDimension("record", r)
         f.createDimension("checkpoint", k)
 
+        # CF "coordinates": the per-run grid labels become coordinates of every per-run
+        # variable in xarray (ds.displacement.seed, ds.set_xindex("optimizer").sel(...))
+        labels = " ".join(self.coords)
+
         def var(name, data, dims, dtype, **attrs):
             v = f.createVariable(name, dtype, dims)
             v[:] = data
+            if ("run" in dims and len(dims) > 1) or name in ("diverged", "diverged_step"):
+                v.coordinates = labels
             for a, val in attrs.items():
                 setattr(v, a, val)
 

@@ -72,6 +72,9 @@ def test_read_idx_errors_name_file(tmp_path):
     path.write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x01\x07\x07")
     with pytest.raises(ValueError, match="has trailing bytes"):
         read_idx(path)
+    hidden = tmp_path / "gzipped-without-suffix-idx1-ubyte"  # gzip content, no .gz name
+    hidden.write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x01\x07"))
+    np.testing.assert_array_equal(read_idx(hidden), [7])
     gz = tmp_path / "junk.gz"
     gz.write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x01\x07")[:-6])
     with pytest.raises(ValueError, match=rf"{re.escape(str(gz))}: not a valid gzip file"):
@@ -155,6 +158,7 @@ def _corrupt(path: Path, how: str) -> None:
         ("header_claims_more", "truncated"),
         ("count_mismatch", "holds 20 images but .*train-labels-idx1-ubyte holds 19 labels"),
         ("not_3d", "bad magic number 2050"),
+        ("empty", "holds no images"),
     ],
 )
 def test_mnist_corrupt_files(tmp_path, how, message):
@@ -166,6 +170,9 @@ def test_mnist_corrupt_files(tmp_path, how, message):
         write_idx(tmp_path / STEMS["train_labels"], np.zeros(N_TRAIN - 1, dtype=np.uint8))
     elif how == "not_3d":
         write_idx(images, np.zeros((N_TRAIN, 784), dtype=np.uint8))
+    elif how == "empty":  # a valid IDX file of 0 images (and 0 labels)
+        write_idx(images, np.zeros((0, 28, 28), dtype=np.uint8))
+        write_idx(tmp_path / STEMS["train_labels"], np.zeros(0, dtype=np.uint8))
     else:
         _corrupt(images, how)
     with pytest.raises(ValueError, match=rf"{re.escape(str(images))}.*{message}"):

@@ -42,7 +42,7 @@ def test_moons_sizes_or_named_error(n, noise, seed):
         )
         assert not (ok_n and ok_seed and ok_noise), str(err)
         return
-    assert ds.num_train == n and ds.num_test == n // 4
+    assert ds.num_train == n and ds.num_test == max(n // 4, 1)
     assert int(ds.y_train.sum()) == n - n // 2  # n // 2 points of class 0, the rest class 1
 
 

@@ -125,6 +125,9 @@ def test_diverging_network_is_flagged_and_leaves_others_untouched(moons):
     assert sw.diverged[bad].all() and not sw.diverged[~bad].any()
     assert (sw.diverged_step[bad] >= 0).all()
     assert np.isnan(sw.displacement[bad, -1]).all()
+    # every record of a frozen network reads NaN from its divergence on
+    assert np.isnan(sw.grad_norm[bad, -1]).all() and np.isnan(sw.train_loss[bad, -1]).all()
+    assert np.isfinite(sw.grad_norm[~bad]).all()
     ok = fs.train.sweep(
         jax.random.key(0), moons, grid._replace(learning_rates=(0.05,)), progress=False
     )
@@ -365,6 +368,13 @@ def test_save_is_atomic_and_opens_in_xarray(moons, tmp_path):
         assert np.isnan(row[flat.size :]).all()
         frame = ds[["displacement"]].to_dataframe()
         assert len(frame) == sw.num_runs * len(sw.record_steps)
+        # the grid labels are coordinates: columns of the frame, selectable by label
+        assert {"seed", "hidden", "learning_rate", "optimizer"} <= set(frame.columns)
+        assert {"seed", "optimizer"} <= set(ds["test_accuracy"].coords)
+        narrow = ds.set_xindex("hidden").sel(hidden="4")
+        np.testing.assert_allclose(
+            narrow["displacement"].values, sw.displacement[sw.select(hidden="4")]
+        )
 
 
 def test_summary_table_has_one_row_per_run(moons):
@@ -437,4 +447,55 @@ def test_branch_chunks_points_that_do_not_fit_together():
     with pytest.raises(ValueError, match="memory"):
         fs.train.branch(
             jax.random.key(1), model, data, w, cfg, replicas=3, memory_limit=1000, progress=False
+        )
+
+
+def test_memory_model_counts_the_records_buffer():
+    """The ``(N, T/k + 1, 3)`` float32 records stay on the device for the whole run: a long run
+    of small networks needs them more than everything else."""
+    model = fs.models.mlp((2, 16, 2))
+    static = fs.train._engine.Static(
+        model=model,
+        task="classification",
+        steps=100,
+        batch_size=8,
+        record_every=1,
+        checkpoint_steps=(100,),
+        sampling="epoch",
+        optimizers=("sgd",),
+        masked=False,
+    )
+    long = static._replace(steps=100_000)
+    extra = E.estimate_bytes(long, 512, 256, 2, 0) - E.estimate_bytes(static, 512, 256, 2, 0)
+    assert extra == 12 * 512 * (100_000 - 100)
+    assert E.estimate_bytes(long, 512, 256, 2, 0) > 512 * (100_000 + 1) * 3 * 4
+
+
+def test_grid_values_are_canonical_and_select_takes_widths(moons):
+    """Lists, NumPy arrays and NumPy scalars give the same grid as tuples of Python numbers (so
+    the same sweep resumes); ``select`` maps widths to their label and compares learning rates
+    in float32; a string learning rate is refused."""
+    tuples = _grid(learning_rates=(0.05, 0.1), steps=5)
+    lists = tuples._replace(
+        learning_rates=np.array([0.05, 0.1]), seeds=list(tuples.seeds), hidden=[4, np.int64(8)]
+    )
+    a = fs.train.sweep(jax.random.key(0), moons, tuples, progress=False)
+    b = fs.train.sweep(jax.random.key(0), moons, lists, progress=False)
+    assert repr(a.grid) == repr(b.grid)
+    np.testing.assert_array_equal(a.displacement, b.displacement)
+    assert list(a.select(hidden=4)) == list(a.select(hidden="4")) == list(a.select(hidden=[4]))
+    assert len(a.select(learning_rate=np.float32(0.05))) == len(a.select(learning_rate=0.05)) > 0
+    with pytest.raises(ValueError, match="optimizer"):
+        a.select(optimizer=1)
+    with pytest.raises(ValueError, match="learning_rate"):
+        fs.train.run(
+            jax.random.key(0),
+            fs.models.mlp((2, 4, 2)),
+            moons,
+            fs.train.TrainConfig(learning_rate="0.1", steps=5, num_checkpoints=2),
+            progress=False,
+        )
+    with pytest.raises(ValueError, match="learning_rates"):
+        fs.train.sweep(
+            jax.random.key(0), moons, tuples._replace(learning_rates=("0.1",)), progress=False
         )
