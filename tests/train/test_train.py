@@ -415,6 +415,21 @@ def test_branch_rejects_bad_input():
         )
 
 
+def _sgd_static(model, *, steps, batch_size):
+    """The engine's static description of an unmasked SGD classification bucket."""
+    return fs.train._engine.Static(
+        model=model,
+        task="classification",
+        steps=steps,
+        batch_size=batch_size,
+        record_every=1,
+        checkpoint_steps=(steps,),
+        sampling="epoch",
+        optimizers=("sgd",),
+        masked=False,
+    )
+
+
 def test_branch_chunks_points_that_do_not_fit_together():
     """A memory cap that holds the replicas of two points (of five) runs three chunks through
     one program; the replicas are the same networks, so R(t) agrees with the one-chunk run to
@@ -424,17 +439,7 @@ def test_branch_chunks_points_that_do_not_fit_together():
     cfg = fs.train.TrainConfig(steps=20, batch_size=16, learning_rate=0.1)
     w = jax.vmap(model.init)(jax.random.split(jax.random.key(0), 5))
     full = fs.train.branch(jax.random.key(1), model, data, w, cfg, replicas=3, progress=False)
-    static = fs.train._engine.Static(
-        model=model,
-        task="classification",
-        steps=20,
-        batch_size=16,
-        record_every=1,
-        checkpoint_steps=(20,),
-        sampling="epoch",
-        optimizers=("sgd",),
-        masked=False,
-    )
+    static = _sgd_static(model, steps=20, batch_size=16)
     nb = data.x_train.nbytes + data.y_train.nbytes + data.x_test.nbytes + data.y_test.nbytes
     one = E.estimate_bytes(static, 3, 128, 2, nb)
     per_point = E.estimate_bytes(static, 6, 128, 2, nb) - one
@@ -454,17 +459,7 @@ def test_memory_model_counts_the_records_buffer():
     """The ``(N, T/k + 1, 3)`` float32 records stay on the device for the whole run: a long run
     of small networks needs them more than everything else."""
     model = fs.models.mlp((2, 16, 2))
-    static = fs.train._engine.Static(
-        model=model,
-        task="classification",
-        steps=100,
-        batch_size=8,
-        record_every=1,
-        checkpoint_steps=(100,),
-        sampling="epoch",
-        optimizers=("sgd",),
-        masked=False,
-    )
+    static = _sgd_static(model, steps=100, batch_size=8)
     long = static._replace(steps=100_000)
     extra = E.estimate_bytes(long, 512, 256, 2, 0) - E.estimate_bytes(static, 512, 256, 2, 0)
     assert extra == 12 * 512 * (100_000 - 100)
