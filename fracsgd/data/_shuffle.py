@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fracsgd._types import Array
 
@@ -108,7 +109,11 @@ def epoch_batch(key: Array, step: Array, n: int, batch_size: int) -> Array:
         >>> sorted(epoch.tolist()) == list(range(12))
         True
     """
-    if not isinstance(batch_size, int) or not 1 <= batch_size <= n:
+    for name, v in (("n", n), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, int | np.integer):
+            raise ValueError(f"{name} must be an integer, got {v!r}")
+    n, batch_size = int(n), int(batch_size)
+    if not 1 <= batch_size <= n:
         raise ValueError(f"batch_size must be an integer in [1, n={n}], got {batch_size!r}")
     per_epoch = n // batch_size
     step = jnp.asarray(step, jnp.int32)

@@ -219,6 +219,8 @@ def run(
     if not isinstance(model, Model):
         raise ValueError(f"model must be a fracsgd.models.Model, got {type(model).__name__}")
     config = validate_config(config, dataset.num_train)
+    if model.batch_norm and config.batch_size < 2:
+        raise ValueError("batch_size must be >= 2 with BatchNorm (a batch of one has no variance)")
     task = _task(model, dataset)
     static = E.Static(
         model=model,
@@ -346,6 +348,8 @@ def _validate_grid(grid: Any, dataset: Dataset) -> tuple[Grid, list[tuple[int, .
         raise ValueError(f"batch_norm must be True or False, got {grid.batch_norm!r}")
     if grid.batch_norm and grid.model != "mlp":
         raise ValueError("batch_norm=True is only available for model='mlp'")
+    if grid.batch_norm and min(grid.batch_sizes) < 2:
+        raise ValueError("batch_sizes must be >= 2 with BatchNorm (a batch of one has no variance)")
     overhead = grid.max_padding_overhead
     if overhead is None:
         overhead = default_padding_overhead()

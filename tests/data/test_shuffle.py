@@ -94,6 +94,9 @@ def test_epoch_batches_partition_each_epoch():
 def test_full_batch_epochs_are_permutations():
     got = np.asarray(epoch_batch(jax.random.key(3), 5, 8, 8))
     np.testing.assert_array_equal(np.sort(got), np.arange(8))
+    # NumPy integers are integers
+    same = epoch_batch(jax.random.key(3), 5, np.int64(8), np.int32(8))
+    np.testing.assert_array_equal(np.asarray(same), got)
 
 
 @pytest.mark.parametrize(
@@ -104,6 +107,8 @@ def test_full_batch_epochs_are_permutations():
         (lambda: permute_index(jax.random.key(0), jnp.arange(3), 3.0), "n"),
         (lambda: epoch_batch(jax.random.key(0), 0, 10, 11), "batch_size"),
         (lambda: epoch_batch(jax.random.key(0), 0, 10, 0), "batch_size"),
+        (lambda: epoch_batch(jax.random.key(0), 0, 10, True), "batch_size"),
+        (lambda: epoch_batch(jax.random.key(0), 0, 10.0, 2), "n"),
     ],
 )
 def test_bad_input_names_the_parameter(call, parameter):

@@ -494,3 +494,19 @@ def test_grid_values_are_canonical_and_select_takes_widths(moons):
         fs.train.sweep(
             jax.random.key(0), moons, tuples._replace(learning_rates=("0.1",)), progress=False
         )
+
+
+def test_batchnorm_needs_two_samples_per_batch(moons):
+    """A batch of one has no variance: BatchNorm would normalise every unit to its shift."""
+    with pytest.raises(ValueError, match="batch_size"):
+        fs.train.run(
+            jax.random.key(0),
+            fs.models.mlp((2, 4, 2), batch_norm=True),
+            moons,
+            fs.train.TrainConfig(steps=5, batch_size=1, num_checkpoints=2),
+            progress=False,
+        )
+    with pytest.raises(ValueError, match="batch_sizes"):
+        fs.train.sweep(
+            jax.random.key(0), moons, _grid(batch_norm=True, batch_sizes=(1, 16)), progress=False
+        )
