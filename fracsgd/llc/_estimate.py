@@ -80,7 +80,10 @@ class LLCResult(NamedTuple):
         llc_mean: mean of ``llc_per_chain`` over chains that did not diverge (NaN if all did).
         llc_std: standard deviation over those chains (``ddof=1``; NaN with fewer than two).
         llc_per_chain: ``nβ (mean_t L_B(w_t) − L_n(w*))`` (or the same-batch variant).
-        loss_trace: ``(chains, draws)`` minibatch losses ``L_B(w_t)`` at the recorded draws.
+        loss_trace: ``(chains, draws)`` minibatch losses ``L_B(w_t)`` at the recorded draws:
+            draw ``j`` is the loss at the position *before* step ``burnin + (j + 1)·thinning − 1``
+            (the loss the step's gradient comes with, as devinterp records it), so without
+            burn-in and thinning the first draw is at ``w*`` itself.
         init_loss: ``L_n(w*)``, full data.
         nbeta: the ``nβ`` used.
         diverged: ``(chains,)`` a NaN/inf appeared in the minibatch loss or the drift (a
