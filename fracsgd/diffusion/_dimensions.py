@@ -11,7 +11,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from fracsgd._checks import check_int, check_number, real_array
-from fracsgd.diffusion._fit import ExponentFit, fit_exponent
+from fracsgd.diffusion._fit import ExponentFit, _check_window, fit_exponent
 
 
 def _check_trajectories(trajectories: ArrayLike, name: str = "trajectories") -> jax.Array:
@@ -61,17 +61,46 @@ class WalkDimension(NamedTuple):
     fit: ExponentFit
 
 
+def _elapsed(times: ArrayLike | None, length: int) -> np.ndarray:
+    """``t − t_0`` of the rows' times (default ``0, 1, …``): displacements are measured from the
+    first row, so the power laws run in the time elapsed since it."""
+    if times is None:
+        return np.arange(length, dtype=np.float64)
+    t = real_array("times", times)
+    if t.shape != (length,):
+        raise ValueError(f"times must have shape ({length},), got {t.shape}")
+    if not np.all(np.isfinite(t)) or not np.all(np.diff(t) > 0):
+        raise ValueError("times must be finite and strictly increasing")
+    return t - t[0]
+
+
 def walk_dimension(
     trajectories: ArrayLike,
     *,
     times: ArrayLike | None = None,
     window: tuple[float, float] | None = None,
 ) -> WalkDimension:
-    """Walk dimension from the ensemble MSD: ``R(t) = sqrt(⟨|x_t − x_0|²⟩) ~ t^{1/d_w}``."""
+    """Walk dimension from the ensemble MSD: ``R(τ) = sqrt(⟨|x_τ − x_0|²⟩) ~ τ^{1/d_w}``.
+
+    Args:
+        trajectories: ``(walkers, T, dim)`` positions; the first row is every walker's start.
+        times: ``(T,)`` strictly increasing times of the rows (default ``0, 1, …``). The fit
+            runs in the elapsed time ``τ = t − times[0]`` (a trajectory recorded from
+            ``t = 1000`` on has the same ``d_w`` as from 0). A process observed only after its
+            start (:func:`ctrw` paths) needs its origin as the first row:
+            :meth:`CTRWPaths.from_origin`.
+        window: ``(τ_start, τ_end)`` in elapsed time; default: detected
+            (:func:`fit_exponent`).
+
+    Examples:
+        >>> import jax
+        >>> from fracsgd.diffusion import brownian, walk_dimension
+        >>> x = brownian(jax.random.key(0), walkers=2000, steps=400, dim=2)
+        >>> round(walk_dimension(x, window=(10, 400)).d_w, 1)
+        2.0
+    """
     msd = ensemble_msd(trajectories)
-    t = np.arange(msd.shape[0], dtype=np.float64) if times is None else real_array("times", times)
-    if t.shape != msd.shape:
-        raise ValueError(f"times must have shape ({msd.shape[0]},), got {t.shape}")
+    t = _elapsed(times, msd.shape[0])
     keep = t > 0
     fit = fit_exponent(t[keep], np.sqrt(msd[keep]), window=window)
     return WalkDimension(fit.walk_dimension, fit)
@@ -116,9 +145,11 @@ def spectral_dimension(
 
     A diffusion of spectral dimension ``d_s`` returns to a ball of radius ξ around its start with
     probability ``P(t) ~ ξ^{d_f} t^{−d_s/2}`` once ``t ≫ ξ^{d_w}`` (the heat-kernel diagonal
-    ``p(t; x, x) ~ t^{−d_s/2}``). We fit ``log P`` against ``log t`` over ``window`` (default:
-    from ``t = 10·ξ^2`` — the ball must be resolved — to the last time at which at least
-    ``min_count`` walkers are inside the ball, so that counting noise stays below ~15 %).
+    ``p(t; x, x) ~ t^{−d_s/2}``). We fit ``log P`` against ``log τ`` (``τ`` the time elapsed
+    since the first row) over ``window``. Default: from the first time the ensemble MSD reaches
+    ``10·ξ²`` — the walkers must have left the ball; the MSD keeps the rule free of units, so
+    rescaling the positions and ξ together changes nothing — to the last time at which at least
+    ``min_count`` walkers are inside the ball, so that counting noise stays below ~15 %.
 
     Validated on random walks with known answers (tests): ``Z¹`` (1), ``Z²`` (2) and the
     Sierpinski gasket (``2 log 3/log 5 ≈ 1.365``).
@@ -126,27 +157,49 @@ def spectral_dimension(
     Args:
         trajectories: ``(walkers, T, dim)`` positions.
         radius: ξ > 0, in the units of the positions.
-        times: ``(T,)`` times (default ``0, 1, …``).
-        window: ``(t_start, t_end)`` for the fit.
-        min_count: walkers that must be inside the ball at the last fitted time.
+        times: ``(T,)`` strictly increasing times (default ``0, 1, …``); the fit and ``window``
+            use the elapsed time ``τ = t − times[0]``, and ``SpectralDimension.times`` is ``τ``.
+        window: ``(τ_start, τ_end)`` for the fit.
+        min_count: walkers that must be inside the ball at the last time of the default
+            window (at most the number of walkers; unused with ``window``).
     """
     radius = check_number("radius", radius, lo=0.0, lo_open=True)
     check_int("min_count", min_count, 1)
     x = _check_trajectories(trajectories)
     p = return_probability(x, radius)
-    t = np.arange(p.shape[0], dtype=np.float64) if times is None else real_array("times", times)
-    if t.shape != p.shape:
-        raise ValueError(f"times must have shape ({p.shape[0]},), got {t.shape}")
+    t = _elapsed(times, p.shape[0])
     if window is None:
+        if min_count > x.shape[0]:
+            raise ValueError(
+                f"min_count = {min_count} exceeds the {x.shape[0]} walkers: the default window "
+                "needs that many inside the ball; use more walkers, a smaller min_count, or "
+                "pass a window"
+            )
         enough = np.flatnonzero(p * x.shape[0] >= min_count)
-        t_end = float(t[enough[-1]]) if enough.size else float(t[-1])
-        t_start = max(10 * float(radius) ** 2, float(t[1]))
+        msd = ensemble_msd(x)
+        left = np.flatnonzero((msd >= 10 * float(radius) ** 2) & (t > 0))
+        if not enough.size or not left.size:
+            raise ValueError(
+                "cannot place the fit window: "
+                + (
+                    "the walkers never leave the ball (MSD < 10·radius²); use a smaller radius"
+                    if not left.size
+                    else "too few walkers return to the ball"
+                )
+                + " or pass a window"
+            )
+        t_start, t_end = float(t[left[0]]), float(t[enough[-1]])
         if not t_end > t_start:
             raise ValueError(
                 "too few walkers return to the ball to fit P(t): use more walkers, "
                 "a larger radius, or pass a window"
             )
         window = (t_start, t_end)
+    window = _check_window(window)
+    if not np.any((p > 0) & (t >= window[0]) & (t <= window[1])):
+        raise ValueError(
+            f"no walker is inside the ball (radius {radius}) at any time in the window {window}"
+        )
     fit = fit_exponent(t, np.where(p > 0, p, np.nan), window=window)
     d_s = -2 * fit.H
     return SpectralDimension(

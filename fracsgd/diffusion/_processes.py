@@ -95,6 +95,9 @@ def mittag_leffler_waiting_times(key: PRNGKey, shape: tuple[int, ...], alpha: fl
 class CTRWPaths(NamedTuple):
     """Positions of CTRW walkers at fixed observation times.
 
+    Every walker starts at ``x = 0`` at ``t = 0``, which is not a row unless ``times`` starts
+    at 0 (:meth:`from_origin` adds it).
+
     Attributes:
         times: ``(T,)`` observation times.
         positions: ``(walkers, T, dim)``.
@@ -105,6 +108,20 @@ class CTRWPaths(NamedTuple):
     times: Array
     positions: Array
     complete: Array
+
+    def from_origin(self) -> CTRWPaths:
+        """The paths with their common start ``x = 0`` at ``t = 0`` as the first row (the walk
+        starts there; ``ctrw`` reports only the observation times asked for), as
+        :func:`walk_dimension` and :func:`spectral_dimension` measure from the first row.
+        Unchanged when the first observation time is already 0."""
+        if float(self.times[0]) == 0.0:
+            return self
+        zero = jnp.zeros_like(self.positions[:, :1])
+        return CTRWPaths(
+            jnp.concatenate([jnp.zeros((1,), self.times.dtype), self.times]),
+            jnp.concatenate([zero, self.positions], axis=1),
+            self.complete,
+        )
 
 
 @functools.partial(jax.jit, static_argnums=(1, 3, 4))
