@@ -60,6 +60,11 @@ _LEFT_C, _LEFT_H = 0.96, 0.16  # the pole sits at u = −ic in the lower strip: 
 _MU_CAP = 500.0
 
 
+#: largest β the contour resolves to float64 accuracy (measured against 120-digit mpmath
+#: series: relative error ≤ 1e-13 for 0.05 ≤ β ≤ 5)
+BETA_MAX = 5.0
+
+
 def _check(alpha: Any, z: Any, beta: Any) -> None:
     """Range checks of concrete ``alpha`` and ``beta`` (tracers are left to the caller); every
     argument must hold real numbers."""
@@ -74,8 +79,11 @@ def _check(alpha: Any, z: Any, beta: Any) -> None:
             raise ValueError(f"alpha must be in (0, 1], got {alpha}")
     if not isinstance(beta, jax.core.Tracer):
         b = np.asarray(beta, np.float64)
-        if not np.all((b > 0) & np.isfinite(b)):
-            raise ValueError(f"beta must be finite and > 0, got {beta}")
+        if not np.all((b > 0) & (b <= BETA_MAX)):
+            raise ValueError(
+                f"beta must be in (0, {BETA_MAX:g}], got {beta} (the fixed integration contour's "
+                "absolute error ~1e-16 exceeds 1/Γ(β) beyond: 6e-10 relative at β = 7, 1e-3 at 10)"
+            )
 
 
 def _parabola_sum(alpha: Array, z: Array, beta: Array, mu: Array, h: Array) -> Array:
@@ -122,13 +130,16 @@ def mittag_leffler(alpha: Any, z: Any, beta: Any = 1.0) -> Array:
     Args:
         alpha: order in ``(0, 1]``; broadcasts with ``z`` and ``beta``.
         z: real argument(s); any value (``inf`` where the value overflows float64).
-        beta: second parameter, ``> 0`` (accuracy measured for ``0.5 ≤ β ≤ 2``).
+        beta: second parameter in ``(0, 5]`` (:data:`BETA_MAX`; relative error ≤ 1e-13 measured
+            for ``0.05 ≤ β ≤ 5``: the contour's absolute error is ~1e-16 while the function
+            scales like ``1/Γ(β)``, so larger β lose digits; traced β is not checked).
 
     Returns:
         ``E_{α,β}(z)`` with the broadcast shape of the inputs.
 
     Raises:
-        ValueError: ``alpha`` outside ``(0, 1]`` or ``beta ≤ 0`` (checked for Python numbers).
+        ValueError: ``alpha`` outside ``(0, 1]`` or ``beta`` outside ``(0, 5]`` (checked for
+            concrete values).
 
     Examples:
         >>> import jax, jax.numpy as jnp

@@ -72,8 +72,9 @@ def _check(problem: Any, w0: Any, times: Any, step: Any, max_jumps: Any):
     if w_np.ndim != 2 or w_np.shape[0] < 1 or w_np.shape[1] < 1:
         raise ValueError(f"w0 must have shape (particles, dim), got {w_np.shape}")
     w = jnp.asarray(w0)
-    if not jnp.issubdtype(w.dtype, jnp.floating):
-        w = w.astype(jnp.result_type(float))
+    # at least the default float dtype: the waiting times are drawn in it (float32 positions
+    # with x64 enabled would mix dtypes in the loop)
+    w = w.astype(jnp.promote_types(w.dtype, jnp.result_type(float)))
     out = jax.eval_shape(problem.potential, jax.ShapeDtypeStruct(w.shape[1:], w.dtype))
     if getattr(out, "shape", None) != ():
         raise ValueError(

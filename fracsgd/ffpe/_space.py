@@ -115,3 +115,12 @@ def apply_tridiagonal(bands, p: Array) -> Array:
     out = diag * p
     out = out.at[1:].add(lower[1:] * p[:-1])
     return out.at[:-1].add(upper[:-1] * p[1:])
+
+
+def check_diffusion_values(d: Array) -> None:
+    """Refuses a concrete diffusion coefficient ``D(w)`` that is not finite and positive at
+    every cell centre (traced values pass: under ``vmap`` the result code reports them)."""
+    if not isinstance(d, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(d) & (d > 0))):
+        finite = bool(jnp.all(jnp.isfinite(d)))
+        got = f"a minimum of {float(jnp.min(d))}" if finite else "a non-finite value"
+        raise ValueError(f"diffusion(w) must be finite and > 0 at every cell centre, got {got}")

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fracsgd._types import Array
-from fracsgd.ffpe._space import bernoulli, check_potential_values
+from fracsgd.ffpe._space import bernoulli, check_diffusion_values, check_potential_values
 
 
 class Grid2D(NamedTuple):
@@ -389,6 +389,7 @@ def operator2d(problem: Any, grid: Grid2D) -> SG2D:
         d = jax.vmap(problem.diffusion)(jnp.asarray(grid.centers, L.dtype).reshape(-1, 2))
         if d.shape != (L.size,):
             raise ValueError("diffusion(w) must return a scalar for a point of shape (2,)")
+        check_diffusion_values(d)
         d = d.reshape(grid.cells)
         d0 = jnp.mean(d)
     else:

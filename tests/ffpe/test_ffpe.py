@@ -168,3 +168,36 @@ def test_space_dependent_diffusion_keeps_the_documented_stationary_state(x64):
     np.testing.assert_allclose(fs.ffpe.stationary(prob, grid), gibbs, rtol=1e-12)
     sol = fs.ffpe.solve(prob, grid, jnp.asarray(gibbs), t_final=3.0, num_steps=30)
     assert float(jnp.max(jnp.abs(sol.p[-1] - gibbs))) <= 1e-12 * gibbs.max()
+
+
+def test_steep_potentials_and_bad_diffusion_functions():
+    """Float32: a face whose jump in φ = γL/D exceeds ~88 makes the Bernoulli factors underflow;
+    the stationary density is still exp(−φ) (tails at 0), as on a Grid2D. A D(w) that is not
+    positive everywhere is refused by name rather than solved into negative densities."""
+    grid = fs.ffpe.Grid1D(-8.0, 8.0, 50)
+    prob = fs.ffpe.Problem(diffusion=0.01, potential=lambda w: 0.5 * w[0] ** 2)
+    p = np.asarray(fs.ffpe.stationary(prob, grid), np.float64)
+    x = np.asarray(grid.centers[:, 0], np.float64)
+    want = np.exp(-(0.5 * x**2 - np.min(0.5 * x**2)) / 0.01)
+    want /= want.sum() * grid.h
+    np.testing.assert_allclose(p, want, rtol=2e-5, atol=1e-30)
+    bad = prob._replace(diffusion=lambda w: w[0] + 0.5)  # negative on half the grid
+    for call in (
+        lambda: fs.ffpe.stationary(bad, grid),
+        lambda: fs.ffpe.solve(bad, grid, jnp.asarray(want), t_final=1.0, num_steps=4),
+    ):
+        with pytest.raises(ValueError, match=r"diffusion\(w\)"):
+            call()
+
+
+def test_float32_p0_with_x64_and_moments_on_an_offset_grid(x64):
+    """A float32 p0 under x64 is solved in float64 (the operator's dtype), and moments use the
+    grid's cell volume, not differences of rounded centres."""
+    grid = fs.ffpe.Grid1D(1000.0, 1001.0, 100)
+    prob = fs.ffpe.Problem(potential=lambda w: 0.5 * (w[0] - 1000.5) ** 2)
+    p0 = np.ones(100, np.float32)
+    sol = fs.ffpe.solve(prob, grid, p0, t_final=0.1, num_steps=4)
+    assert sol.p.dtype == jnp.float64
+    np.testing.assert_allclose(np.asarray(sol.moment(0)), np.asarray(sol.mass), rtol=1e-12)
+    np.testing.assert_allclose(float(sol.moment(1)[0]), 1000.5, rtol=1e-12)
+    assert sol.cell_volume == pytest.approx(grid.h)

@@ -139,7 +139,11 @@ def test_stationary_is_a_density_or_named_error(where, bad, gamma, two_d):
 
 
 def test_stationary_overflow_and_bad_grids_are_named():
-    steep = F.Problem(gamma=1e30)  # γL/D overflows float32
+    # γ = 1e30: exp(−γL/D) underflows off the minimum; the density is the (correct) limit,
+    # all mass on the two cells beside w = 0
+    p = np.asarray(F.stationary(F.Problem(gamma=1e30), GRID))
+    np.testing.assert_allclose(p * GRID.h, [0, 0, 0, 0.5, 0.5, 0, 0, 0])
+    steep = F.Problem(gamma=3e38, potential=lambda w: 10.0 + w[0] ** 2)  # γL/D = inf everywhere
     raises_naming(lambda: F.stationary(steep, GRID), "gamma")
     raises_naming(lambda: F.stationary(F.Problem(), F.Grid1D(-math.inf, math.inf, 8)), "grid")
     for lo in (None, 1.0, ("a", 0.0)):
