@@ -212,23 +212,43 @@ def spectral_dimension(
     )
 
 
+def _traced(*values: Any) -> bool:
+    """Whether any argument is a tracer (inside ``jit``/``vmap``/``grad``): the formulas then
+    compute with ``jax.numpy`` and leave the checks of concrete values out."""
+    return any(isinstance(v, jax.core.Tracer) for v in values)
+
+
 def paper_spectral_dimension(llc: Any, H: Any) -> Any:
     """The paper's estimator ``d_s = 2 λ H`` (v2 Eq. 17: ``log R = (d_s/(2λ)) log t + c``).
 
     Say which λ you pass (final checkpoint or trajectory average λ̄): with the same λ here and
-    in the bound ``d_s ≤ λ̄`` the bound reduces to ``H ≤ 1/2`` (theory.md §3).
+    in the bound ``d_s ≤ λ̄`` the bound reduces to ``H ≤ 1/2`` (theory.md §3). Elementwise;
+    jit- and vmap-compatible (traced values are not checked).
     """
-    return 2 * real_array("llc", llc) * real_array("H", H)
+    if _traced(llc, H):
+        return 2 * jnp.asarray(llc) * jnp.asarray(H)
+    llc_a, h_a = real_array("llc", llc), real_array("H", H)
+    try:
+        np.broadcast_shapes(llc_a.shape, h_a.shape)
+    except ValueError as err:
+        raise ValueError(f"llc and H must broadcast together: {err}") from err
+    return 2 * llc_a * h_a
 
 
 def effective_diffusion(xi: Any, llc: Any, d_s: Any) -> Any:
     """``D_ξ = ξ^{2 − d_w} = ξ^{2 − 2λ/d_s}`` (v1 Definition 3.1, with the Alexander–Orbach
-    relation ``d_w = 2λ/d_s``). Elementwise; ``xi``, ``d_s`` > 0.
+    relation ``d_w = 2λ/d_s``). Elementwise; ``xi``, ``d_s`` > 0; jit- and vmap-compatible
+    (traced values are not checked).
 
     Examples:
         >>> float(effective_diffusion(0.5, 2.0, 2.0))  # d_w = 2: Brownian, D_ξ = 1
         1.0
+        >>> import jax, jax.numpy as jnp
+        >>> jax.vmap(effective_diffusion, in_axes=(None, 0, None))(0.5, jnp.array([1.0, 2.0]), 2.0)
+        Array([0.5, 1. ], dtype=float32)
     """
+    if _traced(xi, llc, d_s):
+        return jnp.asarray(xi) ** (2 - 2 * jnp.asarray(llc) / jnp.asarray(d_s))
     xi_a, d_s_a, llc_a = real_array("xi", xi), real_array("d_s", d_s), real_array("llc", llc)
     if np.any(~(xi_a > 0) | ~np.isfinite(xi_a)):
         raise ValueError("xi must be finite and > 0")
@@ -242,7 +262,10 @@ def effective_diffusion(xi: Any, llc: Any, d_s: Any) -> Any:
 
 
 def walk_dimension_from_alexander_orbach(llc: Any, d_s: Any) -> Any:
-    """``d_w = 2λ/d_s`` (Alexander–Orbach with the LLC as fractal dimension)."""
+    """``d_w = 2λ/d_s`` (Alexander–Orbach with the LLC as fractal dimension); elementwise,
+    jit- and vmap-compatible (traced values are not checked)."""
+    if _traced(llc, d_s):
+        return 2 * jnp.asarray(llc) / jnp.asarray(d_s)
     d_s_a = real_array("d_s", d_s)
     if np.any(~(d_s_a > 0) | ~np.isfinite(d_s_a)):
         raise ValueError("d_s must be finite and > 0")

@@ -102,6 +102,10 @@ def _least_squares(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, t
     return slope, intercept, r2, (slope - half, slope + half)
 
 
+#: decades each local slope of the crossover detection spans (:func:`fit_exponent`)
+CROSSOVER_SPAN = 0.5
+
+
 def local_slopes(
     t: ArrayLike, r: ArrayLike, *, points_per_decade: int = 10, span: float = 0.5
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -161,9 +165,12 @@ def fit_exponent(
         t: strictly increasing times (SGD steps), 1-D.
         R: displacements, same shape; must be positive inside the window.
         window: ``(t_start, t_end)`` in the units of ``t``. ``None``: detect the crossover to
-            the late sub-diffusive regime (:func:`detect_crossover`) and fit from there to the
-            end; when no crossover is found, fit the last decade (or the last half of the
-            points in log-time, whichever is larger) and report ``crossover=None``.
+            the late sub-diffusive regime (:func:`detect_crossover`, local fits over
+            ``CROSSOVER_SPAN`` decades) and fit from ``crossover · 10^{span/2}`` — where the
+            first sub-diffusive local window ends, so no diffusive point enters the fit
+            (starting at the crossover itself biased H up: 0.264 for 0.25) — to the end.
+            When no crossover is found, fit the last decade (or the last half of the points in
+            log-time, whichever is larger) and report ``crossover=None``.
         min_points: fewest points a window may hold (≥ 3).
 
     Returns:
@@ -184,9 +191,15 @@ def fit_exponent(
     check_int("min_points", min_points, 3)
     crossover = None
     if window is None:
-        crossover = detect_crossover(t, r)
+        crossover = detect_crossover(t, r, span=CROSSOVER_SPAN)
         if crossover is not None:
-            window = (crossover, float(t[-1]))
+            # the first local fit that reads below 1/2 straddles the crossover (its centre can
+            # lie up to span/2 decades before the end of the diffusive regime): start the fit
+            # where that local window ends, unless too few points would remain
+            start = crossover * 10 ** (CROSSOVER_SPAN / 2)
+            if np.sum(t >= start) < min_points:
+                start = crossover
+            window = (start, float(t[-1]))
         else:
             positive = t[t > 0]
             lo = min(float(positive[-1]) / 10, float(np.sqrt(positive[0] * positive[-1])))

@@ -91,6 +91,18 @@ def test_fit_detects_the_super_to_subdiffusive_crossover():
     assert fit.window[0] >= fit.crossover and fit.window[1] == pytest.approx(1e5)
 
 
+@pytest.mark.parametrize("h_late", [0.25, 0.4])
+def test_detected_window_holds_no_diffusive_point(h_late):
+    """R = t^½ up to t = 100, then ∝ t^H: the first half-decade local slope below ½ straddles
+    t = 100 (centre 70.8), and a fit from there read H = 0.264 for 0.25; the default window
+    starts where that local window ends, so a noiseless series gives H exactly."""
+    t = np.geomspace(1, 1e3, 61)
+    r = np.where(t < 100, t**0.5, 10 * (t / 100) ** h_late)
+    fit = D.fit_exponent(t, r)
+    assert fit.crossover < 100 <= fit.window[0]
+    assert fit.H == pytest.approx(h_late, abs=1e-9)
+
+
 @pytest.mark.parametrize(("dim", "walkers"), [(1, 10_000), (2, 20_000)])
 def test_spectral_dimension_on_lattices(dim, walkers):
     x = D.lattice_walk(KEY, walkers, 2000, dim)
@@ -318,3 +330,19 @@ def test_crossover_on_a_short_series_with_undefined_trailing_slopes():
     assert c is None or t[0] <= c <= t[-1]
     fit = fs.diffusion.fit_exponent(t, r)
     assert abs(fit.H - 0.3) < 1e-12  # an exact power law, whatever window is chosen
+
+
+def test_formulas_are_jit_and_vmap_compatible():
+    """The contract: array functions are pure and jit/vmap-compatible. D_ξ = ξ^{2 − 2λ/d_s},
+    d_w = 2λ/d_s and d_s = 2λH under jit and vmap equal the eager values."""
+    llc = jax.numpy.array([1.0, 2.0, 3.0])
+    eager = np.asarray(D.effective_diffusion(0.5, np.asarray(llc), 2.0))
+    traced = jax.jit(jax.vmap(lambda lam: D.effective_diffusion(0.5, lam, 2.0)))(llc)
+    np.testing.assert_allclose(np.asarray(traced), eager, rtol=1e-6)
+    np.testing.assert_allclose(eager, 0.5 ** (2 - np.asarray(llc)), rtol=1e-12)
+    dw = jax.jit(D.walk_dimension_from_alexander_orbach)(llc, 2.0)
+    np.testing.assert_allclose(np.asarray(dw), np.asarray(llc), rtol=1e-6)
+    ds = jax.vmap(D.paper_spectral_dimension)(llc, jax.numpy.full(3, 0.25))
+    np.testing.assert_allclose(np.asarray(ds), 0.5 * np.asarray(llc), rtol=1e-6)
+    grad = jax.grad(lambda lam: D.effective_diffusion(0.5, lam, 2.0))(1.0)
+    assert float(grad) == pytest.approx(-np.log(0.5) * 0.5, rel=1e-5)  # d/dλ ξ^{2−λ}
