@@ -103,12 +103,16 @@ def assign(points: ArrayLike, centroids: ArrayLike) -> np.ndarray:
 
 
 def masses(labels: ArrayLike, num_clusters: int) -> np.ndarray:
-    """Fraction of points per cluster."""
+    """Fraction of points per cluster, ``(num_clusters,)``; labels in ``[0, num_clusters)``."""
     num_clusters = check_int("num_clusters", num_clusters, 1)
     lab_f = real_array("labels", labels)
     lab = np.nan_to_num(lab_f).astype(np.int64)
     if lab.ndim != 1 or np.any(lab != lab_f) or np.any(lab < 0):
         raise ValueError("labels must be a 1-D array of non-negative integer cluster labels")
+    if lab.size and lab.max() >= num_clusters:  # dropping them would lose mass silently
+        raise ValueError(
+            f"labels must be below num_clusters = {num_clusters}, found label {int(lab.max())}"
+        )
     return np.bincount(lab, minlength=num_clusters)[:num_clusters] / max(lab.size, 1)
 
 

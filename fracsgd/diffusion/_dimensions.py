@@ -159,7 +159,8 @@ def spectral_dimension(
         radius: ξ > 0, in the units of the positions.
         times: ``(T,)`` strictly increasing times (default ``0, 1, …``); the fit and ``window``
             use the elapsed time ``τ = t − times[0]``, and ``SpectralDimension.times`` is ``τ``.
-        window: ``(τ_start, τ_end)`` for the fit.
+        window: ``(τ_start, τ_end)`` for the fit; times at which no walker is in the ball
+            are left out of it.
         min_count: walkers that must be inside the ball at the last time of the default
             window (at most the number of walkers; unused with ``window``).
     """
@@ -200,7 +201,10 @@ def spectral_dimension(
         raise ValueError(
             f"no walker is inside the ball (radius {radius}) at any time in the window {window}"
         )
-    fit = fit_exponent(t, np.where(p > 0, p, np.nan), window=window)
+    # times with no walker in the ball have no log: left out (on a lattice with ξ < 1 the
+    # walk can only be back at even times; the default window ends before counts reach 0)
+    seen = p > 0
+    fit = fit_exponent(t[seen], p[seen], window=window)
     d_s = -2 * fit.H
     return SpectralDimension(
         d_s=d_s,

@@ -122,7 +122,9 @@ def local_slopes(
     ok = (t > 0) & (r > 0) & np.isfinite(r)
     lt, lr = np.log10(t[ok]), np.log10(r[ok])
     if lt.size < 3:
-        raise ValueError("need at least 3 positive points for local slopes")
+        raise ValueError(
+            f"R needs at least 3 points with t > 0 and finite R > 0 for local slopes, got {lt.size}"
+        )
     grid = np.arange(lt[0] + span / 2, lt[-1] - span / 2 + 1e-12, 1 / points_per_decade)
     slopes = np.full(grid.shape, np.nan)
     for i, g in enumerate(grid):
@@ -191,6 +193,15 @@ def fit_exponent(
     check_int("min_points", min_points, 3)
     crossover = None
     if window is None:
+        usable = np.flatnonzero((t > 0) & np.isfinite(r) & (r > 0))
+        if usable.size < min_points:
+            raise ValueError(
+                f"R needs at least {min_points} points with t > 0 and finite R > 0, "
+                f"got {usable.size}"
+            )
+        # a series that ends in NaN (a network that diverged) is fitted up to its last finite
+        # point; the detection skips the NaN tail likewise
+        t, r = t[: usable[-1] + 1], r[: usable[-1] + 1]
         crossover = detect_crossover(t, r, span=CROSSOVER_SPAN)
         if crossover is not None:
             # the first local fit that reads below 1/2 straddles the crossover (its centre can
@@ -239,5 +250,13 @@ def log_resample(t: ArrayLike, values: ArrayLike, num: int = 50) -> tuple[np.nda
     if pos.sum() < 2:
         raise ValueError("need at least two positive times to resample")
     target = np.geomspace(t[pos][0], t[pos][-1], num)
-    idx = np.unique(np.clip(np.searchsorted(t, target), 0, t.size - 1))
+    right = np.clip(np.searchsorted(t, target), 1, t.size - 1)
+    left = right - 1
+    # nearest in log-time among the two recorded neighbours (the left one may be t = 0)
+    with np.errstate(divide="ignore"):
+        d_left = np.where(
+            t[left] > 0, np.log(target) - np.log(np.where(t[left] > 0, t[left], 1)), np.inf
+        )
+    d_right = np.abs(np.log(t[right]) - np.log(target))
+    idx = np.unique(np.where(d_left < d_right, left, right))
     return t[idx], v[..., idx]

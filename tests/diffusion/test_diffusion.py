@@ -346,3 +346,24 @@ def test_formulas_are_jit_and_vmap_compatible():
     np.testing.assert_allclose(np.asarray(ds), 0.5 * np.asarray(llc), rtol=1e-6)
     grad = jax.grad(lambda lam: D.effective_diffusion(0.5, lam, 2.0))(1.0)
     assert float(grad) == pytest.approx(-np.log(0.5) * 0.5, rel=1e-5)  # d/dλ ξ^{2−λ}
+
+
+def test_nan_tails_parity_zeros_labels_and_resampling():
+    """A diverged run's R ends in NaN: the default fit stops at its last finite point. On Z¹
+    with ξ = 0.5 the walk is back only at even times: the zero counts are left out. Labels
+    beyond num_clusters are refused (their mass would vanish), and log_resample takes the
+    nearest recorded time in log-time."""
+    t = np.arange(1, 1001.0)
+    r = 2 * t**0.3
+    r[700:] = np.nan
+    fit = D.fit_exponent(t, r)
+    assert fit.H == pytest.approx(0.3, abs=1e-9) and fit.window[1] == 700
+    x = D.lattice_walk(KEY, 10_000, 2000, 1)
+    odd = D.spectral_dimension(x, radius=0.5)
+    assert odd.d_s == pytest.approx(1.0, rel=0.1)
+    assert (odd.return_probability[1::2] == 0).all()
+    with pytest.raises(ValueError, match="num_clusters"):
+        D.masses([0, 1, 3], 3)
+    ts, vs = D.log_resample(np.array([0.0, 1, 2, 100, 1000]), np.arange(5.0), 4)
+    np.testing.assert_array_equal(ts, [1, 2, 100, 1000])  # 10 is nearer 2 than 100 in log
+    np.testing.assert_array_equal(vs, [1, 2, 3, 4])
