@@ -106,8 +106,9 @@ def graded_mesh(
         (1.0, 100.0, True)
     """
     t_final = check_number("t_final", t_final, lo=0.0, lo_open=True)
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps <= 0:
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int | np.integer) or num_steps <= 0:
         raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
+    num_steps = int(num_steps)
     grading = check_number("grading", grading, lo=1.0)
     if graded_until is None:
         return _increasing(t_final * (np.arange(num_steps + 1) / num_steps) ** grading)

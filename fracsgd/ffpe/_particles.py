@@ -61,6 +61,11 @@ class Particles(NamedTuple):
 def _check(problem: Any, w0: Any, times: Any, step: Any, max_jumps: Any):
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a fracsgd.ffpe.Problem, got {type(problem).__name__}")
+    if isinstance(problem.alpha, jax.core.Tracer):
+        raise ValueError(
+            "alpha must be a concrete number for ctrw (its waiting-time sampler is compiled for "
+            "one α): call ctrw outside jit/vmap over α"
+        )
     alpha = check_number("alpha", problem.alpha, lo=0.0, hi=1.0, lo_open=True)
     if callable(problem.diffusion):
         raise ValueError("diffusion must be a number > 0 for ctrw (no D(w) functions)")

@@ -137,6 +137,8 @@ def _concrete(x: Any, name: str) -> float | None:
     """``float(x)`` for a concrete scalar, ``None`` for a tracer (checked as data instead)."""
     if isinstance(x, jax.core.Tracer):
         return None
+    if isinstance(x, bool | np.bool_):
+        raise ValueError(f"{name} must be a real number, got {x!r}")
     if not isinstance(x, str | bytes) and np.ndim(x) != 0:
         raise ValueError(f"{name} must be a scalar, got shape {np.shape(x)} (vmap over problems)")
     try:
@@ -168,7 +170,8 @@ def _parameters_ok(problem: Problem) -> Array:
     a = jnp.asarray(problem.alpha)
     ok = (a > 0) & (a <= 1) & jnp.isfinite(jnp.asarray(problem.gamma))
     if not callable(problem.diffusion):
-        ok = ok & (jnp.asarray(problem.diffusion) > 0)
+        d = jnp.asarray(problem.diffusion)
+        ok = ok & (d > 0) & jnp.isfinite(d)
     return ok
 
 
@@ -254,7 +257,8 @@ def _save_plan(ts: np.ndarray, save_at: Any) -> _SavePlan:
     n = ts.shape[0] - 1
     if save_at is None:
         times = ts
-    elif isinstance(save_at, int) and not isinstance(save_at, bool):
+    elif isinstance(save_at, int | np.integer) and not isinstance(save_at, bool):
+        save_at = int(save_at)
         if save_at <= 0:
             raise ValueError(f"save_at as an int (every k-th step) must be > 0, got {save_at}")
         idx = np.unique(np.concatenate([np.arange(0, n + 1, save_at), [n]]))

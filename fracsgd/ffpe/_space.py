@@ -53,8 +53,11 @@ class Grid1D(NamedTuple):
 def check_grid(grid: Any) -> Grid1D:
     if not isinstance(grid, Grid1D):
         raise ValueError(f"grid must be a fracsgd.ffpe.Grid1D, got {type(grid).__name__}")
-    if isinstance(grid.cells, bool) or not isinstance(grid.cells, int) or grid.cells < 3:
+    if isinstance(grid.cells, bool) or not isinstance(grid.cells, int | np.integer):
         raise ValueError(f"grid.cells must be an integer >= 3, got {grid.cells!r}")
+    if grid.cells < 3:
+        raise ValueError(f"grid.cells must be an integer >= 3, got {grid.cells!r}")
+    grid = grid._replace(cells=int(grid.cells))
     try:
         lo, hi = float(grid.lo), float(grid.hi)
     except (TypeError, ValueError) as err:

@@ -201,3 +201,22 @@ def test_float32_p0_with_x64_and_moments_on_an_offset_grid(x64):
     np.testing.assert_allclose(np.asarray(sol.moment(0)), np.asarray(sol.mass), rtol=1e-12)
     np.testing.assert_allclose(float(sol.moment(1)[0]), 1000.5, rtol=1e-12)
     assert sol.cell_volume == pytest.approx(grid.h)
+
+
+def test_numpy_integers_bools_and_traced_infinite_diffusion():
+    """NumPy integers count as integers (cells, num_steps, save_at); a bool α is refused; a
+    traced infinite D is a BAD_PARAMETER under vmap, not a NONFINITE solve."""
+    grid = fs.ffpe.Grid1D(-2.0, 2.0, np.int64(12))
+    p0 = jnp.ones(12) / 4.0
+    sol = fs.ffpe.solve(
+        fs.ffpe.Problem(), grid, p0, t_final=1.0, num_steps=np.int64(4), save_at=np.int64(2)
+    )
+    assert int(sol.result) == _solve.SUCCESS and sol.p.shape == (3, 12)
+    with pytest.raises(ValueError, match="alpha"):
+        fs.ffpe.solve(fs.ffpe.Problem(alpha=True), grid, p0, t_final=1.0, num_steps=4)
+    codes = jax.vmap(
+        lambda d: (
+            fs.ffpe.solve(fs.ffpe.Problem(diffusion=d), grid, p0, t_final=1.0, num_steps=4).result
+        )
+    )(jnp.array([1.0, jnp.inf]))
+    assert list(np.asarray(codes)) == [_solve.SUCCESS, _solve.BAD_PARAMETER]
