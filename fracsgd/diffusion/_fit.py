@@ -27,10 +27,16 @@ class ExponentFit(NamedTuple):
         H: the slope; ``msd_exponent = 2H``; ``caputo_order = 2H``; ``walk_dimension = 1/H``.
         intercept: ``c``.
         r2: coefficient of determination of the log–log fit.
-        ci: 95 % confidence interval of ``H`` (Student t on the residuals).
+        ci: 95 % confidence interval of ``H`` (Student t on the residuals). It assumes
+            independent residuals: right for independent noise around a power law (coverage
+            0.95 measured), too narrow for one trajectory's ``R(t)`` or an ensemble average,
+            whose residuals are correlated in time (a 50-dimensional Brownian ``R(t)``: 18 of
+            40 intervals covered ½). For those, read the spread of ``H`` over seeds or walkers.
+        crossover: the detected crossover time (None when a window was given or none found);
+            a detection, not a test: a pure power law may report one near its start, and noise
+            can produce one (use ``window`` when the regime is known).
         window: ``(t_start, t_end)`` actually used (in the units of ``t``).
         num_points: points in the window.
-        crossover: the detected crossover time (None when a window was given or none found).
     """
 
     H: float
