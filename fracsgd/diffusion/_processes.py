@@ -113,7 +113,8 @@ class CTRWPaths(NamedTuple):
         """The paths with their common start ``x = 0`` at ``t = 0`` as the first row (the walk
         starts there; ``ctrw`` reports only the observation times asked for), as
         :func:`walk_dimension` and :func:`spectral_dimension` measure from the first row.
-        Unchanged when the first observation time is already 0."""
+        Unchanged when the first observation time is already 0. Host-side (not for use under
+        ``jit``), on the paths of one :func:`ctrw` call."""
         if float(self.times[0]) == 0.0:
             return self
         zero = jnp.zeros_like(self.positions[:, :1])

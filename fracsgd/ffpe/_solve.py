@@ -165,14 +165,17 @@ def _check_problem(problem: Any) -> Problem:
     return problem
 
 
-def _parameters_ok(problem: Problem) -> Array:
-    """The range checks as data (for traced parameters)."""
+def _parameters_ok(problem: Problem, grid: Any) -> Array:
+    """The range checks as data (for traced parameters), a ``D(w)`` function's values at the
+    cell centres included."""
     a = jnp.asarray(problem.alpha)
     ok = (a > 0) & (a <= 1) & jnp.isfinite(jnp.asarray(problem.gamma))
-    if not callable(problem.diffusion):
+    if callable(problem.diffusion):
+        c = jnp.asarray(grid.centers)
+        d = jax.vmap(problem.diffusion)(c.reshape(-1, c.shape[-1]))
+    else:
         d = jnp.asarray(problem.diffusion)
-        ok = ok & (d > 0) & jnp.isfinite(d)
-    return ok
+    return ok & jnp.all((d > 0) & jnp.isfinite(d))
 
 
 def _check_p0(p0: Any, shape: tuple[int, ...]) -> Array:
@@ -533,7 +536,7 @@ def _run(
     cell_axes = tuple(range(1, saved.ndim))
     mass = jnp.sum(saved, axis=cell_axes) * grid.cell_volume
     result = jnp.where(jnp.all(jnp.isfinite(saved)), SUCCESS, NONFINITE)
-    result = jnp.where(_parameters_ok(problem), result, BAD_PARAMETER)
+    result = jnp.where(_parameters_ok(problem, grid), result, BAD_PARAMETER)
     centers = jnp.asarray(grid.centers, dtype)
     return Solution(
         jnp.asarray(plan.ts, dtype), saved, mass, result, centers, float(grid.cell_volume)

@@ -122,7 +122,8 @@ def apply_tridiagonal(bands, p: Array) -> Array:
 
 def check_diffusion_values(d: Array) -> None:
     """Refuses a concrete diffusion coefficient ``D(w)`` that is not finite and positive at
-    every cell centre (traced values pass: under ``vmap`` the result code reports them)."""
+    every cell centre (traced values pass: under ``vmap`` the solve's result code is then
+    ``BAD_PARAMETER``)."""
     if not isinstance(d, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(d) & (d > 0))):
         finite = bool(jnp.all(jnp.isfinite(d)))
         got = f"a minimum of {float(jnp.min(d))}" if finite else "a non-finite value"

@@ -169,7 +169,8 @@ def calibrate(
     ``STABILITY_TOLERANCE`` (10 %) of the λ̂ at the next smaller step size (discretisation bias
     under control, best mixing). If no step size is stable, the valid setting with the largest
     ESS is returned; if none is valid, ``recommended`` is None. The other arguments are those of
-    :func:`fracsgd.llc.estimate` (``sampling`` included).
+    :func:`fracsgd.llc.estimate` (``sampling`` included; ``sampler="psgld"`` needs
+    ``num_burnin ≥ 1``, where its preconditioner adapts).
 
     Examples:
         >>> import jax, jax.numpy as jnp

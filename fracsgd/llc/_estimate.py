@@ -105,7 +105,8 @@ class LLCResult(NamedTuple):
         mala_acceptance: ``(chains,)`` mean MALA acceptance probability of the chain's proposals
             on their minibatch (computed with ``mala=True``; NaN otherwise). pSGLD: the proposal
             ``N(w − (ε/2) G∇U, εG)`` with the step's preconditioner, which is fixed during the
-            draws, so there it is MALA's exact acceptance for that ``G``.
+            draws, so there it is MALA's exact acceptance for that ``G`` (for a 0/1 mask; with
+            fractional mask values it is a proxy).
         step_size, localization: ε and γ.
         sampler: ``"sgld"`` or ``"psgld"``.
         sampling: how minibatches were drawn (``"epoch"`` or ``"replacement"``).
@@ -356,10 +357,10 @@ def _check_pos(name: str, value: Any, *, allow_zero: bool = False) -> float:
 
 def _check_float32(name: str, value: float) -> None:
     """The chains run in float32: a positive setting must not round to 0 or overflow there."""
-    f32 = np.finfo(np.float32)
-    if not float(f32.smallest_subnormal) / 2 < abs(float(value)) <= float(f32.max):
+    f32 = np.finfo(np.float32)  # normal numbers: accelerators flush subnormals to zero
+    if not float(f32.tiny) <= abs(float(value)) <= float(f32.max):
         raise ValueError(
-            f"{name} must be representable in float32 (about 1.4e-45 to 3.4e38), got {value!r}"
+            f"{name} must be a normal float32 number (about 1.2e-38 to 3.4e38), got {value!r}"
         )
 
 
@@ -705,7 +706,7 @@ def _run(
     for rows_per_eval in _row_chunks(n):
         act = _activation_bytes(loss_fn, one, _abstract(data, rows=rows_per_eval))
         per_model = _tree_bytes(one) + 3 * act
-        if fixed + per_model <= cap:
+        if cap is None or fixed + per_model <= cap:  # None: the device's memory is unknown
             break
     chunk, _ = chunk_plan(m, per_model, fixed, cap, shards, what="model's full-data loss")
     losses = []
@@ -916,7 +917,8 @@ def estimate(
     if s["not_minimum"]:
         warnings.warn(
             f"λ̂ = {s['llc_mean']:.3g}: the centre is not a local minimum "
-            f"({100 * np.mean(s['below_init_fraction']):.0f}% of draws below its loss); the "
+            f"(below its loss {100 * np.nanmean(s['below_init_fraction'][~s['diverged']]):.0f}% "
+            "of the time, by below_init_fraction); the "
             "estimate is unreliable (train further, or check nbeta)",
             NotAMinimumWarning,
             stacklevel=2,

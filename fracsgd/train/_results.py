@@ -272,6 +272,10 @@ class SweepResult:
             if name not in self.coords:
                 raise ValueError(f"unknown coordinate {name!r}; allowed: {sorted(self.coords)}")
             have = self.coords[name]
+            if isinstance(value, bool | np.bool_):
+                raise ValueError(f"{name} values are not booleans, got {value!r}")
+            if isinstance(value, np.ndarray) and value.ndim <= 1:
+                value = value.tolist() if value.ndim else value.item()
             if name == "hidden" and isinstance(value, int | np.integer | tuple | list):
                 value = _label(tuple(int(w) for w in np.atleast_1d(value)))
             if have.dtype.kind in "US":
@@ -372,7 +376,8 @@ class SweepResult:
         def var(name, data, dims, dtype, **attrs):
             v = f.createVariable(name, dtype, dims)
             v[:] = data
-            if ("run" in dims and len(dims) > 1) or name in ("diverged", "diverged_step"):
+            per_run = ("run" in dims and len(dims) > 1) or name in ("diverged", "diverged_step")
+            if per_run and name not in self.coords:  # the labels themselves are coordinates
                 v.coordinates = labels
             for a, val in attrs.items():
                 setattr(v, a, val)

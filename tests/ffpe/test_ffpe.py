@@ -220,3 +220,17 @@ def test_numpy_integers_bools_and_traced_infinite_diffusion():
         )
     )(jnp.array([1.0, jnp.inf]))
     assert list(np.asarray(codes)) == [_solve.SUCCESS, _solve.BAD_PARAMETER]
+
+
+def test_traced_diffusion_function_that_turns_negative_is_a_bad_parameter():
+    """D(w) = 1 + s·w² under vmap over s: at s = −0.1 it is negative near the walls of
+    [−4, 4]; the solve's result code says BAD_PARAMETER instead of SUCCESS."""
+    grid = fs.ffpe.Grid1D(-4.0, 4.0, 16)
+    p0 = jnp.ones(16) / 8.0
+
+    def code(s):
+        prob = fs.ffpe.Problem(diffusion=lambda w: 1.0 + s * w[0] ** 2)
+        return fs.ffpe.solve(prob, grid, p0, t_final=0.5, num_steps=4).result
+
+    codes = jax.vmap(code)(jnp.array([0.0, -0.1]))
+    assert list(np.asarray(codes)) == [_solve.SUCCESS, _solve.BAD_PARAMETER]

@@ -521,3 +521,22 @@ def test_full_data_loss_reads_the_data_in_chunks_that_fit():
     np.testing.assert_allclose(tight.init_loss, free.init_loss, rtol=1e-6)
     want = [float(jnp.mean(jnp.tanh(x @ w[i]) ** 2)) for i in range(2)]
     np.testing.assert_allclose(tight.init_loss, want, rtol=1e-5)
+
+
+def test_estimates_run_when_the_device_memory_is_unknown(monkeypatch):
+    """``device_memory`` returns None where the platform reports nothing (no memory stats, no
+    /proc/meminfo): then nothing is chunked, and the full-data loss reads the largest chunk."""
+    monkeypatch.setattr(_estimate, "device_memory", lambda mesh=None: None)
+    res = fs.llc.estimate(
+        jax.random.key(0),
+        _potential(lambda w: 0.5 * jnp.sum(w**2)),
+        jnp.zeros(2),
+        DUMMY,
+        num_chains=2,
+        num_draws=50,
+        step_size=1e-3,
+        localization=0.0,
+        nbeta=50.0,
+        batch_size=4,
+    )
+    assert np.isfinite(res.llc_mean) and res.init_loss == 0.0

@@ -482,6 +482,9 @@ def test_grid_values_are_canonical_and_select_takes_widths(moons):
     assert len(a.select(learning_rate=np.float32(0.05))) == len(a.select(learning_rate=0.05)) > 0
     with pytest.raises(ValueError, match="optimizer"):
         a.select(optimizer=1)
+    with pytest.raises(ValueError, match="hidden"):
+        a.select(hidden=True)  # a bool is no width
+    assert list(a.select(hidden=np.array([4]))) == list(a.select(hidden="4"))
     with pytest.raises(ValueError, match="learning_rate"):
         fs.train.run(
             jax.random.key(0),
