@@ -28,10 +28,15 @@ def _check_trajectories(trajectories: ArrayLike, name: str = "trajectories") -> 
     return x
 
 
+def _msd(x: jax.Array) -> np.ndarray:
+    """``⟨|x(t) − x(0)|²⟩`` of checked trajectories."""
+    x = x.astype(jnp.float32)
+    return np.asarray(jnp.mean(jnp.sum(jnp.square(x - x[:, :1]), axis=-1), axis=0))
+
+
 def ensemble_msd(trajectories: ArrayLike) -> np.ndarray:
     """``⟨|x(t) − x(0)|²⟩`` over walkers, ``(T,)``."""
-    x = _check_trajectories(trajectories).astype(jnp.float32)
-    return np.asarray(jnp.mean(jnp.sum(jnp.square(x - x[:, :1]), axis=-1), axis=0))
+    return _msd(_check_trajectories(trajectories))
 
 
 def time_averaged_msd(trajectories: ArrayLike, lags: ArrayLike) -> np.ndarray:
@@ -177,7 +182,7 @@ def spectral_dimension(
                 "pass a window"
             )
         enough = np.flatnonzero(p * x.shape[0] >= min_count)
-        msd = ensemble_msd(x)
+        msd = _msd(x)
         left = np.flatnonzero((msd >= 10 * float(radius) ** 2) & (t > 0))
         if not enough.size or not left.size:
             raise ValueError(

@@ -60,6 +60,7 @@ from fracsgd.sampling import (
 from fracsgd.sampling import init as sgld_init
 from fracsgd.sampling._gradients import check_like
 from fracsgd.sampling._rng import fold, key_words, threefry2x32
+from fracsgd.sampling._sgld import _masked
 
 SAMPLERS = ("sgld", "psgld")
 SAMPLINGS = ("epoch", "replacement")
@@ -173,10 +174,6 @@ def _num_samples(data: PyTree) -> int:
     return ns.pop()
 
 
-def _masked_tree(tree: PyTree, mask: PyTree | None) -> PyTree:
-    return tree if mask is None else jax.tree.map(jnp.multiply, tree, mask)
-
-
 #: most data rows the full-data loss ``L_n(w*)`` evaluates at once
 FULL_LOSS_ROWS = 8192
 
@@ -256,7 +253,7 @@ def _chain(
 
             def gap(a, b, g):  # Σ (a − b + (ε/2) G g)² / G over active entries
                 return tree_sq_norm(
-                    _masked_tree(
+                    _masked(
                         jax.tree.map(
                             lambda a, b, g, p: (a - b + 0.5 * step_size * p * g) / jnp.sqrt(p),
                             a,
@@ -479,7 +476,7 @@ def _block_means_below(loss: np.ndarray, init_loss: float) -> np.ndarray:
     the full-data ``L_n(w*)`` although their mean lies above it; a mean of ``b`` of them has its
     skewness cut by ``√b``."""
     d = loss.shape[-1]
-    b = max(1, math.isqrt(d - 1) + 1) if d > 1 else 1
+    b = math.isqrt(d - 1) + 1  # ⌈√d⌉ for d ≥ 1
     k = d // b
     means = loss[..., : k * b].reshape(*loss.shape[:-1], k, b).mean(axis=-1)
     return np.mean(means < init_loss, axis=-1)

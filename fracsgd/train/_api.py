@@ -320,7 +320,8 @@ def _validate_grid(grid: Any, dataset: Dataset) -> tuple[Grid, list[tuple[int, .
     if not isinstance(grid, Grid):
         raise ValueError(f"grid must be a fracsgd.train.Grid, got {type(grid).__name__}")
     hidden = []
-    for h in _nonempty("hidden", grid.hidden):
+    hidden_in = _nonempty("hidden", grid.hidden)
+    for h in hidden_in:
         hs = (h,) if isinstance(h, int | np.integer) else h
         try:
             hs = tuple(hs)
@@ -333,14 +334,18 @@ def _validate_grid(grid: Any, dataset: Dataset) -> tuple[Grid, list[tuple[int, .
         hidden.append(tuple(int(w) for w in hs))
     if len(set(hidden)) != len(hidden):
         raise ValueError(f"hidden contains duplicates: {grid.hidden!r}")
-    for s in _nonempty("seeds", grid.seeds):
+    seeds = _nonempty("seeds", grid.seeds)
+    for s in seeds:
         if isinstance(s, bool) or not isinstance(s, int | np.integer) or not 0 <= s < 2**31:
             raise ValueError(f"seeds must be integers in [0, 2**31), got {s!r}")
-    for lr in _nonempty("learning_rates", grid.learning_rates):
+    learning_rates = _nonempty("learning_rates", grid.learning_rates)
+    for lr in learning_rates:
         check_float("learning_rates", lr, lo=0.0)
-    for o in _nonempty("optimizers", grid.optimizers):
+    optimizers = _nonempty("optimizers", grid.optimizers)
+    for o in optimizers:
         check_choice("optimizer", o, OPTIMIZERS)
-    for b in _nonempty("batch_sizes", grid.batch_sizes):
+    batch_sizes = _nonempty("batch_sizes", grid.batch_sizes)
+    for b in batch_sizes:
         check_positive_int("batch_sizes", b, upper=dataset.num_train)
     check_choice("model", grid.model, MODEL_KINDS)
     check_choice("sampling", grid.sampling, SAMPLINGS)
@@ -348,7 +353,7 @@ def _validate_grid(grid: Any, dataset: Dataset) -> tuple[Grid, list[tuple[int, .
         raise ValueError(f"batch_norm must be True or False, got {grid.batch_norm!r}")
     if grid.batch_norm and grid.model != "mlp":
         raise ValueError("batch_norm=True is only available for model='mlp'")
-    if grid.batch_norm and min(grid.batch_sizes) < 2:
+    if grid.batch_norm and min(batch_sizes) < 2:
         raise ValueError("batch_sizes must be >= 2 with BatchNorm (a batch of one has no variance)")
     overhead = grid.max_padding_overhead
     if overhead is None:
@@ -367,13 +372,13 @@ def _validate_grid(grid: Any, dataset: Dataset) -> tuple[Grid, list[tuple[int, .
     # NumPy scalars is the same grid (for the resume fingerprint and in the result)
     canonical = grid._replace(
         hidden=tuple(
-            int(h) if isinstance(h, int | np.integer) else tuple(int(w) for w in h)
-            for h in _nonempty("hidden", grid.hidden)
+            int(h) if isinstance(h, int | np.integer) else hs
+            for h, hs in zip(hidden_in, hidden, strict=True)
         ),
-        seeds=tuple(int(v) for v in _nonempty("seeds", grid.seeds)),
-        learning_rates=tuple(float(v) for v in _nonempty("learning_rates", grid.learning_rates)),
-        optimizers=tuple(str(v) for v in _nonempty("optimizers", grid.optimizers)),
-        batch_sizes=tuple(int(v) for v in _nonempty("batch_sizes", grid.batch_sizes)),
+        seeds=tuple(int(v) for v in seeds),
+        learning_rates=tuple(float(v) for v in learning_rates),
+        optimizers=tuple(str(v) for v in optimizers),
+        batch_sizes=tuple(int(v) for v in batch_sizes),
         max_padding_overhead=overhead,
     )
     return canonical, hidden
