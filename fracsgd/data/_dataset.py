@@ -161,12 +161,15 @@ def make_dataset(
 
     Inputs are cast to float32; labels (``num_classes > 0``) must have an integer dtype and
     are cast to int32 after their range is checked; regression targets are cast to float32,
-    and 1-D targets become one column ``(n, 1)``. The arrays are placed on the default device.
+    and 1-D targets become one column ``(n, 1)``. Inputs with more than two axes (images
+    ``(n, 28, 28)`` or ``(n, 28, 28, 1)``) are flattened row-major to ``(n, features)``, the
+    layout of the MLPs and of the IDX reader. The arrays are placed on the default device.
 
     Args:
-        x_train: Training inputs, shape ``(n_train, features)``.
+        x_train: Training inputs, shape ``(n_train, features)`` (or ``(n_train, *shape)``,
+            flattened).
         y_train: Training labels ``(n_train,)`` or regression targets ``(n_train, outputs)``.
-        x_test: Test inputs, shape ``(n_test, features)``.
+        x_test: Test inputs, shape ``(n_test, features)`` (or ``(n_test, *shape)``).
         y_test: Test labels or targets.
         num_classes: Number of classes (``> 0``), or ``0`` for regression.
         name: Short name of the data set.
@@ -207,8 +210,8 @@ def make_dataset(
         else:
             arr = _float32(field, y)
             converted[field] = arr[:, None] if arr.ndim == 1 else arr
-    x_train_32 = _float32("x_train", x_train)
-    x_test_32 = _float32("x_test", x_test)
+    x_train_32 = _flat(_float32("x_train", x_train))
+    x_test_32 = _flat(_float32("x_test", x_test))
     dataset = Dataset(
         x_train=x_train_32,
         y_train=converted["y_train"],
@@ -220,6 +223,12 @@ def make_dataset(
     )
     dataset.validate()
     return dataset
+
+
+def _flat(x: Array) -> Array:
+    """Images ``(n, *shape)`` as rows ``(n, prod(shape))``; other arrays unchanged (a 0-D or
+    1-D ``x`` is left for :meth:`Dataset.validate` to name)."""
+    return x.reshape(x.shape[0], math.prod(x.shape[1:])) if x.ndim > 2 else x
 
 
 def _float32(field: str, value: Any) -> Array:

@@ -364,7 +364,7 @@ def _validate_grid(grid: Any, dataset: Dataset) -> tuple[Grid, list[tuple[int, .
         )
     if grid.memory_limit is not None:
         check_positive_int("memory_limit", grid.memory_limit)
-    validate_config(
+    checked = validate_config(
         config_from_grid(grid, grid.batch_sizes[0], grid.learning_rates[0], grid.optimizers[0]),
         dataset.num_train,
     )
@@ -380,6 +380,7 @@ def _validate_grid(grid: Any, dataset: Dataset) -> tuple[Grid, list[tuple[int, .
         optimizers=tuple(str(v) for v in optimizers),
         batch_sizes=tuple(int(v) for v in batch_sizes),
         max_padding_overhead=overhead,
+        num_checkpoints=checked.num_checkpoints,  # clamped to steps
     )
     return canonical, hidden
 

@@ -33,7 +33,9 @@ class TrainConfig(NamedTuple):
         record_every: record ``R(t)``, the minibatch loss and the gradient norm every k steps;
             ``steps`` must be a multiple of it.
         num_checkpoints: K log-spaced steps in [1, T] (the final step always included) at which
-            parameters are stored and the full train and test loss and accuracy evaluated.
+            parameters are stored and the full train and test loss and accuracy evaluated. Only
+            T distinct steps exist, so K > T is clamped to T (every step a checkpoint): the
+            default 16 also works for short runs. ``TrainResult.checkpoint_steps`` lists them.
     """
 
     steps: int = 1000
@@ -110,9 +112,9 @@ def validate_config(config: TrainConfig, num_train: int) -> TrainConfig:
     every = check_positive_int("record_every", config.record_every)
     if steps % every:
         raise ValueError(f"steps ({steps}) must be a multiple of record_every ({every})")
-    check_positive_int("num_checkpoints", config.num_checkpoints, upper=steps)
+    num = check_positive_int("num_checkpoints", config.num_checkpoints)
     del batch
-    return config
+    return config._replace(num_checkpoints=min(num, steps))
 
 
 def log_spaced_steps(steps: int, num: int) -> tuple[int, ...]:

@@ -403,6 +403,19 @@ def test_make_dataset_converts():
     assert reg.y_train.shape == (4, 1) and reg.num_outputs == 1 and reg.task == "regression"
 
 
+def test_make_dataset_flattens_images_row_major():
+    rng = np.random.default_rng(0)
+    img = rng.random((4, 2, 3, 1))
+    ds = make_dataset(
+        img, np.arange(4) % 3, img[:2], np.array([0, 1]), num_classes=3, name="i", source="s"
+    )
+    assert ds.x_train.shape == (4, 6) and ds.num_features == 6
+    np.testing.assert_array_equal(ds.x_train[1], img[1].astype(np.float32).ravel())
+    with pytest.raises(ValueError, match="different feature counts"):
+        make_dataset(img, np.arange(4) % 3, img[:2, :1], np.array([0, 1]), num_classes=3,
+                     name="i", source="s")  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

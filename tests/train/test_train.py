@@ -334,6 +334,18 @@ def test_bad_config_raises(moons, change, match):
         fs.train.run(jax.random.key(0), fs.models.mlp((2, 4, 2)), moons, cfg, progress=False)
 
 
+def test_default_checkpoints_fit_short_runs(moons):
+    # only T distinct steps exist: K > T is clamped to T, in run and in sweep alike
+    cfg = fs.train.TrainConfig(steps=5, batch_size=8)
+    res = fs.train.run(jax.random.key(0), fs.models.mlp((2, 4, 2)), moons, cfg, progress=False)
+    assert res.checkpoint_steps.tolist() == [1, 2, 3, 4, 5]
+    assert res.config.num_checkpoints == 5
+    grid = fs.train.Grid(hidden=(4,), batch_sizes=(8,), steps=3)
+    sw = fs.train.sweep(jax.random.key(0), moons, grid, progress=False)
+    assert np.asarray(sw.checkpoint_steps).tolist() == [1, 2, 3]
+    assert sw.grid.num_checkpoints == 3
+
+
 def test_run_rejects_mismatched_model_and_bad_key(moons):
     cfg = fs.train.TrainConfig(steps=10, batch_size=8, num_checkpoints=2)
     with pytest.raises(ValueError, match="input width"):
