@@ -84,7 +84,8 @@ class LLCResult(NamedTuple):
         loss_trace: ``(chains, draws)`` minibatch losses ``L_B(w_t)`` at the recorded draws:
             draw ``j`` is the loss at the position *before* step ``burnin + (j + 1)·thinning − 1``
             (the loss the step's gradient comes with, as devinterp records it), so without
-            burn-in and thinning the first draw is at ``w*`` itself.
+            burn-in and thinning the first draw is at ``w*`` itself. In the chains' dtype
+            (float32; float64 with ``jax_enable_x64`` and float64 parameters).
         init_loss: ``L_n(w*)``, full data.
         nbeta: the ``nβ`` used.
         diverged: ``(chains,)`` a NaN/inf appeared in the minibatch loss or the drift (a
@@ -484,6 +485,7 @@ def _block_means_below(loss: np.ndarray, init_loss: float) -> np.ndarray:
 
 def _summarise(dead, outs, init_loss, nbeta, same_batch):
     """Host-side estimates from stacked traces of one model."""
+    trace_dtype = np.asarray(outs[0]).dtype  # the chains' (float64 with x64 and float64 params)
     loss, loss_star, ratio, accept = (np.asarray(o, np.float64) for o in outs)
     dead = np.asarray(dead, bool)
     init_loss = float(init_loss)
@@ -516,7 +518,7 @@ def _summarise(dead, outs, init_loss, nbeta, same_batch):
         llc_mean=mean,
         llc_std=std,
         llc_per_chain=per_chain,
-        loss_trace=loss.astype(np.float32),
+        loss_trace=loss.astype(trace_dtype),
         init_loss=init_loss,
         diverged=dead,
         rhat=rhat,

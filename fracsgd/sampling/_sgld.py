@@ -231,11 +231,14 @@ def build_psgld_kernel(mask: PyTree | None = None, *, alpha: float = 0.99, delta
         delta: ``δ > 0`` in ``G = 1 / (δ + sqrt(V̂))``; ``G ≤ 1/δ``.
 
     Returns:
-        ``kernel(key, state, batch, estimator, step_size, adapt=True) -> (PSGLDState, SGLDInfo)``.
+        ``kernel(key, state, batch, estimator, step_size, adapt=True, noise_scale=1.0) ->
+        (PSGLDState, SGLDInfo)``.
         With ``adapt=True`` (a Python bool) the step first folds ``g²`` into ``V`` and counts
         itself; with ``adapt=False`` it uses the state's ``G`` unchanged
         (:func:`psgld_preconditioner`; the state must have adapted at least once) and returns
-        ``V`` and the count as they were.
+        ``V`` and the count as they were. ``noise_scale`` multiplies the noise as in
+        :func:`build_kernel`: ``0`` gives the preconditioned gradient step ``w − (ε/2) G ∇U``
+        exactly.
 
     Examples:
         >>> import jax, jax.numpy as jnp
@@ -261,10 +264,12 @@ def build_psgld_kernel(mask: PyTree | None = None, *, alpha: float = 0.99, delta
         estimator: GradientEstimator,
         step_size: Any,
         adapt: bool = True,
+        noise_scale: Any = 1.0,
     ) -> tuple[PSGLDState, SGLDInfo]:
         _check_step(key, state, estimator, step_size, mask)
         if not isinstance(adapt, bool):
             raise ValueError(f"adapt must be a Python bool, got {type(adapt).__name__}")
+        concrete_number("noise_scale", noise_scale, lo=0.0)
         grad, loss = estimator(state.position, batch)
         if adapt:
             square_avg = jax.tree.map(
@@ -277,13 +282,17 @@ def build_psgld_kernel(mask: PyTree | None = None, *, alpha: float = 0.99, delta
         drift = _masked(jax.tree.map(lambda g, p: 0.5 * step_size * p * g, grad, precond), mask)
         noise = _masked(
             jax.tree.map(
-                lambda z, p: jnp.sqrt(step_size * p) * z, _noise_like(key, state.position), precond
+                lambda z, p: noise_scale * jnp.sqrt(step_size * p) * z,
+                _noise_like(key, state.position),
+                precond,
             ),
             mask,
         )
         position = jax.tree.map(lambda w, d, z: w - d + z, state.position, drift, noise)
         active = _masked(_masked(precond, mask), mask)  # m² G
-        noise_rms = jnp.sqrt(step_size * sum(jnp.sum(p) for p in jax.tree.leaves(active)))
+        noise_rms = noise_scale * jnp.sqrt(
+            step_size * sum(jnp.sum(p) for p in jax.tree.leaves(active))
+        )
         info = SGLDInfo(loss, jnp.sqrt(tree_sq_norm(drift)), noise_rms)
         return new._replace(position=position), info
 

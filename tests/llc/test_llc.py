@@ -540,3 +540,17 @@ def test_estimates_run_when_the_device_memory_is_unknown(monkeypatch):
         batch_size=4,
     )
     assert np.isfinite(res.llc_mean) and res.init_loss == 0.0
+
+
+def test_loss_trace_keeps_the_chains_dtype(x64):
+    """float64 parameters under x64 run float64 chains; the trace must not be rounded to
+    float32 (a loss 1 + 1e-12 would read 1)."""
+    loss = _potential(lambda w: 1.0 + 1e-12 + 0.5 * jnp.sum(w**2))
+    kw = dict(num_chains=2, num_draws=8, step_size=1e-8, localization=0.0, batch_size=4)
+    res = fs.llc.estimate(jax.random.key(0), loss, jnp.zeros(2), DUMMY, nbeta=50.0, **kw)
+    assert res.loss_trace.dtype == np.float64
+    assert np.all(res.loss_trace > 1.0)
+    res32 = fs.llc.estimate(
+        jax.random.key(0), loss, jnp.zeros(2, jnp.float32), DUMMY, nbeta=50.0, **kw
+    )
+    assert res32.loss_trace.dtype == np.float32

@@ -156,3 +156,18 @@ def test_psgld_frozen_step_is_langevin_with_the_adapted_preconditioner():
     np.testing.assert_allclose(float(info.noise_norm), np.sqrt(eps * G.sum()), rtol=1e-5)
     with pytest.raises(ValueError, match="adapt"):
         kernel(jax.random.key(1), s1, None, est, eps, adapt=jnp.bool_(False))
+    # noise_scale as in SGLD: 0 is the preconditioned gradient step exactly, ½ halves the noise
+    s3, info3 = kernel(jax.random.key(1), s1, None, est, eps, adapt=False, noise_scale=0.0)
+    np.testing.assert_array_equal(
+        np.asarray(s3.position), np.asarray(s1.position - 0.5 * eps * G * (10.0 * s1.position))
+    )
+    assert float(info3.noise_norm) == 0.0
+    s4, _ = kernel(jax.random.key(1), s1, None, est, eps, adapt=False, noise_scale=0.5)
+    np.testing.assert_allclose(
+        np.asarray(s4.position) - np.asarray(s3.position),
+        0.5 * np.sqrt(eps * G) * xi,
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    with pytest.raises(ValueError, match="noise_scale"):
+        kernel(jax.random.key(1), s1, None, est, eps, noise_scale=-1.0)
