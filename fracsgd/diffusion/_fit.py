@@ -27,11 +27,17 @@ class ExponentFit(NamedTuple):
         H: the slope; ``msd_exponent = 2H``; ``caputo_order = 2H``; ``walk_dimension = 1/H``.
         intercept: ``c``.
         r2: coefficient of determination of the log–log fit.
-        ci: 95 % confidence interval of ``H`` (Student t on the residuals). It assumes
-            independent residuals: right for independent noise around a power law (coverage
-            0.95 measured), too narrow for one trajectory's ``R(t)`` or an ensemble average,
-            whose residuals are correlated in time (a 50-dimensional Brownian ``R(t)``: 18 of
-            40 intervals covered ½). For those, read the spread of ``H`` over seeds or walkers.
+        ci: 95 % confidence interval of ``H``: the wider of the classical least-squares
+            interval (right for independent residuals) and a Newey–West interval robust to
+            residuals correlated in log-time (Bartlett kernel in ``|log t_i − log t_j|``,
+            Andrews' AR(1) bandwidth, Student t with one degree of freedom per independent
+            stretch). One trajectory's ``R(t)`` and ensemble averages have such residuals: the
+            classical interval alone covered ½ for 1.5 % of 50-dimensional Brownian ``R(t)``
+            (t ≤ 10⁴, window [100, 10⁴]) and 51 % of 200-walker MSD curves; this one covers
+            81 % and 88 %, and ≥ 0.94 for independent noise (``tests/diffusion``). Few
+            correlation lengths fit in a window, so for one trajectory it is still too narrow
+            (66 % for a 1-D walk): the spread of ``H`` over seeds or walkers is the better
+            error bar there.
         crossover: the detected crossover time (None when a window was given or none found);
             a detection, not a test: a pure power law may report one near its start, and noise
             can produce one (use ``window`` when the regime is known).
@@ -89,8 +95,8 @@ def _check_window(window: Any, name: str = "window") -> tuple[float, float]:
     return lo, hi
 
 
-def _least_squares(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, tuple[float, float]]:
-    n = x.size
+def _least_squares(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, np.ndarray]:
+    """``(slope, intercept, r², residuals)`` of the least-squares line through ``(x, y)``."""
     xm, ym = x.mean(), y.mean()
     sxx = np.sum((x - xm) ** 2)
     slope = float(np.sum((x - xm) * (y - ym)) / sxx)
@@ -98,14 +104,64 @@ def _least_squares(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, t
     resid = y - (intercept + slope * x)
     ss_tot = float(np.sum((y - ym) ** 2))
     r2 = 1.0 - float(np.sum(resid**2)) / ss_tot if ss_tot > 0 else 1.0
-    if n > 2:
-        from scipy.stats import t as student_t
+    return slope, intercept, r2, resid
 
-        se = math.sqrt(float(np.sum(resid**2)) / (n - 2) / sxx)
-        half = float(student_t.ppf(0.975, n - 2)) * se
-    else:  # pragma: no cover - windows need >= 3 points
-        half = math.inf
-    return slope, intercept, r2, (slope - half, slope + half)
+
+#: points of the uniform log-time grid on which the residuals' lag-one correlation is read
+_HAC_GRID = 256
+#: bins of the kernel sum (O(bins log bins) instead of O(n²) for long series)
+_HAC_BINS = 2048
+
+
+def _hac_bandwidth(x: np.ndarray, resid: np.ndarray) -> float:
+    """Bartlett bandwidth, in units of ``x`` (log-time), by Andrews' (1991) AR(1) plug-in rule
+    ``S = 1.1447 (a m)^{1/3}`` lags, ``a = 4ρ² / ((1 − ρ)² (1 + ρ)²)``, with ``ρ`` the lag-one
+    correlation of the residuals interpolated to ``m`` uniform log-time points (clipped to
+    [0, 0.99]; a self-similar process's residuals are stationary in log-time)."""
+    span = float(x[-1] - x[0])
+    m = min(x.size, _HAC_GRID)
+    grid = np.linspace(x[0], x[-1], m)
+    e = np.interp(grid, x, resid)
+    den = float(np.sum(e[:-1] ** 2))
+    rho = float(np.sum(e[1:] * e[:-1])) / den if den > 0 else 0.0
+    rho = min(max(rho, 0.0), 0.99)
+    a = 4 * rho**2 / ((1 - rho) ** 2 * (1 + rho) ** 2)
+    lags = min(1.1447 * (a * m) ** (1 / 3), m - 1)
+    return lags * span / (m - 1)
+
+
+def _slope_ci(x: np.ndarray, resid: np.ndarray) -> tuple[float, float]:
+    """Half-widths of two 95 % intervals of the least-squares slope: the classical one
+    (independent, equal-variance residuals; Student t, ``n − 2`` degrees of freedom) and a
+    heteroskedasticity- and autocorrelation-consistent one (Newey–West with the Bartlett kernel
+    in log-time distance ``|x_i − x_j|``, bandwidth :func:`_hac_bandwidth`, the ``n/(n − 2)``
+    small-sample factor, and Student t with ``min(n, span/bandwidth) − 2`` degrees of freedom:
+    one per independent stretch)."""
+    n = x.size
+    if n <= 2:  # pragma: no cover - windows need >= 3 points
+        return math.inf, math.inf
+    from scipy.stats import t as student_t
+
+    xc = x - x.mean()
+    sxx = float(np.sum(xc**2))
+    classical = float(student_t.ppf(0.975, n - 2)) * math.sqrt(
+        float(np.sum(resid**2)) / (n - 2) / sxx
+    )
+    u = xc / sxx * resid  # slope − H = Σ u_i (errors in place of residuals)
+    span = float(x[-1] - x[0])
+    bw = _hac_bandwidth(x, resid)
+    if bw > 0:
+        bins = _HAC_BINS
+        idx = np.minimum(((x - x[0]) / span * bins).astype(np.int64), bins - 1)
+        ub = np.bincount(idx, weights=u, minlength=bins)
+        kernel = np.clip(1 - np.abs(np.arange(1 - bins, bins)) * (span / bins) / bw, 0, None)
+        var = float(ub @ np.convolve(ub, kernel)[bins - 1 : 2 * bins - 1])
+        n_eff = min(float(n), span / bw)
+    else:
+        var, n_eff = float(u @ u), float(n)
+    var = max(var, 0.0) * n / (n - 2)
+    robust = float(student_t.ppf(0.975, max(n_eff - 2, 1.0))) * math.sqrt(var)
+    return classical, robust
 
 
 #: decades each local slope of the crossover detection spans (:func:`fit_exponent`)
@@ -230,12 +286,14 @@ def fit_exponent(
         )
     if np.any(t[sel] <= 0) or np.any(~(r[sel] > 0)) or np.any(~np.isfinite(r[sel])):
         raise ValueError("R and t must be positive (and finite) inside the window for a log fit")
-    slope, intercept, r2, ci = _least_squares(np.log(t[sel]), np.log(r[sel]))
+    x = np.log(t[sel])
+    slope, intercept, r2, resid = _least_squares(x, np.log(r[sel]))
+    half = max(_slope_ci(x, resid))
     return ExponentFit(
         H=slope,
         intercept=intercept,
         r2=r2,
-        ci=ci,
+        ci=(slope - half, slope + half),
         window=(float(t[sel][0]), float(t[sel][-1])),
         num_points=int(sel.sum()),
         crossover=crossover,
