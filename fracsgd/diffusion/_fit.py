@@ -38,9 +38,10 @@ class ExponentFit(NamedTuple):
             correlation lengths fit in a window, so for one trajectory it is still too narrow
             (66 % for a 1-D walk): the spread of ``H`` over seeds or walkers is the better
             error bar there.
-        crossover: the detected crossover time (None when a window was given or none found);
-            a detection, not a test: a pure power law may report one near its start, and noise
-            can produce one (use ``window`` when the regime is known).
+        crossover: the detected crossover time (None when a window was given, when the series
+            is sub-diffusive throughout, or when its late slope is not below ½); a detection,
+            not a test: noise around H = ½ can produce one (use ``window`` when the regime is
+            known).
         window: ``(t_start, t_end)`` actually used (in the units of ``t``).
         num_points: points in the window.
     """
@@ -196,6 +197,19 @@ def local_slopes(
     return 10**grid, slopes
 
 
+def _first_below_for_good(grid: np.ndarray, slopes: np.ndarray, threshold: float) -> float | None:
+    """The crossover rule of :func:`detect_crossover` on computed local slopes."""
+    finite = np.isfinite(slopes)
+    below = finite & (slopes < threshold)
+    if not below.any() or not below[finite][-1]:
+        return None
+    above = np.flatnonzero(finite & ~below)  # NaN slopes (too few points in a window) do not
+    if above.size == 0:  # count; below from the first local fit on: no transition observed
+        return None
+    start = above[-1] + 1
+    return float(grid[start]) if start < grid.size else None
+
+
 def detect_crossover(
     t: ArrayLike,
     r: ArrayLike,
@@ -208,16 +222,21 @@ def detect_crossover(
 
     Rule (documented decision, theory.md §3): the first time on the log grid after which the
     local slope (see :func:`local_slopes`) stays below ``threshold`` (1/2) for the rest of the
-    series. None when the late slope is not below the threshold.
+    series. None when the late slope is not below the threshold, and when every local slope is
+    (sub-diffusive from the start: no transition was observed).
+
+    Examples:
+        >>> import numpy as np
+        >>> t = np.geomspace(1, 1e4, 81)
+        >>> r = np.where(t < 100, t, 100 * (t / 100) ** 0.3)  # ballistic, then H = 0.3
+        >>> 50 < detect_crossover(t, r) < 200
+        True
+        >>> detect_crossover(t, t**0.3) is None  # a pure power law has no crossover
+        True
     """
     check_number("threshold", threshold)
     grid, slopes = local_slopes(t, r, points_per_decade=points_per_decade, span=span)
-    below = np.isfinite(slopes) & (slopes < threshold)
-    if not below.any() or not below[np.isfinite(slopes)][-1]:
-        return None
-    last_above = np.flatnonzero(np.isfinite(slopes) & ~below)  # NaN slopes (too few points
-    start = 0 if last_above.size == 0 else last_above[-1] + 1  # in a window) do not count
-    return float(grid[start]) if start < grid.size else None
+    return _first_below_for_good(grid, slopes, threshold)
 
 
 def fit_exponent(
@@ -233,8 +252,9 @@ def fit_exponent(
             ``CROSSOVER_SPAN`` decades) and fit from ``crossover · 10^{span/2}`` — where the
             first sub-diffusive local window ends, so no diffusive point enters the fit
             (starting at the crossover itself biased H up: 0.264 for 0.25) — to the end.
-            When no crossover is found, fit the last decade (or the last half of the points in
-            log-time, whichever is larger) and report ``crossover=None``.
+            When every local slope is below ½ (sub-diffusive throughout), fit the whole series;
+            when the late slope is not below ½, fit the last decade (or the last half of the
+            points in log-time, whichever is larger). Both report ``crossover=None``.
         min_points: fewest points a window may hold (≥ 3).
 
     Returns:
@@ -264,8 +284,13 @@ def fit_exponent(
         # a series that ends in NaN (a network that diverged) is fitted up to its last finite
         # point; the detection skips the NaN tail likewise
         t, r = t[: usable[-1] + 1], r[: usable[-1] + 1]
-        crossover = detect_crossover(t, r, span=CROSSOVER_SPAN)
-        if crossover is not None:
+        grid, slopes = local_slopes(t, r, span=CROSSOVER_SPAN)
+        crossover = _first_below_for_good(grid, slopes, SUBDIFFUSIVE_SLOPE)
+        finite = slopes[np.isfinite(slopes)]
+        if crossover is None and finite.size and np.all(finite < SUBDIFFUSIVE_SLOPE):
+            # sub-diffusive from the first local fit on: the whole series is the late regime
+            window = (float(t[usable[0]]), float(t[-1]))
+        elif crossover is not None:
             # the first local fit that reads below 1/2 straddles the crossover (its centre can
             # lie up to span/2 decades before the end of the diffusive regime): start the fit
             # where that local window ends, unless too few points would remain

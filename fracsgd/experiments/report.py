@@ -30,8 +30,9 @@ DECISIONS = {
     "exponent_names": "H is the slope of log R(t) against log t; the MSD exponent is 2H; the "
     "Caputo order is α = 2H = 2/d_w; d_w = 1/H. The paper's tables call H 'α'.",
     "fit_window": "H is fitted on the late window after the crossover detected where the local "
-    "log–log slope of R(t) falls below 1/2 and stays there; without a crossover, on the last "
-    "decade (or last half in log-time). The window, r² and a 95% CI are reported.",
+    "log–log slope of R(t) falls below 1/2 and stays there; on the whole series when every local "
+    "slope is below 1/2; otherwise on the last decade (or last half in log-time). The window, "
+    "r² and a 95% CI (the wider of least squares and Newey–West in log-time) are reported.",
     "which_lambda": "lambda_final is λ̂ at the last checkpoint; lambda_bar is the trapezoid "
     "time-average of λ̂(w_t) over the late window t ≥ T^(1−late_fraction). Eq. 17's d_s is "
     "reported with each (d_s_eq17_final = 2·lambda_final·H, d_s_eq17_bar = 2·lambda_bar·H).",

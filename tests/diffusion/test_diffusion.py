@@ -345,6 +345,18 @@ def test_tempered_comparison_bad_input():
         )
 
 
+@pytest.mark.parametrize("h", [0.2, 0.45])
+def test_a_series_subdiffusive_throughout_has_no_crossover_and_is_fitted_whole(h):
+    t = np.geomspace(1, 1e4, 81)
+    assert D.detect_crossover(t, 2 * t**h) is None
+    fit = D.fit_exponent(t, 2 * t**h)
+    assert fit.crossover is None and fit.window == (1.0, 1e4) and fit.num_points == 81
+    assert fit.H == pytest.approx(h, abs=1e-12)
+    # a diffusive start is still a crossover
+    r = np.where(t < 100, t**0.5, 10 * (t / 100) ** h)
+    assert D.fit_exponent(t, r).crossover is not None
+
+
 def test_crossover_on_a_short_series_with_undefined_trailing_slopes():
     """Four points over a decade: the local-slope windows near the end hold fewer than three
     points (NaN slopes); they must neither count as 'above' nor index past the grid."""
