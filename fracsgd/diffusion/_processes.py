@@ -43,27 +43,59 @@ def brownian(key: PRNGKey, walkers: int, steps: int, dim: int = 1) -> Array:
     )
 
 
+def fgn_autocovariance(lags: int, hurst: Array | float) -> Array:
+    """``γ(k) = ½(|k+1|^{2H} − 2|k|^{2H} + |k−1|^{2H})``, ``k = 0 … lags``: the autocovariance of
+    unit fractional Gaussian noise, in the default float dtype.
+
+    The three powers nearly cancel at large ``k`` (``γ(k) ≈ H(2H − 1) k^{2H−2}``): evaluated as
+    written in float32, ``γ(4096)`` is off by more than 100 % and the circulant embedding of
+    65 536 steps gets negative eigenvalues. For ``k ≥ 8`` it is computed as
+    ``k^{2H} Σ_{j≥1} C(2H, 2j) k^{−2j}`` (8 terms, remainder below ``10⁻¹⁴`` relative), the
+    binomial series of ``((1 + 1/k)^{2H} + (1 − 1/k)^{2H} − 2)/2``: relative error ~1e-5 in
+    float32 at every lag. Traceable in ``hurst``.
+
+    Examples:
+        >>> import numpy as np
+        >>> g = fgn_autocovariance(3, 0.5)  # Brownian increments are independent
+        >>> np.allclose(g, [1, 0, 0, 0], atol=1e-6)
+        True
+    """
+    a = 2 * jnp.asarray(hurst, dtype=jnp.result_type(float))
+    k = jnp.arange(lags + 1, dtype=a.dtype)
+    direct = 0.5 * (jnp.abs(k + 1) ** a - 2 * k**a + jnp.abs(k - 1) ** a)
+    inv2 = 1.0 / jnp.maximum(k, 1.0) ** 2
+    coef = jnp.ones((), a.dtype)
+    power = jnp.ones_like(k)
+    total = jnp.zeros_like(k)
+    for j in range(1, 9):  # C(a, 2j) from C(a, 2j − 2)
+        coef = coef * (a - (2 * j - 2)) * (a - (2 * j - 1)) / ((2 * j - 1) * (2 * j))
+        power = power * inv2
+        total = total + coef * power
+    return jnp.where(k >= 8, k**a * total, direct)
+
+
 @functools.partial(jax.jit, static_argnums=(1, 2))
 def _fbm(key, walkers, steps, hurst):
     n = steps
-    k = jnp.arange(n + 1, dtype=jnp.float32)
-    gamma = 0.5 * (
-        jnp.abs(k + 1) ** (2 * hurst) - 2 * k ** (2 * hurst) + jnp.abs(k - 1) ** (2 * hurst)
-    )
+    gamma = fgn_autocovariance(n, hurst)
     circ = jnp.concatenate([gamma, gamma[1:-1][::-1]])  # length 2n
+    # nonnegative in exact arithmetic for every H (fGn's embedding); rounding may leave ~-1e-7
     lam = jnp.maximum(jnp.fft.fft(circ).real, 0.0)
     m = circ.shape[0]
     kr, ki = jax.random.split(key)
-    z = jax.random.normal(kr, (walkers, m)) + 1j * jax.random.normal(ki, (walkers, m))
+    z = jax.random.normal(kr, (walkers, m), lam.dtype) + 1j * jax.random.normal(
+        ki, (walkers, m), lam.dtype
+    )
     y = jnp.fft.fft(jnp.sqrt(lam / m)[None, :] * z, axis=-1)
     fgn = y.real[:, :n]
-    path = jnp.concatenate([jnp.zeros((walkers, 1)), jnp.cumsum(fgn, axis=1)], axis=1)
+    path = jnp.concatenate([jnp.zeros((walkers, 1), fgn.dtype), jnp.cumsum(fgn, axis=1)], axis=1)
     return path[..., None]
 
 
 def fbm(key: PRNGKey, walkers: int, steps: int, hurst: float) -> Array:
     """Fractional Brownian motion ``(walkers, steps + 1, 1)`` with Hurst index ``hurst``
-    (``⟨x_t²⟩ = t^{2H}``), exact, by circulant embedding (Davies & Harte 1987)."""
+    (``⟨x_t²⟩ = t^{2H}``), exact, by circulant embedding (Davies & Harte 1987) of
+    :func:`fgn_autocovariance`, in the default float dtype."""
     hurst = check_number("hurst", hurst, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
     return _fbm(
         check_key(key),
