@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fracsgd as fs
-from fracsgd.diffusion import _fit
+from fracsgd.diffusion import _fit, _processes
 
 D = fs.diffusion
 KEY = jax.random.key(0)
@@ -116,11 +116,35 @@ def test_time_averaged_msd_differs_for_ctrw_but_not_brownian():
     assert ratio > 8
 
 
+@pytest.mark.parametrize(("dt", "friction"), [(0.001, 1.0), (0.5, 1.0), (2.0, 3.0)])
+def test_langevin_is_exact_at_any_step(dt, friction):
+    """The joint Gaussian step leaves no discretisation error: at γ dt = 6 the trapezoid rule
+    it replaced gave MSD/t ≈ 1 against the exact 2/γ = 0.67. 20 000 walkers: each MSD to ≈ 1 %."""
+    x = np.asarray(D.langevin(KEY, 20_000, 100, dt, friction)[..., 0], np.float64)
+    t = np.arange(101) * dt
+    ratio = np.mean(x[:, 1:] ** 2, axis=0) / np.asarray(D.langevin_msd(t[1:], friction))
+    np.testing.assert_allclose(ratio, 1.0, atol=0.05)
+    # the one-step position variance against 50-digit arithmetic, across the series/closed-form
+    # switch at u = 0.01
+    import mpmath
+
+    with mpmath.workdps(50):
+        for u in (1e-7, 1e-3, 0.00999, 0.01, 0.7, 30.0):
+            m = mpmath.mpf(u)
+            want = float(2 * m - 3 + 4 * mpmath.exp(-m) - mpmath.exp(-2 * m))
+            assert _processes._ou_position_variance(u) == pytest.approx(want, rel=1e-11)
+        # and the closed-form MSD in float32, where u − 1 + e^{−u} as written lost 10 % at 1e-3
+        us = (1e-6, 1e-3, 0.0999, 0.1, 3.0)
+        got = np.asarray(D.langevin_msd(np.array(us), 1.0))
+        want = [float(2 * (mpmath.mpf(u) - 1 + mpmath.exp(-mpmath.mpf(u)))) for u in us]
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
 def test_ballistic_to_diffusive_crossover_time():
     x = D.langevin(KEY, 4000, 3000, 0.01, 1.0)
     msd = D.ensemble_msd(x)
     t = np.arange(msd.size) * 0.01
-    np.testing.assert_allclose(msd[10:], np.asarray(D.langevin_msd(t[10:], 1.0)), rtol=0.08)
+    np.testing.assert_allclose(msd[1:], np.asarray(D.langevin_msd(t[1:], 1.0)), rtol=0.08)
     # closed form: the local slope of R, u(1−e^{−u}) / (2(u − 1 + e^{−u})) with u = γt, passes
     # 3/4 at u ≈ 2.15; the detector works on a 10-per-decade grid with half-decade fits
     u = np.linspace(0.5, 10, 100_000)
