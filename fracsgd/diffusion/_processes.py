@@ -169,12 +169,93 @@ def _ctrw(key, walkers, times, alpha, max_jumps, dim=1):
     return pos, arrivals[:, -1] > times[-1]
 
 
+#: elements (walkers × jumps) one block of :func:`ctrw`'s default continuation may hold
+CTRW_BLOCK_ELEMENTS = 2**26
+#: jumps per walker beyond which :func:`ctrw`'s default continuation stops (and flags)
+CTRW_MAX_TOTAL_JUMPS = 2**26
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5))
+def _ctrw_block(keys, start_time, start_pos, times, alpha, block):
+    """One block of ``block`` jumps per walker, continuing each walker from its last arrival
+    ``start_time`` at ``start_pos``: positions at the observation times not before
+    ``start_time`` (the others are resolved already, and returned as ``start_pos``), the last
+    arrival and the position after the block."""
+
+    def one(key, t0, x0):
+        kw, kj = jax.random.split(key)
+        arrivals = t0 + jnp.cumsum(mittag_leffler_waiting_times(kw, (block,), alpha))
+        jumps = jax.random.normal(kj, (block, x0.shape[-1]), x0.dtype)
+        cum = x0[None] + jnp.concatenate([jnp.zeros_like(x0)[None], jnp.cumsum(jumps, axis=0)])
+        pos = cum[jnp.searchsorted(arrivals, times, side="right")]
+        return pos, arrivals[-1], cum[-1]
+
+    return jax.vmap(one)(keys, start_time, start_pos)
+
+
+def _ctrw_continued(key, walkers, times, alpha, dim=1):
+    """CTRW paths simulated in blocks of jumps until every walker's last arrival passes the
+    last observation time. A walker's jumps in block ``b`` come from
+    ``fold_in(fold_in(key, b), walker)``, so each walker's path does not depend on which
+    others still needed jumps; continuing an unfinished walker with fresh jumps is exact (no
+    conditioning on finishing)."""
+    t_last = float(times[-1])
+    mean_jumps = max(t_last, 0.0) ** alpha / math.gamma(1 + alpha)
+    block = int(2 ** math.ceil(math.log2(2 * mean_jumps + 64)))
+    block = max(64, min(block, CTRW_BLOCK_ELEMENTS // max(walkers, 1)))
+    positions = jnp.zeros((walkers, times.shape[0], dim))
+    last = np.full(walkers, -np.inf)
+    end = jnp.zeros((walkers, dim))
+    todo = np.arange(walkers)
+    total = 0
+    b = 0
+    while todo.size and total < CTRW_MAX_TOTAL_JUMPS:
+        # pad the unfinished walkers to a power of two of at least 1024 (or all walkers): few
+        # distinct compiled shapes, usually two
+        size = min(walkers, max(int(2 ** math.ceil(math.log2(todo.size))), 1024))
+        idx = np.concatenate([todo, np.full(size - todo.size, todo[0])])
+        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
+            jax.random.fold_in(key, b), jnp.asarray(idx, jnp.uint32)
+        )
+        t0 = jnp.asarray(np.where(np.isfinite(last[idx]), last[idx], 0.0), jnp.float32)
+        pos, arrived, after = _ctrw_block(keys, t0, end[idx], times, alpha, block)
+        pos, arrived, after = pos[: todo.size], np.asarray(arrived[: todo.size]), after[: todo.size]
+        pending = times[None, :] >= t0[: todo.size, None]  # not resolved by earlier blocks
+        old = positions[todo]
+        positions = positions.at[todo].set(jnp.where(pending[..., None], pos, old))
+        last[todo] = arrived
+        end = end.at[todo].set(after)
+        todo = todo[arrived <= t_last]
+        total += block
+        b += 1
+    return positions, jnp.asarray(last > t_last)
+
+
 def ctrw(
-    key: PRNGKey, walkers: int, times: Array, alpha: float, *, max_jumps: int = 4096
+    key: PRNGKey, walkers: int, times: Array, alpha: float, *, max_jumps: int | None = None
 ) -> CTRWPaths:
     """Continuous-time random walk with Mittag-Leffler waiting times of order ``alpha`` and unit
     Gaussian jumps: the ensemble MSD is ``⟨x²(t)⟩ = t^α / Γ(1 + α)`` (subdiffusion; the CTRW
-    whose scaling limit solves the time-fractional diffusion equation)."""
+    whose scaling limit solves the time-fractional diffusion equation).
+
+    Args:
+        key: a ``jax.random.key``.
+        walkers: number of independent walkers.
+        times: observation times, strictly increasing.
+        alpha: order of the waiting times, in ``(0, 1]`` (1: exponential waits).
+        max_jumps: ``None`` (default): simulate in blocks of jumps, continuing every walker
+            whose jumps have not yet passed the last time, until all have (blocks of about
+            twice the mean number of jumps ``t^α/Γ(1 + α)``; a walker still short after
+            ``CTRW_MAX_TOTAL_JUMPS`` jumps is flagged). An int: one block of that many jumps
+            per walker (one compiled call); walkers it does not carry past the last time are
+            flagged in ``complete`` (their later positions stop at their last jump).
+
+    Examples:
+        >>> import jax, numpy as np
+        >>> paths = ctrw(jax.random.key(0), 1000, np.array([10.0, 1e4]), 0.5)
+        >>> paths.positions.shape, bool(paths.complete.all())
+        ((1000, 2, 1), True)
+    """
     alpha = check_number("alpha", alpha, lo=0.0, hi=1.0, lo_open=True)
     t_np = real_array("times", times, finite=True)
     if t_np.ndim != 1 or t_np.size == 0:
@@ -182,13 +263,12 @@ def ctrw(
     t = jnp.asarray(t_np, jnp.float32)
     if not bool(jnp.all(jnp.diff(t) > 0)):
         raise ValueError("times must be a non-empty, strictly increasing 1-D array")
-    pos, complete = _ctrw(
-        check_key(key),
-        _positive_int("walkers", walkers),
-        t,
-        float(alpha),
-        _positive_int("max_jumps", max_jumps),
-    )
+    key = check_key(key)
+    walkers = _positive_int("walkers", walkers)
+    if max_jumps is None:
+        pos, complete = _ctrw_continued(key, walkers, t, float(alpha))
+    else:
+        pos, complete = _ctrw(key, walkers, t, float(alpha), _positive_int("max_jumps", max_jumps))
     return CTRWPaths(t, pos, complete)
 
 

@@ -103,6 +103,22 @@ def test_ctrw_ensemble_msd_exponent_is_alpha(alpha):
     assert msd[-1] == pytest.approx(1e4**alpha / math.gamma(1 + alpha), rel=0.1)
 
 
+def test_ctrw_default_continues_every_walker_past_the_last_time():
+    """One fixed block leaves the slow walkers short (flagged); the default continues each
+    unfinished walker with fresh jumps until all pass the last time, so the MSD is right at
+    every time. 8 000 walkers: each MSD to ≈ 3 %."""
+    times = np.geomspace(1, 1e4, 20)
+    short = D.ctrw(KEY, 8000, times, 0.5, max_jumps=128)  # mean jumps by 1e4: 113
+    assert 0 < int(np.sum(~np.asarray(short.complete))) < 8000
+    paths = D.ctrw(KEY, 8000, times, 0.5)
+    assert bool(paths.complete.all())
+    msd = np.mean(np.asarray(paths.positions[..., 0], np.float64) ** 2, axis=0)
+    want = times**0.5 / math.gamma(1.5)
+    np.testing.assert_allclose(msd[times >= 10], want[times >= 10], rtol=0.12)
+    again = D.ctrw(KEY, 8000, times, 0.5)
+    np.testing.assert_array_equal(np.asarray(again.positions), np.asarray(paths.positions))
+
+
 def test_time_averaged_msd_differs_for_ctrw_but_not_brownian():
     x = D.brownian(KEY, 200, 4096, 1)
     ta = D.time_averaged_msd(x, [16, 64])
