@@ -38,6 +38,7 @@ from fracsgd._checks import check_key, check_number, real_array
 from fracsgd._types import Array, PRNGKey
 from fracsgd.diffusion import mittag_leffler_waiting_times
 from fracsgd.ffpe._solve import Problem
+from fracsgd.ffpe._space import check_point_indexing
 
 
 class Particles(NamedTuple):
@@ -86,6 +87,7 @@ def _check(problem: Any, w0: Any, times: Any, step: Any, max_jumps: Any):
             f"potential must map a point of shape {w.shape[1:]} to a scalar, got "
             f"{getattr(out, 'shape', type(out).__name__)}"
         )
+    check_point_indexing(problem.potential, "potential", w[0])
     t = real_array("times", times)
     if t.ndim != 1 or t.size < 1 or not np.all(t > 0) or not np.all(np.diff(t) > 0):
         raise ValueError("times must be a strictly increasing 1-D array of positive times")

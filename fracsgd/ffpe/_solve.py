@@ -37,6 +37,7 @@ from fracsgd.ffpe._space import (
     apply_tridiagonal,
     check_diffusion_values,
     check_grid,
+    check_point_indexing,
     potential_values,
     sg_tridiagonal,
 )
@@ -163,6 +164,16 @@ def _check_problem(problem: Any) -> Problem:
     if not callable(problem.potential):
         raise ValueError("potential must be a function L(w) of a point w of shape (dim,)")
     return problem
+
+
+def _check_functions_index_the_point(problem: Problem, grid: Any) -> None:
+    """The potential (and a ``D(w)`` function) must not index ``w`` beyond the grid's
+    dimension (:func:`~fracsgd.ffpe._space.check_point_indexing`)."""
+    c = jnp.asarray(grid.centers)
+    point = c.reshape(-1, c.shape[-1])[0]
+    check_point_indexing(problem.potential, "potential", point)
+    if callable(problem.diffusion):
+        check_point_indexing(problem.diffusion, "diffusion", point)
 
 
 def _parameters_ok(problem: Problem, grid: Any) -> Array:
@@ -474,6 +485,7 @@ def solve(
     else:
         grid = check_grid(grid)
         p = _check_p0(p0, (grid.cells,))
+    _check_functions_index_the_point(problem, grid)
     op, shifted_solve, apply = _discretise(problem, grid)
     return _run(
         problem,
@@ -563,8 +575,10 @@ def stationary(problem: Problem, grid: Grid1D | Grid2D) -> Array:
     problem = _check_problem(problem)
     if isinstance(grid, Grid2D):
         grid = check_grid2d(grid)
+        _check_functions_index_the_point(problem, grid)
         return _check_stationary(gibbs2d(operator2d(problem, grid), grid.cell_volume))
     grid = check_grid(grid)
+    _check_functions_index_the_point(problem, grid)
     _, phi = _operator(problem, grid)
     # The 1-D operator's null space is spanned by the zero-flux vector: J_{i+½} = 0 gives
     # p_{i+1}/p_i = A[i+1, i]/A[i, i+1] = B(δ)/B(−δ) = e^{−δ} with δ = φ_{i+1} − φ_i, whatever

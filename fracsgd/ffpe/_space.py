@@ -90,6 +90,38 @@ def potential_values(potential: Callable, grid: Grid1D) -> Array:
     return check_potential_values(vals)
 
 
+def check_point_indexing(fn: Callable, name: str, point: Array) -> None:
+    """Raises ValueError when ``fn`` indexes its point ``w`` beyond ``point.shape``.
+
+    JAX clamps out-of-range indices silently: a potential written for two dimensions
+    (``w[0]**2 + w[1]**2``) on a 1-D grid would read ``w[1]`` as ``w[0]`` and solve another
+    equation. One evaluation at ``point`` under :func:`jax.experimental.checkify` index checks
+    finds it. Best effort: a function that cannot be evaluated there on its own (e.g. it
+    closes over traced values) is left to the other checks.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> check_point_indexing(lambda w: w[0] ** 2 + w[1] ** 2, "potential", jnp.zeros(1))
+        Traceback (most recent call last):
+        ...
+        ValueError: potential indexes its point w (shape (1,)) out of range: index 1 is out of bounds for axis 0 with size 1 (JAX would clamp it silently); is the grid's dimension the one potential is written for?
+    """  # noqa: E501
+    from jax.experimental import checkify
+
+    try:
+        err, _ = checkify.checkify(fn, errors=checkify.index_checks)(point)
+        msg = err.get()
+    except Exception:  # best effort; the evaluation proper reports real errors
+        return
+    if msg:
+        detail = msg.strip().split(": ", 1)[-1].rstrip(".")
+        raise ValueError(
+            f"{name} indexes its point w (shape {tuple(point.shape)}) out of range: {detail} "
+            f"(JAX would clamp it silently); is the grid's dimension the one {name} is written "
+            "for?"
+        )
+
+
 def check_potential_values(vals: Array) -> Array:
     """Refuses concrete potential values that are NaN or inf (a tracer is passed through)."""
     if not isinstance(vals, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(vals))):

@@ -234,3 +234,20 @@ def test_traced_diffusion_function_that_turns_negative_is_a_bad_parameter():
 
     codes = jax.vmap(code)(jnp.array([0.0, -0.1]))
     assert list(np.asarray(codes)) == [_solve.SUCCESS, _solve.BAD_PARAMETER]
+
+
+def test_functions_that_index_past_the_grid_dimension_are_refused():
+    """JAX clamps w[1] on a point of shape (1,) to w[0]: a 2-D potential on a 1-D grid would
+    silently solve the equation of L(w) = 2 w₀²."""
+    bowl = fs.ffpe.Problem(potential=lambda w: w[0] ** 2 + w[1] ** 2)
+    line = fs.ffpe.Grid1D(-2.0, 2.0, 16)
+    with pytest.raises(ValueError, match=r"potential indexes its point w \(shape \(1,\)\)"):
+        fs.ffpe.stationary(bowl, line)
+    with pytest.raises(ValueError, match="potential indexes"):
+        fs.ffpe.solve(bowl, line, jnp.ones(16) / 4.0, t_final=0.1, num_steps=2)
+    with pytest.raises(ValueError, match="potential indexes"):
+        fs.ffpe.ctrw(jax.random.key(0), bowl, jnp.zeros((4, 1)), [1.0], step=0.1)
+    plane = fs.ffpe.Grid2D((-2.0, -2.0), (2.0, 2.0), (6, 6))
+    assert fs.ffpe.stationary(bowl, plane).shape == (6, 6)  # right dimension: accepted
+    with pytest.raises(ValueError, match="diffusion indexes"):
+        fs.ffpe.stationary(bowl._replace(diffusion=lambda w: 1.0 + w[2] ** 2), plane)
