@@ -16,6 +16,7 @@ from fracsgd.ffpe._mittag import mittag_leffler
 from fracsgd.ffpe._particles import Particles, ctrw
 from fracsgd.ffpe._solve import (
     BAD_PARAMETER,
+    NEGATIVE,
     NONFINITE,
     SUCCESS,
     Problem,
@@ -38,6 +39,7 @@ from fracsgd.ffpe._space2d import (
 __all__ = [
     "BAD_PARAMETER",
     "L1",
+    "NEGATIVE",
     "NONFINITE",
     "SG2D",
     "SOE",
