@@ -134,16 +134,40 @@ class BoundCheck(NamedTuple):
 
 
 def check_bound(
-    d_s: float, lambda_bar: float, lambda_final: float, *, d_s_source: str
+    d_s: float,
+    lambda_bar: float,
+    lambda_final: float,
+    *,
+    d_s_source: str,
+    uses_lambda_bar: bool | None = None,
 ) -> BoundCheck:
-    """Check ``d_s ≤ λ̄`` with both λ's named."""
+    """Check ``d_s ≤ λ̄`` with both λ's named.
+
+    Args:
+        d_s, lambda_bar, lambda_final: finite numbers.
+        d_s_source: how ``d_s`` was estimated (free text, reported).
+        uses_lambda_bar: whether ``d_s`` was computed from ``λ̄`` itself (then the check is
+            ``H ≤ 1/2`` and the result carries that note). ``None``: inferred from
+            ``d_s_source`` naming ``λ̄`` or ``lambda_bar`` (pass it explicitly when the text
+            says otherwise, e.g. "not from λ̄").
+
+    Examples:
+        >>> check_bound(3.0, 5.0, 6.0, d_s_source="return probability").holds
+        True
+        >>> bool(check_bound(3.0, 5.0, 6.0, d_s_source="2·λ̄·H", uses_lambda_bar=True).note)
+        True
+    """
     if not isinstance(d_s_source, str) or not d_s_source:
         raise ValueError("d_s_source must name how d_s was estimated")
+    if uses_lambda_bar is not None and not isinstance(uses_lambda_bar, bool):
+        raise ValueError(f"uses_lambda_bar must be True, False or None, got {uses_lambda_bar!r}")
     d_s = check_number("d_s", d_s)
     lambda_bar = check_number("lambda_bar", lambda_bar)
     lambda_final = check_number("lambda_final", lambda_final)
+    if uses_lambda_bar is None:
+        uses_lambda_bar = "lambda_bar" in d_s_source or "λ̄" in d_s_source
     note = ""
-    if "lambda_bar" in d_s_source or "λ̄" in d_s_source:
+    if uses_lambda_bar:
         note = "d_s was computed from λ̄ itself, so d_s ≤ λ̄ is equivalent to H ≤ 1/2 (theory.md §3)"
     return BoundCheck(
         float(d_s),

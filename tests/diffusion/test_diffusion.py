@@ -327,6 +327,13 @@ def test_bound_check_names_both_lambdas():
     assert not bad.holds and "H ≤ 1/2" in bad.note
     with pytest.raises(ValueError, match="d_s_source"):
         D.check_bound(1.0, 2.0, 2.0, d_s_source="")
+    # the text is only a fallback: an explicit flag wins either way
+    free = D.check_bound(3.0, 5.0, 6.0, d_s_source="not from λ̄", uses_lambda_bar=False)
+    assert free.note == ""
+    eq17 = D.check_bound(3.0, 5.0, 6.0, d_s_source="Eq. 17", uses_lambda_bar=True)
+    assert "H ≤ 1/2" in eq17.note
+    with pytest.raises(ValueError, match="uses_lambda_bar"):
+        D.check_bound(1.0, 2.0, 2.0, d_s_source="x", uses_lambda_bar="yes")
 
 
 def test_near_stability():
