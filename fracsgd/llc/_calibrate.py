@@ -42,7 +42,9 @@ class Calibration(NamedTuple):
         diverged_fraction, below_init_fraction: ``(S, G, B)`` arrays.
         valid: ``(S, G, B)``: no divergence, a local minimum, R-hat < 1.1, ESS ≥ ``MIN_ESS``.
         recommended: ``{"step_size", "localization", "nbeta", "llc_mean", "reason"}`` or None.
-        results: the per-setting :class:`LLCResult` (leading axis ``S·G·B`` in C order).
+        results: the per-setting :class:`LLCResult`: every field has the leading axis ``S·G·B``
+            in C order, ``step_size``, ``localization`` and ``nbeta`` included (setting ``i``
+            ran ``results.step_size[i]``, …).
     """
 
     step_sizes: np.ndarray
@@ -248,11 +250,14 @@ def calibrate(
     cal["valid"] = (
         (cal["diverged_fraction"] == 0) & ~not_min & (cal["rhat"] < 1.1) & (cal["ess"] >= MIN_ESS)
     )
+    per_step, per_gamma, per_nb = (
+        a.ravel() for a in np.meshgrid(steps, gammas, nbs, indexing="ij")
+    )  # one value per setting, in the C order of ``rows``
     results = _stack_results(
         rows,
-        nbeta=nbs,
-        step_size=steps,
-        localization=gammas,
+        nbeta=per_nb,
+        step_size=per_step,
+        localization=per_gamma,
         sampler=sampler,
         sampling=sampling,
         same_batch=bool(same_batch),

@@ -404,6 +404,12 @@ def _check_float_leaves(params: PyTree) -> list:
                 raise ValueError(f"params must hold floating-point arrays: {err}") from err
         if not jnp.issubdtype(dtype, jnp.floating):
             raise ValueError(f"params must hold floating-point arrays, got a leaf {leaf!r:.60}")
+        if jnp.finfo(dtype).bits < 32:
+            raise ValueError(
+                f"params must be float32 or float64, got {np.dtype(dtype).name}: the chains' noise "
+                "sqrt(ε)·ξ and drift (ε/2)·nβ∇L are below half-precision resolution at the step "
+                "sizes SGLD needs (cast with jax.tree.map(lambda a: a.astype(jnp.float32), params))"
+            )
     return leaves
 
 
@@ -857,12 +863,17 @@ def estimate(
         sampling: minibatches ``"replacement"`` (default: independent uniform draws every
             step) or ``"epoch"`` (each chain walks through its own random permutation of the
             data, a fresh one every ``n // B`` steps, the last incomplete batch dropped — as
-            devinterp's shuffled ``DataLoader``). Epoch batches are anti-correlated with the
-            batches just before them, and the chain remembers those, so with ``same_batch=True``
-            the estimator drifts upward when the chain's memory is not short against an
-            epoch (measured on ``½|w − x̄_B|²``, d/2 = 2, ``n/B`` = 40, SGLD, four keys:
-            2.15–2.23 against 2.10–2.18 with replacement, whose batches are independent of
-            the chain's past).
+            devinterp's shuffled ``DataLoader``). Epoch batches are disjoint from the batches
+            just before them in the epoch, which the chain has moved towards, so the loss of
+            the current batch at the chain's position reads high, with either estimator
+            (``same_batch`` True or False alike), when the chain's memory (about
+            ``2/(ε(nβ a + γ))`` steps for curvature ``a``) is not short against an epoch
+            (``n // B`` steps). Measured on ``½ mean_i |w − x_i|²`` (d = 3, n = 400, B = 20,
+            nβ = 100, ε = 1e-3, γ = 0: memory ≈ one epoch; 16 chains × 4000 draws): 1.82
+            with epochs against 1.70 with replacement (``same_batch=True``), and a review
+            measured +25 % at similar settings; on ``½|w − x̄_B|²`` with ``n/B`` = 40 it
+            was 2.15–2.23 against 2.10–2.18. With-replacement batches are independent of the
+            chain's past, hence the default.
         mask: optional 0/1 pytree like ``params``; masked entries get no drift and no noise.
         mala: also compute the MALA acceptance proxy (one more gradient per step).
         mesh: ``None`` (default device) or a one-axis ``"batch"`` mesh

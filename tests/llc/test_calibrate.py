@@ -39,6 +39,12 @@ def test_calibration_grid_matches_the_localised_closed_form_in_one_call():
     # 16 chains × 3000 draws per setting: ≈ 3 % sampling error; bias εnβ/4 ≤ 1 %
     np.testing.assert_allclose(cal.llc_mean[:, :, 0], np.broadcast_to(expected, (3, 2)), rtol=0.08)
     assert cal.valid.all()
+    # results: one row per setting in C order, its settings included
+    r = cal.results
+    assert r.llc_mean.shape == r.step_size.shape == r.localization.shape == r.nbeta.shape == (6,)
+    np.testing.assert_array_equal(r.step_size, np.repeat([2e-5, 4e-5, 8e-5], 2))
+    np.testing.assert_array_equal(r.localization, np.tile([0.0, nbeta], 3))
+    np.testing.assert_array_equal(r.llc_mean, cal.llc_mean.ravel())
     rec = cal.recommended
     assert rec is not None and rec["localization"] == 0.0  # least localisation preferred
     assert rec["llc_mean"] == pytest.approx(d / 2, rel=0.08)

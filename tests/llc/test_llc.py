@@ -339,6 +339,8 @@ def test_nbeta_rules():
         (dict(mala="no"), "mala"),
         (dict(same_batch=1), "same_batch"),
         (dict(mask=jnp.ones(3)), "mask"),
+        (dict(params=jnp.zeros(2, jnp.float16)), "float32 or float64"),
+        (dict(params=jnp.zeros(2, jnp.bfloat16)), "params"),
     ],
 )
 def test_bad_input_raises_before_compiling(change, match):
@@ -346,11 +348,10 @@ def test_bad_input_raises_before_compiling(change, match):
         num_chains=2, num_draws=10, step_size=1e-3, localization=1.0, nbeta=10.0, batch_size=4
     )
     kw.update(change)
+    params = kw.pop("params", jnp.zeros(2))
     before = _estimate._compiled._cache_size()
     with pytest.raises(ValueError, match=match):
-        fs.llc.estimate(
-            jax.random.key(0), _potential(lambda w: jnp.sum(w**2)), jnp.zeros(2), DUMMY, **kw
-        )
+        fs.llc.estimate(jax.random.key(0), _potential(lambda w: jnp.sum(w**2)), params, DUMMY, **kw)
     assert _estimate._compiled._cache_size() == before
 
 
