@@ -3,6 +3,7 @@ coefficient ``D_ξ`` (theory.md §3, §5)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -14,29 +15,67 @@ from fracsgd._checks import check_int, check_number, real_array
 from fracsgd.diffusion._fit import ExponentFit, _check_window, fit_exponent
 
 
-def _check_trajectories(trajectories: ArrayLike, name: str = "trajectories") -> jax.Array:
+class _Displacements(NamedTuple):
+    """Checked trajectories as displacements from each walker's first row, ``u = (x − x_0) /
+    scale`` in float32, with ``scale`` a power of two (exact to divide by, so ties such as a
+    lattice point at exactly the radius survive any change of units)."""
+
+    u: jax.Array
+    scale: float
+
+    @property
+    def walkers(self) -> int:
+        return int(self.u.shape[0])
+
+
+#: relative slack of ``|x_t − x_0| ≤ ξ``: float32 rounding of the squared distance cannot move a
+#: point at exactly ξ (a lattice site) out of the ball, in whatever units the positions are
+BALL_SLACK = 1e-5
+
+
+def _displacements(trajectories: ArrayLike, name: str = "trajectories") -> _Displacements:
+    """Checks ``(walkers, T, dim)`` positions and returns their displacements. The start is
+    subtracted in the input's precision (float64 for NumPy input) before the cast to float32,
+    so a constant offset (positions near 1e7) costs no accuracy, and the power-of-two scale
+    keeps extreme units (1e±20) clear of float32 overflow and underflow."""
     if isinstance(trajectories, jax.Array) and jnp.issubdtype(trajectories.dtype, jnp.floating):
-        x = trajectories  # no host round trip for device arrays
+        x: Any = trajectories  # no host round trip for device arrays
     else:
-        x = jnp.asarray(real_array(name, trajectories), jnp.float32)
+        x = real_array(name, trajectories)
     if x.ndim != 3 or 0 in x.shape:
         raise ValueError(f"{name} must have shape (walkers >= 1, T, dim >= 1), got {x.shape}")
     if x.shape[1] < 4:
         raise ValueError(f"{name} needs at least 4 time points, got {x.shape[1]}")
-    if not bool(jnp.all(jnp.isfinite(x))):
-        raise ValueError(f"{name} contains NaN or inf")
-    return x
+    if isinstance(x, jax.Array):
+        if not bool(jnp.all(jnp.isfinite(x))):
+            raise ValueError(f"{name} contains NaN or inf")
+        d = x - x[:, :1]
+        top = float(jnp.max(jnp.abs(d)))
+    else:
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"{name} contains NaN or inf")
+        d = x  # real_array's own float64 copy: work in place (no second full-size copy)
+        d -= d[:, :1].copy()
+        top = float(np.max(np.abs(d)))
+    if not (np.isfinite(top) and top > 0):
+        scale = 1.0  # no walker moves (or differences overflow float64: left to the checks)
+    else:
+        scale = math.ldexp(1.0, min(math.frexp(top)[1], 1023))
+    if isinstance(d, np.ndarray):
+        d /= scale
+        return _Displacements(jnp.asarray(d, jnp.float32), scale)
+    return _Displacements((d / scale).astype(jnp.float32), scale)
 
 
-def _msd(x: jax.Array) -> np.ndarray:
-    """``⟨|x(t) − x(0)|²⟩`` of checked trajectories."""
-    x = x.astype(jnp.float32)
-    return np.asarray(jnp.mean(jnp.sum(jnp.square(x - x[:, :1]), axis=-1), axis=0))
+def _msd(disp: _Displacements) -> np.ndarray:
+    """``⟨|x(t) − x(0)|²⟩`` of checked trajectories, in the positions' units squared."""
+    m = np.asarray(jnp.mean(jnp.sum(jnp.square(disp.u), axis=-1), axis=0), np.float64)
+    return m * disp.scale**2
 
 
 def ensemble_msd(trajectories: ArrayLike) -> np.ndarray:
     """``⟨|x(t) − x(0)|²⟩`` over walkers, ``(T,)``."""
-    return _msd(_check_trajectories(trajectories))
+    return _msd(_displacements(trajectories))
 
 
 def time_averaged_msd(trajectories: ArrayLike, lags: ArrayLike) -> np.ndarray:
@@ -47,7 +86,8 @@ def time_averaged_msd(trajectories: ArrayLike, lags: ArrayLike) -> np.ndarray:
     grows *linearly* in the lag with a scatter between walkers and an amplitude that decays
     with the measurement time (weak ergodicity breaking). Use the ensemble MSD for exponents.
     """
-    x = _check_trajectories(trajectories).astype(jnp.float32)
+    disp = _displacements(trajectories)
+    x = disp.u
     lag_f = real_array("lags", lags)
     lag_arr = np.nan_to_num(lag_f).astype(np.int64)
     bad = lag_f.ndim != 1 or np.any(lag_arr != lag_f)
@@ -56,7 +96,7 @@ def time_averaged_msd(trajectories: ArrayLike, lags: ArrayLike) -> np.ndarray:
     out = [
         jnp.mean(jnp.sum(jnp.square(x[:, lag:] - x[:, :-lag]), axis=-1), axis=1) for lag in lag_arr
     ]
-    return np.asarray(jnp.stack(out, axis=1))
+    return np.asarray(jnp.stack(out, axis=1), np.float64) * disp.scale**2
 
 
 class WalkDimension(NamedTuple):
@@ -131,11 +171,26 @@ class SpectralDimension(NamedTuple):
 
 
 def return_probability(trajectories: ArrayLike, radius: float) -> np.ndarray:
-    """``P(t) = Pr(|x_t − x_0| ≤ ξ)`` over walkers, ``(T,)``."""
-    x = _check_trajectories(trajectories).astype(jnp.float32)
+    """``P(t) = Pr(|x_t − x_0| ≤ ξ)`` over walkers, ``(T,)``.
+
+    A point at exactly ξ is inside, whatever the units: distances within a relative
+    ``BALL_SLACK`` (1e-5) of ξ count as inside, so float32 rounding cannot drop a lattice site at
+    distance ξ at one scale and keep it at another.
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.zeros((2, 4, 1)); x[0, :, 0] = [0, 1, 2, 1]  # the other walker stays
+        >>> return_probability(x * 0.1, 0.1).tolist()
+        [1.0, 1.0, 0.5, 1.0]
+    """
     radius = check_number("radius", radius, lo=0.0, lo_open=True)
-    d2 = jnp.sum(jnp.square(x - x[:, :1]), axis=-1)
-    return np.asarray(jnp.mean(d2 <= radius**2, axis=0))
+    return _return_probability(_displacements(trajectories), radius)
+
+
+def _return_probability(disp: _Displacements, radius: float) -> np.ndarray:
+    limit = (radius / disp.scale) ** 2 * (1 + BALL_SLACK)  # float64, then compared in float32
+    d2 = jnp.sum(jnp.square(disp.u), axis=-1)
+    return np.asarray(jnp.mean(d2 <= min(limit, 3e38), axis=0))
 
 
 def spectral_dimension(
@@ -171,18 +226,18 @@ def spectral_dimension(
     """
     radius = check_number("radius", radius, lo=0.0, lo_open=True)
     check_int("min_count", min_count, 1)
-    x = _check_trajectories(trajectories)
-    p = return_probability(x, radius)
+    disp = _displacements(trajectories)
+    p = _return_probability(disp, radius)
     t = _elapsed(times, p.shape[0])
     if window is None:
-        if min_count > x.shape[0]:
+        if min_count > disp.walkers:
             raise ValueError(
-                f"min_count = {min_count} exceeds the {x.shape[0]} walkers: the default window "
+                f"min_count = {min_count} exceeds the {disp.walkers} walkers: the default window "
                 "needs that many inside the ball; use more walkers, a smaller min_count, or "
                 "pass a window"
             )
-        enough = np.flatnonzero(p * x.shape[0] >= min_count)
-        msd = _msd(x)
+        enough = np.flatnonzero(p * disp.walkers >= min_count)
+        msd = _msd(disp)
         left = np.flatnonzero((msd >= 10 * float(radius) ** 2) & (t > 0))
         if not enough.size or not left.size:
             raise ValueError(

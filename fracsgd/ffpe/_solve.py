@@ -145,9 +145,9 @@ def _concrete(x: Any, name: str) -> float | None:
     """``float(x)`` for a concrete scalar, ``None`` for a tracer (checked as data instead)."""
     if isinstance(x, jax.core.Tracer):
         return None
-    if isinstance(x, bool | np.bool_):
+    if isinstance(x, bool | np.bool_ | str | bytes):  # float("0.5") would pass
         raise ValueError(f"{name} must be a real number, got {x!r}")
-    if not isinstance(x, str | bytes) and np.ndim(x) != 0:
+    if np.ndim(x) != 0:
         raise ValueError(f"{name} must be a scalar, got shape {np.shape(x)} (vmap over problems)")
     try:
         return float(x)

@@ -218,6 +218,25 @@ def test_dimensions_use_the_elapsed_time_and_no_units():
         D.spectral_dimension(x[:40], radius=2.0)  # 40 walkers cannot hold min_count = 50
 
 
+def test_dimensions_are_free_of_units_and_offsets():
+    """Lattice sites at exactly ξ stay in the ball at any scale (float32 rounding of the
+    squared distance dropped them at c = 0.1 and 1/3: d_s 1.984 instead of 1.936), extreme
+    scales neither overflow nor underflow, and a constant offset costs no accuracy (positions
+    near 1e7 gave MSD 1.09 at lag 1 instead of 1.00)."""
+    x = np.asarray(D.lattice_walk(KEY, 3000, 300, 2), float)
+    ref = D.spectral_dimension(x, radius=1.0)
+    for c in (0.1, 1 / 3, 10.0, 1e19, 1e-22):
+        np.testing.assert_array_equal(D.return_probability(x * c, c), ref.return_probability)
+        est = D.spectral_dimension(x * c, radius=c)
+        assert est.d_s == ref.d_s and est.fit.window == ref.fit.window
+        assert D.walk_dimension(x * c).d_w == pytest.approx(D.walk_dimension(x).d_w, rel=1e-6)
+    b = np.asarray(D.brownian(KEY, 500, 50, 1), float)
+    np.testing.assert_allclose(D.ensemble_msd(b + 1e7), D.ensemble_msd(b), rtol=1e-6)
+    np.testing.assert_allclose(
+        D.time_averaged_msd(b + 1e7, [1, 4]), D.time_averaged_msd(b, [1, 4]), rtol=1e-6
+    )
+
+
 def test_ctrw_paths_from_their_origin_give_the_walk_dimension():
     """CTRW paths are observed at t > 0 only; measured from the first observation instead of
     the origin the (aging) MSD exponent came out 0.278 for α = 0.5. From the origin: α/2."""

@@ -113,6 +113,9 @@ def test_l1_weights_are_cancellation_free_on_strongly_graded_meshes(x64):
         (dict(p0=np.ones(19)), "p0"),
         (dict(num_steps=0), "num_steps"),
         (dict(problem=fs.ffpe.Problem(potential=lambda w: w)), "potential"),
+        (dict(problem=fs.ffpe.Problem(alpha="0.5")), "alpha must be a real number"),
+        (dict(problem=fs.ffpe.Problem(diffusion="1.0")), "diffusion must be a real number"),
+        (dict(problem=fs.ffpe.Problem(gamma=b"1")), "gamma must be a real number"),
     ],
 )
 def test_bad_input(kwargs, match):
