@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fracsgd._checks import check_int, check_key, real_array
+from fracsgd._checks import check_int, check_key, check_number, real_array
 from fracsgd._types import PRNGKey
 
 
@@ -148,7 +148,9 @@ def _pair(p: ArrayLike, q: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
 
 def kl_divergence(p: ArrayLike, q: ArrayLike, eps: float = 1e-12) -> float:
     """``KL(p ‖ q) = Σ p log(p/q)`` of the normalised masses (``eps`` guards empty bins of
-    ``q``)."""
+    ``q``: a bin with ``p > 0`` and ``q = 0`` contributes ``p log(p/eps)``, finite, instead of
+    ``+inf``; ``0 < eps < 1``)."""
+    eps = check_number("eps", eps, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
     p, q = _pair(p, q)
     mask = p > 0
     return float(np.sum(p[mask] * np.log(p[mask] / np.maximum(q[mask], eps))))
@@ -171,6 +173,8 @@ def wasserstein(p: ArrayLike, q: ArrayLike, cost: ArrayLike) -> float:
     k = p.size
     if c.shape != (k, k):
         raise ValueError(f"cost must have shape ({k}, {k}), got {c.shape}")
+    if np.any(c < 0):
+        raise ValueError("cost must be non-negative (a ground distance between clusters)")
     a_eq = np.zeros((2 * k, k * k))
     for i in range(k):
         a_eq[i, i * k : (i + 1) * k] = 1

@@ -72,14 +72,20 @@ def correlation_dimension(
         >>> 1.8 < correlation_dimension(x).d2 < 2.1
         True
     """
-    x = jnp.asarray(real_array("points", points, finite=True), jnp.float32)
-    if x.ndim != 2 or x.shape[0] < 10 or x.shape[1] < 1:
-        raise ValueError(f"points must have shape (N >= 10, dim >= 1), got {x.shape}")
+    x64 = real_array("points", points, finite=True)
+    if x64.ndim != 2 or x64.shape[0] < 10 or x64.shape[1] < 1:
+        raise ValueError(f"points must have shape (N >= 10, dim >= 1), got {x64.shape}")
+    # distances are unit-free in float32: centred in float64 and scaled by a power of two
+    # (exact), so offsets and extreme units (1e±20) neither lose accuracy nor overflow
+    x64 = x64 - x64.mean(axis=0)
+    top = float(np.max(np.abs(x64)))
+    scale = math.ldexp(1.0, min(math.frexp(top)[1], 1023)) if top > 0 else 1.0
+    x = jnp.asarray(x64 / scale, jnp.float32)
     if isinstance(theiler, bool) or not isinstance(theiler, int | np.integer) or theiler < 0:
         raise ValueError(f"theiler must be an integer >= 0, got {theiler!r}")
     if theiler >= x.shape[0] - 2:
         raise ValueError(f"theiler ({theiler}) leaves no pairs for {x.shape[0]} points")
-    xs = np.asarray(x)
+    xs = x64
     if radii is None:
         rng = np.random.default_rng(0)  # only chooses which pairs set the default radius range
         i, j = rng.integers(0, xs.shape[0], (2, 20_000))
@@ -95,7 +101,7 @@ def correlation_dimension(
         if np.any(np.diff(r) <= 0):
             raise ValueError("radii must be positive and strictly increasing")
     counts = np.asarray(
-        _pair_counts(x, jnp.asarray(r, jnp.float32), jnp.int32(theiler)), np.float64
+        _pair_counts(x, jnp.asarray(r / scale, jnp.float32), jnp.int32(theiler)), np.float64
     )
     n = xs.shape[0]
     pairs = sum(max(n - 1 - i - theiler, 0) for i in range(n))
@@ -107,6 +113,12 @@ def correlation_dimension(
         if sel.sum() < 3:
             raise ValueError("no scaling range with 1e-3 <= C(r) <= 1e-1: pass scaling_range")
         scaling_range = (float(r[sel][0]), float(r[sel][-1]))
+    inside = (r >= scaling_range[0]) & (r <= scaling_range[1])
+    if np.any(inside & (c <= 0)):
+        raise ValueError(
+            f"C(r) = 0 (no pair closer than r) at r = {float(r[inside & (c <= 0)][0]):g} inside "
+            f"scaling_range {scaling_range}: start the scaling range (or radii) at larger r"
+        )
     fit = fit_exponent(r, np.where(c > 0, c, np.nan), window=scaling_range)
     return CorrelationDimension(fit.H, fit.ci, r, c, fit, scaling_range)
 

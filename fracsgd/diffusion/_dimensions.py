@@ -263,7 +263,7 @@ def spectral_dimension(
         )
     # times with no walker in the ball have no log: left out (on a lattice with ξ < 1 the
     # walk can only be back at even times; the default window ends before counts reach 0)
-    seen = p > 0
+    seen = (p > 0) & (t > 0)  # P(0) = 1 trivially, and has no log time
     fit = fit_exponent(t[seen], p[seen], window=window)
     d_s = -2 * fit.H
     return SpectralDimension(

@@ -309,8 +309,14 @@ def fit_exponent(
         raise ValueError(
             f"window {window} holds {int(sel.sum())} points; at least {min_points} are needed"
         )
-    if np.any(t[sel] <= 0) or np.any(~(r[sel] > 0)) or np.any(~np.isfinite(r[sel])):
-        raise ValueError("R and t must be positive (and finite) inside the window for a log fit")
+    bad = sel & ((t <= 0) | ~(r > 0) | ~np.isfinite(r))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"a log fit needs t > 0 and finite R > 0 at every point of the window "
+            f"({window[0]:g}, {window[1]:g}); at t = {t[i]:g} (index {i}) R = {r[i]:g}: pass a "
+            "window that avoids it"
+        )
     x = np.log(t[sel])
     slope, intercept, r2, resid = _least_squares(x, np.log(r[sel]))
     half = max(_slope_ci(x, resid))

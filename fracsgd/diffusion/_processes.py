@@ -96,12 +96,13 @@ def fbm(key: PRNGKey, walkers: int, steps: int, hurst: float) -> Array:
     """Fractional Brownian motion ``(walkers, steps + 1, 1)`` with Hurst index ``hurst``
     (``⟨x_t²⟩ = t^{2H}``), exact, by circulant embedding (Davies & Harte 1987) of
     :func:`fgn_autocovariance`, in the default float dtype."""
-    hurst = check_number("hurst", hurst, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+    if not isinstance(hurst, jax.core.Tracer):  # a traced H (vmap/grad over H) is data
+        hurst = float(check_number("hurst", hurst, lo=0.0, hi=1.0, lo_open=True, hi_open=True))
     return _fbm(
         check_key(key),
         _positive_int("walkers", walkers),
         _positive_int("steps", steps),
-        float(hurst),
+        hurst,
     )
 
 
@@ -109,7 +110,9 @@ def mittag_leffler_waiting_times(key: PRNGKey, shape: tuple[int, ...], alpha: fl
     """Waiting times with Laplace transform ``1/(1 + s^α)`` (Mittag-Leffler law; tail
     ``~ τ^{−1−α}``), by the exact transformation of Kozubowski & Rachev / Fulger et al. (2008):
     ``τ = −log U · (sin(απ)/tan(απV) − cos(απ))^{1/α}``."""
-    alpha = check_number("alpha", alpha, lo=0.0, hi=1.0, lo_open=True)
+    traced = isinstance(alpha, jax.core.Tracer)  # vmap/jit over α: data, unchecked
+    if not traced:
+        alpha = check_number("alpha", alpha, lo=0.0, hi=1.0, lo_open=True)
     if isinstance(shape, int | np.integer):
         shape = (shape,)
     if isinstance(shape, str | bytes) or not isinstance(shape, tuple | list):
@@ -118,6 +121,11 @@ def mittag_leffler_waiting_times(key: PRNGKey, shape: tuple[int, ...], alpha: fl
     ku, kv = jax.random.split(check_key(key))
     u = jax.random.uniform(ku, shape, minval=1e-12, maxval=1.0)
     v = jax.random.uniform(kv, shape, minval=1e-12, maxval=1.0)
+    if traced:
+        one = alpha == 1.0  # exponential waits; the formula's 0/tan would be rounding noise
+        a = jnp.where(one, 0.5, alpha) * jnp.pi
+        factor = (jnp.sin(a) / jnp.tan(a * v) - jnp.cos(a)) ** (1 / jnp.where(one, 0.5, alpha))
+        return -jnp.log(u) * jnp.where(one, 1.0, factor)
     a = alpha * math.pi
     if alpha == 1.0:
         return -jnp.log(u)
@@ -246,8 +254,9 @@ def ctrw(
         max_jumps: ``None`` (default): simulate in blocks of jumps, continuing every walker
             whose jumps have not yet passed the last time, until all have (blocks of about
             twice the mean number of jumps ``t^α/Γ(1 + α)``; a walker still short after
-            ``CTRW_MAX_TOTAL_JUMPS`` jumps is flagged). An int: one block of that many jumps
-            per walker (one compiled call); walkers it does not carry past the last time are
+            ``CTRW_MAX_TOTAL_JUMPS`` jumps is flagged); a host loop, so not under ``jit``. An
+            int: one block of that many jumps per walker (one compiled call, usable under
+            ``jit`` with a traced key); walkers it does not carry past the last time are
             flagged in ``complete`` (their later positions stop at their last jump).
 
     Examples:
@@ -258,11 +267,17 @@ def ctrw(
     """
     alpha = check_number("alpha", alpha, lo=0.0, hi=1.0, lo_open=True)
     t_np = real_array("times", times, finite=True)
-    if t_np.ndim != 1 or t_np.size == 0:
+    if t_np.ndim != 1 or t_np.size == 0 or not np.all(np.diff(t_np) > 0):
         raise ValueError("times must be a non-empty, strictly increasing 1-D array")
-    t = jnp.asarray(t_np, jnp.float32)
-    if not bool(jnp.all(jnp.diff(t) > 0)):
-        raise ValueError("times must be a non-empty, strictly increasing 1-D array")
+    if t_np[0] < 0:
+        raise ValueError(f"times must be >= 0 (every walk starts at t = 0), got {t_np[0]}")
+    t32 = t_np.astype(np.float32)
+    if not np.all(np.diff(t32) > 0):
+        raise ValueError(
+            "times must stay strictly increasing in float32 (the walks' clock): some are closer "
+            "than float32 resolution"
+        )
+    t = jnp.asarray(t32)
     key = check_key(key)
     walkers = _positive_int("walkers", walkers)
     if max_jumps is None:
@@ -346,7 +361,8 @@ def langevin_msd(t: Array, friction: float) -> Array:
         True
     """
     g = check_number("friction", friction, lo=0.0, lo_open=True)
-    u = g * jnp.asarray(real_array("t", t), dtype=jnp.result_type(float))
+    t = t if isinstance(t, jax.core.Tracer) else real_array("t", t)  # traced t: under jit
+    u = g * jnp.asarray(t, dtype=jnp.result_type(float))
     series = sum((-u) ** n / math.factorial(n) for n in range(2, 10))
     return 2 / g**2 * jnp.where(u < 0.1, series, u + jnp.expm1(-u))
 

@@ -279,7 +279,7 @@ def test_effective_diffusion_and_alexander_orbach():
     [
         ([1, 2, 2, 3], [1, 2, 3, 4], None, "increasing"),
         ([1, 2, 3, 4], [1, 2, 3], None, "shape"),
-        ([1, 2, 3, 4], [1, -2, 3, 4], (1, 4), "positive"),
+        ([1, 2, 3, 4], [1, -2, 3, 4], (1, 4), "R > 0"),
         ([1, 2, 3, 4, 5], [1, 2, 3, 4, 5], (4, 5), "at least 3"),
         ([1, 2, 3, 4, 5], [1, 2, 3, 4, 5], (5, 4), "window"),
     ],
@@ -494,3 +494,46 @@ def test_nan_tails_parity_zeros_labels_and_resampling():
     ts, vs = D.log_resample(np.array([0.0, 1, 2, 100, 1000]), np.arange(5.0), 4)
     np.testing.assert_array_equal(ts, [1, 2, 100, 1000])  # 10 is nearer 2 than 100 in log
     np.testing.assert_array_equal(vs, [1, 2, 3, 4])
+
+
+def test_generators_take_traced_parameters_and_ctrw_one_block_jits():
+    """The contract: array functions are jit/vmap-compatible. A traced H, α or t is data."""
+    x = jax.vmap(lambda h: D.fbm(KEY, 4, 16, h))(jax.numpy.array([0.3, 0.7]))
+    np.testing.assert_array_equal(x[1], D.fbm(KEY, 4, 16, 0.7))
+    w = jax.vmap(lambda a: D.mittag_leffler_waiting_times(KEY, (64,), a))(
+        jax.numpy.array([0.5, 1.0])
+    )
+    np.testing.assert_allclose(w[0], D.mittag_leffler_waiting_times(KEY, (64,), 0.5), rtol=1e-5)
+    np.testing.assert_allclose(w[1], D.mittag_leffler_waiting_times(KEY, (64,), 1.0), rtol=1e-6)
+    t = jax.numpy.array([0.5, 2.0])
+    np.testing.assert_allclose(jax.jit(lambda s: D.langevin_msd(s, 1.0))(t), D.langevin_msd(t, 1.0))
+    times = np.array([1.0, 2.0])
+    jitted = jax.jit(lambda k: D.ctrw(k, 3, times, 0.5, max_jumps=8).positions)(KEY)
+    np.testing.assert_array_equal(jitted, D.ctrw(KEY, 3, times, 0.5, max_jumps=8).positions)
+    with pytest.raises(ValueError, match=">= 0"):
+        D.ctrw(KEY, 3, [-1.0, 2.0], 0.5)
+    with pytest.raises(ValueError, match="float32"):
+        D.ctrw(KEY, 3, [1.0, 1.0 + 1e-9], 0.5)
+
+
+def test_comparison_and_dimension_inputs_are_checked_by_name():
+    with pytest.raises(ValueError, match="cost must be non-negative"):
+        D.wasserstein([0.5, 0.5], [0.3, 0.7], -np.ones((2, 2)))
+    with pytest.raises(ValueError, match="eps"):
+        D.kl_divergence([0.5, 0.5], [1.0, 0.0], eps=0.0)
+    pts = np.random.default_rng(0).uniform(size=(500, 2))
+    with pytest.raises(ValueError, match=r"C\(r\) = 0 .* scaling_range"):
+        D.correlation_dimension(pts, radii=np.geomspace(1e-6, 1, 20), scaling_range=(1e-6, 1))
+    # unit- and offset-free like the other dimensions
+    ref = D.correlation_dimension(pts).d2
+    assert D.correlation_dimension(pts * 1e20).d2 == pytest.approx(ref, rel=1e-9)
+    assert D.correlation_dimension(pts + 1e7).d2 == pytest.approx(ref, rel=1e-6)
+    t = np.arange(1, 1001.0)
+    r = t**0.3
+    r[500] = np.nan
+    with pytest.raises(ValueError, match=r"at t = 501 \(index 500\) R = nan"):
+        D.fit_exponent(t, r)
+    # P(0) = 1 has no log time: a window from τ = 0 fits from the first τ > 0
+    x = np.asarray(D.lattice_walk(KEY, 2000, 200, 2), float)
+    est = D.spectral_dimension(x, radius=1.5, window=(0, 200))
+    assert est.fit.window[0] == 1.0
