@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -126,10 +126,10 @@ def mittag_leffler_waiting_times(key: PRNGKey, shape: tuple[int, ...], alpha: fl
         a = jnp.where(one, 0.5, alpha) * jnp.pi
         factor = (jnp.sin(a) / jnp.tan(a * v) - jnp.cos(a)) ** (1 / jnp.where(one, 0.5, alpha))
         return -jnp.log(u) * jnp.where(one, 1.0, factor)
-    a = alpha * math.pi
+    a_pi = alpha * math.pi
     if alpha == 1.0:
         return -jnp.log(u)
-    return -jnp.log(u) * (math.sin(a) / jnp.tan(a * v) - math.cos(a)) ** (1 / alpha)
+    return -jnp.log(u) * (math.sin(a_pi) / jnp.tan(a_pi * v) - math.cos(a_pi)) ** (1 / alpha)
 
 
 class CTRWPaths(NamedTuple):
@@ -361,8 +361,8 @@ def langevin_msd(t: Array, friction: float) -> Array:
         True
     """
     g = check_number("friction", friction, lo=0.0, lo_open=True)
-    t = t if isinstance(t, jax.core.Tracer) else real_array("t", t)  # traced t: under jit
-    u = g * jnp.asarray(t, dtype=jnp.result_type(float))
+    t_in: Any = t if isinstance(t, jax.core.Tracer) else real_array("t", t)  # traced: under jit
+    u = g * jnp.asarray(t_in, dtype=jnp.result_type(float))
     series = sum((-u) ** n / math.factorial(n) for n in range(2, 10))
     return 2 / g**2 * jnp.where(u < 0.1, series, u + jnp.expm1(-u))
 
