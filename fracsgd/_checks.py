@@ -42,7 +42,9 @@ def check_number(
     hi_open: bool = False,
 ) -> float:
     """``value`` as a finite ``float`` in the given interval (a real scalar; never a bool)."""
-    lb, rb = "(" if lo_open else "[", ")" if hi_open else "]"
+    # infinite ends are open whatever the flag: the number must be finite
+    lb = "(" if lo_open or math.isinf(lo) else "["
+    rb = ")" if hi_open or math.isinf(hi) else "]"
     what = f"a finite real number in {lb}{lo}, {hi}{rb}"
     try:
         scalar = not isinstance(value, bool | str | bytes) and np.ndim(value) == 0

@@ -72,7 +72,7 @@ def _check(alpha: Any, z: Any, beta: Any) -> None:
     for name, v in (("alpha", alpha), ("z", z), ("beta", beta)):
         if isinstance(v, jax.core.Tracer):
             continue
-        if isinstance(v, str | bytes) or np.asarray(v).dtype.kind not in "biuf":
+        if isinstance(v, str | bytes) or np.asarray(v).dtype.kind not in "iuf":  # no bools
             raise ValueError(f"{name} must hold real numbers, got {v!r:.60}")
     if not isinstance(alpha, jax.core.Tracer):
         a = np.asarray(alpha, np.float64)

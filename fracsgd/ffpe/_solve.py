@@ -126,13 +126,16 @@ class Solution(NamedTuple):
 
     def moment(self, k: int) -> Array:
         """``∫ w^k p dw`` at every time: ``(S,)`` in 1-D, ``(S, dim)`` (one per coordinate) on
-        a :class:`~fracsgd.ffpe.Grid2D`."""
+        a :class:`~fracsgd.ffpe.Grid2D`. For a batch of solutions from ``jax.vmap(solve)``,
+        map it too: ``jax.vmap(lambda s: s.moment(k))(solutions)``."""
         m = self._integrate(self.centers**k)
         return m[:, 0] if self.centers.shape[-1] == 1 else m
 
     def msd(self, x0: Any = 0.0) -> Array:
         """``∫ |w − x0|² p dw`` at every time, ``(S,)``; ``x0`` a number or a point ``(dim,)``."""
         dim = self.centers.shape[-1]
+        if isinstance(x0, str | bytes) or np.shape(x0) not in ((), (dim,)):
+            raise ValueError(f"x0 must be a number or a point of shape ({dim},), got {x0!r:.60}")
         x0 = jnp.broadcast_to(jnp.asarray(x0, self.centers.dtype), (dim,))
         x0 = x0.reshape((1,) * (self.centers.ndim - 1) + (dim,))
         return self._integrate(jnp.sum((self.centers - x0) ** 2, axis=-1))
@@ -285,7 +288,14 @@ def _save_plan(ts: np.ndarray, save_at: Any) -> _SavePlan:
         idx = np.unique(np.concatenate([np.arange(0, n + 1, save_at), [n]]))
         times = ts[idx]
     else:
-        times = np.asarray(save_at, np.float64)
+        try:
+            if isinstance(save_at, str | bytes):  # np.asarray("1.0", float) would pass
+                raise TypeError
+            times = np.asarray(save_at, np.float64)
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"save_at must be None, an int k, or a 1-D array of times, got {save_at!r:.60}"
+            ) from err
         if times.ndim != 1 or times.size == 0:
             raise ValueError("save_at must be None, an int k, or a non-empty 1-D array of times")
         if not np.all(np.isfinite(times)) or np.any(np.diff(times) < 0):

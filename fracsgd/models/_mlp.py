@@ -80,6 +80,15 @@ class Model(NamedTuple):
         return self.widths[1:-1]
 
 
+def _is_integer(w: Any) -> bool:
+    """An integer scalar (Python, NumPy or JAX), not a bool and not an integral float."""
+    if isinstance(w, bool | np.bool_):
+        return False
+    if isinstance(w, int | np.integer):
+        return True
+    return hasattr(w, "dtype") and np.ndim(w) == 0 and np.asarray(w).dtype.kind in "iu"
+
+
 def _check_widths(widths: Sequence[int], name: str = "widths") -> tuple[int, ...]:
     if isinstance(widths, str | bytes):
         raise ValueError(f"{name} must be a sequence of positive integers, got {widths!r}")
@@ -87,7 +96,7 @@ def _check_widths(widths: Sequence[int], name: str = "widths") -> tuple[int, ...
         ws = tuple(int(w) for w in widths)
     except (TypeError, ValueError, OverflowError) as err:
         raise ValueError(f"{name} must be a sequence of positive integers, got {widths!r}") from err
-    if any(int(w) != w for w in widths) or any(isinstance(w, bool) for w in widths):
+    if not all(_is_integer(w) for w in widths):
         raise ValueError(f"{name} must contain integers, got {widths!r}")
     if len(ws) < 2:
         raise ValueError(f"{name} needs at least (input, output), got {widths!r}")

@@ -60,9 +60,11 @@ class TrainResult:
         displacement: ``(R,)`` ``R(t) = ||w_t − w_0||_2`` over active trainable parameters
             (BatchNorm statistics excluded); NaN after divergence.
         train_loss: ``(R,)`` minibatch loss averaged over each recording interval (NaN from
-            the interval of the divergence on).
-        grad_norm: ``(R,)`` minibatch gradient norm at the recorded step; NaN after
-            divergence.
+            the interval of the divergence on). Step ``t``'s loss is ``L_{B_t}(w_{t−1})``, the
+            loss its gradient came with (before the update), while ``displacement`` at ``t`` is
+            measured after it, at ``w_t``.
+        grad_norm: ``(R,)`` minibatch gradient norm at the recorded step (at ``w_{t−1}``, like
+            the loss); NaN after divergence.
         checkpoint_steps: ``(K,)`` log-spaced checkpoint steps (the last is ``T``).
         checkpoints: parameter pytree with a leading ``(K,)`` axis.
         train_loss_full, train_accuracy, test_loss, test_accuracy: ``(K,)`` full-data metrics at

@@ -116,6 +116,7 @@ def test_l1_weights_are_cancellation_free_on_strongly_graded_meshes(x64):
         (dict(problem=fs.ffpe.Problem(alpha="0.5")), "alpha must be a real number"),
         (dict(problem=fs.ffpe.Problem(diffusion="1.0")), "diffusion must be a real number"),
         (dict(problem=fs.ffpe.Problem(gamma=b"1")), "gamma must be a real number"),
+        (dict(save_at="1.0"), "save_at must be None"),
     ],
 )
 def test_bad_input(kwargs, match):
@@ -125,7 +126,12 @@ def test_bad_input(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         fs.ffpe.solve(
-            args["problem"], args["grid"], args["p0"], t_final=1.0, num_steps=args["num_steps"]
+            args["problem"],
+            args["grid"],
+            args["p0"],
+            t_final=1.0,
+            num_steps=args["num_steps"],
+            save_at=args.get("save_at"),
         )
 
 
@@ -254,3 +260,12 @@ def test_functions_that_index_past_the_grid_dimension_are_refused():
     assert fs.ffpe.stationary(bowl, plane).shape == (6, 6)  # right dimension: accepted
     with pytest.raises(ValueError, match="diffusion indexes"):
         fs.ffpe.stationary(bowl._replace(diffusion=lambda w: 1.0 + w[2] ** 2), plane)
+
+
+def test_msd_reference_point_is_checked():
+    grid = fs.ffpe.Grid1D(-1.0, 1.0, 10)
+    sol = fs.ffpe.solve(fs.ffpe.Problem(), grid, jnp.ones(10) / 2, t_final=1.0, num_steps=3)
+    assert sol.msd(0.5).shape == sol.msd(jnp.zeros(1)).shape == (4,)
+    for bad in ("a", jnp.zeros(2)):
+        with pytest.raises(ValueError, match=r"x0 must be a number or a point of shape \(1,\)"):
+            sol.msd(bad)

@@ -197,6 +197,7 @@ def test_broadcasting_vmap_and_no_recompilation(x64):
         (dict(alpha=-0.5), "alpha"),
         (dict(beta=0.0), "beta"),
         (dict(beta=-1.0), "beta"),
+        (dict(alpha=True), "alpha"),
     ],
 )
 def test_bad_input(kwargs, match):

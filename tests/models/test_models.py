@@ -115,7 +115,9 @@ def test_models_are_interned():
     assert fs.models.mlp((4, 8, 2)) is not fs.models.mlp((4, 8, 2), batch_norm=True)
 
 
-@pytest.mark.parametrize("widths", [(4, 0, 2), (4, -1, 2), (4,), "abc", (4, 2.5, 2)])
+@pytest.mark.parametrize(
+    "widths", [(4, 0, 2), (4, -1, 2), (4,), "abc", (4, 2.5, 2), (4.0, 2), (True, 2)]
+)
 def test_bad_widths_raise(widths):
     with pytest.raises(ValueError, match="widths"):
         fs.models.mlp(widths)
