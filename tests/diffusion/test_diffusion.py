@@ -537,11 +537,3 @@ def test_comparison_and_dimension_inputs_are_checked_by_name():
     x = np.asarray(D.lattice_walk(KEY, 2000, 200, 2), float)
     est = D.spectral_dimension(x, radius=1.5, window=(0, 200))
     assert est.fit.window[0] == 1.0
-
-
-def test_default_spectral_window_waits_for_steps_when_the_ball_is_below_one_step():
-    """ξ = 0.5 on Z³ holds only the start: the window starts where MSD = 10·(one-step MSD) =
-    10, not at 10·ξ² = 2.5 (t = 3, deep in the lattice regime)."""
-    x = D.lattice_walk(KEY, 5000, 200, 3)
-    assert D.spectral_dimension(x, radius=0.5).fit.window[0] >= 10
-    assert D.spectral_dimension(x, radius=2.0).fit.window[0] >= 40  # 10·ξ² rules there
