@@ -50,17 +50,21 @@ def _displacements(trajectories: ArrayLike, name: str = "trajectories") -> _Disp
         if not bool(jnp.all(jnp.isfinite(x))):
             raise ValueError(f"{name} contains NaN or inf")
         d = x - x[:, :1]
-        top = float(jnp.max(jnp.abs(d)))
+        top = max(float(jnp.max(d)), -float(jnp.min(d)))
     else:
         if not np.all(np.isfinite(x)):
             raise ValueError(f"{name} contains NaN or inf")
         d = x  # real_array's own float64 copy: work in place (no second full-size copy)
         d -= d[:, :1].copy()
-        top = float(np.max(np.abs(d)))
+        top = max(float(d.max()), -float(d.min()))
     if not (np.isfinite(top) and top > 0):
-        scale = 1.0  # no walker moves (or differences overflow float64: left to the checks)
-    else:
-        scale = math.ldexp(1.0, min(math.frexp(top)[1], 1023))
+        scale = 1.0  # no walker moves (or differences overflow: left to the checks)
+    else:  # the power of two at or above the largest displacement, capped so that it and its
+        # reciprocal are normal numbers of d's dtype (XLA may divide by multiplying with 1/scale,
+        # and flushes subnormals to zero)
+        info = jnp.finfo(d.dtype)
+        e = min(max(math.frexp(top)[1], int(info.minexp) + 2), int(info.maxexp) - 2)
+        scale = math.ldexp(1.0, e)
     if isinstance(d, np.ndarray):
         d /= scale
         return _Displacements(jnp.asarray(d, jnp.float32), scale)
@@ -210,6 +214,9 @@ def spectral_dimension(
     ``10·ξ²`` — the walkers must have left the ball; the MSD keeps the rule free of units, so
     rescaling the positions and ξ together changes nothing — to the last time at which at least
     ``min_count`` walkers are inside the ball, so that counting noise stays below ~15 %.
+    Choose ξ at least one step (one lattice spacing): below it the ball holds only the start and
+    the default window begins within a few steps, where lattice corrections bias ``d_s`` low
+    (``Z³`` at ξ = 0.5: 2.75 ± 0.16; at ξ = 1.5: 2.91 ± 0.17).
 
     Validated on random walks with known answers (tests): ``Z¹`` (1), ``Z²`` (2) and the
     Sierpinski gasket (``2 log 3/log 5 ≈ 1.365``).

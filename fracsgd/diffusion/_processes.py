@@ -201,6 +201,27 @@ def _ctrw_block(keys, start_time, start_pos, times, alpha, block):
     return jax.vmap(one)(keys, start_time, start_pos)
 
 
+@functools.partial(jax.jit, static_argnums=(7, 8))
+def _ctrw_continue(key, b, idx, last, end, positions, times, alpha, block):
+    """Block ``b`` for the walkers ``idx`` (padded with repeats of one walker, whose repeated
+    writes are identical): each continues from its last arrival ``last`` at ``end``; the
+    observation times from ``last`` on take the block's positions."""
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.fold_in(key, b), idx)
+    t0 = last[idx]
+    pos, arrived, after = _ctrw_block(keys, t0, end[idx], times, alpha, block)
+    pending = times.reshape(1, -1) >= t0.reshape(-1, 1)  # not resolved by earlier blocks
+    merged = jnp.where(pending[..., None], pos, positions[idx])
+    return positions.at[idx].set(merged), last.at[idx].set(arrived), end.at[idx].set(after)
+
+
+def _ctrw_block_size(t_last: float, alpha: float, walkers: int) -> int:
+    """Jumps per block: a power of two near twice the mean number of jumps by ``t_last``,
+    ``t^α/Γ(1+α)``, within ``CTRW_BLOCK_ELEMENTS`` per call."""
+    mean_jumps = max(t_last, 0.0) ** alpha / math.gamma(1 + alpha)
+    block = int(2 ** math.ceil(math.log2(2 * mean_jumps + 64)))
+    return max(64, min(block, CTRW_BLOCK_ELEMENTS // max(walkers, 1)))
+
+
 def _ctrw_continued(key, walkers, times, alpha, dim=1):
     """CTRW paths simulated in blocks of jumps until every walker's last arrival passes the
     last observation time. A walker's jumps in block ``b`` come from
@@ -208,35 +229,24 @@ def _ctrw_continued(key, walkers, times, alpha, dim=1):
     others still needed jumps; continuing an unfinished walker with fresh jumps is exact (no
     conditioning on finishing)."""
     t_last = float(times[-1])
-    mean_jumps = max(t_last, 0.0) ** alpha / math.gamma(1 + alpha)
-    block = int(2 ** math.ceil(math.log2(2 * mean_jumps + 64)))
-    block = max(64, min(block, CTRW_BLOCK_ELEMENTS // max(walkers, 1)))
+    block = _ctrw_block_size(t_last, alpha, walkers)
     positions = jnp.zeros((walkers, times.shape[0], dim))
-    last = np.full(walkers, -np.inf)
+    last = jnp.zeros(walkers, jnp.float32)  # every walk starts at t = 0
     end = jnp.zeros((walkers, dim))
     todo = np.arange(walkers)
-    total = 0
-    b = 0
+    total, b = 0, 0
     while todo.size and total < CTRW_MAX_TOTAL_JUMPS:
         # pad the unfinished walkers to a power of two of at least 1024 (or all walkers): few
         # distinct compiled shapes, usually two
         size = min(walkers, max(int(2 ** math.ceil(math.log2(todo.size))), 1024))
-        idx = np.concatenate([todo, np.full(size - todo.size, todo[0])])
-        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
-            jax.random.fold_in(key, b), jnp.asarray(idx, jnp.uint32)
+        idx = jnp.asarray(np.concatenate([todo, np.full(size - todo.size, todo[0])]), jnp.int32)
+        positions, last, end = _ctrw_continue(
+            key, jnp.uint32(b), idx, last, end, positions, times, alpha, block
         )
-        t0 = jnp.asarray(np.where(np.isfinite(last[idx]), last[idx], 0.0), jnp.float32)
-        pos, arrived, after = _ctrw_block(keys, t0, end[idx], times, alpha, block)
-        pos, arrived, after = pos[: todo.size], np.asarray(arrived[: todo.size]), after[: todo.size]
-        pending = times[None, :] >= t0[: todo.size, None]  # not resolved by earlier blocks
-        old = positions[todo]
-        positions = positions.at[todo].set(jnp.where(pending[..., None], pos, old))
-        last[todo] = arrived
-        end = end.at[todo].set(after)
-        todo = todo[arrived <= t_last]
+        todo = np.flatnonzero(np.asarray(last) <= t_last)
         total += block
         b += 1
-    return positions, jnp.asarray(last > t_last)
+    return positions, last > t_last
 
 
 def ctrw(
@@ -254,10 +264,12 @@ def ctrw(
         max_jumps: ``None`` (default): simulate in blocks of jumps, continuing every walker
             whose jumps have not yet passed the last time, until all have (blocks of about
             twice the mean number of jumps ``t^α/Γ(1 + α)``; a walker still short after
-            ``CTRW_MAX_TOTAL_JUMPS`` jumps is flagged); a host loop, so not under ``jit``. An
-            int: one block of that many jumps per walker (one compiled call, usable under
-            ``jit`` with a traced key); walkers it does not carry past the last time are
-            flagged in ``complete`` (their later positions stop at their last jump).
+            ``CTRW_MAX_TOTAL_JUMPS`` jumps is flagged). That is a host loop: with a traced key
+            (under ``jit`` or ``vmap`` over keys) the default is one block of
+            ``max(4096, 4·mean + 128)`` jumps instead (rounded to a power of two), its
+            shortfalls flagged. An int: one block of that many jumps per walker (one compiled
+            call); walkers it does not carry past the last time are flagged in ``complete``
+            (their later positions stop at their last jump).
 
     Examples:
         >>> import jax, numpy as np
@@ -280,6 +292,9 @@ def ctrw(
     t = jnp.asarray(t32)
     key = check_key(key)
     walkers = _positive_int("walkers", walkers)
+    if max_jumps is None and isinstance(jax.random.key_data(key), jax.core.Tracer):
+        # under jit/vmap over keys the host loop cannot run: one block, generously sized
+        max_jumps = max(4096, 2 * _ctrw_block_size(float(t_np[-1]), float(alpha), 1))
     if max_jumps is None:
         pos, complete = _ctrw_continued(key, walkers, t, float(alpha))
     else:

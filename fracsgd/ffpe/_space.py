@@ -96,8 +96,10 @@ def check_point_indexing(fn: Callable, name: str, point: Array) -> None:
     JAX clamps out-of-range indices silently: a potential written for two dimensions
     (``w[0]**2 + w[1]**2``) on a 1-D grid would read ``w[1]`` as ``w[0]`` and solve another
     equation. One evaluation at ``point`` under :func:`jax.experimental.checkify` index checks
-    finds it. Best effort: a function that cannot be evaluated there on its own (e.g. it
-    closes over traced values) is left to the other checks.
+    finds it; out-of-range lookups into other arrays (a closed-over table read with
+    ``mode="clip"``) are not the point's and pass, unless the table has the point's shape. Best
+    effort: a function that cannot be evaluated there on its own (e.g. it closes over traced
+    values) is left to the other checks.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -113,7 +115,9 @@ def check_point_indexing(fn: Callable, name: str, point: Array) -> None:
         msg = err.get()
     except Exception:  # best effort; the evaluation proper reports real errors
         return
-    if msg:
+    # only lookups into an array of the point's shape: a clamped lookup into a closed-over
+    # table (mode="clip"/"fill", jnp.take) is the function's own business
+    if msg and f"array of shape {tuple(point.shape)}:" in msg:
         detail = msg.strip().split(": ", 1)[-1].rstrip(".")
         raise ValueError(
             f"{name} indexes its point w (shape {tuple(point.shape)}) out of range: {detail} "

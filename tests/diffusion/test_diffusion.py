@@ -510,6 +510,10 @@ def test_generators_take_traced_parameters_and_ctrw_one_block_jits():
     times = np.array([1.0, 2.0])
     jitted = jax.jit(lambda k: D.ctrw(k, 3, times, 0.5, max_jumps=8).positions)(KEY)
     np.testing.assert_array_equal(jitted, D.ctrw(KEY, 3, times, 0.5, max_jumps=8).positions)
+    # the default's host loop cannot run on a traced key: one generous block instead
+    keys = jax.random.split(KEY, 2)
+    batch = jax.vmap(lambda k: D.ctrw(k, 3, times, 0.5))(keys)
+    assert batch.positions.shape == (2, 3, 2, 1) and bool(batch.complete.all())
     with pytest.raises(ValueError, match=">= 0"):
         D.ctrw(KEY, 3, [-1.0, 2.0], 0.5)
     with pytest.raises(ValueError, match="float32"):

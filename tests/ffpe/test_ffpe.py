@@ -260,6 +260,12 @@ def test_functions_that_index_past_the_grid_dimension_are_refused():
     assert fs.ffpe.stationary(bowl, plane).shape == (6, 6)  # right dimension: accepted
     with pytest.raises(ValueError, match="diffusion indexes"):
         fs.ffpe.stationary(bowl._replace(diffusion=lambda w: 1.0 + w[2] ** 2), plane)
+    # a clamped lookup into the potential's own table is not the point's business
+    table = jnp.linspace(0.0, 4.0, 41) ** 2
+    tabulated = fs.ffpe.Problem(
+        potential=lambda w: table.at[jnp.round(w[0] / 0.1).astype(jnp.int32)].get(mode="clip")
+    )
+    assert fs.ffpe.stationary(tabulated, fs.ffpe.Grid1D(5.0, 11.0, 30)).shape == (30,)
 
 
 def test_msd_reference_point_is_checked():
