@@ -62,6 +62,12 @@ def kmeans(
     ):
         raise ValueError(f"num_clusters must be an integer in [1, N = {x.shape[0]}]")
     k = int(num_clusters)
+    distinct = np.unique(np.asarray(x), axis=0).shape[0]
+    if k > distinct:  # k-means++ would pick a point twice and leave a cluster empty
+        raise ValueError(
+            f"num_clusters = {k} exceeds the {distinct} distinct points: at most {distinct} "
+            "clusters can be non-empty"
+        )
     iterations = check_int("iterations", iterations, 0)
     restarts = check_int("restarts", restarts, 1)
 

@@ -525,6 +525,9 @@ def test_comparison_and_dimension_inputs_are_checked_by_name():
         D.wasserstein([0.5, 0.5], [0.3, 0.7], -np.ones((2, 2)))
     with pytest.raises(ValueError, match="eps"):
         D.kl_divergence([0.5, 0.5], [1.0, 0.0], eps=0.0)
+    two = np.concatenate([np.zeros((5, 2)), np.ones((7, 2))])
+    with pytest.raises(ValueError, match="exceeds the 2 distinct points"):
+        D.kmeans(KEY, two, 3)
     pts = np.random.default_rng(0).uniform(size=(500, 2))
     with pytest.raises(ValueError, match=r"C\(r\) = 0 .* scaling_range"):
         D.correlation_dimension(pts, radii=np.geomspace(1e-6, 1, 20), scaling_range=(1e-6, 1))
