@@ -21,6 +21,7 @@ from fracsgd.llc._estimate import (
     default_nbeta,
     estimate,
     estimate_many,
+    minibatch_noise_ratio,
     resolve_nbeta,
 )
 from fracsgd.llc._truth import aoyagi_lambda, reduced_rank_lambda
@@ -41,6 +42,7 @@ __all__ = [
     "default_nbeta",
     "estimate",
     "estimate_many",
+    "minibatch_noise_ratio",
     "plot_trace",
     "reduced_rank_lambda",
     "resolve_nbeta",

@@ -18,11 +18,13 @@ from fracsgd.llc._estimate import (
     _check_flags,
     _check_float32,
     _check_pos,
+    _gradient_variance,
     _run,
     _stack_results,
     _summarise,
     _validate,
     estimate_many,
+    minibatch_noise_ratio,
     resolve_nbeta,
 )
 
@@ -235,8 +237,15 @@ def calibrate(
         mala=False,
         sampling=sampling,
     )
+    one = jax.tree.map(lambda a: jnp.asarray(a)[None], params)  # one centre for every setting
+    variance = float(_gradient_variance(key, loss_fn, one, None, data, batch_size, sampling)[0])
     rows = [
         _summarise(dead[i], [o[i] for o in outs], init_loss[i], float(grid[i, 2]), same_batch)
+        | {
+            "minibatch_noise_ratio": float(
+                minibatch_noise_ratio(float(grid[i, 0]), float(grid[i, 2]), variance)
+            )
+        }
         for i in range(m)
     ]
     shape = (len(steps), len(gammas), len(nbs))

@@ -60,7 +60,7 @@ from fracsgd.sampling import (
 from fracsgd.sampling import init as sgld_init
 from fracsgd.sampling._gradients import check_like
 from fracsgd.sampling._rng import fold, key_words, threefry2x32
-from fracsgd.sampling._sgld import _masked
+from fracsgd.sampling._sgld import _masked, _num_active
 
 SAMPLERS = ("sgld", "psgld")
 SAMPLINGS = ("epoch", "replacement")
@@ -114,6 +114,11 @@ class LLCResult(NamedTuple):
         sampling: how minibatches were drawn (``"epoch"`` or ``"replacement"``).
         same_batch: which estimator variant ran.
         num_draws, num_burnin, thinning: the schedule.
+        minibatch_noise_ratio: ``(ε/4) nβ² tr Cov(∇L_B(w*))/d`` (:func:`minibatch_noise_ratio`),
+            the minibatch noise in a step over the injected noise, from ``NOISE_BATCHES``
+            batches at the centre (epoch batches: times ``(n − B)/(n − 1)``). Near 0.1 and
+            above the chain runs hotter than its target and λ̂ reads high by about that
+            factor.
     """
 
     llc_mean: Any
@@ -137,6 +142,7 @@ class LLCResult(NamedTuple):
     num_draws: int
     num_burnin: int
     thinning: int
+    minibatch_noise_ratio: Any = None
 
 
 class _Static(NamedTuple):
@@ -329,10 +335,89 @@ def _init_program(
     return map_elements(lambda c, d: _full_loss(loss_fn, c, d, n, chunk), centers, data, mesh)
 
 
+#: minibatches drawn at each centre to estimate the minibatch-gradient variance
+NOISE_BATCHES = 16
+
+
+def _gradient_variance_program(
+    loss_fn: Callable, batch_size: int, centers: PyTree, masks: PyTree | None, data: PyTree, key
+) -> Array:
+    """``tr Cov(∇L_B(w*)) / d`` per centre ``(M,)``: the mean per-coordinate variance of the
+    minibatch gradient over ``NOISE_BATCHES`` batches of ``batch_size`` rows drawn with
+    replacement (``d`` active parameters), one centre at a time. Accumulated as differences
+    from the first batch's gradient, so a large mean gradient does not cancel the variance."""
+    n = _num_samples(data)
+    k = NOISE_BATCHES
+
+    def one(args):
+        center, mask, kk = args
+        idx = jax.random.randint(kk, (k, batch_size), 0, n)
+
+        def grad(i):
+            batch = jax.tree.map(lambda a: a[i], data)
+            return _masked(jax.grad(loss_fn)(center, batch), mask)
+
+        g0 = grad(idx[0])
+
+        def body(acc, i):
+            dg = jax.tree.map(jnp.subtract, grad(i), g0)
+            s1, s2 = acc
+            return (
+                jax.tree.map(jnp.add, s1, dg),
+                jax.tree.map(lambda a, b: a + b * b, s2, dg),
+            ), None
+
+        zeros = jax.tree.map(jnp.zeros_like, center)
+        (s1, s2), _ = jax.lax.scan(body, (zeros, zeros), idx[1:])
+        total = sum(
+            jnp.sum((b - a * a / k) / (k - 1))
+            for a, b in zip(jax.tree.leaves(s1), jax.tree.leaves(s2), strict=True)
+        )
+        return total / _num_active(mask, center)
+
+    keys = jax.random.split(key, jax.tree.leaves(centers)[0].shape[0])
+    return jax.lax.map(one, (centers, masks, keys))
+
+
 # fracsgd's "sampler" compiler options (fracsgd/_xla.py): XLA's YNNPACK fusions stay on (unlike
 # the training engine's programs), 512-bit vectors for the noise and update loops
 _compiled_init = jit(_init_program, kind="sampler", static_argnums=(0, 3, 4))
 _compiled = jit(_program, kind="sampler", static_argnums=0)
+_compiled_gradient_variance = jit(_gradient_variance_program, kind="sampler", static_argnums=(0, 1))
+
+
+def _gradient_variance(
+    key: PRNGKey, loss_fn: Callable, centers: PyTree, masks: PyTree | None, data: PyTree,
+    batch_size: int, sampling: str,
+) -> np.ndarray:  # fmt: skip
+    """:func:`_gradient_variance_program` on the host, with the finite-population factor
+    ``(n − B)/(n − 1)`` for epoch batches (drawn without replacement)."""
+    n = _num_samples(data)
+    v = np.asarray(
+        _compiled_gradient_variance(
+            loss_fn, int(batch_size), centers, masks, data, jax.random.fold_in(key, 0x6E6F6973)
+        ),
+        np.float64,
+    )
+    if sampling == "epoch":
+        v = v * ((n - batch_size) / (n - 1) if n > 1 else 0.0)
+    return v
+
+
+def minibatch_noise_ratio(step_size: Any, nbeta: Any, gradient_variance: Any) -> Any:
+    """``(ε/4) nβ² · tr Cov(∇L_B)/d``: the variance of the minibatch noise in an SGLD step,
+    ``(ε/2) nβ (∇L_B − ∇L_n)``, over the injected noise's ``ε`` per coordinate.
+
+    Well below 1 the chain samples the tempered posterior it targets; near 0.1 and above it
+    samples a hotter one, and λ̂ reads high by about that factor (for a locally quadratic loss
+    λ̂ ≈ λ (1 + ratio)): use a larger batch or a smaller ``ε nβ²``. ``same_batch=True`` does
+    not help: it removes the minibatch noise of the *estimator*, not of the chain.
+
+    Examples:
+        >>> round(minibatch_noise_ratio(1e-3, 100.0, 0.05), 4)  # d = 3, σ² = 1, B = 20
+        0.125
+    """
+    return step_size * nbeta * nbeta * gradient_variance / 4
 
 
 def _check_int(name: str, value: Any, lo: int) -> int:
@@ -799,8 +884,10 @@ def _estimate_rows(
         mesh=mesh,
         memory_limit=memory_limit,
     )
+    variance = _gradient_variance(key, loss_fn, centers, masks, data, batch_size, sampling)
     rows = [
         _summarise(dead[i], [o[i] for o in outs], init_loss[i], nb, same_batch)
+        | {"minibatch_noise_ratio": float(minibatch_noise_ratio(step_size, nb, variance[i]))}
         for i in range(num_models)
     ]
     meta = dict(

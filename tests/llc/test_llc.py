@@ -555,3 +555,33 @@ def test_loss_trace_keeps_the_chains_dtype(x64):
         jax.random.key(0), loss, jnp.zeros(2, jnp.float32), DUMMY, nbeta=50.0, **kw
     )
     assert res32.loss_trace.dtype == np.float32
+
+
+def test_minibatch_noise_ratio_has_its_closed_form_and_predicts_the_bias():
+    """L = mean_i ½|w − x_i|²: ∇L_B = w − x̄_B, so tr Cov(∇L_B)/d = s²/B (s² the per-coordinate
+    variance of x; epoch batches × (n − B)/(n − 1)) and the ratio is ε nβ² s²/(4B). A chain
+    with minibatch noise samples at temperature 1 + ratio: λ̂ ≈ (d/2)(1 + ratio) / (1 − εnβ/4)
+    (the second factor: SGLD's discretisation on this quadratic)."""
+    rng = np.random.default_rng(0)
+    d, n, b, eps, nb = 60, 400, 20, 1e-3, 100.0
+    x = jnp.asarray(rng.standard_normal((n, d)), jnp.float32)
+    loss = lambda w, batch: 0.5 * jnp.mean(jnp.sum((w[None] - batch) ** 2, -1))
+    s2 = float(np.mean(np.var(np.asarray(x, np.float64), axis=0)))
+    kw = dict(num_chains=2, num_draws=10, step_size=eps, localization=0.0, nbeta=nb, batch_size=b)
+    centre = jnp.mean(x, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fs.llc.NotAMinimumWarning)  # 10 draws: noisy
+        r = fs.llc.estimate(jax.random.key(0), loss, centre, x, **kw)
+        e = fs.llc.estimate(jax.random.key(0), loss, centre, x, sampling="epoch", **kw)
+    want = eps * nb**2 * s2 / (4 * b)  # 0.125; 16 batches × 60 coordinates: ≈ 5 % error
+    assert r.minibatch_noise_ratio == pytest.approx(want, rel=0.15)
+    assert e.minibatch_noise_ratio == pytest.approx(want * (n - b) / (n - 1), rel=0.15)
+    # the bias it predicts, on d = 3 (16 chains × 4000 draws: λ̂ to ≈ 1 %)
+    x3 = x[:, :3]
+    r3 = fs.llc.estimate(
+        jax.random.key(1), loss, jnp.mean(x3, 0), x3, num_chains=16, num_draws=4000,
+        num_burnin=500, step_size=eps, localization=0.0, nbeta=nb, batch_size=b, same_batch=True,
+    )  # fmt: skip
+    predicted = 1.5 * (1 + r3.minibatch_noise_ratio) / (1 - eps * nb / 4)
+    assert r3.llc_mean == pytest.approx(predicted, rel=0.05)
+    assert r3.llc_mean > 1.5 * 1.08  # the bias is real: ≈ 13 % here
