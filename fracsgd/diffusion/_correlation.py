@@ -12,6 +12,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from fracsgd._checks import check_number, real_array
+from fracsgd.diffusion._dimensions import _power_of_two_scale
 from fracsgd.diffusion._fit import ExponentFit, _check_window, fit_exponent
 
 
@@ -78,8 +79,7 @@ def correlation_dimension(
     # distances are unit-free in float32: centred in float64 and scaled by a power of two
     # (exact), so offsets and extreme units (1e±20) neither lose accuracy nor overflow
     x64 = x64 - x64.mean(axis=0)
-    top = float(np.max(np.abs(x64)))
-    scale = math.ldexp(1.0, min(math.frexp(top)[1], 1023)) if top > 0 else 1.0
+    scale = _power_of_two_scale(float(np.max(np.abs(x64))), x64.dtype)
     x = jnp.asarray(x64 / scale, jnp.float32)
     if isinstance(theiler, bool) or not isinstance(theiler, int | np.integer) or theiler < 0:
         raise ValueError(f"theiler must be an integer >= 0, got {theiler!r}")

@@ -33,6 +33,18 @@ class _Displacements(NamedTuple):
 BALL_SLACK = 1e-5
 
 
+def _power_of_two_scale(top: float, dtype: Any) -> float:
+    """The power of two at or above ``top`` (the largest magnitude), capped so that it and its
+    reciprocal are normal numbers of ``dtype`` (XLA may divide by multiplying with ``1/scale``,
+    and flushes subnormals to zero); 1 when ``top`` is 0 or not finite (left to the checks).
+    Dividing by it is exact, so it changes units without moving ties."""
+    if not (np.isfinite(top) and top > 0):
+        return 1.0
+    info = jnp.finfo(dtype)
+    e = min(max(math.frexp(top)[1], int(info.minexp) + 2), int(info.maxexp) - 2)
+    return math.ldexp(1.0, e)
+
+
 def _displacements(trajectories: ArrayLike, name: str = "trajectories") -> _Displacements:
     """Checks ``(walkers, T, dim)`` positions and returns their displacements. The start is
     subtracted in the input's precision (float64 for NumPy input) before the cast to float32,
@@ -57,14 +69,7 @@ def _displacements(trajectories: ArrayLike, name: str = "trajectories") -> _Disp
         d = x  # real_array's own float64 copy: work in place (no second full-size copy)
         d -= d[:, :1].copy()
         top = max(float(d.max()), -float(d.min()))
-    if not (np.isfinite(top) and top > 0):
-        scale = 1.0  # no walker moves (or differences overflow: left to the checks)
-    else:  # the power of two at or above the largest displacement, capped so that it and its
-        # reciprocal are normal numbers of d's dtype (XLA may divide by multiplying with 1/scale,
-        # and flushes subnormals to zero)
-        info = jnp.finfo(d.dtype)
-        e = min(max(math.frexp(top)[1], int(info.minexp) + 2), int(info.maxexp) - 2)
-        scale = math.ldexp(1.0, e)
+    scale = _power_of_two_scale(top, d.dtype)
     if isinstance(d, np.ndarray):
         d /= scale
         return _Displacements(jnp.asarray(d, jnp.float32), scale)
