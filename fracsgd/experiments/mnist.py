@@ -347,12 +347,14 @@ def _llc_stage(
 
 
 def _quiet_estimate_many(key, loss_fn, params, data, masks, config: MnistConfig, mesh=None):
-    """``estimate_many`` with the not-a-minimum warning recorded per model instead of raised
+    """``estimate_many`` with the not-a-minimum and diverged-chain warnings recorded per model
+    instead of raised
     (early checkpoints are not minima by design; the flag is stored and reported)."""
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", llc.NotAMinimumWarning)
+        warnings.simplefilter("ignore", llc.DivergedChainsWarning)  # counted per record
         return llc.estimate_many(
             key,
             loss_fn,

@@ -220,6 +220,7 @@ def _llc_stage(key, dataset, config: MoonsConfig, tr, mesh) -> dict[str, Any]:
     model = _model(config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", llc.NotAMinimumWarning)
+        warnings.simplefilter("ignore", llc.DivergedChainsWarning)  # counted per record
         res = llc.estimate_many(
             key,
             _loss_fn(model),

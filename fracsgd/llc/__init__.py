@@ -14,6 +14,7 @@ from fracsgd.llc._calibrate import (
 from fracsgd.llc._estimate import (
     NBETA_RULES,
     SAMPLERS,
+    DivergedChainsWarning,
     LLCResult,
     NotAMinimumWarning,
     batch_nbeta,
@@ -32,6 +33,7 @@ __all__ = [
     "SAMPLERS",
     "STABILITY_TOLERANCE",
     "Calibration",
+    "DivergedChainsWarning",
     "LLCResult",
     "NotAMinimumWarning",
     "TrajectoryLLC",

@@ -72,6 +72,14 @@ class NotAMinimumWarning(UserWarning):
     unreliable (theory.md Appendix B)."""
 
 
+class DivergedChainsWarning(UserWarning):
+    """Some or all SGLD chains hit NaN/inf and were excluded from ``llc_mean`` / ``llc_std``
+    (flagged in ``diverged``). A chain diverges when the step size is too large for the
+    curvature it meets (``ε (nβ a + γ) ≳ 2`` for curvature ``a``): the surviving chains may sit
+    near that edge too, so λ̂ from them is suspect; reduce ``step_size`` or run
+    :func:`fracsgd.llc.calibrate`."""
+
+
 class LLCResult(NamedTuple):
     """An LLC estimate with its traces and diagnostics.
 
@@ -971,6 +979,7 @@ def estimate(
     Returns:
         An :class:`LLCResult`. Diverged chains are flagged and excluded, never raised; if every
         chain diverges, ``llc_mean`` is NaN and ``diverged`` is all true. A
+        :class:`DivergedChainsWarning` says how many chains diverged, and a
         :class:`NotAMinimumWarning` is issued when the centre is not a local minimum.
 
     Examples:
@@ -1020,7 +1029,26 @@ def estimate(
             NotAMinimumWarning,
             stacklevel=2,
         )
+    dead = np.asarray(s["diverged"], bool)
+    if dead.any():
+        warnings.warn(
+            _diverged_message(int(dead.sum()), dead.size, meta["step_size"], None),
+            DivergedChainsWarning,
+            stacklevel=2,
+        )
     return LLCResult(**s, **meta)
+
+
+def _diverged_message(dead: int, chains: int, step_size: float, models: str | None) -> str:
+    where = f" ({models})" if models else ""
+    if dead == chains:
+        what = f"all {chains} chains diverged{where}: llc_mean is NaN"
+    else:
+        what = f"{dead} of {chains} chains diverged{where} and are excluded from llc_mean/llc_std"
+    return (
+        f"{what}; step_size={step_size:g} is too large for this loss (reduce it, or run "
+        "fracsgd.llc.calibrate)"
+    )
 
 
 def _stack_results(results: Sequence[dict], **extra) -> LLCResult:
@@ -1056,7 +1084,8 @@ def estimate_many(
     ``params`` (and ``mask``, if given) carry a leading model axis ``M`` — seeds × widths ×
     checkpoints of a sweep, width-masked networks included. Every field of the result gains a
     leading ``M`` axis (``llc_mean`` is ``(M,)``, ``loss_trace`` ``(M, chains, draws)``).
-    Warnings for non-minima are collected into one. Takes the arguments of :func:`estimate`.
+    Warnings for non-minima, and for diverged chains, are each collected into one. Takes the
+    arguments of :func:`estimate`.
 
     Rows, chunks and devices: the ``models × chains`` chains are one flat axis of independent
     rows; chain ``c`` of model ``i`` draws from ``jax.random.split(fold_in(key, i), C)[c]``. When
@@ -1109,6 +1138,17 @@ def estimate_many(
             f"{len(bad)} of {num_models} centres are not local minima (models {bad}); "
             "their estimates are unreliable",
             NotAMinimumWarning,
+            stacklevel=2,
+        )
+    dead = [int(np.sum(r["diverged"])) for r in results]
+    if any(dead):
+        hit = [str(i) for i, k in enumerate(dead) if k]
+        shown = ", ".join(hit[:10]) + (f", … ({len(hit)} models)" if len(hit) > 10 else "")
+        warnings.warn(
+            _diverged_message(
+                sum(dead), num_models * num_chains, meta["step_size"], f"in models {shown}"
+            ),
+            DivergedChainsWarning,
             stacklevel=2,
         )
     return _stack_results(results, **meta)

@@ -114,7 +114,8 @@ def test_estimate_settings_are_named(field_bad):
 @given(where=st.integers(0, 1), bad=st.sampled_from([math.nan, math.inf]))
 def test_estimate_at_a_non_finite_centre_flags_every_chain(where, bad):
     centre = jnp.zeros(2).at[where].set(bad)  # one shape: one compiled program for all examples
-    res = fs.llc.estimate(KEY, loss, centre, DATA, **KW)
+    with pytest.warns(fs.llc.DivergedChainsWarning, match="all"):
+        res = fs.llc.estimate(KEY, loss, centre, DATA, **KW)
     assert bool(np.all(res.diverged)) and math.isnan(res.llc_mean)
 
 

@@ -159,19 +159,23 @@ def _overflow(w, edge=0.5):
 @pytest.mark.parametrize("potential", [lambda w: _bomb(w, 0.5), _overflow], ids=["nan", "inf"])
 def test_diverging_chains_are_flagged_and_excluded(potential):
     # posterior std 1/sqrt(20) ≈ 0.22: within 100 draws some chains reach w₀ > 0.5, some not
-    res = fs.llc.estimate(
-        jax.random.key(0),
-        _potential(potential),
-        jnp.zeros(2),
-        DUMMY,
-        num_chains=16,
-        num_draws=100,
-        step_size=1e-2,
-        localization=0.0,
-        nbeta=20.0,
-        batch_size=1,
-    )
+    with pytest.warns(fs.llc.DivergedChainsWarning) as caught:
+        res = fs.llc.estimate(
+            jax.random.key(0),
+            _potential(potential),
+            jnp.zeros(2),
+            DUMMY,
+            num_chains=16,
+            num_draws=100,
+            step_size=1e-2,
+            localization=0.0,
+            nbeta=20.0,
+            batch_size=1,
+        )
     assert 0 < res.diverged.sum() < 16
+    (w,) = caught
+    assert f"{res.diverged.sum()} of 16 chains diverged" in str(w.message)
+    assert "step_size=0.01" in str(w.message)
     good = ~res.diverged
     assert np.isnan(res.llc_per_chain[res.diverged]).all()
     assert res.llc_mean == pytest.approx(np.mean(res.llc_per_chain[good]))
@@ -181,18 +185,19 @@ def test_diverging_chains_are_flagged_and_excluded(potential):
 
 
 def test_all_chains_diverging_is_reported_not_raised():
-    res = fs.llc.estimate(
-        jax.random.key(0),
-        _potential(_bomb),
-        jnp.array([1.0, 0.0]),
-        DUMMY,
-        num_chains=4,
-        num_draws=50,
-        step_size=1e-3,
-        localization=0.0,
-        nbeta=20.0,
-        batch_size=1,
-    )
+    with pytest.warns(fs.llc.DivergedChainsWarning, match="all 4 chains diverged"):
+        res = fs.llc.estimate(
+            jax.random.key(0),
+            _potential(_bomb),
+            jnp.array([1.0, 0.0]),
+            DUMMY,
+            num_chains=4,
+            num_draws=50,
+            step_size=1e-3,
+            localization=0.0,
+            nbeta=20.0,
+            batch_size=1,
+        )
     assert res.diverged.all() and math.isnan(res.llc_mean)
 
 
@@ -202,7 +207,10 @@ def test_many_models_in_one_call_match_single_estimates():
         num_chains=8, num_draws=200, step_size=1e-3, localization=1.0, nbeta=50.0, batch_size=1
     )
     loss = _potential(lambda w: _bomb(w, 0.9))  # 0.9 is > 6 posterior std from the origin
-    many = fs.llc.estimate_many(jax.random.key(3), loss, centers, DUMMY, **kw)
+    with pytest.warns(
+        fs.llc.DivergedChainsWarning, match=r"8 of 24 chains diverged \(in models 1\)"
+    ):
+        many = fs.llc.estimate_many(jax.random.key(3), loss, centers, DUMMY, **kw)
     assert many.diverged[1].all() and not many.diverged[[0, 2]].any()
     one = fs.llc.estimate(jax.random.key(3), loss, centers[0], DUMMY, **kw)
     # model i uses fold_in(key, i): model 0 has the same chains as a single estimate with key
