@@ -2,6 +2,7 @@
 truth for deep linear networks (theory.md §2, Appendix A)."""
 
 from fracsgd.llc._calibrate import (
+    MAX_NOISE_RATIO,
     MIN_ESS,
     STABILITY_TOLERANCE,
     Calibration,
@@ -28,6 +29,7 @@ from fracsgd.llc._estimate import (
 from fracsgd.llc._truth import aoyagi_lambda, reduced_rank_lambda
 
 __all__ = [
+    "MAX_NOISE_RATIO",
     "MIN_ESS",
     "NBETA_RULES",
     "SAMPLERS",

@@ -4,6 +4,7 @@ and its time average λ̄, and a trace plot."""
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -28,11 +29,15 @@ from fracsgd.llc._estimate import (
     resolve_nbeta,
 )
 
-#: relative change of λ̂ between neighbouring step sizes below which the discretisation bias is
-#: taken to be under control (the calibration rule)
+#: the relative discretisation bias of λ̂ the calibration rule accepts at its recommended step
+#: size, estimated to first order in ε from the λ̂ at the next smaller step size
 STABILITY_TOLERANCE = 0.10
 #: effective sample size a setting needs to count as mixed
 MIN_ESS = 100.0
+#: the largest :func:`~fracsgd.llc.minibatch_noise_ratio` a valid setting may have: above it the
+#: minibatch noise heats the chain (λ̂ ≈ λ (1 + ratio) on a locally quadratic loss) by more than
+#: ``STABILITY_TOLERANCE`` allows for the discretisation
+MAX_NOISE_RATIO = 0.10
 
 
 class Calibration(NamedTuple):
@@ -42,11 +47,14 @@ class Calibration(NamedTuple):
         step_sizes, localizations, nbetas: the axes (nβ resolved to numbers).
         llc_mean, llc_std, rhat, ess: ``(S, G, B)`` arrays.
         diverged_fraction, below_init_fraction: ``(S, G, B)`` arrays.
-        valid: ``(S, G, B)``: no divergence, a local minimum, R-hat < 1.1, ESS ≥ ``MIN_ESS``.
+        valid: ``(S, G, B)``: no divergence, a local minimum, R-hat < 1.1, ESS ≥ ``MIN_ESS``
+            and ``minibatch_noise_ratio`` < ``MAX_NOISE_RATIO``.
         recommended: ``{"step_size", "localization", "nbeta", "llc_mean", "reason"}`` or None.
         results: the per-setting :class:`LLCResult`: every field has the leading axis ``S·G·B``
             in C order, ``step_size``, ``localization`` and ``nbeta`` included (setting ``i``
             ran ``results.step_size[i]``, …).
+        minibatch_noise_ratio: ``(S, G, B)``: :func:`~fracsgd.llc.minibatch_noise_ratio` of
+            each setting (from one estimate of the minibatch gradient variance at the centre).
     """
 
     step_sizes: np.ndarray
@@ -61,6 +69,7 @@ class Calibration(NamedTuple):
     valid: np.ndarray
     recommended: dict[str, Any] | None
     results: LLCResult
+    minibatch_noise_ratio: np.ndarray
 
     def plot(self, ax: Any = None) -> Any:
         """λ̂ against step size, one line per (γ, nβ); invalid settings hollow. Returns the
@@ -109,28 +118,43 @@ class Calibration(NamedTuple):
         return fig
 
 
+def _first_order_bias(eps0: float, lam0: float, eps1: float, lam1: float) -> float:
+    """The discretisation bias of λ̂ at ``eps1``, ``λ̂(ε₁) − λ̂(0)``, from λ̂ linear in ε through
+    the two settings: ``(λ̂₁ − λ̂₀) ε₁ / (ε₁ − ε₀)``. SGLD's stationary law is ε-biased to first
+    order (on ``½ nβ a |w|²``: ``λ̂(ε) = (d/2) / (1 − ε nβ a / 4)`` exactly), so the change
+    between neighbouring step sizes is only ``1 − ε₀/ε₁`` of the bias at the larger one: 2/3 on
+    a grid spaced by 3×, 1/2 on one spaced by 2×.
+
+    Examples:
+        >>> lam = lambda eps: 1.0 / (1 - eps * 100 / 4)  # d = 2, nβ a = 100: exact SGLD λ̂
+        >>> round(_first_order_bias(1e-4, lam(1e-4), 3e-4, lam(3e-4)), 4)  # true bias 0.0076
+        0.0076
+    """
+    return (lam1 - lam0) * eps1 / (eps1 - eps0)
+
+
 def _recommend(cal: dict[str, np.ndarray], steps, gammas, nbetas) -> dict[str, Any] | None:
     valid, lam, ess = cal["valid"], cal["llc_mean"], cal["ess"]
     order = np.argsort(steps)
     for g in np.argsort(gammas):  # least localisation first: strong γ pins the chains
         for b in range(len(nbetas)):
-            best = None
+            best, best_bias = None, math.nan
             for prev, cur in itertools.pairwise(order):
-                if (
-                    valid[prev, g, b]
-                    and valid[cur, g, b]
-                    and abs(lam[cur, g, b] - lam[prev, g, b])
-                    <= STABILITY_TOLERANCE * abs(lam[prev, g, b])
-                ):
-                    best = cur  # the largest stable step size wins (best mixing)
+                if not (valid[prev, g, b] and valid[cur, g, b]) or steps[cur] == steps[prev]:
+                    continue
+                bias = _first_order_bias(steps[prev], lam[prev, g, b], steps[cur], lam[cur, g, b])
+                if abs(bias) <= STABILITY_TOLERANCE * abs(lam[prev, g, b]):
+                    best, best_bias = cur, bias  # the largest stable step size wins (mixing)
             if best is not None:
                 return {
                     "step_size": float(steps[best]),
                     "localization": float(gammas[g]),
                     "nbeta": float(nbetas[b]),
                     "llc_mean": float(lam[best, g, b]),
-                    "reason": "smallest localisation with a step size whose estimate is "
-                    f"within {STABILITY_TOLERANCE:.0%} of the next smaller step size",
+                    "bias_estimate": float(best_bias),
+                    "reason": "smallest localisation with a step size whose discretisation bias, "
+                    "extrapolated linearly in ε from the next smaller step size, is within "
+                    f"{STABILITY_TOLERANCE:.0%}",
                 }
     if valid.any():
         idx = np.unravel_index(np.argmax(np.where(valid, ess, -np.inf)), valid.shape)
@@ -140,6 +164,7 @@ def _recommend(cal: dict[str, np.ndarray], steps, gammas, nbetas) -> dict[str, A
             "localization": float(gammas[g]),
             "nbeta": float(nbetas[b]),
             "llc_mean": float(lam[s, g, b]),
+            "bias_estimate": math.nan,
             "reason": "no step size was stable against its neighbour; the valid setting "
             "with the largest effective sample size",
         }
@@ -167,12 +192,16 @@ def calibrate(
     """Estimate λ at ``params`` for every (ε, γ, nβ) of a grid in one compiled call.
 
     The recommended setting follows a documented rule: a setting is *valid* when no chain
-    diverged, the centre looks like a local minimum, split R-hat < 1.1 and ESS ≥ ``MIN_ESS``.
-    Taking localisations from the smallest (strong localisation pins the chains and biases λ̂
-    down; theory.md Appendix B), pick the largest step size whose λ̂ is within
-    ``STABILITY_TOLERANCE`` (10 %) of the λ̂ at the next smaller step size (discretisation bias
-    under control, best mixing). If no step size is stable, the valid setting with the largest
-    ESS is returned; if none is valid, ``recommended`` is None. The other arguments are those of
+    diverged, the centre looks like a local minimum, split R-hat < 1.1, ESS ≥ ``MIN_ESS`` and
+    the minibatch noise ratio is below ``MAX_NOISE_RATIO`` (0.1). Taking localisations from the
+    smallest (strong localisation pins the chains and biases λ̂ down; theory.md Appendix B),
+    pick the largest step size ε₁ whose discretisation bias, extrapolated linearly in ε from
+    the next smaller step size ε₀ — ``(λ̂(ε₁) − λ̂(ε₀)) ε₁/(ε₁ − ε₀)`` — is within
+    ``STABILITY_TOLERANCE`` (10 %) of λ̂(ε₀), both settings valid (bias under control, best
+    mixing); ``recommended["bias_estimate"]`` is that extrapolated bias. The plain difference
+    of neighbouring λ̂ would understate it (by a third on a grid spaced by 3×). If no step size
+    is stable, the valid setting with the largest ESS is returned (``bias_estimate`` NaN); if
+    none is valid, ``recommended`` is None. The other arguments are those of
     :func:`fracsgd.llc.estimate` (``sampling`` included; ``sampler="psgld"`` needs
     ``num_burnin ≥ 1``, where its preconditioner adapts).
 
@@ -256,8 +285,13 @@ def calibrate(
         [r["below_init_fraction"].mean() for r in rows]
     ).reshape(shape)
     not_min = np.asarray([r["not_minimum"] for r in rows]).reshape(shape)
+    noise = field("minibatch_noise_ratio")
     cal["valid"] = (
-        (cal["diverged_fraction"] == 0) & ~not_min & (cal["rhat"] < 1.1) & (cal["ess"] >= MIN_ESS)
+        (cal["diverged_fraction"] == 0)
+        & ~not_min
+        & (cal["rhat"] < 1.1)
+        & (cal["ess"] >= MIN_ESS)
+        & (noise < MAX_NOISE_RATIO)
     )
     per_step, per_gamma, per_nb = (
         a.ravel() for a in np.meshgrid(steps, gammas, nbs, indexing="ij")
@@ -281,6 +315,7 @@ def calibrate(
         **cal,
         recommended=_recommend(cal, steps, gammas, nbs),
         results=results,
+        minibatch_noise_ratio=noise,
     )
 
 

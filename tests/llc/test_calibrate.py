@@ -157,3 +157,73 @@ def test_trajectory_llc_and_lambda_bar(tmp_path):
             localization=0.0,
             batch_size=1,
         )
+
+
+@pytest.mark.parametrize("spacing", [2.0, 3.0, 10**0.25])
+@pytest.mark.parametrize("curvature", [30.0, 100.0, 700.0])
+def test_recommended_step_size_keeps_the_exact_sgld_bias_within_tolerance(spacing, curvature):
+    """SGLD on ½ nβ a |w|² has the exact stationary λ̂(ε) = (d/2) / (1 − ε nβ a / 4), convex in
+    ε: the first-order extrapolation from the next smaller step size bounds the true bias from
+    above, so the recommended setting's bias is within STABILITY_TOLERANCE of λ̂ there. The
+    plain neighbour difference (the rule before) accepted 12–19 % on the 2× and 1.78× grids."""
+    from fracsgd.llc._calibrate import _recommend
+
+    d = 4
+    steps = 1e-5 * spacing ** np.arange(16)
+    steps = steps[steps * curvature < 3.9]  # stable: ε nβ a < 4
+    lam = (d / 2) / (1 - steps * curvature / 4)
+    shape = (steps.size, 1, 1)
+    cal = {
+        "valid": np.ones(shape, bool),
+        "llc_mean": lam.reshape(shape),
+        "ess": np.full(shape, 1e3),
+    }
+    rec = _recommend(cal, steps, np.array([0.0]), np.array([1.0]))
+    assert rec is not None
+    i = int(np.flatnonzero(steps == rec["step_size"])[0])
+    true_bias = lam[i] - d / 2
+    assert 0 < true_bias <= fs.llc.STABILITY_TOLERANCE * lam[i - 1]
+    assert true_bias <= rec["bias_estimate"]  # an upper bound for a convex λ̂(ε)
+    # the largest such step: the next one's extrapolated bias is over the tolerance
+    if i + 1 < steps.size:
+        nxt = (lam[i + 1] - lam[i]) * steps[i + 1] / (steps[i + 1] - steps[i])
+        assert nxt > fs.llc.STABILITY_TOLERANCE * lam[i]
+
+
+def test_calibration_invalidates_settings_heated_by_minibatch_noise():
+    """L(w; x) = ½|w|² − w·x with x ~ N(0, I₄): Cov(∇L_B) = I/B, so the minibatch noise ratio is
+    ε nβ² / (4B) — 0.03 at ε = 3e-4 and 0.3 at 3e-3 (nβ = 20, B = 1). With γ = nβ the target
+    gives λ̂ = nβ d / (2(nβ + γ)) = 1; the hot setting mixes and does not diverge, yet reads
+    λ̂ ≈ 1 + 0.3 high: it must be invalid."""
+    x = jax.random.normal(jax.random.key(7), (1000, 4))
+    x = x - x.mean(0, keepdims=True)  # the centre 0 is the exact minimiser
+
+    def loss(w, batch):
+        return 0.5 * jnp.sum(w**2) - jnp.mean(batch @ w)
+
+    cal = fs.llc.calibrate(
+        jax.random.key(0),
+        loss,
+        jnp.zeros(4),
+        x,
+        step_sizes=(3e-4, 3e-3),
+        localizations=(20.0,),
+        nbetas=(20.0,),
+        num_chains=8,
+        num_draws=2000,
+        num_burnin=200,
+        thinning=10,
+        batch_size=1,
+    )
+    ratio = cal.minibatch_noise_ratio[:, 0, 0]
+    # 16 minibatch gradients estimate the variance: ~25 % relative error
+    np.testing.assert_allclose(ratio, [0.03, 0.3], rtol=0.5)
+    np.testing.assert_allclose(ratio, cal.results.minibatch_noise_ratio)
+    lam, se = cal.llc_mean[:, 0, 0], cal.llc_std[:, 0, 0] / np.sqrt(8)  # se ≈ 0.05
+    assert abs(lam[0] - 1.0) < 4 * se[0] + 0.03  # + the cold setting's own ~3 % heating
+    assert lam[1] - 1.0 > 0.15 + 4 * se[1]  # ≈ +0.3 expected
+    assert cal.valid[0, 0, 0] and not cal.valid[1, 0, 0]
+    hot = (1, 0, 0)  # invalid for its noise alone
+    assert cal.diverged_fraction[hot] == 0 and cal.rhat[hot] < 1.1 and cal.ess[hot] >= 100
+    assert cal.below_init_fraction[hot] < 0.5
+    assert cal.recommended is not None and cal.recommended["step_size"] == 3e-4
