@@ -249,6 +249,40 @@ def _ctrw_continued(key, walkers, times, alpha, dim=1):
     return positions, last > t_last
 
 
+@functools.partial(jax.jit, static_argnums=(1, 3, 4, 5))
+def _ctrw_traced(key, walkers, times, alpha, block, dim=1):
+    """:func:`_ctrw_continued` as one ``lax.while_loop`` (for a traced key): every block
+    draws ``block`` jumps for every walker, from the same per-walker keys, and only the
+    unfinished walkers take them, so the paths equal the host loop's bitwise."""
+    t_last = times[-1]
+    max_blocks = -(-CTRW_MAX_TOTAL_JUMPS // block)
+    idx = jnp.arange(walkers, dtype=jnp.int32)
+
+    def cond(state):
+        b, _, last, _ = state
+        return (b < max_blocks) & jnp.any(last <= t_last)
+
+    def body(state):
+        b, positions, last, end = state
+        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.fold_in(key, b), idx)
+        pos, arrived, after = _ctrw_block(keys, last, end, times, alpha, block)
+        todo = last <= t_last
+        pending = (times.reshape(1, -1) >= last.reshape(-1, 1)) & todo.reshape(-1, 1)
+        positions = jnp.where(pending[..., None], pos, positions)
+        last = jnp.where(todo, arrived, last)
+        end = jnp.where(todo[:, None], after, end)
+        return b + 1, positions, last, end
+
+    state = (
+        jnp.uint32(0),
+        jnp.zeros((walkers, times.shape[0], dim)),
+        jnp.zeros(walkers, jnp.float32),
+        jnp.zeros((walkers, dim)),
+    )
+    _, positions, last, _ = jax.lax.while_loop(cond, body, state)
+    return positions, last > t_last
+
+
 def ctrw(
     key: PRNGKey, walkers: int, times: Array, alpha: float, *, max_jumps: int | None = None
 ) -> CTRWPaths:
@@ -264,12 +298,13 @@ def ctrw(
         max_jumps: ``None`` (default): simulate in blocks of jumps, continuing every walker
             whose jumps have not yet passed the last time, until all have (blocks of about
             twice the mean number of jumps ``t^α/Γ(1 + α)``; a walker still short after
-            ``CTRW_MAX_TOTAL_JUMPS`` jumps is flagged). That is a host loop: with a traced key
-            (under ``jit`` or ``vmap`` over keys) the default is one block of
-            ``max(4096, 4·mean + 128)`` jumps instead (rounded to a power of two), its
-            shortfalls flagged. An int: one block of that many jumps per walker (one compiled
-            call); walkers it does not carry past the last time are flagged in ``complete``
-            (their later positions stop at their last jump).
+            ``CTRW_MAX_TOTAL_JUMPS`` jumps is flagged). With a concrete key that is a host
+            loop over the unfinished walkers only; with a traced key (under ``jit``, or
+            ``vmap`` over keys) it is one ``lax.while_loop`` in which every walker draws each
+            block and only the unfinished ones take it: the same paths, bitwise. An int: one
+            block of that many jumps per walker (one compiled call); walkers it does not
+            carry past the last time are flagged in ``complete`` (their later positions stop
+            at their last jump).
 
     Examples:
         >>> import jax, numpy as np
@@ -293,9 +328,10 @@ def ctrw(
     key = check_key(key)
     walkers = _positive_int("walkers", walkers)
     if max_jumps is None and isinstance(jax.random.key_data(key), jax.core.Tracer):
-        # under jit/vmap over keys the host loop cannot run: one block, generously sized
-        max_jumps = max(4096, 2 * _ctrw_block_size(float(t_np[-1]), float(alpha), 1))
-    if max_jumps is None:
+        # under jit/vmap over keys the host loop cannot run: the same blocks in a while_loop
+        block = _ctrw_block_size(float(t_np[-1]), float(alpha), walkers)
+        pos, complete = _ctrw_traced(key, walkers, t, float(alpha), block)
+    elif max_jumps is None:
         pos, complete = _ctrw_continued(key, walkers, t, float(alpha))
     else:
         pos, complete = _ctrw(key, walkers, t, float(alpha), _positive_int("max_jumps", max_jumps))

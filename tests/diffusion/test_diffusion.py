@@ -117,6 +117,10 @@ def test_ctrw_default_continues_every_walker_past_the_last_time():
     np.testing.assert_allclose(msd[times >= 10], want[times >= 10], rtol=0.12)
     again = D.ctrw(KEY, 8000, times, 0.5)
     np.testing.assert_array_equal(np.asarray(again.positions), np.asarray(paths.positions))
+    # under jit the continuation is a while_loop over every walker: the same paths, bitwise
+    jitted = jax.jit(lambda k: D.ctrw(k, 8000, times, 0.5))(KEY)
+    np.testing.assert_array_equal(np.asarray(jitted.positions), np.asarray(paths.positions))
+    assert bool(jitted.complete.all())
 
 
 def test_time_averaged_msd_differs_for_ctrw_but_not_brownian():
@@ -510,10 +514,29 @@ def test_generators_take_traced_parameters_and_ctrw_one_block_jits():
     times = np.array([1.0, 2.0])
     jitted = jax.jit(lambda k: D.ctrw(k, 3, times, 0.5, max_jumps=8).positions)(KEY)
     np.testing.assert_array_equal(jitted, D.ctrw(KEY, 3, times, 0.5, max_jumps=8).positions)
-    # the default's host loop cannot run on a traced key: one generous block instead
+    # the default's host loop cannot run on a traced key: the same blocks in a while_loop
     keys = jax.random.split(KEY, 2)
     batch = jax.vmap(lambda k: D.ctrw(k, 3, times, 0.5))(keys)
     assert batch.positions.shape == (2, 3, 2, 1) and bool(batch.complete.all())
+    for i in range(2):
+        np.testing.assert_array_equal(batch.positions[i], D.ctrw(keys[i], 3, times, 0.5).positions)
+
+
+def test_ctrw_continuation_under_jit_equals_the_host_loop_over_many_blocks(monkeypatch):
+    """Blocks of 64 jumps against a mean of 113 by t = 1e4 (at α = ½ the count is ≈ √(2t)|Z|,
+    so about two thirds of the walkers need 2 to ~8 blocks): the while_loop (traced key) must
+    give the host loop's paths bitwise."""
+    from fracsgd.diffusion import _processes
+
+    monkeypatch.setattr(_processes, "CTRW_BLOCK_ELEMENTS", 500 * 64)
+    assert _processes._ctrw_block_size(1e4, 0.5, 500) == 64
+    times = np.geomspace(1, 1e4, 8)
+    host = D.ctrw(KEY, 500, times, 0.5)
+    traced = jax.jit(lambda k: D.ctrw(k, 500, times, 0.5))(KEY)
+    np.testing.assert_array_equal(np.asarray(traced.positions), np.asarray(host.positions))
+    assert bool(host.complete.all()) and bool(traced.complete.all())
+    one_block = D.ctrw(KEY, 500, times, 0.5, max_jumps=64)
+    assert np.mean(~np.asarray(one_block.complete)) > 0.5  # P(√(2e4)|Z| > 64) ≈ 0.65
     with pytest.raises(ValueError, match=">= 0"):
         D.ctrw(KEY, 3, [-1.0, 2.0], 0.5)
     with pytest.raises(ValueError, match="float32"):
