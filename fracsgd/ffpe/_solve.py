@@ -126,18 +126,28 @@ class Solution(NamedTuple):
         cell_axes = tuple(range(dim))
         return jnp.tensordot(self.p, f, axes=(tuple(a + 1 for a in cell_axes), cell_axes)) * volume
 
+    def _batch_ndim(self) -> int:
+        """Leading batch axes (from ``jax.vmap(solve)``): ``centers`` is ``(*batch, *cells,
+        dim)`` with as many cell axes as coordinates."""
+        return self.centers.ndim - 1 - self.centers.shape[-1]
+
     def moment(self, k: int) -> Array:
         """``∫ w^k p dw`` at every time: ``(S,)`` in 1-D, ``(S, dim)`` (one per coordinate) on
-        a :class:`~fracsgd.ffpe.Grid2D`. For a batch of solutions from ``jax.vmap(solve)``,
-        map it too: ``jax.vmap(lambda s: s.moment(k))(solutions)``."""
+        a :class:`~fracsgd.ffpe.Grid2D`; a batch of solutions from ``jax.vmap(solve)`` gives
+        ``(*batch, S)`` / ``(*batch, S, dim)``."""
+        if self._batch_ndim() > 0:
+            return jax.vmap(lambda s: s.moment(k))(self)
         m = self._integrate(self.centers**k)
         return m[:, 0] if self.centers.shape[-1] == 1 else m
 
     def msd(self, x0: Any = 0.0) -> Array:
-        """``∫ |w − x0|² p dw`` at every time, ``(S,)``; ``x0`` a number or a point ``(dim,)``."""
+        """``∫ |w − x0|² p dw`` at every time, ``(S,)`` (``(*batch, S)`` for a batch of
+        solutions from ``jax.vmap(solve)``); ``x0`` a number or a point ``(dim,)``."""
         dim = self.centers.shape[-1]
         if isinstance(x0, str | bytes) or np.shape(x0) not in ((), (dim,)):
             raise ValueError(f"x0 must be a number or a point of shape ({dim},), got {x0!r:.60}")
+        if self._batch_ndim() > 0:
+            return jax.vmap(lambda s: s.msd(x0))(self)
         x0 = jnp.broadcast_to(jnp.asarray(x0, self.centers.dtype), (dim,))
         x0 = x0.reshape((1,) * (self.centers.ndim - 1) + (dim,))
         return self._integrate(jnp.sum((self.centers - x0) ** 2, axis=-1))
