@@ -75,16 +75,24 @@ class Problem(NamedTuple):
             :mod:`fracsgd.ffpe._space`).
         gamma: the drift strength γ (the learning rate, "friction").
         potential: ``L(w)`` for a point of shape ``(dim,)``, returning a scalar.
+        reference_diffusion: ``D_0 > 0`` of that form, for a ``D(w)`` function only: the
+            temperature of the stationary state ``∝ exp(−γL/D_0)`` (``D(w)`` sets how fast it
+            is reached, not where). ``None`` (default) takes the mean of ``D`` over the grid's
+            cell centres, which depends on the grid's extent — cells added where ``p`` is
+            negligible still change ``D_0`` and so the equation; give ``D_0`` to make the
+            problem independent of the grid. With a constant ``diffusion``, ``D_0 = D``.
 
-    ``alpha``, ``diffusion`` (a number) and ``gamma`` may be traced arrays (``jax.vmap`` over
-    problems, ``jax.grad`` in ``alpha``): concrete values are validated with ``ValueError``,
-    traced ones give the result code ``BAD_PARAMETER`` in the :class:`Solution`.
+    ``alpha``, ``diffusion`` (a number), ``gamma`` and ``reference_diffusion`` may be traced
+    arrays (``jax.vmap`` over problems, ``jax.grad`` in ``alpha``): concrete values are
+    validated with ``ValueError``, traced ones give the result code ``BAD_PARAMETER`` in the
+    :class:`Solution`.
     """
 
     alpha: Any = 0.5
     diffusion: Any = 1.0
     gamma: Any = 1.0
     potential: Callable[[Array], Array] = lambda w: 0.5 * jnp.sum(w**2)
+    reference_diffusion: Any = None
 
 
 class Solution(NamedTuple):
@@ -183,6 +191,17 @@ def _check_problem(problem: Any) -> Problem:
     g = _concrete(problem.gamma, "gamma")
     if g is not None and not math.isfinite(g):
         raise ValueError(f"gamma must be finite, got {problem.gamma}")
+    if problem.reference_diffusion is not None:
+        if not callable(problem.diffusion):
+            raise ValueError(
+                "reference_diffusion is for a diffusion function D(w) only (with a constant "
+                f"diffusion D_0 = D), got reference_diffusion={problem.reference_diffusion!r}"
+            )
+        d0 = _concrete(problem.reference_diffusion, "reference_diffusion")
+        if d0 is not None and not (d0 > 0 and math.isfinite(d0)):
+            raise ValueError(
+                f"reference_diffusion must be finite and > 0, got {problem.reference_diffusion}"
+            )
     if not callable(problem.potential):
         raise ValueError("potential must be a function L(w) of a point w of shape (dim,)")
     return problem
@@ -206,6 +225,9 @@ def _parameters_ok(problem: Problem, grid: Any) -> Array:
     if callable(problem.diffusion):
         c = jnp.asarray(grid.centers)
         d = jax.vmap(problem.diffusion)(c.reshape(-1, c.shape[-1]))
+        if problem.reference_diffusion is not None:
+            d0 = jnp.asarray(problem.reference_diffusion)
+            ok = ok & (d0 > 0) & jnp.isfinite(d0)
     else:
         d = jnp.asarray(problem.diffusion)
     return ok & jnp.all((d > 0) & jnp.isfinite(d))
@@ -247,6 +269,14 @@ def _check_strategies(stepper: Any, history: Any) -> None:
 # ------------------------------------------------------------------------------ 1-D space
 
 
+def reference_diffusion(problem: Problem, d_cells: Array) -> Array:
+    """``D_0`` of ``∇·(D(w)(∇p + p∇(γL/D_0)))``: the problem's ``reference_diffusion``, or
+    the mean of ``D`` over the cell centres ``d_cells`` when it is None."""
+    if problem.reference_diffusion is None:
+        return jnp.mean(d_cells)
+    return jnp.asarray(problem.reference_diffusion, d_cells.dtype)
+
+
 def _operator(problem: Problem, grid: Grid1D):
     L = potential_values(problem.potential, grid)
     if callable(problem.diffusion):
@@ -254,7 +284,7 @@ def _operator(problem: Problem, grid: Grid1D):
         if d_cells.shape != (grid.cells,):
             raise ValueError("diffusion(w) must return a scalar for a point of shape (1,)")
         check_diffusion_values(d_cells)
-        d0 = jnp.mean(d_cells)
+        d0 = reference_diffusion(problem, d_cells)
         d_faces = 0.5 * (d_cells[1:] + d_cells[:-1])
     else:
         d0 = jnp.asarray(problem.diffusion, L.dtype)

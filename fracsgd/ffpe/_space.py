@@ -12,8 +12,10 @@ Flux between neighbouring cells ``i → i+1`` at distance ``h`` (Scharfetter & G
 It vanishes exactly on ``p ∝ e^{−φ}``, so the discrete Gibbs state is an exact fixed point; the
 operator has non-negative off-diagonals and zero column sums (mass conservation, positivity
 with implicit time stepping). With a space-dependent ``D(w)`` we solve
-``∂_t p = ∇·(D(w) (∇p + p ∇φ))`` with ``φ = γL/D_0`` (``D_0`` = the mean of ``D`` over the
-grid's cell centres), whose stationary state is ``∝ e^{−γL/D_0}``; the alternative
+``∂_t p = ∇·(D(w) (∇p + p ∇φ))`` with ``φ = γL/D_0`` (``D_0`` = the problem's
+``reference_diffusion``, or when it is None the mean of ``D`` over the grid's cell centres,
+which then depends on the grid's extent), whose stationary state is ``∝ e^{−γL/D_0}``; the
+alternative
 ``∇·(D∇p + γp∇L)`` has a different stationary state and is not what this solver solves.
 """
 

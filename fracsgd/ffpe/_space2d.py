@@ -6,9 +6,10 @@ The operator is the 1-D one of :mod:`fracsgd.ffpe._space` on the 5-point stencil
 
     ∂_t p = ∇·( D(w) (∇p + p ∇φ) ),   φ = γ L / D_0,
 
-with ``D_0 = D`` for a constant diffusion and ``D_0`` = the mean of ``D(w)`` over the cell
-centres otherwise (the form whose stationary state is ``∝ e^{−γL/D_0}``; ``∇·(D∇p + γp∇L)``
-has a different one and is not what this module solves). Across every interior face between
+with ``D_0 = D`` for a constant diffusion and, for ``D(w)``, the problem's
+``reference_diffusion`` or (when None) the mean of ``D(w)`` over the cell centres (the form
+whose stationary state is ``∝ e^{−γL/D_0}``; ``∇·(D∇p + γp∇L)`` has a different one and is
+not what this module solves). Across every interior face between
 cells ``P`` and ``Q = P + e_x`` (or ``P + e_y``) at distance ``h``, with ``δ = φ_Q − φ_P``::
 
     J_{P→Q} = (D_face/h) [ B(δ) p_P − B(−δ) p_Q ],   B(x) = x / (e^x − 1),
@@ -391,7 +392,11 @@ def operator2d(problem: Any, grid: Grid2D) -> SG2D:
             raise ValueError("diffusion(w) must return a scalar for a point of shape (2,)")
         check_diffusion_values(d)
         d = d.reshape(grid.cells)
-        d0 = jnp.mean(d)
+        d0 = (
+            jnp.mean(d)
+            if problem.reference_diffusion is None
+            else jnp.asarray(problem.reference_diffusion, d.dtype)
+        )
     else:
         d = d0 = jnp.asarray(problem.diffusion, L.dtype)
     return sg_operator2d(problem.gamma * L / d0, d, grid.h)

@@ -204,6 +204,54 @@ def test_space_dependent_diffusion_keeps_the_documented_stationary_state(x64):
     assert float(jnp.max(jnp.abs(sol.p[-1] - gibbs))) <= 1e-12 * gibbs.max()
 
 
+def test_reference_diffusion_fixes_the_equation_whatever_the_grid(x64):
+    """D₀ defaults to the mean of D(w) over the cells, so widening the grid where p is
+    negligible changes the equation (a review measured the stationary variance 0.300 on
+    [−3, 3] and 0.367 on [−3, 6]). With reference_diffusion = D₀ given, L = w²/2 and γ = 1,
+    the stationary law is N(0, D₀) on any grid, and solve's march agrees on the common cells
+    with and without the extra ones."""
+    d_fn = lambda w: 0.3 + 0.2 * jnp.tanh(w[0])
+    grids = fs.ffpe.Grid1D(-3.0, 3.0, 300), fs.ffpe.Grid1D(-3.0, 6.0, 450)  # same h = 0.02
+    default = fs.ffpe.Problem(alpha=0.6, diffusion=d_fn, potential=lambda w: 0.5 * w[0] ** 2)
+    fixed = default._replace(reference_diffusion=0.3)
+
+    def variance(prob, grid):
+        p, x = np.asarray(fs.ffpe.stationary(prob, grid)), np.asarray(grid.centers[:, 0])
+        return float(np.sum(p * x**2) * grid.h)
+
+    v_default = [variance(default, g) for g in grids]
+    assert abs(v_default[1] - v_default[0]) > 0.05  # the grid's extent changed D₀
+    for g in grids:
+        # N(0, 0.3) cut at ±3 (5.5σ) on a midpoint grid: the variance to ~1e-4
+        assert variance(fixed, g) == pytest.approx(0.3, rel=1e-3)
+    x = np.asarray(grids[0].centers[:, 0])
+    p0 = np.exp(-((x - 1.0) ** 2) / 0.02)
+    p0 /= p0.sum() * grids[0].h
+    runs = [
+        fs.ffpe.solve(fixed, g, np.pad(p0, (0, g.cells - 300)), t_final=1.0, num_steps=40).p[-1]
+        for g in grids
+    ]
+    # the extra cells hold ~1e-7 of the mass by t = 1: the common cells agree to that
+    np.testing.assert_allclose(runs[1][:300], runs[0], rtol=0, atol=1e-5 * float(runs[0].max()))
+
+
+def test_reference_diffusion_is_checked_by_name():
+    grid = fs.ffpe.Grid1D(-2.0, 2.0, 16)
+    with pytest.raises(ValueError, match="reference_diffusion is for a diffusion function"):
+        fs.ffpe.stationary(fs.ffpe.Problem(diffusion=1.0, reference_diffusion=1.0), grid)
+    for bad in (0.0, -1.0, math.inf, "1"):
+        prob = fs.ffpe.Problem(diffusion=lambda w: 1.0 + 0.0 * w[0], reference_diffusion=bad)
+        with pytest.raises(ValueError, match="reference_diffusion"):
+            fs.ffpe.stationary(prob, grid)
+
+    def code(d0):
+        prob = fs.ffpe.Problem(diffusion=lambda w: 1.0 + 0.0 * w[0], reference_diffusion=d0)
+        return fs.ffpe.solve(prob, grid, jnp.ones(16) / 4.0, t_final=0.5, num_steps=4).result
+
+    codes = jax.vmap(code)(jnp.array([1.0, -1.0]))
+    assert list(np.asarray(codes)) == [_solve.SUCCESS, _solve.BAD_PARAMETER]
+
+
 def test_steep_potentials_and_bad_diffusion_functions():
     """Float32: a face whose jump in φ = γL/D exceeds ~88 makes the Bernoulli factors underflow;
     the stationary density is still exp(−φ) (tails at 0), as on a Grid2D. A D(w) that is not

@@ -321,13 +321,27 @@ def test_constant_in_y_data_reduce_exactly_to_the_1d_solve(x64):
     np.testing.assert_allclose(sol.mass, 1.0, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("diffusion", [0.4, _variable_d])
-def test_stationary_state_is_the_gibbs_state_and_a_fixed_point_of_the_march(x64, diffusion):
+@pytest.mark.parametrize(
+    ("diffusion", "reference"), [(0.4, None), (_variable_d, None), (_variable_d, 0.35)]
+)
+def test_stationary_state_is_the_gibbs_state_and_a_fixed_point_of_the_march(
+    x64, diffusion, reference
+):
+    """exp(−γL/D₀): D₀ = D, the mean of D(w) over the cells, or the given reference."""
     grid = _grid()
-    prob = fs.ffpe.Problem(alpha=0.6, diffusion=diffusion, gamma=1.0, potential=_tilted_double_well)
+    prob = fs.ffpe.Problem(
+        alpha=0.6,
+        diffusion=diffusion,
+        gamma=1.0,
+        potential=_tilted_double_well,
+        reference_diffusion=reference,
+    )
     p = fs.ffpe.stationary(prob, grid)
     centers = jnp.asarray(grid.centers)
-    d0 = 0.4 if not callable(diffusion) else float(jnp.mean(jax.vmap(jax.vmap(diffusion))(centers)))
+    d0 = reference or (
+        0.4 if not callable(diffusion) else jnp.mean(jax.vmap(jax.vmap(diffusion))(centers))
+    )
+    d0 = float(d0)
     gibbs = np.exp(-np.asarray(jax.vmap(jax.vmap(_tilted_double_well))(centers)) / d0)
     np.testing.assert_allclose(p, gibbs / (gibbs.sum() * grid.cell_volume), rtol=1e-12)
     a = _dense(_space2d.operator2d(prob, grid))
