@@ -468,6 +468,19 @@ def return_dimension(displacement: np.ndarray, steps: np.ndarray) -> ReturnDimen
 # ----------------------------------------------------------------------------- analysis
 
 
+def _verdict(d_s: float, lam_bar: float) -> bool | None:
+    """``d_s ≤ λ̄``, or None when either is not a number."""
+    return bool(d_s <= lam_bar) if math.isfinite(d_s) and math.isfinite(lam_bar) else None
+
+
+def _conclusive(ci: Any, lam_bar: float) -> bool | None:
+    """Whether the 95 % CI of ``d_s`` lies wholly on one side of ``λ̄`` (None: no CI)."""
+    lo, hi = (float(c) for c in ci)
+    if not (math.isfinite(lo) and math.isfinite(hi) and math.isfinite(lam_bar)):
+        return None
+    return bool(hi <= lam_bar or lo > lam_bar)
+
+
 def analyse(
     tr: dict[str, np.ndarray], ll: dict[str, np.ndarray], br: dict[str, np.ndarray], config
 ) -> list[dict[str, Any]]:
@@ -518,11 +531,18 @@ def analyse(
         rec["checkpoint_steps"] = ck.astype(int).tolist()
         rec["llc"] = lam.tolist()
         rec["llc_std"] = np.asarray(ll["llc_std"][i], np.float64).tolist()
-        rec["llc_not_minimum"] = np.asarray(ll["not_minimum"][i]).tolist()
+        flagged = np.asarray(ll["not_minimum"][i], bool)
+        rec["llc_not_minimum"] = flagged.tolist()
         rec["lambda_final"] = float(lam[-1])
-        window = (int(ck[ck >= start][0]), int(ck[-1]))
-        rec["lambda_window"] = list(window)
-        rec["lambda_bar"] = llc.time_average(ck, lam, window[0])
+        # λ̄ over the late window from the checkpoints that are local minima: a flagged λ̂
+        # (negative, or chains below L_n(w*)) does not estimate λ (theory.md Appendix B)
+        lam_ok = np.where(flagged, np.nan, lam)
+        late = ck >= start
+        used = late & np.isfinite(lam_ok)
+        rec["lambda_window"] = [int(ck[used][0]), int(ck[used][-1])] if used.any() else None
+        rec["lambda_bar"] = llc.time_average(ck, lam_ok, start)
+        rec["lambda_bar_checkpoints"] = int(used.sum())
+        rec["lambda_bar_excluded"] = int(np.sum(late & flagged))
         rec["nbeta"] = float(ll["nbeta"])
         # --- spectral dimensions
         rec["d_s_eq17_final"] = float(diffusion.paper_spectral_dimension(rec["lambda_final"], H))
@@ -538,21 +558,28 @@ def analyse(
         # --- D_ξ = ξ^{2 − 2λ/d_s} (Eq. 17's d_s: 2λ/d_s = 1/H = d_w)
         d_s = rec["d_s_eq17_final"]
         rec["xi"] = float(config.xi)
-        rec["D_xi"] = (
-            float(diffusion.effective_diffusion(config.xi, rec["lambda_final"], d_s))
-            if d_s > 0 and math.isfinite(d_s)
-            else math.nan
-        )
-        # --- the bound d_s ≤ λ̄ with both λ's named (theory.md §3, §5)
-        rec["bound_eq17_holds"] = bool(d_s <= rec["lambda_bar"]) if math.isfinite(d_s) else None
-        rec["bound_return_holds"] = (
-            bool(ret.d_s <= rec["lambda_bar"]) if math.isfinite(ret.d_s) else None
-        )
-        # --- near-stability over the λ̄ window
-        # over the late window [T^(1 − late_fraction), T] in time (λ̄'s checkpoints lie in it)
-        ns = diffusion.near_stability(ck, lam, t_rec, tr["grad_norm"][i], (start, float(ck[-1])))
-        rec["llc_cv_window"] = ns.coefficient_of_variation
-        rec["grad_norm_window"] = ns.mean_grad_norm
+        # 2λ/d_s = 1/H whatever λ is, so D_ξ = ξ^(2 − d_w) needs only H (λ_final ≤ 0 included)
+        d_w = rec.get("d_w", math.nan)
+        rec["D_xi"] = float(config.xi ** (2.0 - d_w)) if math.isfinite(d_w) and H > 0 else math.nan
+        # --- the bound d_s ≤ λ̄ with both λ's named (theory.md §3, §5); a verdict is
+        # conclusive when the d_s's 95 % CI lies on one side of λ̄ (Eq. 17's CI is 2·λ·H_ci)
+        lam_bar = rec["lambda_bar"]
+        ci17 = [2 * rec["lambda_final"] * h for h in rec.get("H_ci", (math.nan, math.nan))]
+        rec["d_s_eq17_final_ci"] = sorted(ci17)
+        rec["bound_eq17_holds"] = _verdict(d_s, lam_bar)
+        rec["bound_eq17_conclusive"] = _conclusive(ci17, lam_bar)
+        rec["bound_return_holds"] = _verdict(ret.d_s, lam_bar)
+        rec["bound_return_conclusive"] = _conclusive(ret.ci, lam_bar)
+        # --- near-stability over the fit window of H (theory.md §5), unflagged checkpoints
+        fw = rec.get("fit_window")
+        if fw is not None:
+            ns = diffusion.near_stability(ck, lam_ok, t_rec, tr["grad_norm"][i], tuple(fw))
+            cv, gn, n_cv = ns.coefficient_of_variation, ns.mean_grad_norm, ns.num_checkpoints
+        else:
+            cv, gn, n_cv = math.nan, math.nan, 0
+        rec["llc_cv_window"] = cv
+        rec["llc_cv_checkpoints"] = int(n_cv)
+        rec["grad_norm_window"] = gn
         records.append(rec)
     return records
 

@@ -34,10 +34,17 @@ DECISIONS = {
     "slope is below 1/2; otherwise on the last decade (or last half in log-time). The window, "
     "r² and a 95% CI (the wider of least squares and Newey–West in log-time) are reported.",
     "which_lambda": "lambda_final is λ̂ at the last checkpoint; lambda_bar is the trapezoid "
-    "time-average of λ̂(w_t) over the late window t ≥ T^(1−late_fraction). Eq. 17's d_s is "
+    "time-average of λ̂(w_t) over the late window t ≥ T^(1−late_fraction), from the checkpoints "
+    "that are local minima: a checkpoint flagged not a minimum has no λ to estimate "
+    "(theory.md App. B), so it is left out and counted (lambda_bar_excluded). Eq. 17's d_s is "
     "reported with each (d_s_eq17_final = 2·lambda_final·H, d_s_eq17_bar = 2·lambda_bar·H).",
     "bound": "The bound d_s ≤ λ̄ is tested with d_s_eq17_final and with the λ-free d_s_return. "
-    "With d_s_eq17_bar it would reduce to H ≤ 1/2 (theory.md §3), so it is not counted.",
+    "With d_s_eq17_bar it would reduce to H ≤ 1/2 (theory.md §3), so it is not counted. A "
+    "verdict is conclusive (bound_*_conclusive) when the d_s's 95% CI lies on one side of λ̄ "
+    "(for Eq. 17: 2·lambda_final·H_ci).",
+    "near_stability": "llc_cv_window is the coefficient of variation of λ̂ over the "
+    "unflagged checkpoints inside H's fit window (theory.md §5; llc_cv_checkpoints of them), "
+    "grad_norm_window the mean minibatch gradient norm there.",
     "lambda_free_d_s": "d_s_return: replicas restarted from the final point with other minibatch "
     "orders; P(τ) = Pr(||w_{t0+τ} − w_{t0}|| < ξ_ret) ~ τ^(−d_s/2), ξ_ret = the median replica "
     "displacement at τ ≈ T_branch/20.",
@@ -45,7 +52,7 @@ DECISIONS = {
     "+ sqrt(ε)ξ, nβ = n / log n (theory.md §2); chains that diverge are excluded and counted; "
     "checkpoints that are not local minima (λ̂ < 0 or most draws below L_n(w*)) are flagged.",
     "D_xi": "D_ξ = ξ^(2 − 2λ/d_s) (v1 Def. 3.1) with λ = lambda_final and d_s = d_s_eq17_final, "
-    "i.e. ξ^(2 − d_w); ξ = 0.5 as in v2 unless configured.",
+    "i.e. ξ^(2 − d_w) (defined for any λ); ξ = 0.5 as in v2 unless configured.",
     "m": "In the almost-Bayesian comparison the tempering exponent is m·D_ξ with m the number of "
     "training samples (the m of L_m); masses are k-means cluster masses in function space "
     "(outputs on a probe grid); posterior = SGLD at β = 1 with a Gaussian prior.",
@@ -289,16 +296,32 @@ def mnist_summary(study: Any) -> dict[str, Any]:
             "H": _mean_std(_arr(sel, "H")),
             "test_accuracy": _mean_std(_arr(sel, "test_accuracy")),
         }
-    b17 = [r["bound_eq17_holds"] for r in recs if r.get("bound_eq17_holds") is not None]
-    bret = [r["bound_return_holds"] for r in recs if r.get("bound_return_holds") is not None]
+    b17 = [r for r in recs if r.get("bound_eq17_holds") is not None]
+    bret = [r for r in recs if r.get("bound_return_holds") is not None]
+
+    def counts(sel: list[dict], which: str) -> list[int]:
+        """[holds, of, conclusive and holds, conclusive and violated]"""
+        held = [bool(r[f"bound_{which}_holds"]) for r in sel]
+        sure = [bool(r.get(f"bound_{which}_conclusive")) for r in sel]
+        return [
+            int(sum(held)),
+            len(sel),
+            int(sum(h and c for h, c in zip(held, sure, strict=True))),
+            int(sum(c and not h for h, c in zip(held, sure, strict=True))),
+        ]
+
     return {
         "table": table,
         "paper_table": PAPER_TABLE,
-        "bound_eq17_holds": [int(sum(b17)), len(b17)],
-        "bound_return_holds": [int(sum(bret)), len(bret)],
+        "bound_eq17_holds": counts(b17, "eq17"),
+        "bound_return_holds": counts(bret, "return"),
         "diverged": int(sum(r["diverged"] for r in study.records)),
         "networks": len(study.records),
         "not_minimum_final": int(sum(bool(r["llc_not_minimum"][-1]) for r in recs)),
+        "lambda_bar_excluded": int(sum(r.get("lambda_bar_excluded", 0) for r in recs)),
+        "lambda_bar_networks_excluding": int(
+            sum(r.get("lambda_bar_excluded", 0) > 0 for r in recs)
+        ),
     }
 
 
@@ -405,16 +428,20 @@ def mnist_section(study: Any, summary: dict, figures: list[str]) -> str:
             f"{paper['lambda_final'][0]} ± {paper['lambda_final'][1]} | – | – | "
             f"{100 * paper['test_accuracy']:.1f} % |"
         )
-    h17, n17 = summary["bound_eq17_holds"]
-    hr, nr = summary["bound_return_holds"]
+    h17, n17, s17, v17 = summary["bound_eq17_holds"]
+    hr, nr, sr, vr = summary["bound_return_holds"]
     lines += [
         "",
         f"**Bound d_s ≤ λ̄** holds for {h17} of {n17} networks with Eq. 17's d_s "
         f"(2·λ_final·H) and for {hr} of {nr} with the λ-free d_s (networks where it could be "
         "estimated). With d_s computed from λ̄ itself the bound would be H ≤ 1/2, so that "
-        "version is not counted (theory.md §3).",
+        "version is not counted (theory.md §3). Conclusive verdicts (the d_s's 95 % CI on one "
+        f"side of λ̄): Eq. 17 {s17} hold, {v17} violated; λ-free {sr} hold, {vr} violated — the "
+        "rest are within their error bars.",
         f"{summary['not_minimum_final']} final checkpoints were flagged as not local minima "
-        "(their λ̂ is unreliable; see `llc_not_minimum` in results.json).",
+        "(their λ̂ is unreliable; see `llc_not_minimum` in results.json); "
+        f"{summary['lambda_bar_excluded']} flagged checkpoints inside the late window "
+        f"({summary['lambda_bar_networks_excluding']} networks) were left out of λ̄.",
         "",
         "### Networks",
         "",

@@ -96,27 +96,59 @@ def test_results_json_is_consistent_with_its_own_numbers(tiny_run):
         H, lam_f, lam_b = n["H"], n["lambda_final"], n["lambda_bar"]
         # Eq. 17 with each λ, recomputed from the stored numbers
         assert n["d_s_eq17_final"] == pytest.approx(2 * lam_f * H, rel=1e-12)
-        assert n["d_s_eq17_bar"] == pytest.approx(2 * lam_b * H, rel=1e-12)
+        if lam_b is None:  # no unflagged checkpoint in the late window
+            assert n["d_s_eq17_bar"] is None and n["bound_eq17_holds"] is None
+        else:
+            assert n["d_s_eq17_bar"] == pytest.approx(2 * lam_b * H, rel=1e-12)
         assert n["d_w"] == pytest.approx(1 / H, rel=1e-12)
         assert n["caputo_order"] == pytest.approx(2 * H, rel=1e-12)
-        # λ̄: trapezoid time average of the stored λ̂(w_t) over the stored window
+        # λ̄: trapezoid time average of the stored λ̂(w_t) over the late window, from the
+        # checkpoints not flagged as non-minima (theory.md App. B)
         t = np.asarray(n["checkpoint_steps"], float)
-        assert n["lambda_bar"] == pytest.approx(
-            fs.llc.time_average(t, n["llc"], n["lambda_window"][0]), rel=1e-12
-        )
+        flagged = np.asarray(n["llc_not_minimum"], bool)
+        lam_ok = np.where(flagged, np.nan, np.asarray(n["llc"], float))
+        start = t[-1] ** (1 - study["config"]["late_fraction"])
+        late = t >= start
+        assert n["lambda_bar_excluded"] == int(np.sum(late & flagged))
+        assert n["lambda_bar_checkpoints"] == int(np.sum(late & ~flagged))
+        if n["lambda_bar_checkpoints"]:
+            assert n["lambda_bar"] == pytest.approx(
+                fs.llc.time_average(t, lam_ok, start), rel=1e-12
+            )
+            used = t[late & ~flagged]
+            assert n["lambda_window"] == [used[0], used[-1]]
+        else:
+            assert lam_b is None and n["lambda_window"] is None
         assert n["lambda_final"] == n["llc"][-1]
-        assert n["lambda_window"][1] == t[-1]
-        # the bound, recomputed
-        assert n["bound_eq17_holds"] == (n["d_s_eq17_final"] <= lam_b)
-        if n["d_s_return"] is not None:
-            assert n["bound_return_holds"] == (n["d_s_return"] <= lam_b)
+        # the bound, recomputed; conclusive when the CI is on one side of λ̄
+        if lam_b is not None:
+            assert n["bound_eq17_holds"] == (n["d_s_eq17_final"] <= lam_b)
+            lo, hi = sorted(2 * lam_f * h for h in n["H_ci"])
+            assert n["d_s_eq17_final_ci"] == pytest.approx([lo, hi], rel=1e-12)
+            assert n["bound_eq17_conclusive"] == (hi <= lam_b or lo > lam_b)
+            if n["d_s_return"] is not None:
+                assert n["bound_return_holds"] == (n["d_s_return"] <= lam_b)
+        # near-stability over H's fit window, unflagged checkpoints
+        lo_w, hi_w = n["fit_window"]
+        inside = (t >= lo_w) & (t <= hi_w) & np.isfinite(lam_ok)
+        assert n["llc_cv_checkpoints"] == int(inside.sum())
+        if inside.sum() > 1:
+            v = lam_ok[inside]
+            assert n["llc_cv_window"] == pytest.approx(np.std(v) / abs(np.mean(v)), rel=1e-9)
         # D_ξ = ξ^(2 − 2λ/d_s) with Eq. 17's d_s is ξ^(2 − 1/H)
         if n["D_xi"] is not None:
             assert n["D_xi"] == pytest.approx(n["xi"] ** (2 - 1 / H), rel=1e-9)
         assert 0.0 <= n["test_accuracy"] <= 1.0
     summary = study["summary"]
-    holds = [n["bound_eq17_holds"] for n in nets if n["bound_eq17_holds"] is not None]
-    assert summary["bound_eq17_holds"] == [sum(holds), len(holds)]
+    judged = [n for n in nets if n["bound_eq17_holds"] is not None]
+    holds = [n["bound_eq17_holds"] for n in judged]
+    sure = [n["bound_eq17_conclusive"] for n in judged]
+    assert summary["bound_eq17_holds"] == [
+        sum(holds),
+        len(holds),
+        sum(h and c for h, c in zip(holds, sure, strict=True)),
+        sum(c and not h for h, c in zip(holds, sure, strict=True)),
+    ]
     sgd = [n["d_s_eq17_final"] for n in nets if n["optimizer"] == "sgd"]
     assert summary["table"]["sgd"]["d_s_eq17_final"][0] == pytest.approx(np.mean(sgd))
 
