@@ -54,12 +54,22 @@ def array_digest(*arrays: Any) -> str:
     return h.hexdigest()
 
 
+def default_file_mode() -> int:
+    """``0o666`` less the process's umask: the mode ``open`` would give a new file
+    (:func:`tempfile.mkstemp` creates its files ``0o600``, which results must not keep)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file, ``fsync`` and :func:`os.replace`."""
+    """Write ``data`` to ``path`` via a temporary file, ``fsync`` and :func:`os.replace`; the
+    file gets the mode a plain ``open`` would give it (:func:`default_file_mode`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, default_file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -12,10 +12,10 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
+from fracsgd._io import atomic_write_text
 from fracsgd.experiments._store import StageError
 
 
@@ -33,9 +33,21 @@ def _seed(text: str) -> int:
         v = int(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from err
-    if not 0 <= v < 2**63:
-        raise argparse.ArgumentTypeError(f"the seed must be in [0, 2**63), got {text}")
+    if not 0 <= v < 2**32:  # jax.random.key(seed) keeps 32 bits: 2**32 would repeat seed 0
+        raise argparse.ArgumentTypeError(f"the seed must be in [0, 2**32), got {text}")
     return v
+
+
+def _prepare_out(out: str) -> None:
+    """Create the output directory before any work, or refuse it by name."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out must be a directory, but {out!r} is a file")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"--out {out!r} cannot be created: {err.strerror}") from err
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out!r} is not writable")
 
 
 def _devices(text: str) -> str:
@@ -219,6 +231,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         mnist.validate(configs["mnist"])
     if "moons" in configs:
         moons.validate(configs["moons"])
+    _prepare_out(args.out)
     progress = not args.no_progress
     mesh = _mesh(args.devices)
     dataset = fs.data.load("mnist", data_dir=args.data_dir) if "mnist" in configs else None
@@ -302,13 +315,6 @@ def _plot_displacement(result, path: str) -> None:
     plt.close(fig)
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def _sweep(args: argparse.Namespace) -> int:
     import jax
 
@@ -334,6 +340,7 @@ def _sweep(args: argparse.Namespace) -> int:
         num_checkpoints=8 if quick else 16,
     )
     mesh = _mesh(args.devices)
+    _prepare_out(args.out)
     dataset = fs.data.load("mnist", data_dir=args.data_dir)
     if args.memory_limit is not None:
         grid = grid._replace(memory_limit=args.memory_limit)
@@ -354,7 +361,7 @@ def _sweep(args: argparse.Namespace) -> int:
         "grid": {k: (list(v) if isinstance(v, tuple) else v) for k, v in grid._asdict().items()},
         "runs": result.summary(),
     }
-    _atomic_write_text(
+    atomic_write_text(
         os.path.join(args.out, "summary.json"), json.dumps(summary, indent=2, default=str)
     )
     fig_path = os.path.join(args.out, "figures", "displacement.png")
@@ -382,6 +389,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("fracsgd: interrupted; no partial files were written", file=sys.stderr)
+        if argv is None:  # the console script: leave now, not through interpreter teardown,
+            # which can crash while XLA's threads are still inside an interrupted computation
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         return 130
     parser.error(f"unknown command {args.command!r}")
     return 2

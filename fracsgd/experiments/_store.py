@@ -20,6 +20,7 @@ Nothing is ever silently reused or silently replaced.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -112,6 +113,23 @@ class Store:
             )
         self._say(f"stage {stage!r}: resumed from {path}")
         return arrays
+
+    def chunked(self, chunk_dir: Path, compute: Callable[[], Mapping[str, Any]]):
+        """``compute`` (a sweep that keeps its finished chunks in ``chunk_dir``), wrapped so that
+        with ``overwrite`` chunks left by an interrupted run of another configuration are
+        deleted and the sweep started afresh (without it they are an error, as stages are)."""
+
+        def run() -> Mapping[str, Any]:
+            try:
+                return compute()
+            except CheckpointError as err:
+                if not self.overwrite:
+                    raise StageError(f"{err}; or pass --overwrite to recompute the stage") from err
+                self._say(f"{chunk_dir} holds another configuration's chunks; deleting them")
+                shutil.rmtree(chunk_dir, ignore_errors=True)
+                return compute()
+
+        return run
 
     def save(self, stage: str, fp: str, arrays: Mapping[str, Any], describe: str = "") -> None:
         """Save ``arrays`` atomically under ``stage`` with fingerprint ``fp``."""

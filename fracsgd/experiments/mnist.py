@@ -644,8 +644,16 @@ def run(
     tr = store.stage(
         "train",
         fp_train,
-        lambda: _train_stage(
-            jax.random.fold_in(key, 0), dataset, config, progress, mesh, store.dir / "mnist-chunks"
+        store.chunked(
+            store.dir / "mnist-chunks",
+            lambda: _train_stage(
+                jax.random.fold_in(key, 0),
+                dataset,
+                config,
+                progress,
+                mesh,
+                store.dir / "mnist-chunks",
+            ),
         ),
         describe=f"seed {seed}, {dataset.source}",
     )

@@ -38,6 +38,9 @@ from fracsgd._checks import check_int, check_number
 from fracsgd.experiments._store import Store, arrays_tree, fingerprint, tree_arrays
 from fracsgd.experiments._validate import MAX_WIDTH, float_tuple, int_tuple
 
+#: the ξ at which the paper (v2) reports its two-moons comparison
+PAPER_XI = 0.5
+
 
 class MoonsConfig(NamedTuple):
     """Every setting of the two-moons study.
@@ -49,6 +52,7 @@ class MoonsConfig(NamedTuple):
         steps, learning_rate, batch_size, record_every: SGD.
         llc_chains, llc_draws, llc_burnin, llc_step_size, llc_localization: λ̂ at the final
             points (``nβ = n / log n``).
+        llc_batch_size: the SGLD minibatch (``None``: ``min(4 · batch_size, n)``).
         posterior_chains, posterior_steps, posterior_burnin, posterior_thin,
         posterior_step_size, prior_std: SGLD on the Bayesian posterior (β = 1).
         num_clusters: k of k-means.
@@ -70,6 +74,7 @@ class MoonsConfig(NamedTuple):
     llc_burnin: int = 100
     llc_step_size: float = 1e-4
     llc_localization: float = 10.0
+    llc_batch_size: int | None = None
     posterior_chains: int = 256
     posterior_steps: int = 20_000
     posterior_burnin: int = 10_000
@@ -128,6 +133,23 @@ def validate(config: Any) -> MoonsConfig:
         check_int(name, getattr(config, name), 0)
     if config.posterior_burnin >= config.posterior_steps:
         raise ValueError("posterior_burnin must be smaller than posterior_steps")
+    if (config.posterior_steps - config.posterior_burnin) // config.posterior_thin < 1:
+        raise ValueError(
+            "posterior_thin must be at most posterior_steps - posterior_burnin "
+            f"({config.posterior_steps - config.posterior_burnin}) so that each chain keeps a "
+            f"sample, got {config.posterior_thin}"
+        )
+    if config.batch_size > config.n:
+        raise ValueError(
+            f"moons batch_size must be at most n = {config.n} (the training set), "
+            f"got {config.batch_size}"
+        )
+    if config.llc_batch_size is not None:
+        check_int("llc_batch_size", config.llc_batch_size, 1)
+        if config.llc_batch_size > config.n:
+            raise ValueError(
+                f"moons llc_batch_size must be at most n = {config.n}, got {config.llc_batch_size}"
+            )
     if config.steps % config.record_every:
         raise ValueError("steps must be a multiple of record_every")
     if config.num_clusters > config.networks:
@@ -154,7 +176,7 @@ def expected_seconds(config: MoonsConfig, platform: str) -> float:
             + config.networks
             * config.llc_chains
             * (config.llc_draws + config.llc_burnin)
-            * min(4 * config.batch_size, config.n)
+            * llc_batch_size(config)
             + config.posterior_chains * config.posterior_steps * config.n
         )
     )
@@ -214,6 +236,13 @@ def _finals(model, tr) -> Any:
     return arrays_tree(model, tr, "final_leaf")
 
 
+def llc_batch_size(config: MoonsConfig) -> int:
+    """The SGLD minibatch of the λ̂ stage: ``llc_batch_size``, or ``min(4 · batch_size, n)``."""
+    if config.llc_batch_size is not None:
+        return int(config.llc_batch_size)
+    return min(4 * config.batch_size, config.n)
+
+
 def _llc_stage(key, dataset, config: MoonsConfig, tr, mesh) -> dict[str, Any]:
     import warnings
 
@@ -231,7 +260,7 @@ def _llc_stage(key, dataset, config: MoonsConfig, tr, mesh) -> dict[str, Any]:
             num_burnin=config.llc_burnin,
             step_size=config.llc_step_size,
             localization=config.llc_localization,
-            batch_size=min(config.batch_size * 4, dataset.num_train),
+            batch_size=min(llc_batch_size(config), dataset.num_train),
             mesh=mesh,
         )
     return {
@@ -368,8 +397,16 @@ def run(
     tr = store.stage(
         "train",
         fp_train,
-        lambda: _train_stage(
-            jax.random.fold_in(key, 0), dataset, config, progress, mesh, store.dir / "moons-chunks"
+        store.chunked(
+            store.dir / "moons-chunks",
+            lambda: _train_stage(
+                jax.random.fold_in(key, 0),
+                dataset,
+                config,
+                progress,
+                mesh,
+                store.dir / "moons-chunks",
+            ),
         ),
     )
     shutil.rmtree(store.dir / "moons-chunks", ignore_errors=True)  # the stage file has it all
@@ -393,6 +430,7 @@ def run(
     posterior = arrays_tree(model, po, "post_leaf")
     f_post = _functions(model, posterior, probe)[np.asarray(po["ok"], bool)]
 
+    nbeta = float(np.asarray(ll["nbeta"]).reshape(-1)[0])
     records: list[dict[str, Any]] = []
     for i in range(R.shape[0]):
         rec: dict[str, Any] = {
@@ -409,24 +447,39 @@ def run(
             "total_displacement": float(R[i, -1]),
             "lambda_final": float(lam[i]),
             "llc_not_minimum": bool(ll["not_minimum"][i]),
+            "nbeta": nbeta,
         }
         try:
             fit = diffusion.fit_exponent(t, R[i])
             rec.update(
                 H=fit.H,
                 H_ci=list(fit.ci),
+                fit_r2=fit.r2,
                 fit_window=list(fit.window),
                 crossover=fit.crossover,
+                msd_exponent=fit.msd_exponent,
+                caputo_order=fit.caputo_order,
                 d_w=fit.walk_dimension,
             )
         except ValueError as err:
             rec.update(H=math.nan, fit_error=str(err))
         rec["d_s_eq17_final"] = float(diffusion.paper_spectral_dimension(lam[i], rec["H"]))
+        # D_ξ = ξ^(2 − 2λ/d_s) = ξ^(2 − d_w) over the ξ scan (summary["xis"] order)
+        d_w = rec.get("d_w", math.nan)
+        rec["D_xi_scan"] = [
+            float(x ** (2.0 - d_w)) if math.isfinite(d_w) and rec["H"] > 0 else math.nan
+            for x in config.xis
+        ]
         records.append(rec)
 
     # the ensemble: mean R(t) over non-diverged networks, against t^{1/2}
     mean_r = np.nanmean(R[~diverged], axis=0) if (~diverged).any() else np.full_like(t, np.nan)
-    summary: dict[str, Any] = {"networks": int(R.shape[0]), "diverged": int(diverged.sum())}
+    summary: dict[str, Any] = {
+        "networks": int(R.shape[0]),
+        "diverged": int(diverged.sum()),
+        "nbeta": nbeta,
+        "llc_batch_size": llc_batch_size(config),
+    }
     slopes = diffusion.local_slopes(t, mean_r)
     early_end = t[min(max(int(np.sum(t <= t[-1] / 10)), 3), t.size) - 1]  # ≥ 3 points
     summary["mean_displacement_H_early"] = float(
@@ -436,7 +489,10 @@ def run(
     summary["mean_displacement_H_late"] = float(late.H)
     summary["mean_displacement_late_window"] = list(late.window)
     summary["mean_displacement_crossover"] = late.crossover
-    summary["max_local_slope"] = float(np.nanmax(slopes)) if np.size(slopes) else math.nan
+    _, slope_values = slopes  # (t_grid, slopes)
+    summary["max_local_slope"] = (
+        float(np.nanmax(slope_values)) if np.isfinite(slope_values).any() else math.nan
+    )
 
     d_s = np.asarray([r["d_s_eq17_final"] for r in records])
     valid = np.isfinite(d_s) & (d_s > 0) & np.isfinite(lam) & ~diverged
@@ -477,6 +533,14 @@ def run(
             wasserstein_untempered=comparison.wasserstein_untempered,
             d_xi_at_best_xi=comparison.d_xi[best].tolist(),
         )
+        # the scanned ξ nearest the paper's 0.5, for a like-for-like row beside the paper's
+        near = int(np.argmin(np.abs(np.log(comparison.xis / PAPER_XI))))
+        summary["at_paper_xi"] = {
+            "xi": float(comparison.xis[near]),
+            "kl": float(comparison.kl[near]),
+            "js": float(comparison.js[near]),
+            "wasserstein": float(comparison.wasserstein[near]),
+        }
     else:
         summary["comparison_skipped"] = (
             f"{int(valid.sum())} networks with a positive d_s (need >= {config.num_clusters}) "

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from fracsgd._io import CheckpointError, load_arrays, save_arrays
+from fracsgd._io import CheckpointError, default_file_mode, load_arrays, save_arrays
 from fracsgd._types import PyTree
 from fracsgd.models import Model, deep_linear, mlp, unpad_params
 from fracsgd.train._config import TrainConfig, config_from_grid
@@ -351,6 +351,7 @@ class SweepResult:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".nc", dir=directory)
         os.close(fd)
         try:
+            os.chmod(tmp, default_file_mode())
             f = netcdf_file(tmp, "w", version=2)
             try:
                 self._write_netcdf(f, checkpoints)
@@ -467,12 +468,19 @@ class SweepResult:
         f.title = "fracsgd training sweep"
         f.fracsgd_version = fracsgd.__version__
         f.jax_version = jax.__version__
-        f.dataset = self.dataset_name
-        f.dataset_source = self.dataset_source
-        f.grid = repr(self.grid)
+        # netCDF-3 text attributes are bytes; scipy encodes str as ASCII, so non-ASCII names
+        # and paths (a data directory "données/") go in as UTF-8 bytes
+        f.dataset = _nc_text(self.dataset_name)
+        f.dataset_source = _nc_text(self.dataset_source)
+        f.grid = _nc_text(repr(self.grid))
         f.num_programs = len(self.buckets)
         f.wall_time_seconds = self.wall_time
         f.created = datetime.datetime.now(datetime.timezone.utc).isoformat()
+
+
+def _nc_text(text: str) -> str | bytes:
+    """A netCDF text attribute: ``text`` itself when ASCII, else its UTF-8 bytes."""
+    return text if text.isascii() else text.encode("utf-8")
 
 
 _CHUNK_FILE = re.compile(r"^sweep-b(\d{3,})-[0-9a-f]{16}\.npz$")

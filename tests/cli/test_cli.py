@@ -63,3 +63,18 @@ def test_argument_errors_give_one_line_and_exit_code_2(argv, needle, capsys):
     lines = [ln for ln in err.splitlines() if ln.startswith("fracsgd")]
     assert len([ln for ln in lines if "error" in ln]) == 1
     assert needle in err
+
+
+@pytest.mark.parametrize("command", [["sweep", "--quick"], ["reproduce", "moons", "--quick"]])
+@pytest.mark.parametrize("below", [False, True])
+def test_out_that_is_a_file_is_refused_before_anything_runs(command, below, tmp_path, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("hi")
+    out = blocker / "sub" if below else blocker
+    rc = main([*command, "--out", str(out), "--no-progress"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("fracsgd: error")]
+    assert len(lines) == 1 and "--out" in lines[0], err
+    assert "Traceback" not in err and "embedded MNIST" not in err  # nothing was loaded
+    assert blocker.read_text() == "hi"

@@ -239,7 +239,11 @@ def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypa
         (["reproduce", "mnist", "--set", "mnist.steps=0"], "steps"),
         (["reproduce", "mnist", "--set", "mnist.llc_step_size=-1"], "llc_step_size"),
         (["reproduce", "moons", "--set", "moons.num_clusters=0"], "num_clusters"),
+        (["reproduce", "moons", "--set", "moons.posterior_thin=100000"], "posterior_thin"),
+        (["reproduce", "all", "--set", "moons.batch_size=100000"], "moons batch_size"),
+        (["reproduce", "moons", "--set", "moons.llc_batch_size=0"], "llc_batch_size"),
         (["reproduce", "mnist", "--seed", "x"], "invalid int value"),
+        (["reproduce", "mnist", "--seed", str(2**32)], "[0, 2**32)"),  # would repeat seed 0
         (["reproduce", "mnist", "--devices", "0"], "--devices takes a positive integer"),
         (["reproduce", "moons", "--devices", "4096"], "device(s) are visible"),
         (["sweep", "--memory-limit", "-5"], "--memory-limit must be a positive"),
@@ -284,11 +288,57 @@ def test_moons_study_summary_is_consistent(tmp_path):
         assert s["best_xi"] == s["xis"][int(np.argmin(s["kl"]))]
         # the tempering exponent is m·D_ξ,c with m the number of training samples
         assert s["m"] == 200
+        # the row beside the paper's: the scanned ξ nearest 0.5 (in log)
+        near = int(np.argmin(np.abs(np.log(np.asarray(s["xis"]) / 0.5))))
+        assert s["at_paper_xi"]["xi"] == s["xis"][near] == 0.5  # 0.5 is in the default scan
+        assert s["at_paper_xi"]["kl"] == s["kl"][near]
+    # the largest local slope of the mean R(t) is a slope, recomputed
+    _, slopes = fs.diffusion.local_slopes(study.record_steps, study.mean_displacement)
+    assert s["max_local_slope"] == pytest.approx(float(np.nanmax(slopes)), rel=1e-12)
+    assert s["nbeta"] == pytest.approx(200 / math.log(200), rel=1e-6)
+    assert s["llc_batch_size"] == 80  # min(4 · batch_size, n)
     for r in study.records:
         assert r["d_s_eq17_final"] == pytest.approx(2 * r["lambda_final"] * r["H"], rel=1e-12)
+        assert r["nbeta"] == s["nbeta"]
+        if "fit_error" not in r:
+            assert r["msd_exponent"] == pytest.approx(2 * r["H"], rel=1e-12)
+            assert r["caputo_order"] == pytest.approx(2 * r["H"], rel=1e-12)
+            assert 0 <= r["fit_r2"] <= 1
+            if r["H"] > 0:
+                want = [x ** (2 - 1 / r["H"]) for x in cfg.xis]
+                np.testing.assert_allclose(r["D_xi_scan"], want, rtol=1e-9)
     # the report writer handles the moons study alone
     fs.experiments.report.write(tmp_path, command="test", seed=0, moons=study)
     res = json.loads(Path(tmp_path, "results.json").read_text())
     assert len(res["studies"]["moons"]["networks"]) == 24
     for name in res["studies"]["moons"]["figures"]:
         assert Path(tmp_path, "figures", name).stat().st_size > 2000
+
+
+def test_overwrite_clears_chunks_left_by_another_configuration(tmp_path):
+    """An interrupted sweep of another configuration leaves chunk files that the new sweep
+    refuses (CheckpointError); --overwrite deletes them and trains afresh, without it the
+    refusal is a StageError that names --overwrite."""
+    from fracsgd._io import CheckpointError
+
+    chunks = tmp_path / "stages" / "moons-chunks"
+    calls = []
+
+    def sweep():
+        calls.append(sorted(p.name for p in chunks.iterdir()) if chunks.exists() else [])
+        if chunks.exists():
+            raise CheckpointError(f"{chunks}/sweep-b000.npz was written for another configuration")
+        return {"x": np.arange(3)}
+
+    for overwrite in (False, True):
+        chunks.mkdir(parents=True, exist_ok=True)
+        (chunks / "sweep-b000.npz").write_bytes(b"stale")
+        store = Store(tmp_path, "moons", overwrite=overwrite, verbose=False)
+        run = store.chunked(chunks, sweep)
+        if not overwrite:
+            with pytest.raises(StageError, match="--overwrite"):
+                run()
+        else:
+            assert run()["x"].tolist() == [0, 1, 2]
+            assert not chunks.exists()
+    assert calls == [["sweep-b000.npz"], ["sweep-b000.npz"], []]

@@ -1,6 +1,7 @@
 """Training engine: closed forms, sweep = one-by-one runs, determinism, no recompilation,
 per-network failure flags, bad input, memory refusal, saving."""
 
+import dataclasses
 import os
 
 import jax
@@ -387,6 +388,17 @@ def test_save_is_atomic_and_opens_in_xarray(moons, tmp_path):
         np.testing.assert_allclose(
             narrow["displacement"].values, sw.displacement[sw.select(hidden="4")]
         )
+    # the file gets the mode open() would give it (mkstemp's 0o600 is not kept)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+    # a non-ASCII data set name or source (a user's data directory) is saved as UTF-8
+    other = dataclasses.replace(sw, dataset_name="moons-λ", dataset_source="/tmp/données/mnist")
+    other.save(tmp_path / "utf8.nc")
+    with xr.open_dataset(tmp_path / "utf8.nc") as ds:
+        names = [ds.attrs["dataset"], ds.attrs["dataset_source"]]
+        names = [v.decode() if isinstance(v, bytes) else v for v in names]
+        assert names == ["moons-λ", "/tmp/données/mnist"]
 
 
 def test_summary_table_has_one_row_per_run(moons):
