@@ -231,7 +231,8 @@ def _ctrw_continued(key, walkers, times, alpha, dim=1):
     t_last = float(times[-1])
     block = _ctrw_block_size(t_last, alpha, walkers)
     positions = jnp.zeros((walkers, times.shape[0], dim))
-    last = jnp.zeros(walkers, jnp.float32)  # every walk starts at t = 0
+    last = jnp.zeros(walkers, jnp.result_type(float))  # every walk starts at t = 0 (the
+    # waiting times' dtype: float64 under x64)
     end = jnp.zeros((walkers, dim))
     todo = np.arange(walkers)
     total, b = 0, 0
@@ -276,7 +277,7 @@ def _ctrw_traced(key, walkers, times, alpha, block, dim=1):
     state = (
         jnp.uint32(0),
         jnp.zeros((walkers, times.shape[0], dim)),
-        jnp.zeros(walkers, jnp.float32),
+        jnp.zeros(walkers, jnp.result_type(float)),
         jnp.zeros((walkers, dim)),
     )
     _, positions, last, _ = jax.lax.while_loop(cond, body, state)

@@ -49,7 +49,9 @@ class Particles(NamedTuple):
         positions: ``(particles, T, dim)``.
         jumps: ``(particles,)`` jumps made before the last observation time.
         complete: ``(particles,)`` the particle's jumps covered the last observation time;
-            ``False`` means ``max_jumps`` ran out first (its later positions are stale and should
+            ``False`` means ``max_jumps`` ran out first (from its last jump on it stays at the
+            position that jump reached, and its ``jumps`` is ``max_jumps``; its later positions
+            are biased, and should
             be discarded or ``max_jumps`` raised), flagged per particle, never silently.
     """
 
@@ -124,10 +126,14 @@ def _simulate(keys, w0, times, d, gamma, step, *, alpha, potential, max_jumps):
 
         rec0 = jnp.zeros((times.shape[0], w_start.shape[0]), w_start.dtype)
         zero = jnp.zeros((), w_start.dtype)
-        n, arrival, _, rec = jax.lax.while_loop(
+        n, arrival, w_end, rec = jax.lax.while_loop(
             cond, body, (jnp.zeros((), jnp.int32), zero, w_start, rec0)
         )
-        return rec, n - 1, arrival > t_last
+        # a finished particle's last jump fell after t_last: n − 1 jumps came before it. One
+        # that ran out of jumps made all n by `arrival` and stays after its last jump
+        complete = arrival > t_last
+        rec = jnp.where((times >= arrival)[:, None], w_end[None, :], rec)
+        return rec, jnp.where(complete, n - 1, n), complete
 
     return jax.vmap(one)(keys, w0)
 

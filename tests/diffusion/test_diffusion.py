@@ -567,3 +567,15 @@ def test_comparison_and_dimension_inputs_are_checked_by_name():
     x = np.asarray(D.lattice_walk(KEY, 2000, 200, 2), float)
     est = D.spectral_dimension(x, radius=1.5, window=(0, 200))
     assert est.fit.window[0] == 1.0
+
+
+def test_ctrw_runs_in_float64_under_x64(x64):
+    """With x64 the waiting times are float64: the walk's clock and positions follow them
+    (a float32 clock mixed the two, which JAX warns will become an error), in the host loop
+    and in the traced while_loop alike."""
+    times = np.array([1.0, 10.0])
+    host = D.ctrw(KEY, 64, times, 0.5)
+    traced = jax.jit(lambda k: D.ctrw(k, 64, times, 0.5))(KEY)
+    assert host.positions.dtype == traced.positions.dtype == np.float64
+    np.testing.assert_array_equal(np.asarray(host.positions), np.asarray(traced.positions))
+    assert bool(host.complete.all())

@@ -115,6 +115,15 @@ def test_recording_and_incomplete_flags(x64):
     assert out.positions.shape == (3, 1, 2) and bool(out.complete.all())
     capped = fs.ffpe.ctrw(jax.random.key(0), prob, w0, [1e6], step=0.1, max_jumps=5)
     assert not bool(capped.complete.any())
+    # a capped particle stays where its last jump took it and counts every jump: with
+    # γ = 1, L = w²/2 and D ≈ 0 each jump is w ← (1 − γ·step) w, so 3 jumps from 5 give 5·0.9³
+    well = fs.ffpe.Problem(alpha=0.5, diffusion=1e-30, gamma=1.0, potential=lambda w: 0.5 * w @ w)
+    out = fs.ffpe.ctrw(
+        jax.random.key(1), well, jnp.full((4, 1), 5.0), [1e6, 2e6], step=0.1, max_jumps=3
+    )
+    assert not bool(out.complete.any())
+    np.testing.assert_allclose(np.asarray(out.positions), 5 * 0.9**3, rtol=1e-12)
+    np.testing.assert_array_equal(np.asarray(out.jumps), 3)
 
 
 @pytest.mark.parametrize(
