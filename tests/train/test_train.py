@@ -2,12 +2,15 @@
 per-network failure flags, bad input, memory refusal, saving."""
 
 import dataclasses
+import itertools
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fracsgd as fs
 from fracsgd.data import epoch_batch
@@ -537,3 +540,21 @@ def test_batchnorm_needs_two_samples_per_batch(moons):
         fs.train.sweep(
             jax.random.key(0), moons, _grid(batch_norm=True, batch_sizes=(1, 16)), progress=False
         )
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_log_spaced_steps_are_distinct_increasing_and_end_at_steps(data):
+    steps = data.draw(st.integers(1, 3000))
+    num = data.draw(st.integers(1, steps))
+    out = fs.train.log_spaced_steps(steps, num)
+    assert len(out) == num and out[-1] == steps and out[0] >= 1
+    assert all(a < b for a, b in itertools.pairwise(out))
+
+
+def test_log_spaced_steps_closed_forms_and_dense_requests():
+    assert fs.train.log_spaced_steps(10**6, 7) == tuple(10**k for k in range(7))
+    # every step (once quadratic in steps: 20 s at 4 000); and nearly every step
+    assert fs.train.log_spaced_steps(20_000, 20_000) == tuple(range(1, 20_001))
+    dense = fs.train.log_spaced_steps(5000, 4000)
+    assert len(set(dense)) == 4000 and dense[-1] == 5000
