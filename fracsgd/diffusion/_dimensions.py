@@ -313,8 +313,9 @@ def paper_spectral_dimension(llc: Any, H: Any) -> Any:
 
 def effective_diffusion(xi: Any, llc: Any, d_s: Any) -> Any:
     """``D_ξ = ξ^{2 − d_w} = ξ^{2 − 2λ/d_s}`` (v1 Definition 3.1, with the Alexander–Orbach
-    relation ``d_w = 2λ/d_s``). Elementwise; ``xi``, ``d_s`` > 0; jit- and vmap-compatible
-    (traced values are not checked).
+    relation ``d_w = 2λ/d_s``). Elementwise; ``xi``, ``d_s`` > 0; a NaN ``llc`` or ``d_s``
+    (a failed estimate) gives NaN in its own element, ±inf is refused; jit- and
+    vmap-compatible (traced values are not checked).
 
     Examples:
         >>> float(effective_diffusion(0.5, 2.0, 2.0))  # d_w = 2: Brownian, D_ξ = 1
@@ -325,11 +326,10 @@ def effective_diffusion(xi: Any, llc: Any, d_s: Any) -> Any:
     """
     if _traced(xi, llc, d_s):
         return jnp.asarray(xi) ** (2 - 2 * jnp.asarray(llc) / jnp.asarray(d_s))
-    xi_a, d_s_a, llc_a = real_array("xi", xi), real_array("d_s", d_s), real_array("llc", llc)
+    xi_a = real_array("xi", xi)
+    llc_a, d_s_a = _nan_or_checked("llc", llc), _nan_or_checked("d_s", d_s, positive=True)
     if np.any(~(xi_a > 0) | ~np.isfinite(xi_a)):
         raise ValueError("xi must be finite and > 0")
-    if np.any(~(d_s_a > 0) | ~np.isfinite(d_s_a)):
-        raise ValueError("d_s must be finite and > 0")
     try:
         np.broadcast_shapes(xi_a.shape, llc_a.shape, d_s_a.shape)
     except ValueError as err:
@@ -338,14 +338,26 @@ def effective_diffusion(xi: Any, llc: Any, d_s: Any) -> Any:
 
 
 def walk_dimension_from_alexander_orbach(llc: Any, d_s: Any) -> Any:
-    """``d_w = 2λ/d_s`` (Alexander–Orbach with the LLC as fractal dimension); elementwise,
-    jit- and vmap-compatible (traced values are not checked)."""
+    """``d_w = 2λ/d_s`` (Alexander–Orbach with the LLC as fractal dimension); elementwise
+    (``d_s`` > 0; NaN entries give NaN, ±inf is refused), jit- and vmap-compatible (traced
+    values are not checked)."""
     if _traced(llc, d_s):
         return 2 * jnp.asarray(llc) / jnp.asarray(d_s)
-    d_s_a = real_array("d_s", d_s)
-    if np.any(~(d_s_a > 0) | ~np.isfinite(d_s_a)):
-        raise ValueError("d_s must be finite and > 0")
-    return 2 * real_array("llc", llc) / d_s_a
+    d_s_a = _nan_or_checked("d_s", d_s, positive=True)
+    return 2 * _nan_or_checked("llc", llc) / d_s_a
+
+
+def _nan_or_checked(name: str, value: Any, *, positive: bool = False) -> np.ndarray:
+    """``value`` as an array whose entries are NaN (a failed estimate of one element: it
+    gives NaN in that element only, so one diverged network does not sink a sweep) or finite
+    (and > 0 with ``positive``); ±inf or an out-of-range number is a ValueError."""
+    a = real_array(name, value)
+    number = ~np.isnan(a)
+    bad = number & (~np.isfinite(a) | (~(a > 0) if positive else False))
+    if np.any(bad):
+        what = "finite and > 0" if positive else "finite"
+        raise ValueError(f"{name} must be {what} (or NaN for a failed estimate), got {a[bad][0]}")
+    return a
 
 
 def displacement_from_checkpoints(checkpoints: Any, reference: Any, mask: Any = None) -> np.ndarray:

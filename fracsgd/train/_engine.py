@@ -29,7 +29,10 @@ reached. :func:`estimate_bytes` implements this model; :func:`fracsgd.train.swee
 device to split a bucket that does not fit into chunks (:func:`fracsgd.parallel.chunk_plan`) and
 shards each chunk's networks over a device mesh when given one. Every operation acts on one network
 at a time under ``vmap`` — no computation mixes networks — so a network's numbers do not depend on
-how many others share its program, chunk or device.
+how many others share its program, chunk or device beyond float32 rounding: XLA may vectorise or
+fuse an element's arithmetic differently for another local batch size (Adam's updates differ in
+the last bit between 4 devices × 3 networks and 4 chunks of 3 on one device; SGD's are bitwise
+equal in ``tests/parallel``).
 """
 
 from __future__ import annotations

@@ -59,12 +59,14 @@ class TrainResult:
         record_steps: ``(R,)`` steps ``k, 2k, …, T`` at which the series below were recorded.
         displacement: ``(R,)`` ``R(t) = ||w_t − w_0||_2`` over active trainable parameters
             (BatchNorm statistics excluded); NaN after divergence.
-        train_loss: ``(R,)`` minibatch loss averaged over each recording interval (NaN from
-            the interval of the divergence on). Step ``t``'s loss is ``L_{B_t}(w_{t−1})``, the
-            loss its gradient came with (before the update), while ``displacement`` at ``t`` is
-            measured after it, at ``w_t``.
+        train_loss: ``(R,)`` minibatch loss averaged over each recording interval. Step
+            ``t``'s loss is ``L_{B_t}(w_{t−1})``, the loss its gradient came with (before the
+            update), while ``displacement`` at ``t`` is measured after it, at ``w_t``. So the
+            diverging step's own loss is finite when only its update overflowed: an interval
+            reads NaN from the first one holding a step after ``diverged_step`` (or the
+            diverging step itself, when its loss was the non-finite value).
         grad_norm: ``(R,)`` minibatch gradient norm at the recorded step (at ``w_{t−1}``, like
-            the loss); NaN after divergence.
+            the loss); NaN from ``diverged_step`` on, that step included.
         checkpoint_steps: ``(K,)`` log-spaced checkpoint steps (the last is ``T``).
         checkpoints: parameter pytree with a leading ``(K,)`` axis.
         train_loss_full, train_accuracy, test_loss, test_accuracy: ``(K,)`` full-data metrics at

@@ -276,6 +276,17 @@ def test_effective_diffusion_and_alexander_orbach():
         D.effective_diffusion(0.0, 1.0, 1.0)
     with pytest.raises(ValueError, match="d_s"):
         D.effective_diffusion(0.5, 1.0, 0.0)
+    # a failed estimate (NaN λ̂ or d_s) gives NaN in its own element only; ±inf is refused
+    nan = math.nan
+    out = D.effective_diffusion(0.25, [3.0, nan, 3.0], [2.0, 2.0, nan])
+    np.testing.assert_allclose(out, [4.0, nan, nan])
+    dw = D.walk_dimension_from_alexander_orbach([3.0, nan], [2.0, nan])
+    np.testing.assert_allclose(dw, [3.0, nan])
+    for args, name in (((0.5, math.inf, 2.0), "llc"), ((0.5, 1.0, -math.inf), "d_s")):
+        with pytest.raises(ValueError, match=name):
+            D.effective_diffusion(*args)
+    with pytest.raises(ValueError, match="d_s"):
+        D.walk_dimension_from_alexander_orbach(1.0, [2.0, -1.0])
 
 
 @pytest.mark.parametrize(
