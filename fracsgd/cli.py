@@ -132,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a small sweep for a first look (2 widths, 1 seed, 300 steps)",
     )
-    s.add_argument("--out", default="fracsgd-sweep", help="output directory")
+    s.add_argument("--out", default="fracsgd-sweep", help="output directory (default fracsgd-sweep)")
     s.add_argument(
         "--data-dir",
         default=None,
@@ -154,8 +154,12 @@ def _parser() -> argparse.ArgumentParser:
         "reproduce",
         help="reproduce the paper's experiments: figures, report.md and results.json",
         description="Train, estimate the LLC along the trajectories, fit the exponents, check "
-        "the lemmas; write DIR/report.md, DIR/figures/*.png and DIR/results.json. Stages are "
-        "saved in DIR/stages as they finish; re-running the same command resumes.",
+        "the lemmas; write DIR/report.md, DIR/figures/*.png, DIR/results.json and "
+        "DIR/timings.json (DIR: --out, default fracsgd-reproduce). Stages are saved in "
+        "DIR/stages as they finish; re-running the same command resumes, and settings read only "
+        "by the analysis (mnist.xi, mnist.late_fraction, moons.xis, moons.num_clusters, "
+        "moons.probe_points) re-analyse the stored stages. report.md and results.json describe "
+        "the studies of the last command: run 'all' to have both in them.",
     )
     r.add_argument("study", choices=("mnist", "moons", "all"), help="which experiment(s)")
     r.add_argument(
@@ -163,7 +167,9 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the small setting: minutes on a 2-core CPU (default: sized for an accelerator)",
     )
-    r.add_argument("--out", default="fracsgd-reproduce", help="output directory")
+    r.add_argument(
+        "--out", default="fracsgd-reproduce", help="output directory (default fracsgd-reproduce)"
+    )
     r.add_argument(
         "--data-dir",
         default=None,

@@ -121,6 +121,16 @@ class MnistConfig(NamedTuple):
         return cls()
 
 
+#: settings read only by the analysis after the stored stages: changing them re-analyses the
+#: stored stages instead of recomputing them
+ANALYSIS_ONLY = ("xi", "late_fraction")
+
+
+def _stage_settings(config) -> dict[str, Any]:
+    """The settings the stored stages depend on (their fingerprints' part of the config)."""
+    return {k: v for k, v in config._asdict().items() if k not in ANALYSIS_ONLY}
+
+
 def validate(config: Any) -> MnistConfig:
     """Check every field before anything compiles (``ValueError`` naming the field)."""
     if not isinstance(config, MnistConfig):
@@ -639,7 +649,7 @@ def run(
             raise ValueError(f"batch sizes must be at most {dataset.num_train}, got {b}")
     key = jax.random.key(seed)
     store = Store(out_dir, "mnist", overwrite=overwrite)
-    base = (config._asdict(), int(seed), dataset.source, dataset.num_train, fracsgd.__version__)
+    base = (_stage_settings(config), int(seed), dataset.source, dataset.num_train, fracsgd.__version__)
     fp_train = fingerprint("train", base)
     tr = store.stage(
         "train",

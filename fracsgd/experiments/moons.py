@@ -110,6 +110,16 @@ class MoonsConfig(NamedTuple):
         return cls()
 
 
+#: settings read only by the analysis after the stored stages: changing them re-analyses the
+#: stored stages instead of recomputing them
+ANALYSIS_ONLY = ("xis", "num_clusters", "probe_points")
+
+
+def _stage_settings(config) -> dict[str, Any]:
+    """The settings the stored stages depend on (their fingerprints' part of the config)."""
+    return {k: v for k, v in config._asdict().items() if k not in ANALYSIS_ONLY}
+
+
 def validate(config: Any) -> MoonsConfig:
     """Check every field before anything compiles (``ValueError`` naming the field)."""
     if not isinstance(config, MoonsConfig):
@@ -392,7 +402,7 @@ def run(
     model = _model(config)
     key = jax.random.key(seed)
     store = Store(out_dir, "moons", overwrite=overwrite)
-    base = (config._asdict(), int(seed), dataset.source, fracsgd.__version__)
+    base = (_stage_settings(config), int(seed), dataset.source, fracsgd.__version__)
     fp_train = fingerprint("train", base)
     tr = store.stage(
         "train",

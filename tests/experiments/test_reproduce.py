@@ -342,3 +342,24 @@ def test_overwrite_clears_chunks_left_by_another_configuration(tmp_path):
             assert run()["x"].tolist() == [0, 1, 2]
             assert not chunks.exists()
     assert calls == [["sweep-b000.npz"], ["sweep-b000.npz"], []]
+
+
+def test_analysis_only_settings_reanalyse_the_stored_stages(tiny_run, tmp_path, capsys):
+    """ξ and late_fraction are read only by the analysis: changing them resumes every stored
+    stage (no retraining) and changes only what depends on them."""
+    import shutil
+
+    out, argv = tiny_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    argv = [a if a != str(out) else str(copy) for a in argv]
+    capsys.readouterr()
+    assert main([*argv, "--set", "mnist.xi=1.0"]) == 0
+    err = capsys.readouterr().err
+    assert "computing" not in err and err.count("resumed from") == 3, err
+    before = json.loads((out / "results.json").read_text())["studies"]["mnist"]["networks"]
+    after = json.loads((copy / "results.json").read_text())["studies"]["mnist"]["networks"]
+    for a, b in zip(before, after, strict=True):
+        assert b["xi"] == 1.0 and a["H"] == b["H"] and a["llc"] == b["llc"]
+        if b["D_xi"] is not None:
+            assert b["D_xi"] == 1.0  # 1^(2 − d_w)
