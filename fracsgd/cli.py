@@ -132,7 +132,9 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a small sweep for a first look (2 widths, 1 seed, 300 steps)",
     )
-    s.add_argument("--out", default="fracsgd-sweep", help="output directory (default fracsgd-sweep)")
+    s.add_argument(
+        "--out", default="fracsgd-sweep", help="output directory (default fracsgd-sweep)"
+    )
     s.add_argument(
         "--data-dir",
         default=None,

@@ -649,7 +649,13 @@ def run(
             raise ValueError(f"batch sizes must be at most {dataset.num_train}, got {b}")
     key = jax.random.key(seed)
     store = Store(out_dir, "mnist", overwrite=overwrite)
-    base = (_stage_settings(config), int(seed), dataset.source, dataset.num_train, fracsgd.__version__)
+    base = (
+        _stage_settings(config),
+        int(seed),
+        dataset.source,
+        dataset.num_train,
+        fracsgd.__version__,
+    )
     fp_train = fingerprint("train", base)
     tr = store.stage(
         "train",
