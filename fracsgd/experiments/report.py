@@ -393,6 +393,20 @@ def _yes_no(v: Any) -> str:
     return "–" if v is None else ("yes" if v else "no")
 
 
+def _nbeta_of(study: Any) -> str:
+    vals = [r["nbeta"] for r in study.records if "nbeta" in r]
+    return f"{vals[0]:.2f}" if vals else "n/log n"
+
+
+def _missing_return_reasons(study: Any) -> list[str]:
+    """One line per reason the λ-free d_s is missing, with the networks it applies to."""
+    reasons: dict[str, list[int]] = {}
+    for r in study.records:
+        if r.get("d_s_return_note"):
+            reasons.setdefault(r["d_s_return_note"], []).append(r["network"])
+    return [f"- λ-free d_s missing for networks {nets}: {why}." for why, nets in reasons.items()]
+
+
 def mnist_section(study: Any, summary: dict, figures: list[str]) -> str:
     c = study.config
     lines = [
@@ -403,11 +417,14 @@ def mnist_section(study: Any, summary: dict, figures: list[str]) -> str:
         f"{study.num_programs} compiled training programs; hidden widths "
         f"{', '.join('-'.join(map(str, h)) for h in c.hidden)}; seeds {list(c.seeds)}; SGD "
         f"learning rates {list(c.sgd_learning_rates)}, Adam {list(c.adam_learning_rates)}; "
-        f"batch sizes {list(c.batch_sizes)}; {c.steps} steps; BatchNorm {c.batch_norm}.",
+        f"batch sizes {list(c.batch_sizes)}; {c.steps} steps, R(t) recorded every "
+        f"{c.record_every}; BatchNorm {c.batch_norm}.",
         f"LLC: {c.llc_chains} chains × {c.llc_draws} draws (burn-in {c.llc_burnin}), "
         f"ε = {c.llc_step_size:g}, γ = {c.llc_localization:g}, batch {c.llc_batch_size}, "
-        f"nβ = n/log n, at {c.num_checkpoints} log-spaced checkpoints. λ-free d_s: "
-        f"{c.replicas} replicas × {c.branch_steps} steps from each final point.",
+        f"nβ = n/log n = {_nbeta_of(study)}, at {c.num_checkpoints} log-spaced checkpoints; "
+        f"λ̄ over t ≥ T^(1 − {c.late_fraction:g}). λ-free d_s: "
+        f"{c.replicas} replicas × {c.branch_steps} steps from each final point. "
+        f"D_ξ at ξ = {c.xi:g}.",
         "",
         "### SGD vs Adam (mean ± std over networks) beside the paper (v2 appendix)",
         "",
@@ -442,6 +459,7 @@ def mnist_section(study: Any, summary: dict, figures: list[str]) -> str:
         "(their λ̂ is unreliable; see `llc_not_minimum` in results.json); "
         f"{summary['lambda_bar_excluded']} flagged checkpoints inside the late window "
         f"({summary['lambda_bar_networks_excluding']} networks) were left out of λ̄.",
+        *(["", *_missing_return_reasons(study)] if _missing_return_reasons(study) else []),
         "",
         "### Networks",
         "",
