@@ -175,8 +175,10 @@ def validate(config: Any) -> MoonsConfig:
 
 def expected_seconds(config: MoonsConfig, platform: str) -> float:
     """A rough duration: a FLOP count (6·batch·parameters per network-step for SGD and SGLD) at
-    40 GFLOP/s on CPU or 4 TFLOP/s on an accelerator, plus 30 µs per sequential step (these
-    networks are tiny, so the loop overhead dominates) and 5 s of compilation per program."""
+    2 GFLOP/s on CPU — these 2-16-2 networks are far too small for matrix kernels: the quick
+    setting measured ~1.2–2 GFLOP/s of useful work on 2 cores (train 32 s, λ̂ 10.5 s,
+    posterior 58 s on a busy machine) — or 4 TFLOP/s on an accelerator, plus 30 µs per
+    sequential step and 5 s of compilation per program."""
     p = _model(config).num_params()
     flops = (
         6.0
@@ -191,7 +193,7 @@ def expected_seconds(config: MoonsConfig, platform: str) -> float:
         )
     )
     sequential = config.steps + config.llc_draws + config.llc_burnin + config.posterior_steps
-    rate = 40e9 if platform == "cpu" else 4e12
+    rate = 2e9 if platform == "cpu" else 4e12
     return flops / rate + 30e-6 * sequential + 5.0 * 4
 
 
