@@ -246,7 +246,8 @@ def calibrate(
     for name, values in (("step_sizes", steps), ("nbetas", nbs)):
         for v in values:
             _check_float32(name, v)
-    grid = np.asarray(list(itertools.product(steps, gammas, nbs)), np.float32)
+    grid64 = np.asarray(list(itertools.product(steps, gammas, nbs)), np.float64)
+    grid = grid64.astype(np.float32)  # what the chains run with
     m = grid.shape[0]
     centers = jax.tree.map(lambda a: jnp.broadcast_to(jnp.asarray(a), (m, *jnp.shape(a))), params)
     dead, outs, init_loss = _run(
@@ -269,10 +270,11 @@ def calibrate(
     one = jax.tree.map(lambda a: jnp.asarray(a)[None], params)  # one centre for every setting
     variance = float(_gradient_variance(key, loss_fn, one, None, data, batch_size, sampling)[0])
     rows = [
-        _summarise(dead[i], [o[i] for o in outs], init_loss[i], float(grid[i, 2]), same_batch)
+        # λ̂ = nβ (…) with nβ in float64, as estimate / estimate_many summarise
+        _summarise(dead[i], [o[i] for o in outs], init_loss[i], float(grid64[i, 2]), same_batch)
         | {
             "minibatch_noise_ratio": float(
-                minibatch_noise_ratio(float(grid[i, 0]), float(grid[i, 2]), variance)
+                minibatch_noise_ratio(float(grid64[i, 0]), float(grid64[i, 2]), variance)
             )
         }
         for i in range(m)
@@ -326,7 +328,9 @@ class TrajectoryLLC(NamedTuple):
         steps: ``(K,)`` checkpoint steps.
         llc: ``(K,)`` λ̂ at each checkpoint; ``llc_std`` its std over chains.
         lambda_bar: ``λ̄ = (1/(t_K − t_s)) ∫_{t_s}^{t_K} λ(w_t) dt`` by the trapezoid rule over
-            the checkpoints in the window (v1 Corollary 3.2 / v2 Eq. 16).
+            the checkpoints in the window (v1 Corollary 3.2 / v2 Eq. 16); a checkpoint whose
+            chains all diverged (NaN λ̂) is left out and bridged (:func:`time_average`), and
+            ``result.diverged`` says which.
         window: ``(t_s, t_K)``: the late window (the last ``late_fraction`` of the run in
             log-time, i.e. ``t ≥ T^{1 − late_fraction}``).
         coefficient_of_variation: std/mean of λ̂ over the window (near-stability, theory.md §5).
@@ -343,8 +347,11 @@ class TrajectoryLLC(NamedTuple):
 
 
 def time_average(steps: Any, values: Any, start: float) -> float:
-    """Trapezoid-rule time average of ``values(t)`` over ``[start, steps[-1]]`` using the points
-    with ``t ≥ start`` (one point: its value).
+    """Trapezoid-rule time average of ``values(t)`` over the points with ``t ≥ start`` and a
+    finite value: over ``[t₀, t₁]``, the first and last such points (so over
+    ``[start, steps[-1]]`` when ``start`` is a point and the last value is finite; one point:
+    its value; none: NaN). Non-finite values — a checkpoint whose chains all diverged, or one
+    a caller set to NaN to leave it out — are dropped and the trapezoid bridges the gap.
 
     Examples:
         >>> time_average([1, 10, 100], [5.0, 1.0, 3.0], 10)

@@ -58,7 +58,7 @@ from fracsgd.sampling import (
     tree_sq_norm,
 )
 from fracsgd.sampling import init as sgld_init
-from fracsgd.sampling._gradients import check_like
+from fracsgd.sampling._gradients import check_binary_mask, check_like
 from fracsgd.sampling._rng import fold, key_words, threefry2x32
 from fracsgd.sampling._sgld import _masked, _num_active
 
@@ -865,6 +865,7 @@ def _estimate_rows(
     if masks is not None:
         # the leading model axis too: an index into a shorter mask axis would clamp silently
         check_like("mask", masks, "params", centers, floating=False)
+        check_binary_mask("mask", masks)
     nb = resolve_nbeta(nbeta, n, batch_size)
     sizes = {int(np.shape(x)[0]) for x in jax.tree.leaves(centers)}
     if len(sizes) != 1:
@@ -997,6 +998,7 @@ def estimate(
     centers = jax.tree.map(lambda a: jnp.asarray(a)[None], params)
     if mask is not None:
         check_like("mask", mask, "params", params, floating=False)
+        check_binary_mask("mask", mask)
     masks = None if mask is None else jax.tree.map(lambda a: jnp.asarray(a)[None], mask)
     rows, meta = _estimate_rows(
         key,

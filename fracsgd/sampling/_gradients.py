@@ -9,6 +9,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fracsgd._checks import check_number
 from fracsgd._types import Array, PyTree
@@ -81,6 +82,22 @@ def check_like(name: str, tree: PyTree, ref_name: str, ref: PyTree, floating: bo
             )
         if floating and not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
             raise ValueError(f"{name} must hold floating-point arrays, got {jnp.result_type(leaf)}")
+
+
+def check_binary_mask(name: str, tree: PyTree) -> None:
+    """Raises ValueError unless every concrete leaf of the mask ``tree`` holds only 0 and 1
+    (traced leaves are not checked). A mask multiplies the drift and the noise, so a value
+    ``m`` other than 0/1 would sample that coordinate at temperature ``m``."""
+    for leaf in jax.tree.leaves(tree):
+        if isinstance(leaf, jax.core.Tracer):
+            continue
+        a = np.asarray(leaf)
+        if a.size and not np.all((a == 0) | (a == 1)):
+            bad = a[(a != 0) & (a != 1)].ravel()[0]
+            raise ValueError(
+                f"{name} must hold only 0 and 1 (1: sampled, 0: held fixed), got {bad!r}; a "
+                "value m would sample that coordinate at temperature m"
+            )
 
 
 def tree_sq_norm(tree: PyTree) -> Array:

@@ -59,6 +59,7 @@ from fracsgd._checks import check_key, check_number
 from fracsgd._types import Array, PRNGKey, PyTree
 from fracsgd.sampling._gradients import (
     GradientEstimator,
+    check_binary_mask,
     check_like,
     concrete_number,
     tree_sq_norm,
@@ -133,6 +134,7 @@ def _check_step(key: Any, state: Any, estimator: Any, step_size: Any, mask: Any)
     concrete_number("step_size", step_size, lo=0.0, lo_open=True)
     if mask is not None:
         check_like("mask", mask, "the position", state.position, floating=False)
+        check_binary_mask("mask", mask)
 
 
 def init(position: PyTree) -> SGLDState:

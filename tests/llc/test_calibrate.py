@@ -227,3 +227,12 @@ def test_calibration_invalidates_settings_heated_by_minibatch_noise():
     assert cal.diverged_fraction[hot] == 0 and cal.rhat[hot] < 1.1 and cal.ess[hot] >= 100
     assert cal.below_init_fraction[hot] < 0.5
     assert cal.recommended is not None and cal.recommended["step_size"] == 3e-4
+
+
+def test_time_average_drops_non_finite_values_and_bridges_the_gap():
+    t = [1.0, 10.0, 100.0, 1000.0]
+    # without the NaN at t = 100: the trapezoid over (10, 1) and (1000, 3) on [10, 1000]
+    assert fs.llc.time_average(t, [9.0, 1.0, np.nan, 3.0], 10) == pytest.approx(2.0)
+    # start between points: the average runs from the first point at or after it
+    assert fs.llc.time_average([1, 10, 100], [1.0, 2.0, 3.0], 5) == pytest.approx(2.5)
+    assert np.isnan(fs.llc.time_average(t, [1.0, np.nan, np.nan, np.nan], 10))
