@@ -30,8 +30,9 @@ DECISIONS = {
     "exponent_names": "H is the slope of log R(t) against log t; the MSD exponent is 2H; the "
     "Caputo order is α = 2H = 2/d_w; d_w = 1/H. The paper's tables call H 'α'.",
     "fit_window": "H is fitted on the late window after the crossover detected where the local "
-    "log–log slope of R(t) falls below 1/2 and stays there; on the whole series when every local "
-    "slope is below 1/2; otherwise on the last decade (or last half in log-time). The window, "
+    "log–log slope of R(t) falls below 1/2 and stays there, kept only when H there is "
+    "significantly below 1/2 (95% CI); on the whole series when every local slope is below 1/2; "
+    "otherwise on the last decade (or last half in log-time). The window, "
     "r² and a 95% CI (the wider of least squares and Newey–West in log-time) are reported.",
     "which_lambda": "lambda_final is λ̂ at the last checkpoint; lambda_bar is the trapezoid "
     "time-average of λ̂(w_t) over the late window t ≥ T^(1−late_fraction), from the checkpoints "
