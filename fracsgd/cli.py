@@ -91,8 +91,8 @@ def _add_devices(parser: argparse.ArgumentParser) -> None:
         type=_devices,
         default="1",
         metavar="{N,all}",
-        help="shard the networks (and LLC chains) over the first N devices JAX sees, or all "
-        "of them (default 1; results agree with one device to float32 rounding)",
+        help="shard the networks (reproduce: and the LLC chains) over the first N devices JAX "
+        "sees, or all of them (default 1; results agree with one device to float32 rounding)",
     )
 
 
@@ -113,7 +113,9 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="hidden widths per architecture, e.g. 16 32 64-64 (default 16 32 64 128)",
     )
-    s.add_argument("--seeds", type=int, default=None, help="number of seeds (default 2)")
+    s.add_argument(
+        "--seeds", type=int, default=None, metavar="N", help="number of seeds (default 2)"
+    )
     s.add_argument(
         "--learning-rates",
         type=float,
@@ -125,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
         "--optimizers", nargs="+", default=None, help="sgd, momentum and/or adam (default sgd)"
     )
     s.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="default 128")
-    s.add_argument("--steps", type=int, default=None, help="SGD steps (default 2000)")
+    s.add_argument("--steps", type=int, default=None, metavar="T", help="SGD steps (default 2000)")
     s.add_argument("--batch-norm", action="store_true", help="BatchNorm after hidden layers")
     s.add_argument(
         "--quick",
@@ -133,15 +135,19 @@ def _parser() -> argparse.ArgumentParser:
         help="a small sweep for a first look (2 widths, 1 seed, 300 steps)",
     )
     s.add_argument(
-        "--out", default="fracsgd-sweep", help="output directory (default fracsgd-sweep)"
+        "--out",
+        default="fracsgd-sweep",
+        metavar="DIR",
+        help="output directory (default fracsgd-sweep)",
     )
     s.add_argument(
         "--data-dir",
+        metavar="DIR",
         default=None,
         help="directory with the four MNIST IDX files (default: $FRACSGD_DATA, else "
         "the embedded 5 000-image subset)",
     )
-    s.add_argument("--seed", type=_seed, default=0, help="master seed (default 0)")
+    s.add_argument("--seed", type=_seed, default=0, metavar="N", help="master seed (default 0)")
     _add_devices(s)
     s.add_argument(
         "--memory-limit",
@@ -170,15 +176,19 @@ def _parser() -> argparse.ArgumentParser:
         help="the small setting: minutes on a 2-core CPU (default: sized for an accelerator)",
     )
     r.add_argument(
-        "--out", default="fracsgd-reproduce", help="output directory (default fracsgd-reproduce)"
+        "--out",
+        default="fracsgd-reproduce",
+        metavar="DIR",
+        help="output directory (default fracsgd-reproduce)",
     )
     r.add_argument(
         "--data-dir",
+        metavar="DIR",
         default=None,
         help="directory with the four MNIST IDX files (default: $FRACSGD_DATA, else the "
         "embedded 5 000-image subset)",
     )
-    r.add_argument("--seed", type=_seed, default=0, help="master seed (default 0)")
+    r.add_argument("--seed", type=_seed, default=0, metavar="N", help="master seed (default 0)")
     r.add_argument(
         "--set",
         dest="overrides",

@@ -235,6 +235,14 @@ def spectral_dimension(
             are left out of it.
         min_count: walkers that must be inside the ball at the last time of the default
             window (at most the number of walkers; unused with ``window``).
+
+    Examples:
+        >>> import jax
+        >>> from fracsgd.diffusion import lattice_walk
+        >>> walks = lattice_walk(jax.random.key(0), 4000, 400, 2)  # Z²: d_s = 2
+        >>> est = spectral_dimension(walks, radius=1.5)
+        >>> bool(abs(est.d_s - 2) < 0.2 and est.ci[0] < 2 < est.ci[1])
+        True
     """
     radius = check_number("radius", radius, lo=0.0, lo_open=True)
     check_int("min_count", min_count, 1)

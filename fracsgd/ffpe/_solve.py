@@ -86,6 +86,15 @@ class Problem(NamedTuple):
     arrays (``jax.vmap`` over problems, ``jax.grad`` in ``alpha``): concrete values are
     validated with ``ValueError``, traced ones give the result code ``BAD_PARAMETER`` in the
     :class:`Solution`.
+
+    Examples:
+        >>> import numpy as np
+        >>> import fracsgd as fs
+        >>> prob = Problem(alpha=0.5, diffusion=0.5, gamma=1.0, potential=lambda w: 0.5 * w[0] ** 2)
+        >>> grid = fs.ffpe.Grid1D(-6.0, 6.0, 600)
+        >>> p = np.asarray(fs.ffpe.stationary(prob, grid))  # ∝ exp(−γL/D): variance D/γ
+        >>> round(float(np.sum(p * grid.centers[:, 0] ** 2) * grid.h), 3)
+        0.5
     """
 
     alpha: Any = 0.5

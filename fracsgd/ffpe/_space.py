@@ -32,7 +32,13 @@ from fracsgd._types import Array
 
 
 class Grid1D(NamedTuple):
-    """Cell-centred 1-D grid on ``[lo, hi]`` with ``cells`` cells and zero-flux walls."""
+    """Cell-centred 1-D grid on ``[lo, hi]`` with ``cells`` cells and zero-flux walls.
+
+    Examples:
+        >>> g = Grid1D(-1.0, 1.0, 4)
+        >>> g.h, g.centers[:, 0].tolist(), g.cell_volume
+        (0.5, [-0.75, -0.25, 0.25, 0.75], 0.5)
+    """
 
     lo: float
     hi: float
