@@ -478,6 +478,13 @@ def return_dimension(displacement: np.ndarray, steps: np.ndarray) -> ReturnDimen
 # ----------------------------------------------------------------------------- analysis
 
 
+def _xi_power(xi: float, d_w: float) -> float:
+    """``ξ^(2 − d_w)`` in float64: ``inf`` where it overflows (Python's ``**`` raises there, as
+    for ξ = 0.5 and an ``H`` near 0), NaN for a NaN ``d_w``."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(np.power(np.float64(xi), 2.0 - np.float64(d_w)))
+
+
 def _verdict(d_s: float, lam_bar: float) -> bool | None:
     """``d_s ≤ λ̄``, or None when either is not a number."""
     return bool(d_s <= lam_bar) if math.isfinite(d_s) and math.isfinite(lam_bar) else None
@@ -554,6 +561,9 @@ def analyse(
         rec["lambda_bar_checkpoints"] = int(used.sum())
         rec["lambda_bar_excluded"] = int(np.sum(late & flagged))
         rec["nbeta"] = float(ll["nbeta"])
+        # chains that hit NaN/inf, per checkpoint (excluded from λ̂; estimate's warning is
+        # silenced in favour of this record)
+        rec["llc_chains_diverged"] = np.asarray(ll["chains_diverged"][i]).astype(int).tolist()
         # --- spectral dimensions
         rec["d_s_eq17_final"] = float(diffusion.paper_spectral_dimension(rec["lambda_final"], H))
         rec["d_s_eq17_bar"] = float(diffusion.paper_spectral_dimension(rec["lambda_bar"], H))
@@ -570,7 +580,7 @@ def analyse(
         rec["xi"] = float(config.xi)
         # 2λ/d_s = 1/H whatever λ is, so D_ξ = ξ^(2 − d_w) needs only H (λ_final ≤ 0 included)
         d_w = rec.get("d_w", math.nan)
-        rec["D_xi"] = float(config.xi ** (2.0 - d_w)) if math.isfinite(d_w) and H > 0 else math.nan
+        rec["D_xi"] = _xi_power(config.xi, d_w) if H > 0 else math.nan
         # --- the bound d_s ≤ λ̄ with both λ's named (theory.md §3, §5); a verdict is
         # conclusive when the d_s's 95 % CI lies on one side of λ̄ (Eq. 17's CI is 2·λ·H_ci)
         lam_bar = rec["lambda_bar"]

@@ -279,6 +279,7 @@ def _llc_stage(key, dataset, config: MoonsConfig, tr, mesh) -> dict[str, Any]:
         "llc": np.asarray(res.llc_mean),
         "llc_std": np.asarray(res.llc_std),
         "not_minimum": np.asarray(res.not_minimum),
+        "chains_diverged": np.asarray(res.diverged).sum(axis=-1),
         "nbeta": np.asarray(res.nbeta).reshape(-1)[:1],
     }
 
@@ -459,6 +460,7 @@ def run(
             "total_displacement": float(R[i, -1]),
             "lambda_final": float(lam[i]),
             "llc_not_minimum": bool(ll["not_minimum"][i]),
+            "llc_chains_diverged": int(ll["chains_diverged"][i]),
             "nbeta": nbeta,
         }
         try:
@@ -478,10 +480,11 @@ def run(
         rec["d_s_eq17_final"] = float(diffusion.paper_spectral_dimension(lam[i], rec["H"]))
         # D_ξ = ξ^(2 − 2λ/d_s) = ξ^(2 − d_w) over the ξ scan (summary["xis"] order)
         d_w = rec.get("d_w", math.nan)
-        rec["D_xi_scan"] = [
-            float(x ** (2.0 - d_w)) if math.isfinite(d_w) and rec["H"] > 0 else math.nan
-            for x in config.xis
-        ]
+        with np.errstate(over="ignore", invalid="ignore"):  # ξ^(2 − d_w) may overflow: inf
+            rec["D_xi_scan"] = [
+                float(np.power(np.float64(x), 2.0 - np.float64(d_w))) if rec["H"] > 0 else math.nan
+                for x in config.xis
+            ]
         records.append(rec)
 
     # the ensemble: mean R(t) over non-diverged networks, against t^{1/2}

@@ -455,7 +455,7 @@ def mnist_section(study: Any, summary: dict, figures: list[str]) -> str:
         "estimated). With d_s computed from λ̄ itself the bound would be H ≤ 1/2, so that "
         "version is not counted (theory.md §3). Conclusive verdicts (the d_s's 95 % CI on one "
         f"side of λ̄): Eq. 17 {s17} hold, {v17} violated; λ-free {sr} hold, {vr} violated — the "
-        "rest are within their error bars.",
+        "rest are within d_s's error bar (H's CI for Eq. 17; λ̂'s own spread is not included).",
         f"{summary['not_minimum_final']} final checkpoints were flagged as not local minima "
         "(their λ̂ is unreliable; see `llc_not_minimum` in results.json); "
         f"{summary['lambda_bar_excluded']} flagged checkpoints inside the late window "

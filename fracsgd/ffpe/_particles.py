@@ -72,6 +72,11 @@ def _check(problem: Any, w0: Any, times: Any, step: Any, max_jumps: Any):
     alpha = check_number("alpha", problem.alpha, lo=0.0, hi=1.0, lo_open=True)
     if callable(problem.diffusion):
         raise ValueError("diffusion must be a number > 0 for ctrw (no D(w) functions)")
+    if problem.reference_diffusion is not None:
+        raise ValueError(
+            "reference_diffusion is for a diffusion function D(w) only (with a constant "
+            f"diffusion D_0 = D), got reference_diffusion={problem.reference_diffusion!r}"
+        )
     check_number("diffusion", problem.diffusion, lo=0.0, lo_open=True)
     check_number("gamma", problem.gamma)
     if not callable(problem.potential):

@@ -49,7 +49,8 @@ class Calibration(NamedTuple):
         diverged_fraction, below_init_fraction: ``(S, G, B)`` arrays.
         valid: ``(S, G, B)``: no divergence, a local minimum, R-hat < 1.1, ESS ≥ ``MIN_ESS``
             and ``minibatch_noise_ratio`` < ``MAX_NOISE_RATIO``.
-        recommended: ``{"step_size", "localization", "nbeta", "llc_mean", "reason"}`` or None.
+        recommended: ``{"step_size", "localization", "nbeta", "llc_mean", "bias_estimate",
+            "reason"}`` or None.
         results: the per-setting :class:`LLCResult`: every field has the leading axis ``S·G·B``
             in C order, ``step_size``, ``localization`` and ``nbeta`` included (setting ``i``
             ran ``results.step_size[i]``, …).

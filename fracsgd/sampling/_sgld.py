@@ -134,7 +134,6 @@ def _check_step(key: Any, state: Any, estimator: Any, step_size: Any, mask: Any)
     concrete_number("step_size", step_size, lo=0.0, lo_open=True)
     if mask is not None:
         check_like("mask", mask, "the position", state.position, floating=False)
-        check_binary_mask("mask", mask)
 
 
 def init(position: PyTree) -> SGLDState:
@@ -153,8 +152,10 @@ def build_kernel(mask: PyTree | None = None):
         (SGLDState, SGLDInfo)``; ``noise_scale=0`` gives the plain gradient step
         ``w − (ε/2)∇U`` exactly.
     """
-    # the mask's Σ m² once, here (outside any step loop the kernel runs in); a malformed mask is
-    # left to the kernel's argument check, which names it
+    # the mask's 0/1 check and Σ m² once, here (outside any step loop the kernel runs in); a
+    # malformed mask is left to the kernel's argument check, which names it
+    if mask is not None:
+        check_binary_mask("mask", mask)
     try:
         mask_active = None if mask is None else _num_active(mask, mask)
     except (TypeError, ValueError):
@@ -258,6 +259,8 @@ def build_psgld_kernel(mask: PyTree | None = None, *, alpha: float = 0.99, delta
 
     alpha = check_number("alpha", alpha, lo=0.0, hi=1.0, hi_open=True)
     delta = check_number("delta", delta, lo=0.0, lo_open=True)
+    if mask is not None:
+        check_binary_mask("mask", mask)
 
     def kernel(
         key: PRNGKey,

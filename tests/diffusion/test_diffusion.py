@@ -607,6 +607,8 @@ def test_diffusive_ensembles_rarely_report_a_crossover():
             hs.append(fit.H)
             if fit.crossover is not None:
                 assert fit.ci[1] < 0.5  # kept only when significant
-    assert found <= 3
+    # 3 of 12 here; the CI is picked after the window, so the gate is not a 5 % test: fewer
+    # than half, against 8 of 12 without it
+    assert found < 6
     # the mean of 12 fits of ½: its spread over ensembles is ~0.01
     assert np.mean(hs) == pytest.approx(0.5, abs=3 * 0.01 / np.sqrt(12))

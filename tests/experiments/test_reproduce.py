@@ -70,6 +70,7 @@ REQUIRED = {
     "bound_eq17_holds",
     "llc_cv_window",
     "grad_norm_window",
+    "llc_chains_diverged",
 }
 
 
@@ -300,6 +301,7 @@ def test_moons_study_summary_is_consistent(tmp_path):
     for r in study.records:
         assert r["d_s_eq17_final"] == pytest.approx(2 * r["lambda_final"] * r["H"], rel=1e-12)
         assert r["nbeta"] == s["nbeta"]
+        assert 0 <= r["llc_chains_diverged"] <= cfg.llc_chains
         if "fit_error" not in r:
             assert r["msd_exponent"] == pytest.approx(2 * r["H"], rel=1e-12)
             assert r["caputo_order"] == pytest.approx(2 * r["H"], rel=1e-12)
@@ -363,3 +365,13 @@ def test_analysis_only_settings_reanalyse_the_stored_stages(tiny_run, tmp_path, 
         assert b["xi"] == 1.0 and a["H"] == b["H"] and a["llc"] == b["llc"]
         if b["D_xi"] is not None:
             assert b["D_xi"] == 1.0  # 1^(2 − d_w)
+
+
+def test_d_xi_overflows_to_inf_not_an_exception():
+    """ξ^(2 − d_w) for ξ < 1 and H near 0 exceeds float64: Python's ** raised OverflowError
+    after every stage had run; it is inf (null in results.json)."""
+    from fracsgd.experiments.mnist import _xi_power
+
+    assert _xi_power(0.5, 1 / 0.0009) == math.inf
+    assert _xi_power(0.5, 2.0) == 1.0
+    assert math.isnan(_xi_power(0.5, math.nan))

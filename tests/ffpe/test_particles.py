@@ -133,6 +133,7 @@ def test_recording_and_incomplete_flags(x64):
         (dict(problem=fs.ffpe.Problem(alpha=1.2)), "alpha"),
         (dict(problem=fs.ffpe.Problem(diffusion=0.0)), "diffusion"),
         (dict(problem=fs.ffpe.Problem(diffusion=lambda w: 1.0)), "diffusion"),
+        (dict(problem=fs.ffpe.Problem(reference_diffusion=1.0)), "reference_diffusion"),
         (dict(w0=np.zeros(5)), "w0"),
         (dict(times=[1.0, 0.5]), "times"),
         (dict(times=[0.0, 1.0]), "times"),
