@@ -659,6 +659,7 @@ def run(
             raise ValueError(f"batch sizes must be at most {dataset.num_train}, got {b}")
     key = jax.random.key(seed)
     store = Store(out_dir, "mnist", overwrite=overwrite)
+    chunks = store.dir / "mnist-chunks"  # the sweep's finished chunks while it trains
     base = (
         _stage_settings(config),
         int(seed),
@@ -671,19 +672,14 @@ def run(
         "train",
         fp_train,
         store.chunked(
-            store.dir / "mnist-chunks",
+            chunks,
             lambda: _train_stage(
-                jax.random.fold_in(key, 0),
-                dataset,
-                config,
-                progress,
-                mesh,
-                store.dir / "mnist-chunks",
+                jax.random.fold_in(key, 0), dataset, config, progress, mesh, chunks
             ),
         ),
         describe=f"seed {seed}, {dataset.source}",
     )
-    shutil.rmtree(store.dir / "mnist-chunks", ignore_errors=True)  # the stage file has it all
+    shutil.rmtree(chunks, ignore_errors=True)  # the stage file has it all
     fp_llc = fingerprint("llc", base, fp_train)
     ll = store.stage(
         "llc",

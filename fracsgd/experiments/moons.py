@@ -405,24 +405,20 @@ def run(
     model = _model(config)
     key = jax.random.key(seed)
     store = Store(out_dir, "moons", overwrite=overwrite)
+    chunks = store.dir / "moons-chunks"  # the sweep's finished chunks while it trains
     base = (_stage_settings(config), int(seed), dataset.source, fracsgd.__version__)
     fp_train = fingerprint("train", base)
     tr = store.stage(
         "train",
         fp_train,
         store.chunked(
-            store.dir / "moons-chunks",
+            chunks,
             lambda: _train_stage(
-                jax.random.fold_in(key, 0),
-                dataset,
-                config,
-                progress,
-                mesh,
-                store.dir / "moons-chunks",
+                jax.random.fold_in(key, 0), dataset, config, progress, mesh, chunks
             ),
         ),
     )
-    shutil.rmtree(store.dir / "moons-chunks", ignore_errors=True)  # the stage file has it all
+    shutil.rmtree(chunks, ignore_errors=True)  # the stage file has it all
     ll = store.stage(
         "llc",
         fingerprint("llc", base, fp_train),
