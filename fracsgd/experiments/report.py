@@ -622,4 +622,16 @@ def write(
     write_json(out / "timings.json", timings)
     write_json(out / "results.json", results)
     atomic_write_text(out / "report.md", "\n".join(head) + "\n\n" + "\n".join(sections))
+    _remove_stale_figures(fig_dir, {f for s in results["studies"].values() for f in s["figures"]})
     return results
+
+
+def _remove_stale_figures(fig_dir: Path, written: set[str]) -> None:
+    """Delete the study figures (``mnist_*.png``, ``moons_*.png``: the names this module writes)
+    that this report did not write: another study's, run earlier into the same directory, or one
+    this study writes only sometimes (the cluster masses when the comparison was skipped), so
+    that ``figures/`` shows what ``report.md`` describes. Other files are left alone."""
+    for pattern in ("mnist_*.png", "moons_*.png"):
+        for path in fig_dir.glob(pattern):
+            if path.name not in written:
+                path.unlink(missing_ok=True)

@@ -309,10 +309,19 @@ def test_moons_study_summary_is_consistent(tmp_path):
             if r["H"] > 0:
                 want = [x ** (2 - 1 / r["H"]) for x in cfg.xis]
                 np.testing.assert_allclose(r["D_xi_scan"], want, rtol=1e-9)
-    # the report writer handles the moons study alone
+    # the report writer handles the moons study alone, and removes the figures of a study
+    # written earlier into the same directory (not other files)
+    (tmp_path / "figures").mkdir(exist_ok=True)
+    (tmp_path / "figures" / "mnist_displacement.png").write_bytes(b"stale")
+    (tmp_path / "figures" / "moons_cluster_masses.png").write_bytes(b"stale")
+    (tmp_path / "figures" / "mine.png").write_bytes(b"user")
     fs.experiments.report.write(tmp_path, command="test", seed=0, moons=study)
+    assert not (tmp_path / "figures" / "mnist_displacement.png").exists()
+    assert (tmp_path / "figures" / "mine.png").read_bytes() == b"user"
+    written = sorted(p.name for p in (tmp_path / "figures").glob("moons_*.png"))
     res = json.loads(Path(tmp_path, "results.json").read_text())
     assert len(res["studies"]["moons"]["networks"]) == 24
+    assert written == sorted(res["studies"]["moons"]["figures"])
     for name in res["studies"]["moons"]["figures"]:
         assert Path(tmp_path, "figures", name).stat().st_size > 2000
 
