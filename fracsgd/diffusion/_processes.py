@@ -165,7 +165,7 @@ class CTRWPaths(NamedTuple):
         )
 
 
-@functools.partial(jax.jit, static_argnums=(1, 3, 4))
+@functools.partial(jax.jit, static_argnums=(1, 4, 5))
 def _ctrw(key, walkers, times, alpha, max_jumps, dim=1):
     kw, kj = jax.random.split(key)
     waits = mittag_leffler_waiting_times(kw, (walkers, max_jumps), alpha)
@@ -183,7 +183,7 @@ CTRW_BLOCK_ELEMENTS = 2**26
 CTRW_MAX_TOTAL_JUMPS = 2**26
 
 
-@functools.partial(jax.jit, static_argnums=(4, 5))
+@functools.partial(jax.jit, static_argnums=(5,))
 def _ctrw_block(keys, start_time, start_pos, times, alpha, block):
     """One block of ``block`` jumps per walker, continuing each walker from its last arrival
     ``start_time`` at ``start_pos``: positions at the observation times not before
@@ -201,7 +201,7 @@ def _ctrw_block(keys, start_time, start_pos, times, alpha, block):
     return jax.vmap(one)(keys, start_time, start_pos)
 
 
-@functools.partial(jax.jit, static_argnums=(7, 8))
+@functools.partial(jax.jit, static_argnums=(8,))
 def _ctrw_continue(key, b, idx, last, end, positions, times, alpha, block):
     """Block ``b`` for the walkers ``idx`` (padded with repeats of one walker, whose repeated
     writes are identical): each continues from its last arrival ``last`` at ``end``; the
@@ -214,10 +214,15 @@ def _ctrw_continue(key, b, idx, last, end, positions, times, alpha, block):
     return positions.at[idx].set(merged), last.at[idx].set(arrived), end.at[idx].set(after)
 
 
-def _ctrw_block_size(t_last: float, alpha: float, walkers: int) -> int:
+def _ctrw_block_size(t_last: float, alpha: float | None, walkers: int) -> int:
     """Jumps per block: a power of two near twice the mean number of jumps by ``t_last``,
-    ``t^α/Γ(1+α)``, within ``CTRW_BLOCK_ELEMENTS`` per call."""
-    mean_jumps = max(t_last, 0.0) ** alpha / math.gamma(1 + alpha)
+    ``t^α/Γ(1+α)``, within ``CTRW_BLOCK_ELEMENTS`` per call. ``alpha=None`` (a traced α): the
+    largest mean over ``α ∈ (0, 1]``, at most ``max(t, 1)/Γ_min`` with ``Γ_min = 0.8856`` the
+    minimum of ``Γ(1 + α)``."""
+    if alpha is None:
+        mean_jumps = max(t_last, 1.0) / 0.8856
+    else:
+        mean_jumps = max(t_last, 0.0) ** alpha / math.gamma(1 + alpha)
     block = int(2 ** math.ceil(math.log2(2 * mean_jumps + 64)))
     return max(64, min(block, CTRW_BLOCK_ELEMENTS // max(walkers, 1)))
 
@@ -250,7 +255,7 @@ def _ctrw_continued(key, walkers, times, alpha, dim=1):
     return positions, last > t_last
 
 
-@functools.partial(jax.jit, static_argnums=(1, 3, 4, 5))
+@functools.partial(jax.jit, static_argnums=(1, 4, 5))
 def _ctrw_traced(key, walkers, times, alpha, block, dim=1):
     """:func:`_ctrw_continued` as one ``lax.while_loop`` (for a traced key): every block
     draws ``block`` jumps for every walker, from the same per-walker keys, and only the
@@ -295,14 +300,18 @@ def ctrw(
         key: a ``jax.random.key``.
         walkers: number of independent walkers.
         times: observation times, strictly increasing.
-        alpha: order of the waiting times, in ``(0, 1]`` (1: exponential waits).
+        alpha: order of the waiting times, in ``(0, 1]`` (1: exponential waits). Traced data
+            under ``jit``/``vmap`` (unchecked there): the waiting times are computed the same
+            way for a concrete and a traced α.
         max_jumps: ``None`` (default): simulate in blocks of jumps, continuing every walker
             whose jumps have not yet passed the last time, until all have (blocks of about
             twice the mean number of jumps ``t^α/Γ(1 + α)``; a walker still short after
             ``CTRW_MAX_TOTAL_JUMPS`` jumps is flagged). With a concrete key that is a host
             loop over the unfinished walkers only; with a traced key (under ``jit``, or
             ``vmap`` over keys) it is one ``lax.while_loop`` in which every walker draws each
-            block and only the unfinished ones take it: the same paths, bitwise. An int: one
+            block and only the unfinished ones take it: the same paths, bitwise (with a
+            traced α the blocks are sized for α = 1, so the paths differ from a concrete α's
+            in which jumps each block holds, not in law). An int: one
             block of that many jumps per walker (one compiled call); walkers it does not
             carry past the last time are flagged in ``complete`` (their later positions stop
             at their last jump).
@@ -313,7 +322,12 @@ def ctrw(
         >>> paths.positions.shape, bool(paths.complete.all())
         ((1000, 2, 1), True)
     """
-    alpha = check_number("alpha", alpha, lo=0.0, hi=1.0, lo_open=True)
+    traced_alpha = isinstance(alpha, jax.core.Tracer)  # vmap/jit over α: data, unchecked
+    if traced_alpha:
+        if jnp.shape(alpha) != ():
+            raise ValueError(f"alpha must be a scalar in (0, 1], got shape {jnp.shape(alpha)}")
+    else:
+        alpha = check_number("alpha", alpha, lo=0.0, hi=1.0, lo_open=True)
     t_np = real_array("times", times, finite=True)
     if t_np.ndim != 1 or t_np.size == 0 or not np.all(np.diff(t_np) > 0):
         raise ValueError("times must be a non-empty, strictly increasing 1-D array")
@@ -328,14 +342,15 @@ def ctrw(
     t = jnp.asarray(t32)
     key = check_key(key)
     walkers = _positive_int("walkers", walkers)
-    if max_jumps is None and isinstance(jax.random.key_data(key), jax.core.Tracer):
-        # under jit/vmap over keys the host loop cannot run: the same blocks in a while_loop
-        block = _ctrw_block_size(float(t_np[-1]), float(alpha), walkers)
-        pos, complete = _ctrw_traced(key, walkers, t, float(alpha), block)
-    elif max_jumps is None:
-        pos, complete = _ctrw_continued(key, walkers, t, float(alpha))
+    if max_jumps is not None:
+        pos, complete = _ctrw(key, walkers, t, alpha, _positive_int("max_jumps", max_jumps))
+    elif traced_alpha or isinstance(jax.random.key_data(key), jax.core.Tracer):
+        # under jit/vmap the host loop cannot run: the same blocks in a while_loop (a traced α
+        # sizes them for the largest mean number of jumps over α ∈ (0, 1])
+        block = _ctrw_block_size(float(t_np[-1]), None if traced_alpha else alpha, walkers)
+        pos, complete = _ctrw_traced(key, walkers, t, alpha, block)
     else:
-        pos, complete = _ctrw(key, walkers, t, float(alpha), _positive_int("max_jumps", max_jumps))
+        pos, complete = _ctrw_continued(key, walkers, t, alpha)
     return CTRWPaths(t, pos, complete)
 
 
@@ -365,6 +380,31 @@ def _langevin_coefficients(dt: float, friction: float) -> tuple[float, ...]:
     return decay, one_minus / friction, a, b, c
 
 
+def _langevin_coefficients_traced(dt: Any, friction: Any) -> tuple[Any, ...]:
+    """:func:`_langevin_coefficients` for traced ``dt`` / ``friction`` (under ``jit`` or
+    ``vmap``), in the default float dtype: ``γ² Var ξ_x`` by its Taylor series up to ``u = 1``
+    (terms to ``n = 20``, ``2ⁿ/n! < 10⁻¹²``), where the closed form loses to cancellation about
+    ``10⁻⁷/u²`` relative in float32, and by the closed form above."""
+    dtype = jnp.result_type(float)
+    dt, friction = jnp.asarray(dt, dtype), jnp.asarray(friction, dtype)
+    u = friction * dt
+    decay = jnp.exp(-u)
+    one_minus = -jnp.expm1(-u)
+    var_v = -jnp.expm1(-2 * u)
+    small = jnp.minimum(u, 1.0)  # the series' argument, kept finite where it is not used
+    series = jnp.zeros_like(u)
+    for n in range(20, 2, -1):  # Horner in u, then times u³
+        series = series * small + (-1) ** n * (4 - 2**n) / math.factorial(n)
+    series = series * small**3
+    closed = 2 * u + 4 * jnp.expm1(-u) - jnp.expm1(-2 * u)
+    var_x = jnp.where(u < 1.0, series, closed) / friction**2
+    cov = one_minus**2 / friction
+    a = jnp.sqrt(var_v)
+    b = cov / a
+    c = jnp.sqrt(jnp.maximum(var_x - b * b, 0.0))
+    return decay, one_minus / friction, a, b, c
+
+
 @functools.partial(jax.jit, static_argnums=(1, 2))
 def _langevin(key, walkers, steps, coefficients):
     decay, drift, a, b, c = coefficients
@@ -388,7 +428,32 @@ def langevin(key: PRNGKey, walkers: int, steps: int, dt: float, friction: float)
     diffusive (``∝ t``) for ``t ≫ 1/γ``. Returns ``(walkers, steps + 1, 1)`` at times
     ``k·dt``. Exact at those times for any ``dt``: each step draws the position and velocity
     increments from their joint Gaussian law (Gillespie 1996), so the sample MSD follows
-    :func:`langevin_msd` with no discretisation error."""
+    :func:`langevin_msd` with no discretisation error.
+
+    ``dt`` and ``friction`` may be traced (``jit``, ``vmap`` over them; unchecked there): the
+    step's coefficients are then computed in the default float dtype on the device, otherwise in
+    float64 on the host.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> x = jax.vmap(lambda g: langevin(jax.random.key(0), 2000, 50, 0.1, g))(
+        ...     jnp.array([0.5, 5.0]))
+        >>> x.shape
+        (2, 2000, 51, 1)
+    """
+    if isinstance(dt, jax.core.Tracer) or isinstance(friction, jax.core.Tracer):
+        for name, v in (("dt", dt), ("friction", friction)):
+            if jnp.shape(v) != ():
+                raise ValueError(f"{name} must be a scalar > 0, got shape {jnp.shape(v)}")
+            if not isinstance(v, jax.core.Tracer):
+                check_number(name, v, lo=0.0, lo_open=True)
+        coefficients = _langevin_coefficients_traced(dt, friction)
+        return _langevin(
+            check_key(key),
+            _positive_int("walkers", walkers),
+            _positive_int("steps", steps),
+            coefficients,
+        )
     dt = check_number("dt", dt, lo=0.0, lo_open=True)
     friction = check_number("friction", friction, lo=0.0, lo_open=True)
     coefficients = tuple(jnp.float32(v) for v in _langevin_coefficients(dt, friction))
