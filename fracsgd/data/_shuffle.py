@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fracsgd._checks import check_key
 from fracsgd._types import Array
 
 ROUNDS = 8
@@ -45,8 +46,9 @@ def permute_index(key: Array, index: Array, n: int) -> Array:
     """``π_key(index)`` for a pseudo-random permutation ``π_key`` of ``{0, …, n − 1}``.
 
     Args:
-        key: a JAX PRNG key; each key gives a different permutation.
-        index: integer array of positions in ``[0, n)`` (any shape).
+        key: a ``jax.random.key``; each key gives a different permutation.
+        index: integer array of positions in ``[0, n)`` (any shape). A concrete position
+            outside ``[0, n)`` is refused; a traced one (under ``jit``/``vmap``) gives ``−1``.
         n: the size of the permuted set (static, ``1 ≤ n ≤ 2³¹ − 1``).
 
     Returns:
@@ -60,7 +62,27 @@ def permute_index(key: Array, index: Array, n: int) -> Array:
         >>> sorted(p.tolist()) == list(range(10))
         True
     """
-    return permute_with(round_keys(key), index, n)
+    check_key(key)
+    n = _check_n(n)
+    idx = jnp.asarray(index)
+    if not jnp.issubdtype(idx.dtype, jnp.integer):
+        raise ValueError(f"index must be an integer array, got dtype {idx.dtype}")
+    if not isinstance(idx, jax.core.Tracer):
+        bad = np.flatnonzero((np.asarray(idx) < 0) | (np.asarray(idx) >= n))
+        if bad.size:
+            v = np.asarray(idx).ravel()[bad[0]]
+            raise ValueError(f"index must lie in [0, n) = [0, {n}), got {v}")
+    # traced: out-of-range positions would cycle-walk forever (or alias valid ones); they are
+    # evaluated at 0 and reported as −1
+    valid = (idx >= 0) & (idx < n)
+    out = permute_with(round_keys(key), jnp.where(valid, idx, 0), n)
+    return jnp.where(valid, out, -1)
+
+
+def _check_n(n: object) -> int:
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 1 <= n <= 2**31 - 1:
+        raise ValueError(f"n must be an integer in [1, 2**31 - 1], got {n!r}")
+    return int(n)
 
 
 def round_keys(key: Array) -> Array:
@@ -70,9 +92,9 @@ def round_keys(key: Array) -> Array:
 
 
 def permute_with(keys: Array, index: Array, n: int) -> Array:
-    """:func:`permute_index` with precomputed :func:`round_keys`."""
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 2**31 - 1:
-        raise ValueError(f"n must be an integer in [1, 2**31 - 1], got {n!r}")
+    """:func:`permute_index` with precomputed :func:`round_keys`, for positions known to lie in
+    ``[0, n)`` (unchecked: one outside would cycle-walk forever or alias a valid one)."""
+    n = _check_n(n)
     half = _half_bits(n)
     mask = jnp.uint32((1 << half) - 1)
 

@@ -115,8 +115,8 @@ class LLCResult(NamedTuple):
         mala_acceptance: ``(chains,)`` mean MALA acceptance probability of the chain's proposals
             on their minibatch (computed with ``mala=True``; NaN otherwise). pSGLD: the proposal
             ``N(w − (ε/2) G∇U, εG)`` with the step's preconditioner, which is fixed during the
-            draws, so there it is MALA's exact acceptance for that ``G`` (for a 0/1 mask; with
-            fractional mask values it is a proxy).
+            draws, so there it is MALA's exact acceptance for that ``G`` (masks are 0/1: the
+            masked coordinates neither move nor enter the ratio).
         step_size, localization: ε and γ.
         sampler: ``"sgld"`` or ``"psgld"``.
         sampling: how minibatches were drawn (``"epoch"`` or ``"replacement"``).

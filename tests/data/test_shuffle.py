@@ -109,8 +109,23 @@ def test_full_batch_epochs_are_permutations():
         (lambda: epoch_batch(jax.random.key(0), 0, 10, 0), "batch_size"),
         (lambda: epoch_batch(jax.random.key(0), 0, 10, True), "batch_size"),
         (lambda: epoch_batch(jax.random.key(0), 0, 10.0, 2), "n"),
+        # out of range: used to cycle-walk forever (≥ 2^(2h)) or alias a valid position
+        (lambda: permute_index(jax.random.key(0), jnp.array([-1]), 5), r"index .*\[0, 5\)"),
+        (lambda: permute_index(jax.random.key(0), jnp.array([0, 256]), 5), r"got 256"),
+        (lambda: permute_index(jax.random.key(0), jnp.array([5]), 5), r"index"),
+        (lambda: permute_index(jax.random.key(0), jnp.array([0.5]), 5), r"index .*integer"),
+        (lambda: permute_index(jax.random.PRNGKey(0), jnp.arange(3), 5), "key"),
     ],
 )
 def test_bad_input_names_the_parameter(call, parameter):
     with pytest.raises(ValueError, match=parameter):
         call()
+
+
+def test_traced_out_of_range_positions_read_minus_one():
+    """Under jit the positions cannot be checked: out-of-range ones give −1 (and terminate),
+    the valid ones their permuted value, and NumPy integer sizes are accepted."""
+    idx = jnp.array([3, -1, 5, 256, 0])
+    got = np.asarray(jax.jit(lambda i: permute_index(jax.random.key(0), i, np.int64(5)))(idx))
+    full = np.asarray(permute_index(jax.random.key(0), jnp.arange(5), 5))
+    np.testing.assert_array_equal(got, [full[3], -1, -1, -1, full[0]])
