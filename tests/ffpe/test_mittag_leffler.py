@@ -109,6 +109,21 @@ def test_positive_axis_including_exponential_growth(x64):
     err, a, z = _relative_errors_at(finite)
     assert err.max() <= 1e-12, (err.max(), a[err.argmax()], z[err.argmax()])
     assert float(mittag_leffler(0.5, 50.0)) == math.inf  # e^{2500}
+    # α = β = 1 just past float64's exp: inf (was exp(z) + (inf − inf) = nan)
+    assert float(mittag_leffler(1.0, 720.0)) == math.inf
+    assert float(mittag_leffler(0.5, 27.0)) == math.inf  # e^{729}
+
+
+def test_overflow_is_inf_in_float32():
+    """The default dtype: e^{s*} overflows float32 beyond s* ≈ 88.7, and the value must read inf
+    (it read nan: inf − inf in the contour and in exp(z) + tangent); values just below stay
+    finite and right, including β = 3, where e^{s*} alone would overflow before s*^{1−β}/α
+    brings it back (e^{81}/(81²·½) = 4.6e31)."""
+    for a, z in ((1.0, 100.0), (0.5, 30.0), (0.5, 10.0), (0.9, 80.0)):
+        assert float(mittag_leffler(a, z)) == math.inf, (a, z)
+    got = float(mittag_leffler(0.5, 9.0, 3.0))
+    assert got == pytest.approx(math.exp(81) / 81**2 / 0.5, rel=1e-4)
+    assert float(mittag_leffler(1.0, 88.0)) == pytest.approx(math.exp(88), rel=1e-6)
 
 
 def test_positive_axis_near_the_pole_switch(x64):
