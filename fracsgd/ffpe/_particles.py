@@ -61,15 +61,24 @@ class Particles(NamedTuple):
     complete: Array
 
 
+def _traced(v: Any) -> bool:
+    return isinstance(v, jax.core.Tracer)
+
+
+def _check_scalar(name: str, v: Any, **bounds: Any) -> Any:
+    """A concrete number checked against ``bounds``; a traced one (``jit``/``vmap`` over it) is
+    data, unchecked beyond being a scalar (an invalid value gives NaN positions)."""
+    if _traced(v):
+        if jnp.shape(v) != ():
+            raise ValueError(f"{name} must be a scalar, got shape {jnp.shape(v)}")
+        return v
+    return check_number(name, v, **bounds)
+
+
 def _check(problem: Any, w0: Any, times: Any, step: Any, max_jumps: Any):
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a fracsgd.ffpe.Problem, got {type(problem).__name__}")
-    if isinstance(problem.alpha, jax.core.Tracer):
-        raise ValueError(
-            "alpha must be a concrete number for ctrw (its waiting-time sampler is compiled for "
-            "one α): call ctrw outside jit/vmap over α"
-        )
-    alpha = check_number("alpha", problem.alpha, lo=0.0, hi=1.0, lo_open=True)
+    alpha = _check_scalar("alpha", problem.alpha, lo=0.0, hi=1.0, lo_open=True)
     if callable(problem.diffusion):
         raise ValueError("diffusion must be a number > 0 for ctrw (no D(w) functions)")
     if problem.reference_diffusion is not None:
@@ -77,13 +86,18 @@ def _check(problem: Any, w0: Any, times: Any, step: Any, max_jumps: Any):
             "reference_diffusion is for a diffusion function D(w) only (with a constant "
             f"diffusion D_0 = D), got reference_diffusion={problem.reference_diffusion!r}"
         )
-    check_number("diffusion", problem.diffusion, lo=0.0, lo_open=True)
-    check_number("gamma", problem.gamma)
+    _check_scalar("diffusion", problem.diffusion, lo=0.0, lo_open=True)
+    _check_scalar("gamma", problem.gamma)
     if not callable(problem.potential):
         raise ValueError("potential must be a function L(w) of a point w of shape (dim,)")
-    w_np = real_array("w0", w0, finite=True)
-    if w_np.ndim != 2 or w_np.shape[0] < 1 or w_np.shape[1] < 1:
-        raise ValueError(f"w0 must have shape (particles, dim), got {w_np.shape}")
+    if _traced(w0):
+        if w0.ndim != 2 or not jnp.issubdtype(w0.dtype, jnp.floating):
+            raise ValueError(f"w0 must be a float array (particles, dim), got {w0.aval}")
+        shape = w0.shape
+    else:
+        shape = real_array("w0", w0, finite=True).shape
+    if len(shape) != 2 or shape[0] < 1 or shape[1] < 1:
+        raise ValueError(f"w0 must have shape (particles, dim), got {shape}")
     w = jnp.asarray(w0)
     # at least the default float dtype: the waiting times are drawn in it (float32 positions
     # with x64 enabled would mix dtypes in the loop)
@@ -94,20 +108,20 @@ def _check(problem: Any, w0: Any, times: Any, step: Any, max_jumps: Any):
             f"potential must map a point of shape {w.shape[1:]} to a scalar, got "
             f"{getattr(out, 'shape', type(out).__name__)}"
         )
-    check_point_indexing(problem.potential, "potential", w[0])
+    check_point_indexing(problem.potential, "potential", jnp.zeros(w.shape[1:], w.dtype))
     t = real_array("times", times)
     if t.ndim != 1 or t.size < 1 or not np.all(t > 0) or not np.all(np.diff(t) > 0):
         raise ValueError("times must be a strictly increasing 1-D array of positive times")
     if not np.all(np.isfinite(t)):
         raise ValueError("times must be finite")
-    check_number("step", step, lo=0.0, lo_open=True)
+    _check_scalar("step", step, lo=0.0, lo_open=True)
     if isinstance(max_jumps, bool) or not isinstance(max_jumps, int | np.integer) or max_jumps < 1:
         raise ValueError(f"max_jumps must be a positive integer, got {max_jumps!r}")
     return alpha, w, jnp.asarray(t, w.dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("alpha", "potential", "max_jumps"))
-def _simulate(keys, w0, times, d, gamma, step, *, alpha, potential, max_jumps):
+@functools.partial(jax.jit, static_argnames=("potential", "max_jumps"))
+def _simulate(keys, w0, times, d, gamma, step, alpha, *, potential, max_jumps):
     grad = jax.grad(potential)
     tau0 = step ** (1.0 / alpha)  # K_α = dτ / τ_0^α = 1
     noise_scale = jnp.sqrt(2 * d * step)
@@ -165,10 +179,13 @@ def ctrw(
 
     Args:
         key: a ``jax.random.key``; particle ``i`` uses ``fold_in(split(key)[i], jump)``.
-        problem: a :class:`~fracsgd.ffpe.Problem` with a constant ``diffusion``; ``alpha`` and
-            ``potential`` are static (one compile per value), ``diffusion``, ``gamma`` and
-            ``step`` are traced.
-        w0: ``(particles, dim)`` initial positions (draw them from ``p_0``).
+        problem: a :class:`~fracsgd.ffpe.Problem` with a constant ``diffusion``; ``potential``
+            is static (one compile per function), ``alpha``, ``diffusion``, ``gamma`` and
+            ``step`` are traced: new values do not recompile, and ``jit``/``vmap`` (and
+            forward-mode ``jax.jvp``; reverse mode cannot pass the particles' ``while_loop``)
+            may go over them. Traced values are not range-checked: an invalid one gives NaN
+            positions.
+        w0: ``(particles, dim)`` initial positions (draw them from ``p_0``); may be traced.
         times: strictly increasing positive observation times ``(T,)``.
         step: the operational time ``dτ`` of one jump (> 0); smaller is more accurate and makes
             ``1/dτ`` times more jumps.
@@ -199,7 +216,7 @@ def ctrw(
         jnp.asarray(problem.diffusion, w.dtype),
         jnp.asarray(problem.gamma, w.dtype),
         jnp.asarray(step, w.dtype),
-        alpha=alpha,
+        jnp.asarray(alpha, w.dtype),
         potential=problem.potential,
         max_jumps=int(max_jumps),
     )
