@@ -425,6 +425,18 @@ def minibatch_noise_ratio(step_size: Any, nbeta: Any, gradient_variance: Any) ->
         >>> round(minibatch_noise_ratio(1e-3, 100.0, 0.05), 4)  # d = 3, σ² = 1, B = 20
         0.125
     """
+    for name, v, zero in (
+        ("step_size", step_size, False),
+        ("nbeta", nbeta, False),
+        ("gradient_variance", gradient_variance, True),
+    ):
+        if isinstance(v, jax.core.Tracer):
+            continue
+        if isinstance(v, str | bytes) or np.asarray(v).dtype.kind not in "iuf":
+            raise ValueError(f"{name} must hold real numbers, got {v!r:.60}")
+        a = np.asarray(v, np.float64)  # NaN passes: a diverged chain's variance reads NaN
+        if np.any(a < 0) or (not zero and np.any(a == 0)):
+            raise ValueError(f"{name} must be {'>= 0' if zero else '> 0'}, got {v!r:.60}")
     return step_size * nbeta * nbeta * gradient_variance / 4
 
 
@@ -435,6 +447,8 @@ def _check_int(name: str, value: Any, lo: int) -> int:
 
 
 def _check_pos(name: str, value: Any, *, allow_zero: bool = False) -> float:
+    if isinstance(value, str | bytes):  # float("1e-3") would accept it
+        raise ValueError(f"{name} must be a number, got the string {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError) as err:

@@ -319,6 +319,19 @@ def test_new_step_sizes_do_not_recompile():
     assert _estimate._compiled._cache_size() == size
 
 
+def test_minibatch_noise_ratio_checks_its_inputs():
+    assert fs.llc.minibatch_noise_ratio(1e-3, 100.0, 0.0) == 0.0
+    assert math.isnan(fs.llc.minibatch_noise_ratio(1e-3, 100.0, math.nan))  # a diverged chain
+    for args, name in (
+        ((-1e-3, 100.0, 2.0), "step_size"),
+        ((1e-3, 0.0, 2.0), "nbeta"),
+        ((1e-3, 1.0, -2.0), "gradient_variance"),
+        (("1", 1.0, 1.0), "step_size"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            fs.llc.minibatch_noise_ratio(*args)
+
+
 def test_nbeta_rules():
     assert fs.llc.resolve_nbeta(None, 1000, 10) == pytest.approx(1000 / math.log(1000))
     assert fs.llc.resolve_nbeta("batch/log batch", 1000, 64) == pytest.approx(64 / math.log(64))
@@ -349,6 +362,10 @@ def test_nbeta_rules():
         (dict(mask=jnp.ones(3)), "mask"),
         (dict(params=jnp.zeros(2, jnp.float16)), "float32 or float64"),
         (dict(params=jnp.zeros(2, jnp.bfloat16)), "params"),
+        # strings used to pass float(): the chains ran, then the noise ratio failed
+        (dict(step_size="0.001"), "step_size must be a number"),
+        (dict(localization="1.0"), "localization must be a number"),
+        (dict(nbeta="10"), "nbeta"),
     ],
 )
 def test_bad_input_raises_before_compiling(change, match):
