@@ -202,10 +202,21 @@ def _return_probability(disp: _Displacements, radius: float) -> np.ndarray:
     return np.asarray(jnp.mean(d2 <= min(limit, 3e38), axis=0))
 
 
+#: the default coarse-graining radius of :func:`spectral_dimension`, in RMS steps
+DEFAULT_RADIUS_STEPS = 1.5
+
+
+def _rms_step(disp: _Displacements) -> float:
+    """The root-mean-square displacement between consecutive rows, over every walker and row,
+    in the positions' units (1 on ``Z^k`` and on :func:`gasket_walk`'s gasket)."""
+    steps = jnp.diff(disp.u, axis=1)
+    return float(jnp.sqrt(jnp.mean(jnp.sum(jnp.square(steps), axis=-1)))) * disp.scale
+
+
 def spectral_dimension(
     trajectories: ArrayLike,
     *,
-    radius: float,
+    radius: float | None = None,
     times: ArrayLike | None = None,
     window: tuple[float, float] | None = None,
     min_count: int = 50,
@@ -228,7 +239,12 @@ def spectral_dimension(
 
     Args:
         trajectories: ``(walkers, T, dim)`` positions.
-        radius: ξ > 0, in the units of the positions.
+        radius: ξ > 0, in the units of the positions. ``None`` (default):
+            ``DEFAULT_RADIUS_STEPS`` (1.5) times the RMS displacement between consecutive rows
+            (over all walkers and rows), i.e. 1.5 lattice spacings on ``Z^k`` and on the
+            gasket; the value used is ``SpectralDimension.radius``. The estimate is a
+            statement about the scale ξ: for trajectories sampled unevenly (a CTRW at
+            geometric times) or with steps of changing size, pass the ξ you mean.
         times: ``(T,)`` strictly increasing times (default ``0, 1, …``); the fit and ``window``
             use the elapsed time ``τ = t − times[0]``, and ``SpectralDimension.times`` is ``τ``.
         window: ``(τ_start, τ_end)`` for the fit; times at which no walker is in the ball
@@ -240,13 +256,21 @@ def spectral_dimension(
         >>> import jax
         >>> from fracsgd.diffusion import lattice_walk
         >>> walks = lattice_walk(jax.random.key(0), 4000, 400, 2)  # Z²: d_s = 2
-        >>> est = spectral_dimension(walks, radius=1.5)
-        >>> bool(abs(est.d_s - 2) < 0.2 and est.ci[0] < 2 < est.ci[1])
-        True
+        >>> est = spectral_dimension(walks)  # radius: 1.5 RMS steps = 1.5 lattice spacings
+        >>> bool(abs(est.d_s - 2) < 0.2 and est.ci[0] < 2 < est.ci[1]), est.radius
+        (True, 1.5)
     """
-    radius = check_number("radius", radius, lo=0.0, lo_open=True)
+    if radius is not None:
+        radius = check_number("radius", radius, lo=0.0, lo_open=True)
     check_int("min_count", min_count, 1)
     disp = _displacements(trajectories)
+    if radius is None:
+        step = _rms_step(disp)
+        if not step > 0:
+            raise ValueError(
+                "radius=None takes 1.5 RMS steps, but the walkers never move; pass a radius"
+            )
+        radius = DEFAULT_RADIUS_STEPS * step
     p = _return_probability(disp, radius)
     t = _elapsed(times, p.shape[0])
     if window is None:

@@ -222,6 +222,22 @@ def test_dimensions_use_the_elapsed_time_and_no_units():
         D.spectral_dimension(x[:40], radius=2.0)  # 40 walkers cannot hold min_count = 50
 
 
+def test_spectral_dimension_default_radius_is_one_and_a_half_steps():
+    """design.md calls ``spectral_dimension(trajectories, **opts)``: without a radius ξ is 1.5
+    RMS steps (1.5 spacings on Z^k), which scales with the units; walkers that never move
+    have no step to measure."""
+    x = np.asarray(D.lattice_walk(KEY, 4000, 400, 2), float)
+    est = D.spectral_dimension(x)
+    ref = D.spectral_dimension(x, radius=1.5)
+    assert est.radius == 1.5 and est.d_s == ref.d_s
+    assert est.ci[0] < 2 < est.ci[1]
+    scaled = D.spectral_dimension(x * 1e-3)
+    assert scaled.radius == pytest.approx(1.5e-3, rel=1e-6)
+    assert scaled.d_s == pytest.approx(est.d_s, rel=1e-6)
+    with pytest.raises(ValueError, match="never move; pass a radius"):
+        D.spectral_dimension(np.zeros((10, 20, 1)))
+
+
 def test_dimensions_are_free_of_units_and_offsets():
     """Lattice sites at exactly ξ stay in the ball at any scale (float32 rounding of the
     squared distance dropped them at c = 0.1 and 1/3: d_s 1.984 instead of 1.936), extreme
