@@ -11,6 +11,18 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def refuse_traced(where: str, **values: Any) -> None:
+    """Raises ``ValueError`` when a leaf of any of ``values`` is a tracer: ``where`` is a
+    host-side driver (it checks its inputs on the host and compiles and runs its own programs),
+    so under ``jit``/``vmap``/``grad`` it would fail deep inside with a tracer error."""
+    for name, value in values.items():
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(value)):
+            raise ValueError(
+                f"{where} runs on the host (it checks its inputs there and runs its own "
+                f"compiled programs or NumPy): call it outside jit/vmap/grad, got a traced {name}"
+            )
+
+
 def check_key(key: Any, name: str = "key") -> Any:
     """``key`` if it is one typed ``jax.random.key`` (a tracer of key type under jit/vmap too)."""
     if not (isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)):

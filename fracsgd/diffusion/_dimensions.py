@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fracsgd._checks import check_int, check_number, real_array
+from fracsgd._checks import check_int, check_number, real_array, refuse_traced
 from fracsgd.diffusion._fit import ExponentFit, _check_window, fit_exponent
 
 
@@ -50,6 +50,7 @@ def _displacements(trajectories: ArrayLike, name: str = "trajectories") -> _Disp
     subtracted in the input's precision (float64 for NumPy input) before the cast to float32,
     so a constant offset (positions near 1e7) costs no accuracy, and the power-of-two scale
     keeps extreme units (1e±20) clear of float32 overflow and underflow."""
+    refuse_traced("this fracsgd.diffusion estimator", **{name: trajectories})
     if isinstance(trajectories, jax.Array) and jnp.issubdtype(trajectories.dtype, jnp.floating):
         x: Any = trajectories  # no host round trip for device arrays
     else:

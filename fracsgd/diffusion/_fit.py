@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fracsgd._checks import check_int, check_number, real_array
+from fracsgd._checks import check_int, check_number, real_array, refuse_traced
 
 #: local slope of log R vs log t below which motion counts as sub-diffusive (Brownian: 1/2)
 SUBDIFFUSIVE_SLOPE = 0.5
@@ -71,6 +71,7 @@ class ExponentFit(NamedTuple):
 
 
 def _check_series(t: ArrayLike, r: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    refuse_traced("this fracsgd.diffusion fit", t=t, R=r)
     t = real_array("t", t)
     r = real_array("R", r)
     if t.ndim != 1:

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fracsgd._checks import check_key, check_number, real_array
+from fracsgd._checks import check_key, check_number, real_array, refuse_traced
 from fracsgd._types import PRNGKey, PyTree
 from fracsgd.llc._estimate import (
     LLCResult,
@@ -227,6 +227,7 @@ def calibrate(
     gammas = np.asarray([_check_pos("localizations", g, allow_zero=True) for g in localizations])
     if steps.size == 0 or gammas.size == 0 or len(nbetas) == 0:
         raise ValueError("step_sizes, localizations and nbetas must be non-empty")
+    refuse_traced("fracsgd.llc.calibrate", key=key, params=params, data=data)
     check_key(key)
     _check_flags(same_batch=same_batch)
     n = _validate(

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from fracsgd._checks import check_key
+from fracsgd._checks import check_key, refuse_traced
 from fracsgd._types import Array, PRNGKey, PyTree
 from fracsgd._xla import jit
 from fracsgd.data._shuffle import ROUNDS, batch_of_epoch
@@ -856,6 +856,11 @@ def _estimate_rows(
 ):
     """Validate, sample every centre (leading model axis) in one program, and summarise each:
     ``(rows, meta)`` with one summary dict per centre and the shared settings."""
+    refuse_traced(
+        "fracsgd.llc.estimate (and estimate_many, trajectory)", key=key, params=centers, data=data
+    )
+    for name, v in (("step_size", step_size), ("localization", localization), ("nbeta", nbeta)):
+        refuse_traced("fracsgd.llc.estimate (and estimate_many, trajectory)", **{name: v})
     check_key(key)
     n = _validate(
         loss_fn,

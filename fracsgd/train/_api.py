@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from fracsgd._checks import refuse_traced
 from fracsgd._io import array_digest, fingerprint
 from fracsgd._progress import Progress
 from fracsgd._types import PRNGKey
@@ -55,7 +56,8 @@ MODEL_KINDS = ("mlp", "deep_linear")
 _TARGET_CHUNKS = 20
 
 
-def _check_key(key: Any) -> PRNGKey:
+def _check_key(key: Any, where: str = "fracsgd.train") -> PRNGKey:
+    refuse_traced(where, key=key)
     if not (isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)):
         raise ValueError(
             f"key must be a typed key from jax.random.key(seed), got {type(key).__name__}"
@@ -66,6 +68,7 @@ def _check_key(key: Any) -> PRNGKey:
 
 
 def _check_dataset(dataset: Any) -> Dataset:
+    refuse_traced("fracsgd.train", dataset=dataset)
     if not isinstance(dataset, Dataset):
         raise ValueError(f"dataset must be a fracsgd.data.Dataset, got {type(dataset).__name__}")
     dataset.validate()
@@ -214,7 +217,7 @@ def run(
         >>> bool(res.diverged)
         False
     """
-    key = _check_key(key)
+    key = _check_key(key, "fracsgd.train.run")
     dataset = _check_dataset(dataset)
     if not isinstance(model, Model):
         raise ValueError(f"model must be a fracsgd.models.Model, got {type(model).__name__}")
@@ -518,7 +521,7 @@ def sweep(
         >>> bool(np.allclose(chunked.displacement, res.displacement, rtol=1e-5))
         True
     """
-    key = _check_key(key)
+    key = _check_key(key, "fracsgd.train.sweep")
     dataset = _check_dataset(dataset)
     grid, hidden = _validate_grid(grid, dataset)
     mesh = check_mesh(mesh)
@@ -771,7 +774,7 @@ def branch(
         >>> out.displacement.shape
         (3, 4, 20)
     """
-    key = _check_key(key)
+    key = _check_key(key, "fracsgd.train.branch")
     dataset = _check_dataset(dataset)
     if not isinstance(model, Model):
         raise ValueError(f"model must be a fracsgd.models.Model, got {type(model).__name__}")
