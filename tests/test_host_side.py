@@ -1,0 +1,71 @@
+"""Drivers run on the host: under jit/vmap they say so by name, before anything deep fails."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import fracsgd as fs
+
+KEY = jax.random.key(0)
+DATA = jnp.zeros((100, 1))
+
+
+def _loss(w, b):
+    return jnp.sum(w**2) + 0.0 * jnp.sum(b)
+
+
+def _estimate(params, step_size=1e-3):
+    return fs.llc.estimate(
+        KEY,
+        _loss,
+        params,
+        DATA,
+        num_chains=2,
+        num_draws=10,
+        step_size=step_size,
+        localization=1.0,
+        batch_size=10,
+    ).llc_mean
+
+
+@pytest.mark.parametrize(
+    ("call", "where", "what"),
+    [
+        (lambda: jax.jit(_estimate)(jnp.zeros(2)), "fracsgd.llc.estimate", "params"),
+        (
+            lambda: jax.vmap(lambda e: _estimate(jnp.zeros(2), e))(jnp.array([1e-3, 2e-3])),
+            "fracsgd.llc.estimate",
+            "step_size",
+        ),
+        (
+            lambda: jax.jit(lambda r: fs.diffusion.fit_exponent(jnp.arange(1.0, 101.0), r).H)(
+                jnp.arange(1.0, 101.0)
+            ),
+            "fracsgd.diffusion fit",
+            "",
+        ),
+        (
+            lambda: jax.jit(lambda x: fs.diffusion.spectral_dimension(x).d_s)(jnp.ones((4, 8, 1))),
+            "fracsgd.diffusion estimator",
+            "trajectories",
+        ),
+        (
+            lambda: jax.vmap(
+                lambda k: (
+                    fs.train.run(
+                        k,
+                        fs.models.mlp((1, 2, 2)),
+                        fs.data.load("moons", n=40),
+                        fs.train.TrainConfig(steps=2, batch_size=4),
+                        progress=False,
+                    ).displacement
+                )
+            )(jax.random.split(KEY, 2)),
+            "fracsgd.train.run",
+            "key",
+        ),
+    ],
+)
+def test_drivers_refuse_tracers_by_name(call, where, what):
+    with pytest.raises(ValueError, match=f"{where}.*outside jit/vmap/grad, got a traced {what}"):
+        call()
