@@ -37,6 +37,7 @@ import numpy as np
 import fracsgd
 from fracsgd import diffusion, llc, models, train
 from fracsgd._checks import check_int, check_number
+from fracsgd._io import array_digest
 from fracsgd._types import PyTree
 from fracsgd.data import Dataset
 from fracsgd.experiments._store import Store, arrays_tree, fingerprint, tree_arrays
@@ -126,9 +127,31 @@ class MnistConfig(NamedTuple):
 ANALYSIS_ONLY = ("xi", "late_fraction")
 
 
-def _stage_settings(config) -> dict[str, Any]:
-    """The settings the stored stages depend on (their fingerprints' part of the config)."""
-    return {k: v for k, v in config._asdict().items() if k not in ANALYSIS_ONLY}
+#: settings only the LLC stage reads, and only the branch (λ-free d_s) stage: changing them
+#: recomputes that stage alone, not the training
+LLC_ONLY = (
+    "llc_chains",
+    "llc_draws",
+    "llc_burnin",
+    "llc_step_size",
+    "llc_localization",
+    "llc_batch_size",
+    "llc_memory",
+)
+BRANCH_ONLY = ("replicas", "branch_steps")
+
+
+def _stage_settings(config, stage: str = "train") -> dict[str, Any]:
+    """The settings a stored stage depends on beyond the training (its fingerprint's part of
+    the config): ``"train"`` everything but the analysis-, LLC- and branch-only settings;
+    ``"llc"`` / ``"branch"`` their own (each also carries the training stage's fingerprint)."""
+    d = config._asdict()
+    if stage == "llc":
+        return {k: d[k] for k in LLC_ONLY}
+    if stage == "branch":
+        return {k: d[k] for k in BRANCH_ONLY}
+    skip = (*ANALYSIS_ONLY, *LLC_ONLY, *BRANCH_ONLY)
+    return {k: v for k, v in d.items() if k not in skip}
 
 
 def validate(config: Any) -> MnistConfig:
@@ -660,14 +683,11 @@ def run(
     key = jax.random.key(seed)
     store = Store(out_dir, "mnist", overwrite=overwrite)
     chunks = store.dir / "mnist-chunks"  # the sweep's finished chunks while it trains
-    base = (
-        _stage_settings(config),
-        int(seed),
-        dataset.source,
-        dataset.num_train,
-        fracsgd.__version__,
-    )
-    fp_train = fingerprint("train", base)
+    # the data by content (a path names files whose content may change, and one data set has
+    # many spellings of its path)
+    data_id = array_digest(dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test)
+    base = (int(seed), data_id, fracsgd.__version__)
+    fp_train = fingerprint("train", _stage_settings(config), base)
     tr = store.stage(
         "train",
         fp_train,
@@ -680,14 +700,14 @@ def run(
         describe=f"seed {seed}, {dataset.source}",
     )
     shutil.rmtree(chunks, ignore_errors=True)  # the stage file has it all
-    fp_llc = fingerprint("llc", base, fp_train)
+    fp_llc = fingerprint("llc", _stage_settings(config, "llc"), base, fp_train)
     ll = store.stage(
         "llc",
         fp_llc,
         lambda: _llc_stage(jax.random.fold_in(key, 1), dataset, config, tr, progress, mesh),
         describe=f"seed {seed}",
     )
-    fp_br = fingerprint("branch", base, fp_train)
+    fp_br = fingerprint("branch", _stage_settings(config, "branch"), base, fp_train)
     br = store.stage(
         "branch",
         fp_br,

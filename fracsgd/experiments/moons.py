@@ -115,9 +115,40 @@ class MoonsConfig(NamedTuple):
 ANALYSIS_ONLY = ("xis", "num_clusters", "probe_points")
 
 
-def _stage_settings(config) -> dict[str, Any]:
-    """The settings the stored stages depend on (their fingerprints' part of the config)."""
-    return {k: v for k, v in config._asdict().items() if k not in ANALYSIS_ONLY}
+#: settings only the LLC stage reads, and only the posterior stage (with the data and the
+#: model): changing them recomputes that stage alone
+LLC_ONLY = (
+    "llc_chains",
+    "llc_draws",
+    "llc_burnin",
+    "llc_step_size",
+    "llc_localization",
+    "llc_batch_size",
+)
+POSTERIOR_ONLY = (
+    "posterior_chains",
+    "posterior_steps",
+    "posterior_burnin",
+    "posterior_thin",
+    "posterior_step_size",
+    "prior_std",
+)
+#: the data and the model: the posterior depends on them but not on the training
+DATA_AND_MODEL = ("n", "noise", "data_seed", "hidden")
+
+
+def _stage_settings(config, stage: str = "train") -> dict[str, Any]:
+    """The settings a stored stage depends on (its fingerprint's part of the config):
+    ``"train"`` everything but the analysis-, LLC- and posterior-only settings; ``"llc"`` its
+    own (it also carries the training stage's fingerprint); ``"posterior"`` its own with the
+    data and the model (it does not read the training)."""
+    d = config._asdict()
+    if stage == "llc":
+        return {k: d[k] for k in LLC_ONLY}
+    if stage == "posterior":
+        return {k: d[k] for k in (*DATA_AND_MODEL, *POSTERIOR_ONLY)}
+    skip = (*ANALYSIS_ONLY, *LLC_ONLY, *POSTERIOR_ONLY)
+    return {k: v for k, v in d.items() if k not in skip}
 
 
 def validate(config: Any) -> MoonsConfig:
@@ -406,8 +437,8 @@ def run(
     key = jax.random.key(seed)
     store = Store(out_dir, "moons", overwrite=overwrite)
     chunks = store.dir / "moons-chunks"  # the sweep's finished chunks while it trains
-    base = (_stage_settings(config), int(seed), dataset.source, fracsgd.__version__)
-    fp_train = fingerprint("train", base)
+    base = (int(seed), dataset.source, fracsgd.__version__)  # the data follow from the config
+    fp_train = fingerprint("train", _stage_settings(config), base)
     tr = store.stage(
         "train",
         fp_train,
@@ -421,12 +452,12 @@ def run(
     shutil.rmtree(chunks, ignore_errors=True)  # the stage file has it all
     ll = store.stage(
         "llc",
-        fingerprint("llc", base, fp_train),
+        fingerprint("llc", _stage_settings(config, "llc"), base, fp_train),
         lambda: _llc_stage(jax.random.fold_in(key, 1), dataset, config, tr, mesh),
     )
     po = store.stage(
         "posterior",
-        fingerprint("posterior", base),
+        fingerprint("posterior", _stage_settings(config, "posterior"), base),
         lambda: _posterior_stage(jax.random.fold_in(key, 2), dataset, config),
     )
 

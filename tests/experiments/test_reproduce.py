@@ -384,3 +384,56 @@ def test_d_xi_overflows_to_inf_not_an_exception():
     assert _xi_power(0.5, 1 / 0.0009) == math.inf
     assert _xi_power(0.5, 2.0) == 1.0
     assert math.isnan(_xi_power(0.5, math.nan))
+
+
+def test_a_stage_setting_recomputes_that_stage_alone(tiny_run, tmp_path, capsys):
+    """An LLC or branch setting changes only its own stage's fingerprint: with --overwrite the
+    training is resumed (it used to be recomputed), and the other stage too."""
+    import shutil
+
+    out, argv = tiny_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    argv = [a if a != str(out) else str(copy) for a in argv]
+    capsys.readouterr()
+    assert main([*argv, "--set", "mnist.llc_draws=12"]) == 2  # without --overwrite: refused
+    assert "stage 'llc' of another configuration" in capsys.readouterr().err
+    assert main([*argv, "--set", "mnist.llc_draws=12", "--overwrite"]) == 0
+    err = capsys.readouterr().err
+    assert "'train': resumed" in err and "'branch': resumed" in err, err
+    assert "'llc': resumed" not in err
+    res = json.loads((copy / "results.json").read_text())["studies"]["mnist"]
+    before = json.loads((out / "results.json").read_text())["studies"]["mnist"]
+    assert res["config"]["llc_draws"] == 12
+    for a, b in zip(before["networks"], res["networks"], strict=True):
+        assert a["H"] == b["H"] and a["d_s_return"] == b["d_s_return"]
+
+
+def test_stages_are_keyed_by_the_data_content_not_its_path(tmp_path):
+    """The same path with other contents must not resume (it did: the fingerprint held the
+    path); the same contents resume whatever the dataset's source says."""
+    from fracsgd.experiments import mnist as M
+
+    data = fs.data.load("moons", n=64, seed=0)
+    cfg = M.MnistConfig.quick()._replace(
+        hidden=((4,),),
+        seeds=(0,),
+        sgd_learning_rates=(0.1,),
+        adam_learning_rates=(),
+        batch_sizes=(16,),
+        steps=20,
+        record_every=2,
+        num_checkpoints=3,
+        llc_chains=2,
+        llc_draws=10,
+        llc_burnin=0,
+        llc_batch_size=16,
+        replicas=4,
+        branch_steps=10,
+    )
+    M.run(0, data, cfg, str(tmp_path), progress=False)
+    renamed = data._replace(source="elsewhere/same-bytes")
+    M.run(0, renamed, cfg, str(tmp_path), progress=False)  # resumes: same content
+    other = data._replace(x_train=data.x_train + 1.0)
+    with pytest.raises(fs.experiments.StageError, match="another configuration"):
+        M.run(0, other, cfg, str(tmp_path), progress=False)
