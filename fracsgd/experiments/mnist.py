@@ -509,16 +509,21 @@ def _xi_power(xi: float, d_w: float) -> float:
 
 
 def _verdict(d_s: float, lam_bar: float) -> bool | None:
-    """``d_s ≤ λ̄``, or None when either is not a number."""
-    return bool(d_s <= lam_bar) if math.isfinite(d_s) and math.isfinite(lam_bar) else None
+    """``d_s ≤ λ̄``, or None when either is not a number or ``d_s ≤ 0`` (no spectral
+    dimension: a return probability that does not decay, or Eq. 17 with λ ≤ 0 or H ≤ 0)."""
+    if not (math.isfinite(d_s) and math.isfinite(lam_bar)) or d_s <= 0:
+        return None
+    return bool(d_s <= lam_bar)
 
 
 def _conclusive(ci: Any, lam_bar: float) -> bool | None:
-    """Whether the 95 % CI of ``d_s`` lies wholly on one side of ``λ̄`` (None: no CI)."""
+    """Whether the 95 % CI of ``d_s`` lies within ``(0, ∞)`` and wholly on one side of ``λ̄``
+    (None: no CI). A CI reaching 0 or below says nothing about ``d_s`` (an interval
+    ``[−19.5, 19.0]`` lies below ``λ̄ = 40`` but is no evidence for the bound)."""
     lo, hi = (float(c) for c in ci)
     if not (math.isfinite(lo) and math.isfinite(hi) and math.isfinite(lam_bar)):
         return None
-    return bool(hi <= lam_bar or lo > lam_bar)
+    return bool(lo > 0 and (hi <= lam_bar or lo > lam_bar))
 
 
 def analyse(

@@ -41,8 +41,9 @@ DECISIONS = {
     "reported with each (d_s_eq17_final = 2·lambda_final·H, d_s_eq17_bar = 2·lambda_bar·H).",
     "bound": "The bound d_s ≤ λ̄ is tested with d_s_eq17_final and with the λ-free d_s_return. "
     "With d_s_eq17_bar it would reduce to H ≤ 1/2 (theory.md §3), so it is not counted. A "
-    "verdict is conclusive (bound_*_conclusive) when the d_s's 95% CI lies on one side of λ̄ "
-    "(for Eq. 17: 2·lambda_final·H_ci).",
+    "verdict is conclusive (bound_*_conclusive) when the d_s's 95% CI lies within (0, ∞) on "
+    "one side of λ̄ (for Eq. 17: 2·lambda_final·H_ci); a d_s ≤ 0 is no spectral dimension and "
+    "gets no verdict.",
     "near_stability": "llc_cv_window is the coefficient of variation of λ̂ over the "
     "unflagged checkpoints inside H's fit window (theory.md §5; llc_cv_checkpoints of them), "
     "grad_norm_window the mean minibatch gradient norm there.",

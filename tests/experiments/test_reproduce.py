@@ -121,14 +121,20 @@ def test_results_json_is_consistent_with_its_own_numbers(tiny_run):
         else:
             assert lam_b is None and n["lambda_window"] is None
         assert n["lambda_final"] == n["llc"][-1]
-        # the bound, recomputed; conclusive when the CI is on one side of λ̄
+        # the bound, recomputed: no verdict for d_s ≤ 0 (no spectral dimension); conclusive
+        # when the CI lies in (0, ∞) on one side of λ̄
         if lam_b is not None:
-            assert n["bound_eq17_holds"] == (n["d_s_eq17_final"] <= lam_b)
+            d17 = n["d_s_eq17_final"]
+            assert n["bound_eq17_holds"] == ((d17 <= lam_b) if d17 > 0 else None)
             lo, hi = sorted(2 * lam_f * h for h in n["H_ci"])
             assert n["d_s_eq17_final_ci"] == pytest.approx([lo, hi], rel=1e-12)
-            assert n["bound_eq17_conclusive"] == (hi <= lam_b or lo > lam_b)
-            if n["d_s_return"] is not None:
-                assert n["bound_return_holds"] == (n["d_s_return"] <= lam_b)
+            assert n["bound_eq17_conclusive"] == (lo > 0 and (hi <= lam_b or lo > lam_b))
+            d_ret = n["d_s_return"]
+            if d_ret is not None:
+                assert n["bound_return_holds"] == ((d_ret <= lam_b) if d_ret > 0 else None)
+                r_lo, r_hi = n["d_s_return_ci"]
+                if n["bound_return_conclusive"]:
+                    assert r_lo > 0
         # near-stability over H's fit window, unflagged checkpoints
         lo_w, hi_w = n["fit_window"]
         inside = (t >= lo_w) & (t <= hi_w) & np.isfinite(lam_ok)
