@@ -9,13 +9,13 @@ exit with code 2.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from fracsgd._io import atomic_write_text
+from fracsgd._io import atomic_write_bytes
 from fracsgd.experiments._store import StageError
 
 
@@ -36,6 +36,18 @@ def _seed(text: str) -> int:
     if not 0 <= v < 2**32:  # jax.random.key(seed) keeps 32 bits: 2**32 would repeat seed 0
         raise argparse.ArgumentTypeError(f"the seed must be in [0, 2**32), got {text}")
     return v
+
+
+def _check_out(out: str) -> None:
+    """Refuse an ``--out`` that cannot become a directory (a file, or below one) before any
+    work, without creating anything yet."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out must be a directory, but {out!r} is a file")
+    parent = os.path.dirname(os.path.abspath(out))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"--out {out!r} cannot be created: {parent!r} is a file")
 
 
 def _prepare_out(out: str) -> None:
@@ -249,10 +261,12 @@ def _reproduce(args: argparse.Namespace) -> int:
         mnist.validate(configs["mnist"])
     if "moons" in configs:
         moons.validate(configs["moons"])
-    _prepare_out(args.out)
+    _check_out(args.out)
     progress = not args.no_progress
     mesh = _mesh(args.devices)
     dataset = fs.data.load("mnist", data_dir=args.data_dir) if "mnist" in configs else None
+    if dataset is not None:
+        mnist.check_dataset(configs["mnist"], dataset)  # before --out is created
     if not args.quick:
         backend = jax.default_backend()
         secs = 0.0
@@ -266,7 +280,7 @@ def _reproduce(args: argparse.Namespace) -> int:
             "the 2-core-CPU setting)",
             file=sys.stderr,
         )
-    os.makedirs(args.out, exist_ok=True)
+    _prepare_out(args.out)
     done: dict[str, Any] = {}
     if "mnist" in configs:
         assert dataset is not None
@@ -329,8 +343,12 @@ def _plot_displacement(result, path: str) -> None:
     ax.set_title(f"Weight displacement ({result.dataset_name}); H: late log–log slope")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())  # no half-written figure on Ctrl-C
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -358,10 +376,14 @@ def _sweep(args: argparse.Namespace) -> int:
         num_checkpoints=8 if quick else 16,
     )
     mesh = _mesh(args.devices)
-    _prepare_out(args.out)
+    _check_out(args.out)
     dataset = fs.data.load("mnist", data_dir=args.data_dir)
     if args.memory_limit is not None:
         grid = grid._replace(memory_limit=args.memory_limit)
+    from fracsgd.train._api import _validate_grid
+
+    _validate_grid(grid, dataset)  # a bad setting fails before --out is created
+    _prepare_out(args.out)
     result = fs.train.sweep(
         jax.random.key(args.seed),
         dataset,
@@ -379,9 +401,9 @@ def _sweep(args: argparse.Namespace) -> int:
         "grid": {k: (list(v) if isinstance(v, tuple) else v) for k, v in grid._asdict().items()},
         "runs": result.summary(),
     }
-    atomic_write_text(
-        os.path.join(args.out, "summary.json"), json.dumps(summary, indent=2, default=str)
-    )
+    from fracsgd.experiments.report import write_json
+
+    write_json(Path(args.out, "summary.json"), summary)  # NaN/inf as null: strict JSON
     fig_path = os.path.join(args.out, "figures", "displacement.png")
     _plot_displacement(result, fig_path)
     print(result.format_table())

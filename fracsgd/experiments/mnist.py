@@ -154,6 +154,19 @@ def _stage_settings(config, stage: str = "train") -> dict[str, Any]:
     return {k: v for k, v in d.items() if k not in skip}
 
 
+def check_dataset(config: MnistConfig, dataset: Dataset) -> None:
+    """The settings that depend on the data set: every batch size at most its training set."""
+    for name, sizes in (
+        ("batch_sizes", config.batch_sizes),
+        ("llc_batch_size", (config.llc_batch_size,)),
+    ):
+        for b in sizes:
+            if b > dataset.num_train:
+                raise ValueError(
+                    f"{name} must be at most the {dataset.num_train} training images, got {b}"
+                )
+
+
 def validate(config: Any) -> MnistConfig:
     """Check every field before anything compiles (``ValueError`` naming the field)."""
     if not isinstance(config, MnistConfig):
@@ -682,9 +695,7 @@ def run(
         (1, ['D_xi', 'H', 'H_ci', 'batch_norm'])
     """
     config = validate(config)
-    for b in (*config.batch_sizes, config.llc_batch_size):
-        if b > dataset.num_train:
-            raise ValueError(f"batch sizes must be at most {dataset.num_train}, got {b}")
+    check_dataset(config, dataset)
     key = jax.random.key(seed)
     store = Store(out_dir, "mnist", overwrite=overwrite)
     chunks = store.dir / "mnist-chunks"  # the sweep's finished chunks while it trains

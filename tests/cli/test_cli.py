@@ -78,3 +78,27 @@ def test_out_that_is_a_file_is_refused_before_anything_runs(command, below, tmp_
     assert len(lines) == 1 and "--out" in lines[0], err
     assert "Traceback" not in err and "embedded MNIST" not in err  # nothing was loaded
     assert blocker.read_text() == "hi"
+
+
+def test_sweep_summary_is_strict_json_when_a_network_diverges(tmp_path, capsys):
+    """A diverging network's final displacement is NaN: summary.json writes it as null (it
+    wrote NaN, which strict parsers reject); a bad setting fails before --out is created."""
+    out = tmp_path / "div"
+    argv = ["sweep", "--hidden", "8", "--learning-rates", "0.05", "1e6", "--seeds", "1"]
+    rc = main([*argv, "--steps", "20", "--batch-sizes", "64", "--out", str(out), "--no-progress"])
+    assert rc == 0
+
+    def strict(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    summary = json.loads((out / "summary.json").read_text(), parse_constant=strict)
+    finals = [r["final_displacement"] for r in summary["runs"]]
+    assert finals[0] is not None and finals[1] is None
+    capsys.readouterr()
+    bad = tmp_path / "never"
+    assert main(["sweep", "--batch-sizes", "100000", "--quick", "--out", str(bad)]) == 2
+    assert not bad.exists()
+    big = ["--set", "mnist.llc_batch_size=100000"]
+    assert main(["reproduce", "mnist", "--quick", *big, "--out", str(bad)]) == 2
+    assert "llc_batch_size must be at most" in capsys.readouterr().err
+    assert not bad.exists()

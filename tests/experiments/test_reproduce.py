@@ -132,7 +132,7 @@ def test_results_json_is_consistent_with_its_own_numbers(tiny_run):
             d_ret = n["d_s_return"]
             if d_ret is not None:
                 assert n["bound_return_holds"] == ((d_ret <= lam_b) if d_ret > 0 else None)
-                r_lo, r_hi = n["d_s_return_ci"]
+                r_lo = n["d_s_return_ci"][0]
                 if n["bound_return_conclusive"]:
                     assert r_lo > 0
         # near-stability over H's fit window, unflagged checkpoints
