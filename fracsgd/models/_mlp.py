@@ -365,13 +365,40 @@ def deep_linear_params(factors: Sequence[Array]) -> PyTree:
 
 
 def cross_entropy(logits: Array, labels: Array) -> Array:
-    """Mean softmax cross-entropy (negative log-likelihood) of integer ``labels``."""
+    """Mean softmax cross-entropy (negative log-likelihood) of integer ``labels``.
+
+    ``logits`` ``(n, classes)``, ``labels`` ``(n,)`` integers (shapes and dtype are checked, also
+    under ``jit``); a label outside ``[0, classes)`` gives NaN (it used to wrap around or read
+    another class silently).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> round(float(cross_entropy(jnp.zeros((2, 4)), jnp.array([0, 3]))), 4)  # log 4
+        1.3863
+    """
+    logits, labels = jnp.asarray(logits), jnp.asarray(labels)
+    if logits.ndim != 2:
+        raise ValueError(f"logits must have shape (n, classes), got {logits.shape}")
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise ValueError(f"labels must be integers (class indices), got dtype {labels.dtype}")
+    if labels.shape != logits.shape[:1]:
+        raise ValueError(f"labels must have shape ({logits.shape[0]},), got {labels.shape}")
     logp = jax.nn.log_softmax(logits)
-    return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=1))
+    valid = (labels >= 0) & (labels < logits.shape[1])
+    picked = jnp.take_along_axis(logp, jnp.where(valid, labels, 0)[:, None], axis=1)[:, 0]
+    return -jnp.mean(jnp.where(valid, picked, jnp.nan))
 
 
 def squared_error(outputs: Array, targets: Array) -> Array:
-    """Mean over samples of ``½‖y − f(x)‖²`` (Gaussian NLL with unit variance, up to a constant)."""
+    """Mean over samples of ``½‖y − f(x)‖²`` (Gaussian NLL with unit variance, up to a constant).
+
+    ``outputs`` and ``targets`` must have the same shape ``(n, d)`` (checked: an ``(n, 1)``
+    output against ``(n,)`` targets used to broadcast to ``(n, n)`` silently)."""
+    outputs, targets = jnp.asarray(outputs), jnp.asarray(targets)
+    if outputs.shape != targets.shape:
+        raise ValueError(
+            f"outputs and targets must have the same shape, got {outputs.shape} and {targets.shape}"
+        )
     return 0.5 * jnp.mean(jnp.sum(jnp.square(outputs - targets), axis=-1))
 
 

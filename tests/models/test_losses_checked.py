@@ -1,0 +1,29 @@
+"""The loss helpers check shapes and dtypes (under jit too) and never read a wrong class."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fracsgd as fs
+
+
+def test_cross_entropy_labels_are_checked():
+    logits = jnp.log(jnp.array([[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]]))
+    want = -(np.log(0.5) + np.log(0.8)) / 2
+    assert float(fs.models.cross_entropy(logits, jnp.array([0, 2]))) == pytest.approx(want)
+    jitted = jax.jit(fs.models.cross_entropy)
+    # out of range: NaN, not the last class (−1) or a clamped one (7)
+    assert np.isnan(float(jitted(logits, jnp.array([0, -1]))))
+    assert np.isnan(float(jitted(logits, jnp.array([7, 2]))))
+    with pytest.raises(ValueError, match="labels must be integers"):
+        fs.models.cross_entropy(logits, jnp.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"labels must have shape \(2,\)"):
+        jitted(logits, jnp.array([[0], [1]]))
+
+
+def test_squared_error_refuses_broadcasting():
+    y = jnp.arange(5.0)[:, None]
+    assert float(fs.models.squared_error(y, y)) == 0.0
+    with pytest.raises(ValueError, match="same shape"):
+        fs.models.squared_error(y, jnp.arange(5.0))  # used to broadcast to (5, 5): 10.0
