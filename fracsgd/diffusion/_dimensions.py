@@ -486,11 +486,15 @@ def displacement_from_checkpoints(checkpoints: Any, reference: Any, mask: Any = 
         >>> displacement_from_checkpoints(ck, {"w": np.zeros(2)}).tolist()
         [0.0, 5.0]
     """
-    leaves = jax.tree.leaves(checkpoints)
-    refs = jax.tree.leaves(reference)
+    leaves, tree = jax.tree.flatten(checkpoints)
+    refs, ref_tree = jax.tree.flatten(reference)
     masks = jax.tree.leaves(mask) if mask is not None else [None] * len(leaves)
-    if len(leaves) != len(refs) or len(masks) != len(leaves):
-        raise ValueError("checkpoints, reference and mask must have the same pytree structure")
+    mask_ok = mask is None or jax.tree.structure(mask) == tree
+    if ref_tree != tree or not mask_ok or len(masks) != len(leaves):
+        raise ValueError(
+            "checkpoints, reference and mask must have the same pytree structure, got "
+            f"{tree}, {ref_tree}" + ("" if mask is None else f" and {jax.tree.structure(mask)}")
+        )
     total = 0.0
     if not leaves:
         raise ValueError("checkpoints must be a non-empty pytree of arrays")

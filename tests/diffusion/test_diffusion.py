@@ -679,3 +679,10 @@ def test_dimension_intervals_cover_by_the_jackknife_over_walkers():
         cover_s += e.ci[0] < 1.0 < e.ci[1]
     # binomial(40, 0.95): ≥ 33 with probability 0.9995; at 0.72 only 7 %
     assert cover_w >= 33 and cover_s >= 33, (cover_w, cover_s)
+
+
+def test_displacement_from_checkpoints_needs_one_structure():
+    with pytest.raises(ValueError, match="same pytree structure"):
+        D.displacement_from_checkpoints({"a": np.ones((3, 2))}, {"b": np.zeros(2)})
+    got = D.displacement_from_checkpoints({"a": np.ones((3, 2))}, {"a": np.zeros(2)})
+    np.testing.assert_allclose(got, np.sqrt(2.0))
