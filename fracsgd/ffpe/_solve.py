@@ -632,7 +632,8 @@ def stationary(problem: Problem, grid: Grid1D | Grid2D) -> Array:
 
     On a :class:`~fracsgd.ffpe.Grid2D` the null vector is ``∝ exp(−φ)`` itself, ``φ = γL/D_0``
     (every face flux vanishes on it; see :func:`fracsgd.ffpe._space2d.gibbs2d`), normalised to
-    ``Σ p · cell_volume = 1``.
+    ``Σ p · cell_volume = 1``. Under ``vmap``/``jit`` over the parameters, a traced value out
+    of range (``D ≤ 0``, ``α ∉ (0, 1]``, non-finite ``γ``) gives NaN everywhere.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -647,7 +648,8 @@ def stationary(problem: Problem, grid: Grid1D | Grid2D) -> Array:
     if isinstance(grid, Grid2D):
         grid = check_grid2d(grid)
         _check_functions_index_the_point(problem, grid)
-        return _check_stationary(gibbs2d(operator2d(problem, grid), grid.cell_volume))
+        p2 = gibbs2d(operator2d(problem, grid), grid.cell_volume)
+        return _check_stationary(jnp.where(_parameters_ok(problem, grid), p2, jnp.nan))
     grid = check_grid(grid)
     _check_functions_index_the_point(problem, grid)
     _, phi = _operator(problem, grid)
@@ -657,7 +659,10 @@ def stationary(problem: Problem, grid: Grid1D | Grid2D) -> Array:
     # solve loses accuracy in the tails). Taken from φ, not from the bands: B(±δ) underflows
     # for steep faces (|δ| ≳ 88 in float32) while exp(−(φ − min φ)) only lets tails reach 0.
     p = jnp.exp(-(phi - jnp.min(phi)))
-    return _check_stationary(p / (jnp.sum(p) * grid.h))
+    # traced parameters out of range (checked, with ValueError, when concrete): NaN, as solve
+    # flags BAD_PARAMETER, never a plausible-looking density
+    ok = _parameters_ok(problem, grid)
+    return _check_stationary(jnp.where(ok, p / (jnp.sum(p) * grid.h), jnp.nan))
 
 
 def _check_stationary(p: Array) -> Array:
