@@ -477,7 +477,12 @@ def langevin_msd(t: Array, friction: float) -> Array:
         ...                  rtol=1e-6))
         True
     """
-    g = check_number("friction", friction, lo=0.0, lo_open=True)
+    if isinstance(friction, jax.core.Tracer):  # vmap/jit over γ (as langevin): data, unchecked
+        if jnp.shape(friction) != ():
+            raise ValueError(f"friction must be a scalar > 0, got shape {jnp.shape(friction)}")
+        g: Any = friction
+    else:
+        g = check_number("friction", friction, lo=0.0, lo_open=True)
     t_in: Any = t if isinstance(t, jax.core.Tracer) else real_array("t", t)  # traced: under jit
     u = g * jnp.asarray(t_in, dtype=jnp.result_type(float))
     series = sum((-u) ** n / math.factorial(n) for n in range(2, 10))
