@@ -60,6 +60,9 @@ def fgn_autocovariance(lags: int, hurst: Array | float) -> Array:
         >>> np.allclose(g, [1, 0, 0, 0], atol=1e-6)
         True
     """
+    check_int("lags", lags, 0)
+    if not isinstance(hurst, jax.core.Tracer):
+        check_number("hurst", hurst, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
     a = 2 * jnp.asarray(hurst, dtype=jnp.result_type(float))
     k = jnp.arange(lags + 1, dtype=a.dtype)
     direct = 0.5 * (jnp.abs(k + 1) ** a - 2 * k**a + jnp.abs(k - 1) ** a)

@@ -173,7 +173,12 @@ def validate(config: Any) -> MnistConfig:
         raise ValueError(f"config must be an MnistConfig, got {type(config).__name__}")
     if not isinstance(config.hidden, tuple | list) or not config.hidden:
         raise ValueError(f"hidden must be a non-empty tuple of width tuples, got {config.hidden!r}")
-    for h in config.hidden:
+    for h in config.hidden:  # each architecture is a tuple of widths: ((64,), (32, 32))
+        if not isinstance(h, tuple | list):
+            raise ValueError(
+                f"hidden must be a tuple of width tuples such as ((64,), (32, 32)), got "
+                f"{config.hidden!r} (entry {h!r} is not a tuple; write (64,) for one layer)"
+            )
         int_tuple("hidden", h, 1, MAX_WIDTH)
     int_tuple("seeds", config.seeds, 0, 2**31 - 1)
     sgd = float_tuple("sgd_learning_rates", config.sgd_learning_rates, allow_empty=True)
@@ -197,7 +202,9 @@ def validate(config: Any) -> MnistConfig:
     if not isinstance(config.batch_norm, bool):
         raise ValueError(f"batch_norm must be True or False, got {config.batch_norm!r}")
     if config.steps % config.record_every:
-        raise ValueError("steps must be a multiple of record_every")
+        raise ValueError(
+            f"steps ({config.steps}) must be a multiple of record_every ({config.record_every})"
+        )
     check_number("llc_step_size", config.llc_step_size, lo=0.0, lo_open=True)
     check_number("llc_localization", config.llc_localization, lo=0.0)
     check_number("late_fraction", config.late_fraction, lo=0.0, hi=1.0, lo_open=True)

@@ -192,7 +192,9 @@ def validate(config: Any) -> MoonsConfig:
                 f"moons llc_batch_size must be at most n = {config.n}, got {config.llc_batch_size}"
             )
     if config.steps % config.record_every:
-        raise ValueError("steps must be a multiple of record_every")
+        raise ValueError(
+            f"steps ({config.steps}) must be a multiple of record_every ({config.record_every})"
+        )
     if config.num_clusters > config.networks:
         raise ValueError("num_clusters must be at most networks")
     int_tuple("hidden", config.hidden, 1, MAX_WIDTH)

@@ -144,6 +144,11 @@ def _unit_masks(widths: tuple[int, ...], mask: WidthMask | None) -> list[Array]:
             f"mask must have one vector per hidden layer ({len(widths) - 2}), got {len(mask)}"
         )
     for l, m in enumerate(mask):
+        if jnp.shape(m) != (widths[l + 1],):
+            raise ValueError(
+                f"mask[{l}] must have shape ({widths[l + 1]},) (hidden layer {l} of widths "
+                f"{widths}), got {jnp.shape(m)}"
+            )
         units[l + 1] = jnp.asarray(m, jnp.float32)
     return units
 

@@ -27,3 +27,15 @@ def test_squared_error_refuses_broadcasting():
     assert float(fs.models.squared_error(y, y)) == 0.0
     with pytest.raises(ValueError, match="same shape"):
         fs.models.squared_error(y, jnp.arange(5.0))  # used to broadcast to (5, 5): 10.0
+
+
+def test_width_mask_of_the_wrong_length_is_named():
+    with pytest.raises(ValueError, match=r"mask\[0\] must have shape \(4,\)"):
+        fs.models.mlp((2, 4, 2)).init(jax.random.key(0), (np.ones(3, bool),))
+
+
+def test_fgn_autocovariance_checks_its_arguments():
+    with pytest.raises(ValueError, match="lags"):
+        fs.diffusion.fgn_autocovariance(-1, 0.5)
+    with pytest.raises(ValueError, match="hurst"):
+        fs.diffusion.fgn_autocovariance(3, 2.0)
