@@ -342,7 +342,8 @@ class SweepResult:
 
         Dimensions ``run``, ``record``, ``checkpoint`` and, with ``checkpoints=True``, ``param``:
         each run's parameters flattened with ``jax.flatten_util.ravel_pytree`` at its true widths,
-        NaN-padded to the longest run. The file is written to a temporary name in the same
+        NaN-padded to the longest run, with ``trainable`` (run × param, 1 for a trainable entry,
+        0 for BatchNorm running statistics and padding: ``R(t)`` is over the 1 entries). The file is written to a temporary name in the same
         directory and moved into place, so an interrupted save never leaves a partial file.
         """
         from scipy.io import netcdf_file
@@ -446,19 +447,33 @@ class SweepResult:
         if checkpoints:
             flats = []
             inits = []
+            trainable = []
             for i in range(n):
                 res = self.result(i)
                 flats.append(
                     np.stack([ravel_pytree(_slice(res.checkpoints, j))[0] for j in range(k)])
                 )
                 inits.append(np.asarray(ravel_pytree(res.init_params)[0]))
+                trainable.append(np.asarray(ravel_pytree(res.model.param_mask())[0]))
             p = max(a.shape[1] for a in flats)
             f.createDimension("param", p)
             ck = np.full((n, k, p), np.nan, np.float32)
             ini = np.full((n, p), np.nan, np.float32)
-            for i, (a, b) in enumerate(zip(flats, inits, strict=True)):
+            tmask = np.zeros((n, p), np.int8)
+            for i, (a, b, m) in enumerate(zip(flats, inits, trainable, strict=True)):
                 ck[i, :, : a.shape[1]] = a
                 ini[i, : b.shape[0]] = b
+                tmask[i, : m.shape[0]] = m
+            # BatchNorm running statistics are in the pytree but not trainable: R(t) and
+            # num_params use only the entries marked 1 here
+            var(
+                "trainable",
+                tmask,
+                ("run", "param"),
+                "b",
+                long_name="1 for a trainable parameter (R(t) is over these), 0 for BatchNorm "
+                "running statistics and padding",
+            )
             var(
                 "checkpoint_params",
                 ck,
