@@ -343,8 +343,9 @@ class SweepResult:
         Dimensions ``run``, ``record``, ``checkpoint`` and, with ``checkpoints=True``, ``param``:
         each run's parameters flattened with ``jax.flatten_util.ravel_pytree`` at its true widths,
         NaN-padded to the longest run, with ``trainable`` (run × param, 1 for a trainable entry,
-        0 for BatchNorm running statistics and padding: ``R(t)`` is over the 1 entries). The file is written to a temporary name in the same
-        directory and moved into place, so an interrupted save never leaves a partial file.
+        0 for BatchNorm running statistics and padding: ``R(t)`` is over the 1 entries). The
+        file is written to a temporary name in the same directory and moved into place, so an
+        interrupted save never leaves a partial file.
         """
         from scipy.io import netcdf_file
 
