@@ -276,6 +276,12 @@ def build_psgld_kernel(mask: PyTree | None = None, *, alpha: float = 0.99, delta
             raise ValueError(f"adapt must be a Python bool, got {type(adapt).__name__}")
         concrete_number("noise_scale", noise_scale, lo=0.0)
         grad, loss = estimator(state.position, batch)
+        if not adapt and not isinstance(state.step, jax.core.Tracer) and int(state.step) == 0:
+            raise ValueError(
+                "adapt=False needs a state that has adapted at least once (step > 0): a fresh "
+                "state has no preconditioner yet (its G is NaN); take a step with adapt=True "
+                "first"
+            )
         if adapt:
             square_avg = jax.tree.map(
                 lambda v, g: alpha * v + (1 - alpha) * g * g, state.square_avg, grad

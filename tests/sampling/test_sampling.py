@@ -172,3 +172,13 @@ def test_psgld_frozen_step_is_langevin_with_the_adapted_preconditioner():
     )
     with pytest.raises(ValueError, match="noise_scale"):
         kernel(jax.random.key(1), s1, None, est, eps, noise_scale=-1.0)
+
+
+def test_frozen_psgld_step_on_a_fresh_state_is_refused():
+    """A fresh state has no preconditioner (G is NaN): adapt=False there gave all-NaN positions."""
+    est = sampling.localized_gradient(
+        lambda w, b: 0.5 * jnp.sum(w**2), jnp.zeros(2), nbeta=10.0, localization=0.0
+    )
+    kernel = sampling.build_psgld_kernel()
+    with pytest.raises(ValueError, match="adapted at least once"):
+        kernel(jax.random.key(0), sampling.psgld_init(jnp.ones(2)), None, est, 1e-3, adapt=False)
