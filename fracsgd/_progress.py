@@ -7,9 +7,13 @@ from __future__ import annotations
 import sys
 import time
 
+import numpy as np
+
 
 class Progress:
     def __init__(self, total: int, desc: str, *, enabled: bool = True, unit: str = "steps"):
+        if not isinstance(enabled, bool | np.bool_):  # "no" would be truthy
+            raise ValueError(f"progress must be True or False, got {enabled!r}")
         self.total = max(int(total), 1)
         self.desc = desc
         self.enabled = enabled

@@ -69,3 +69,14 @@ def _estimate(params, step_size=1e-3):
 def test_drivers_refuse_tracers_by_name(call, where, what):
     with pytest.raises(ValueError, match=f"{where}.*outside jit/vmap/grad, got a traced {what}"):
         call()
+
+
+def test_progress_must_be_a_bool_and_memory_errors_give_readable_sizes():
+    from fracsgd._progress import Progress
+
+    with pytest.raises(ValueError, match="progress must be True or False"):
+        Progress(10, "x", enabled="no")
+    data = fs.data.load("moons", n=100)
+    cfg = fs.train.TrainConfig(steps=4, batch_size=10)
+    with pytest.raises(ValueError, match=r"about [0-9.]+ KiB .* but 1 bytes"):
+        fs.train.run(KEY, fs.models.mlp((2, 4, 2)), data, cfg, memory_limit=1, progress=False)

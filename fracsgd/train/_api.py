@@ -90,12 +90,20 @@ def _data_bytes(dataset: Dataset) -> int:
     return sum(int(a.size) * a.dtype.itemsize for a in _data(dataset))
 
 
+def _bytes(n: float) -> str:
+    """``n`` bytes in the largest unit that keeps it ≥ 1 (``0.00 GiB`` said nothing)."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{int(n)} bytes"
+
+
 def _check_memory(needed: int, limit: int | None, what: str) -> None:
     cap = limit if limit is not None else E.available_bytes()
     if cap is not None and needed > cap:
         raise ValueError(
-            f"{what} needs about {needed / 2**30:.2f} GiB of device memory but "
-            f"{cap / 2**30:.2f} GiB are available (memory_limit); use fewer networks, smaller "
+            f"{what} needs about {_bytes(needed)} of device memory but {_bytes(cap)} are "
+            "available (memory_limit); use fewer networks, smaller "
             "widths or batches, fewer records (a larger record_every), or split the grid"
         )
 
