@@ -46,12 +46,12 @@ class Grid1D(NamedTuple):
 
     @property
     def h(self) -> float:
-        return (self.hi - self.lo) / self.cells
+        return (check_grid(self).hi - self.lo) / self.cells
 
     @property
     def centers(self) -> np.ndarray:
         """``(cells, 1)`` cell centres."""
-        return (self.lo + (np.arange(self.cells) + 0.5) * self.h)[:, None]
+        return (self.lo + (np.arange(check_grid(self).cells) + 0.5) * self.h)[:, None]
 
     @property
     def cell_volume(self) -> float:

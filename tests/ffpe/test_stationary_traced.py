@@ -19,3 +19,10 @@ def test_traced_bad_parameters_give_nan():
         jnp.array([jnp.inf, 1.0])
     )
     assert np.all(np.isnan(q[0])) and np.all(np.isfinite(q[1]))
+
+
+def test_grid_properties_check_the_grid():
+    import pytest
+
+    with pytest.raises(ValueError, match="grid.cells"):
+        fs.ffpe.Grid1D(-1.0, 1.0, 0).centers  # was ZeroDivisionError
