@@ -307,6 +307,17 @@ def chunk_plan(
         >>> chunk_plan(10, per_item=100, fixed=50, cap=None)
         (10, 1)
     """
+    for name, v in (("n", n), ("shards", shards)):
+        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    sizes: list[tuple[str, Any, bool]] = [("per_item", per_item, True), ("fixed", fixed, False)]
+    if cap is not None:
+        sizes.append(("cap", cap, True))
+    for name, b, positive in sizes:
+        number = not isinstance(b, bool) and isinstance(b, int | float | np.integer | np.floating)
+        if not number or not math.isfinite(b) or b < 0 or (positive and b == 0):
+            rng = "> 0" if positive else ">= 0"
+            raise ValueError(f"{name} must be a finite number of bytes {rng}, got {b!r}")
     if cap is None or fixed + per_item * math.ceil(n / shards) <= cap:
         size = shards * math.ceil(n / shards)
         return size, 1
