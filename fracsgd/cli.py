@@ -276,7 +276,8 @@ def _reproduce(args: argparse.Namespace) -> int:
             secs += moons.expected_seconds(configs["moons"], backend)
         print(
             f"fracsgd reproduce: the full setting is sized for an accelerator; expect about "
-            f"{secs / 60:.0f} min on this {backend} (a rough FLOP-count estimate; --quick is "
+            f"{f'{secs / 60:.0f} min' if secs >= 90 else f'{secs:.0f} s'} on this {backend} "
+            "(a rough FLOP-count estimate; --quick is "
             "the 2-core-CPU setting)",
             file=sys.stderr,
         )
