@@ -46,12 +46,16 @@ class Grid1D(NamedTuple):
 
     @property
     def h(self) -> float:
-        return (check_grid(self).hi - self.lo) / self.cells
+        c = self.cells
+        if isinstance(c, bool) or not isinstance(c, int | np.integer) or c < 1:
+            raise ValueError(f"grid.cells must be a positive integer, got {c!r}")
+        return (self.hi - self.lo) / c
 
     @property
     def centers(self) -> np.ndarray:
         """``(cells, 1)`` cell centres."""
-        return (self.lo + (np.arange(check_grid(self).cells) + 0.5) * self.h)[:, None]
+        h = self.h  # checks cells
+        return (self.lo + (np.arange(self.cells) + 0.5) * h)[:, None]
 
     @property
     def cell_volume(self) -> float:
