@@ -418,11 +418,12 @@ def paper_spectral_dimension(llc: Any, H: Any) -> Any:
 
     Say which λ you pass (final checkpoint or trajectory average λ̄): with the same λ here and
     in the bound ``d_s ≤ λ̄`` the bound reduces to ``H ≤ 1/2`` (theory.md §3). Elementwise;
-    jit- and vmap-compatible (traced values are not checked).
+    jit- and vmap-compatible (traced values are not checked). As :func:`effective_diffusion`:
+    a NaN (a failed estimate) gives NaN in its element, ±inf is refused.
     """
     if _traced(llc, H):
         return 2 * jnp.asarray(llc) * jnp.asarray(H)
-    llc_a, h_a = real_array("llc", llc), real_array("H", H)
+    llc_a, h_a = _nan_or_checked("llc", llc), _nan_or_checked("H", H)
     try:
         np.broadcast_shapes(llc_a.shape, h_a.shape)
     except ValueError as err:

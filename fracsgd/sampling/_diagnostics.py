@@ -9,7 +9,12 @@ from numpy.typing import ArrayLike
 
 
 def _as_traces(x: ArrayLike, name: str) -> np.ndarray:
-    a = np.asarray(x, dtype=np.float64)
+    if isinstance(x, str | bytes):
+        raise ValueError(f"{name} must be an array of numbers (..., chains, draws), got {x!r:.40}")
+    try:
+        a = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be an array of numbers (..., chains, draws): {err}") from err
     if a.ndim < 2:
         raise ValueError(f"{name} must have shape (..., chains, draws), got {a.shape}")
     if a.shape[-1] < 4:

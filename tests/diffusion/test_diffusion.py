@@ -697,3 +697,12 @@ def test_displacement_from_checkpoints_needs_one_structure():
         D.displacement_from_checkpoints({"a": np.ones((3, 2))}, {"b": np.zeros(2)})
     got = D.displacement_from_checkpoints({"a": np.ones((3, 2))}, {"a": np.zeros(2)})
     np.testing.assert_allclose(got, np.sqrt(2.0))
+
+
+def test_paper_spectral_dimension_treats_inf_and_nan_as_effective_diffusion_does():
+    assert D.paper_spectral_dimension(12.5, 0.3) == pytest.approx(7.5)
+    assert np.isnan(D.paper_spectral_dimension(np.nan, 0.3))  # a failed λ̂: NaN in its element
+    with pytest.raises(ValueError, match="llc must be finite"):
+        D.paper_spectral_dimension(np.inf, 0.25)
+    with pytest.raises(ValueError, match="traces must be an array of numbers"):
+        fs.sampling.split_rhat("abc")
