@@ -413,7 +413,18 @@ def unpad_params(model: Model, params: PyTree, hidden: Sequence[int]) -> PyTree:
     The result is a parameter pytree of ``model`` rebuilt at widths
     ``(input, *hidden, output)`` and computes the same function as the masked network.
     """
+    allocated = model.widths[1:-1]
+    if isinstance(hidden, str | bytes) or len(hidden) != len(allocated):
+        raise ValueError(
+            f"hidden must give one width per hidden layer ({len(allocated)}), got {hidden!r}"
+        )
     hs = tuple(int(h) for h in hidden)
+    if any(
+        isinstance(h, bool) or not 1 <= int(h) <= a for h, a in zip(hidden, allocated, strict=True)
+    ):
+        raise ValueError(
+            f"hidden widths must lie in [1, allocated] = {allocated} per layer, got {hs}"
+        )
     ws = (model.widths[0], *hs, model.widths[-1])
 
     def cut(path, leaf):
@@ -432,6 +443,13 @@ def pad_params(narrow: PyTree, model: Model) -> PyTree:
     """Zero-pad parameters of a narrower network up to ``model``'s allocated widths."""
 
     def pad(path, leaf, target):
+        if leaf.ndim != len(target.shape) or any(
+            s > t for s, t in zip(leaf.shape, target.shape, strict=True)
+        ):
+            raise ValueError(
+                f"pad_params: leaf {jax.tree_util.keystr(path)} of shape {leaf.shape} does not "
+                f"fit the model's allocated shape {target.shape} (narrow must be no wider)"
+            )
         widths = [(0, t - s) for s, t in zip(leaf.shape, target.shape, strict=True)]
         return jnp.pad(leaf, widths)
 

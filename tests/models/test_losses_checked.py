@@ -39,3 +39,17 @@ def test_fgn_autocovariance_checks_its_arguments():
         fs.diffusion.fgn_autocovariance(-1, 0.5)
     with pytest.raises(ValueError, match="hurst"):
         fs.diffusion.fgn_autocovariance(3, 2.0)
+
+
+def test_pad_and_unpad_check_the_widths():
+    model = fs.models.mlp((4, 8, 3))
+    params = model.init(jax.random.key(0))
+    for hidden in ((12,), (4, 4), (0,)):  # silently gave width 8, ignored a layer, width 0
+        with pytest.raises(ValueError, match="hidden"):
+            fs.models.unpad_params(model, params, hidden)
+    wide = fs.models.mlp((4, 16, 3)).init(jax.random.key(0))
+    with pytest.raises(ValueError, match="does not fit"):
+        fs.models.pad_params(wide, model)
+    narrow = fs.models.unpad_params(model, params, (4,))
+    back = fs.models.pad_params(narrow, model)
+    assert jax.tree.map(jnp.shape, back) == jax.tree.map(jnp.shape, params)
