@@ -630,7 +630,8 @@ def analyse(
         d_w = rec.get("d_w", math.nan)
         rec["D_xi"] = _xi_power(config.xi, d_w) if H > 0 else math.nan
         # --- the bound d_s ≤ λ̄ with both λ's named (theory.md §3, §5); a verdict is
-        # conclusive when the d_s's 95 % CI lies on one side of λ̄ (Eq. 17's CI is 2·λ·H_ci)
+        # conclusive when the d_s's 95 % CI lies in (0, ∞) on one side of λ̄ (Eq. 17's CI is
+        # 2·λ·H_ci)
         lam_bar = rec["lambda_bar"]
         ci17 = [2 * rec["lambda_final"] * h for h in rec.get("H_ci", (math.nan, math.nan))]
         rec["d_s_eq17_final_ci"] = sorted(ci17)

@@ -453,10 +453,12 @@ def mnist_section(study: Any, summary: dict, figures: list[str]) -> str:
         "",
         f"**Bound d_s ≤ λ̄** holds for {h17} of {n17} networks with Eq. 17's d_s "
         f"(2·λ_final·H) and for {hr} of {nr} with the λ-free d_s (networks where it could be "
-        "estimated). With d_s computed from λ̄ itself the bound would be H ≤ 1/2, so that "
-        "version is not counted (theory.md §3). Conclusive verdicts (the d_s's 95 % CI on one "
-        f"side of λ̄): Eq. 17 {s17} hold, {v17} violated; λ-free {sr} hold, {vr} violated — the "
-        "rest are within d_s's error bar (H's CI for Eq. 17; λ̂'s own spread is not included).",
+        "estimated and came out > 0: a d_s ≤ 0 is no spectral dimension and gets no verdict). "
+        "With d_s computed from λ̄ itself the bound would be H ≤ 1/2, so that "
+        "version is not counted (theory.md §3). Conclusive verdicts (the d_s's 95 % CI within "
+        f"(0, ∞) on one side of λ̄): Eq. 17 {s17} hold, {v17} violated; λ-free {sr} hold, {vr} "
+        "violated — the rest are within d_s's error bar (H's CI for Eq. 17, a jackknife over "
+        "the replicas for the λ-free d_s; λ̂'s own spread is not included).",
         f"{summary['not_minimum_final']} final checkpoints were flagged as not local minima "
         "(their λ̂ is unreliable; see `llc_not_minimum` in results.json); "
         f"{summary['lambda_bar_excluded']} flagged checkpoints inside the late window "
