@@ -4,6 +4,7 @@ coefficient ``D_ξ`` (theory.md §3, §5)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -12,7 +13,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from fracsgd._checks import check_int, check_number, real_array, refuse_traced
-from fracsgd.diffusion._fit import ExponentFit, _check_window, fit_exponent
+from fracsgd.diffusion._fit import ExponentFit, _check_window, _least_squares, fit_exponent
 
 
 class _Displacements(NamedTuple):
@@ -130,9 +131,7 @@ def _group_sums(values: jax.Array, ids: np.ndarray) -> tuple[np.ndarray, np.ndar
     return np.asarray(sums, np.float64), np.bincount(ids, minlength=g).astype(np.float64)
 
 
-def _jackknife_ci(
-    estimate: float, replicates: list[float], what: str = "H"
-) -> tuple[float, float] | None:
+def _jackknife_ci(estimate: float, replicates: list[float]) -> tuple[float, float] | None:
     """95 % delete-a-group jackknife interval ``estimate ± t_{G−1} · se``,
     ``se² = (G − 1)/G · Σ (θ₋g − θ̄)²`` (Efron & Stein; groups of independent walkers); None when
     fewer than 3 replicates could be computed."""
@@ -145,6 +144,32 @@ def _jackknife_ci(
     se = math.sqrt((g - 1) / g * float(np.sum((reps - reps.mean()) ** 2)))
     half = float(student_t.ppf(0.975, g - 1)) * se
     return (estimate - half, estimate + half)
+
+
+def _with_jackknife_ci(
+    fit: ExponentFit,
+    per_walker: jax.Array,
+    t: np.ndarray,
+    curve: Callable[[np.ndarray], np.ndarray],
+) -> ExponentFit:
+    """``fit`` with its interval replaced by the delete-a-group jackknife's: for each group of
+    walkers left out, the mean of ``per_walker`` ``(walkers, T)`` over the others is mapped by
+    ``curve`` to the fitted series, whose log–log slope is refitted on ``fit``'s window. The
+    fit's own interval stays with fewer than 3 walkers."""
+    ids = _groups(int(per_walker.shape[0]))
+    if ids is None:
+        return fit
+    sums, sizes = _group_sums(per_walker, ids)
+    total, n = sums.sum(axis=0), sizes.sum()
+    in_window = (t >= fit.window[0]) & (t <= fit.window[1]) & (t > 0)
+    reps = []
+    for g in range(sizes.size):
+        y = curve((total - sums[g]) / (n - sizes[g]))
+        sel = in_window & (y > 0)
+        ok = sel.sum() >= 3
+        reps.append(_least_squares(np.log(t[sel]), np.log(y[sel]))[0] if ok else np.nan)
+    ci = _jackknife_ci(fit.H, reps)
+    return fit if ci is None else fit._replace(ci=ci)
 
 
 class WalkDimension(NamedTuple):
@@ -200,25 +225,9 @@ def walk_dimension(
     t = _elapsed(times, msd.shape[0])
     keep = t > 0
     fit = fit_exponent(t[keep], np.sqrt(msd[keep]), window=window)
-    ids = _groups(disp.walkers)
-    if ids is not None:
-        sums, sizes = _group_sums(jnp.sum(jnp.square(disp.u), axis=-1), ids)
-        total = sums.sum(axis=0)
-        reps = []
-        for g in range(sizes.size):
-            m = (total - sums[g]) / (sizes.sum() - sizes[g]) * disp.scale**2
-            r = np.sqrt(m[keep])
-            sel = (t[keep] >= fit.window[0]) & (t[keep] <= fit.window[1]) & (r > 0)
-            reps.append(_slope(np.log(t[keep][sel]), np.log(r[sel])) if sel.sum() >= 3 else np.nan)
-        ci = _jackknife_ci(fit.H, reps)
-        if ci is not None:
-            fit = fit._replace(ci=ci)
+    squared = jnp.sum(jnp.square(disp.u), axis=-1)
+    fit = _with_jackknife_ci(fit, squared, t, lambda m: np.sqrt(m * disp.scale**2))
     return WalkDimension(fit.walk_dimension, fit)
-
-
-def _slope(x: np.ndarray, y: np.ndarray) -> float:
-    xc = x - x.mean()
-    return float(np.sum(xc * (y - y.mean())) / np.sum(xc**2))
 
 
 class SpectralDimension(NamedTuple):
@@ -263,10 +272,14 @@ def return_probability(trajectories: ArrayLike, radius: float) -> np.ndarray:
     return _return_probability(_displacements(trajectories), radius)
 
 
-def _return_probability(disp: _Displacements, radius: float) -> np.ndarray:
+def _inside(disp: _Displacements, radius: float) -> jax.Array:
+    """``(walkers, T)``: ``|x_t − x_0| ≤ ξ`` (with ``BALL_SLACK``)."""
     limit = (radius / disp.scale) ** 2 * (1 + BALL_SLACK)  # float64, then compared in float32
-    d2 = jnp.sum(jnp.square(disp.u), axis=-1)
-    return np.asarray(jnp.mean(d2 <= min(limit, 3e38), axis=0))
+    return jnp.sum(jnp.square(disp.u), axis=-1) <= min(limit, 3e38)
+
+
+def _return_probability(disp: _Displacements, radius: float) -> np.ndarray:
+    return np.asarray(jnp.mean(_inside(disp, radius), axis=0))
 
 
 #: the default coarse-graining radius of :func:`spectral_dimension`, in RMS steps
@@ -381,21 +394,8 @@ def spectral_dimension(
     # walk can only be back at even times; the default window ends before counts reach 0)
     seen = (p > 0) & (t > 0)  # P(0) = 1 trivially, and has no log time
     fit = fit_exponent(t[seen], p[seen], window=window)
-    ids = _groups(disp.walkers)
-    if ids is not None:
-        limit = (radius / disp.scale) ** 2 * (1 + BALL_SLACK)
-        inside = jnp.sum(jnp.square(disp.u), axis=-1) <= min(limit, 3e38)
-        counts, sizes = _group_sums(inside.astype(jnp.float32), ids)
-        total = counts.sum(axis=0)
-        in_window = (t >= fit.window[0]) & (t <= fit.window[1]) & (t > 0)
-        reps = []
-        for g in range(sizes.size):
-            q = (total - counts[g]) / (sizes.sum() - sizes[g])
-            sel = in_window & (q > 0)
-            reps.append(_slope(np.log(t[sel]), np.log(q[sel])) if sel.sum() >= 3 else np.nan)
-        ci = _jackknife_ci(fit.H, reps)
-        if ci is not None:
-            fit = fit._replace(ci=ci)
+    inside = _inside(disp, radius).astype(jnp.float32)
+    fit = _with_jackknife_ci(fit, inside, t, lambda q: q)
     d_s = -2 * fit.H
     return SpectralDimension(
         d_s=d_s,

@@ -41,7 +41,7 @@ from fracsgd._io import array_digest
 from fracsgd._types import PyTree
 from fracsgd.data import Dataset
 from fracsgd.experiments._store import Store, arrays_tree, fingerprint, tree_arrays
-from fracsgd.experiments._validate import MAX_WIDTH, float_tuple, int_tuple
+from fracsgd.experiments._validate import MAX_WIDTH, float_tuple, int_tuple, xi_power
 
 #: Paper numbers (v2 appendix table, MNIST), theory.md §6: mean ± std.
 PAPER_TABLE: dict[str, dict[str, Any]] = {
@@ -129,15 +129,7 @@ ANALYSIS_ONLY = ("xi", "late_fraction")
 
 #: settings only the LLC stage reads, and only the branch (λ-free d_s) stage: changing them
 #: recomputes that stage alone, not the training
-LLC_ONLY = (
-    "llc_chains",
-    "llc_draws",
-    "llc_burnin",
-    "llc_step_size",
-    "llc_localization",
-    "llc_batch_size",
-    "llc_memory",
-)
+LLC_ONLY = tuple(k for k in MnistConfig._fields if k.startswith("llc_"))
 BRANCH_ONLY = ("replicas", "branch_steps")
 
 
@@ -521,13 +513,6 @@ def return_dimension(displacement: np.ndarray, steps: np.ndarray) -> ReturnDimen
 # ----------------------------------------------------------------------------- analysis
 
 
-def _xi_power(xi: float, d_w: float) -> float:
-    """``ξ^(2 − d_w)`` in float64: ``inf`` where it overflows (Python's ``**`` raises there, as
-    for ξ = 0.5 and an ``H`` near 0), NaN for a NaN ``d_w``."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return float(np.power(np.float64(xi), 2.0 - np.float64(d_w)))
-
-
 def _verdict(d_s: float, lam_bar: float) -> bool | None:
     """``d_s ≤ λ̄``, or None when either is not a number or ``d_s ≤ 0`` (no spectral
     dimension: a return probability that does not decay, or Eq. 17 with λ ≤ 0 or H ≤ 0)."""
@@ -628,7 +613,7 @@ def analyse(
         rec["xi"] = float(config.xi)
         # 2λ/d_s = 1/H whatever λ is, so D_ξ = ξ^(2 − d_w) needs only H (λ_final ≤ 0 included)
         d_w = rec.get("d_w", math.nan)
-        rec["D_xi"] = _xi_power(config.xi, d_w) if H > 0 else math.nan
+        rec["D_xi"] = xi_power(config.xi, d_w) if H > 0 else math.nan
         # --- the bound d_s ≤ λ̄ with both λ's named (theory.md §3, §5); a verdict is
         # conclusive when the d_s's 95 % CI lies in (0, ∞) on one side of λ̄ (Eq. 17's CI is
         # 2·λ·H_ci)

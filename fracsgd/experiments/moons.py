@@ -36,7 +36,7 @@ from fracsgd import data as fdata
 from fracsgd import diffusion, llc, models, sampling, train
 from fracsgd._checks import check_int, check_number
 from fracsgd.experiments._store import Store, arrays_tree, fingerprint, tree_arrays
-from fracsgd.experiments._validate import MAX_WIDTH, float_tuple, int_tuple
+from fracsgd.experiments._validate import MAX_WIDTH, float_tuple, int_tuple, xi_power
 
 #: the ξ at which the paper (v2) reports its two-moons comparison
 PAPER_XI = 0.5
@@ -117,14 +117,7 @@ ANALYSIS_ONLY = ("xis", "num_clusters", "probe_points")
 
 #: settings only the LLC stage reads, and only the posterior stage (with the data and the
 #: model): changing them recomputes that stage alone
-LLC_ONLY = (
-    "llc_chains",
-    "llc_draws",
-    "llc_burnin",
-    "llc_step_size",
-    "llc_localization",
-    "llc_batch_size",
-)
+LLC_ONLY = tuple(k for k in MoonsConfig._fields if k.startswith("llc_"))
 POSTERIOR_ONLY = (
     "posterior_chains",
     "posterior_steps",
@@ -509,11 +502,7 @@ def run(
         rec["d_s_eq17_final"] = float(diffusion.paper_spectral_dimension(lam[i], rec["H"]))
         # D_ξ = ξ^(2 − 2λ/d_s) = ξ^(2 − d_w) over the ξ scan (summary["xis"] order)
         d_w = rec.get("d_w", math.nan)
-        with np.errstate(over="ignore", invalid="ignore"):  # ξ^(2 − d_w) may overflow: inf
-            rec["D_xi_scan"] = [
-                float(np.power(np.float64(x), 2.0 - np.float64(d_w))) if rec["H"] > 0 else math.nan
-                for x in config.xis
-            ]
+        rec["D_xi_scan"] = [xi_power(x, d_w) if rec["H"] > 0 else math.nan for x in config.xis]
         records.append(rec)
 
     # the ensemble: mean R(t) over non-diverged networks, against t^{1/2}

@@ -857,10 +857,14 @@ def _estimate_rows(
     """Validate, sample every centre (leading model axis) in one program, and summarise each:
     ``(rows, meta)`` with one summary dict per centre and the shared settings."""
     refuse_traced(
-        "fracsgd.llc.estimate (and estimate_many, trajectory)", key=key, params=centers, data=data
+        "fracsgd.llc.estimate (and estimate_many, trajectory)",
+        key=key,
+        params=centers,
+        data=data,
+        step_size=step_size,
+        localization=localization,
+        nbeta=nbeta,
     )
-    for name, v in (("step_size", step_size), ("localization", localization), ("nbeta", nbeta)):
-        refuse_traced("fracsgd.llc.estimate (and estimate_many, trajectory)", **{name: v})
     check_key(key)
     n = _validate(
         loss_fn,

@@ -385,7 +385,7 @@ def test_analysis_only_settings_reanalyse_the_stored_stages(tiny_run, tmp_path, 
 def test_d_xi_overflows_to_inf_not_an_exception():
     """ξ^(2 − d_w) for ξ < 1 and H near 0 exceeds float64: Python's ** raised OverflowError
     after every stage had run; it is inf (null in results.json)."""
-    from fracsgd.experiments.mnist import _xi_power
+    from fracsgd.experiments._validate import xi_power as _xi_power
 
     assert _xi_power(0.5, 1 / 0.0009) == math.inf
     assert _xi_power(0.5, 2.0) == 1.0
