@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from fracsgd._checks import check_key, check_number, real_array, refuse_traced
 from fracsgd._types import PRNGKey, PyTree
@@ -18,6 +19,7 @@ from fracsgd.llc._estimate import (
     LLCResult,
     _check_flags,
     _check_float32,
+    _check_int,
     _check_pos,
     _gradient_variance,
     _run,
@@ -28,6 +30,7 @@ from fracsgd.llc._estimate import (
     minibatch_noise_ratio,
     resolve_nbeta,
 )
+from fracsgd.parallel import check_mesh
 
 #: the relative discretisation bias of λ̂ the calibration rule accepts at its recommended step
 #: size, estimated to first order in ε from the λ̂ at the next smaller step size
@@ -189,6 +192,8 @@ def calibrate(
     same_batch: bool = False,
     sampler: str = "sgld",
     sampling: str = "replacement",
+    mesh: Mesh | None = None,
+    memory_limit: int | None = None,
 ) -> Calibration:
     """Estimate λ at ``params`` for every (ε, γ, nβ) of a grid in one compiled call.
 
@@ -204,7 +209,9 @@ def calibrate(
     is stable, the valid setting with the largest ESS is returned (``bias_estimate`` NaN); if
     none is valid, ``recommended`` is None. The other arguments are those of
     :func:`fracsgd.llc.estimate` (``sampling`` included; ``sampler="psgld"`` needs
-    ``num_burnin ≥ 1``, where its preconditioner adapts).
+    ``num_burnin ≥ 1``, where its preconditioner adapts), ``mesh`` (the ``settings × chains``
+    rows sharded over its devices) and ``memory_limit`` (rows that do not fit at once run in
+    chunks).
 
     Examples:
         >>> import jax, jax.numpy as jnp
@@ -230,6 +237,9 @@ def calibrate(
     refuse_traced("fracsgd.llc.calibrate", key=key, params=params, data=data)
     check_key(key)
     _check_flags(same_batch=same_batch)
+    mesh = check_mesh(mesh)
+    if memory_limit is not None:
+        _check_int("memory_limit", memory_limit, 1)
     n = _validate(
         loss_fn,
         params,
@@ -268,6 +278,9 @@ def calibrate(
         sampler=sampler,
         mala=False,
         sampling=sampling,
+        mesh=mesh,
+        memory_limit=memory_limit,
+        shared_center=True,
     )
     one = jax.tree.map(lambda a: jnp.asarray(a)[None], params)  # one centre for every setting
     variance = float(_gradient_variance(key, loss_fn, one, None, data, batch_size, sampling)[0])

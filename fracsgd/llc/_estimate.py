@@ -37,12 +37,15 @@ from fracsgd._types import Array, PRNGKey, PyTree
 from fracsgd._xla import jit
 from fracsgd.data._shuffle import ROUNDS, batch_of_epoch
 from fracsgd.parallel import (
+    BATCH,
+    REPLICATED,
     check_mesh,
     chunk_plan,
     device_memory,
     map_elements,
     num_shards,
     pad_leading,
+    per_shard,
     replicate,
     shard_leading,
     to_host,
@@ -332,6 +335,28 @@ def _program(
     )(keys, centers, masks, hyper)
 
 
+def _sharded_program(
+    static: _Static,
+    keys: Array,
+    centers: PyTree,
+    masks: PyTree | None,
+    hyper: Array,
+    data: PyTree,
+    mesh: Mesh | None = None,
+):
+    """:func:`_program` on each device's rows (``shard_map``): every device runs the program
+    one device would run on its shard. Partitioning the ``jit`` from its input shardings
+    instead made XLA synchronise the devices inside every step: the epoch batches' cycle walk
+    (:func:`fracsgd.data.permute_index`) is a ``while`` loop whose condition it reduced over
+    all devices' chains (an ``all-reduce`` per iteration)."""
+    return per_shard(
+        lambda k, c, m, hp, d: _program(static, k, c, m, hp, d),
+        mesh,
+        (BATCH, BATCH, BATCH, BATCH, REPLICATED),
+        BATCH,
+    )(keys, centers, masks, hyper, data)
+
+
 def _init_program(
     loss_fn: Callable, centers: PyTree, data: PyTree, mesh=None, rows: int | None = None
 ) -> Array:
@@ -390,7 +415,7 @@ def _gradient_variance_program(
 # fracsgd's "sampler" compiler options (fracsgd/_xla.py): XLA's YNNPACK fusions stay on (unlike
 # the training engine's programs), 512-bit vectors for the noise and update loops
 _compiled_init = jit(_init_program, kind="sampler", static_argnums=(0, 3, 4))
-_compiled = jit(_program, kind="sampler", static_argnums=0)
+_compiled = jit(_sharded_program, kind="sampler", static_argnums=0, static_argnames="mesh")
 _compiled_gradient_variance = jit(_gradient_variance_program, kind="sampler", static_argnums=(0, 1))
 
 
@@ -771,12 +796,15 @@ def _run(
     sampling="replacement",
     mesh=None,
     memory_limit=None,
+    shared_center=False,
 ):
     """Sample every centre's chains: rows ``models × chains`` in equal chunks that fit the
     memory model (:func:`chain_bytes`, :func:`fracsgd.parallel.chunk_plan`), each sharded over
     ``mesh``; then ``L_n(w*)`` per centre. Returns host ``dead (M, C)``, traces ``(M, C, D)``
     and ``init_loss (M,)``; chain ``c`` of model ``i`` uses
-    ``jax.random.split(fold_in(key, i), C)[c]`` whatever the chunking or device count."""
+    ``jax.random.split(fold_in(key, i), C)[c]`` whatever the chunking or device count.
+    ``shared_center``: every row of ``centers`` is the same point (a calibration grid), whose
+    full-data loss is computed once."""
     static = _Static(
         loss_fn,
         int(num_chains),
@@ -807,7 +835,7 @@ def _run(
         rows = np.arange(start, min(start + chunk, m * c))
         args = _take_rows(keys, centers, masks, hyper, rows, rows // c)
         k, ce, ma, hp = shard_leading(pad_leading(args, chunk), mesh)
-        dead, outs = to_host(_compiled(static, k, ce, ma, hp, data_on))
+        dead, outs = to_host(_compiled(static, k, ce, ma, hp, data_on, mesh=mesh))
         real = len(rows)
         parts.append(jax.tree.map(lambda a, real=real: a[:real], (dead, outs)))
     dead, outs = jax.tree.map(lambda *a: np.concatenate(a).reshape(m, c, *a[0].shape[1:]), *parts)
@@ -815,6 +843,8 @@ def _run(
     # the full-data loss at each centre: one model's activations over a chunk of data rows, the
     # largest chunk (a divisor of n, at most FULL_LOSS_ROWS) whose evaluation fits the device
     n = _num_samples(data)
+    if shared_center:
+        centers, m = jax.tree.map(lambda a: a[:1], centers), 1
     for rows_per_eval in _row_chunks(n):
         act = _activation_bytes(loss_fn, one, _abstract(data, rows=rows_per_eval))
         per_model = _tree_bytes(one) + 3 * act
@@ -829,7 +859,10 @@ def _run(
         losses.append(
             to_host(_compiled_init(loss_fn, ce, data_on, mesh, rows_per_eval))[: len(idx)]
         )
-    return dead, outs, np.concatenate(losses)
+    init_loss = np.concatenate(losses)
+    if shared_center:
+        init_loss = np.broadcast_to(init_loss, (int(hyper.shape[0]),))
+    return dead, outs, init_loss
 
 
 def _estimate_rows(

@@ -114,6 +114,55 @@ def llc_arrays(res) -> dict[str, np.ndarray]:
     return {f: np.asarray(getattr(res, f)) for f in LLC_FIELDS}
 
 
+CALIBRATION_FIELDS = ("llc_mean", "llc_std", "rhat", "ess", "below_init_fraction")
+
+
+def calibration(**kw):
+    """``calibrate`` at the first centre: 2 × 2 settings × 3 chains = 12 rows, epoch batches
+    (whose cycle walk is a data-dependent ``while`` loop inside every step)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fs.llc.NotAMinimumWarning)
+        return fs.llc.calibrate(
+            jax.random.key(3),
+            _loss,
+            jax.tree.map(lambda a: a[0], llc_params()),
+            llc_data(),
+            step_sizes=(1e-4, 3e-4),
+            localizations=(1.0, 10.0),
+            nbetas=(50.0,),
+            num_chains=3,
+            num_draws=20,
+            batch_size=16,
+            sampling="epoch",
+            **kw,
+        )
+
+
+def calibration_arrays(cal) -> dict[str, np.ndarray]:
+    out = {f: np.asarray(getattr(cal, f)) for f in CALIBRATION_FIELDS}
+    out["init_loss"] = np.asarray(cal.results.init_loss)
+    return out
+
+
+def sgld_program_text(mesh) -> str:
+    """The compiled SGLD program of :func:`calibration` on ``mesh``, as XLA's HLO text."""
+    from fracsgd.llc import _estimate
+
+    texts: list[str] = []
+    compiled = _estimate._compiled
+
+    def capture(static, *args, **kw):
+        texts.append(compiled.lower(static, *args, **kw).compile().as_text())
+        return compiled(static, *args, **kw)
+
+    _estimate._compiled = capture
+    try:
+        calibration(mesh=mesh)
+    finally:
+        _estimate._compiled = compiled
+    return "\n".join(texts)
+
+
 def resumable_sweep(directory, **kw):
     """A checkpointed sweep of 12 networks in 4 chunks of 3."""
     g = grid(hidden=(4, 6), optimizers=("sgd",), seeds=(0, 1, 2, 3, 4, 5), steps=40)

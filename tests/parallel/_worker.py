@@ -30,6 +30,8 @@ import _cases  # noqa: E402
 
 import fracsgd as fs  # noqa: E402
 
+COLLECTIVES = ("all-reduce", "all-gather", "all-to-all", "collective-permute", "reduce-scatter")
+
 
 def _flat(prefix: str, sw) -> dict[str, np.ndarray]:
     return {f"{prefix}/{k}": v for k, v in _cases.sweep_arrays(sw).items()}
@@ -52,6 +54,13 @@ def main() -> None:
             arrays["chunked_chunks"] = np.asarray([b.num_chunks for b in sw.buckets])
         res = _cases.llc(mesh=mesh)
         arrays.update({f"llc/{k}": v for k, v in _cases.llc_arrays(res).items()})
+        cal = _cases.calibration(mesh=mesh)
+        arrays.update({f"calibrate/{k}": v for k, v in _cases.calibration_arrays(cal).items()})
+        if mode == "sharded":
+            text = _cases.sgld_program_text(mesh)
+            arrays["sgld_collectives"] = np.asarray(
+                [text.count(op) for op in COLLECTIVES], np.int64
+            )
     elif mode == "resume":
         from fracsgd.train import _api
 

@@ -44,7 +44,8 @@ def reference():
     sw = fs.train.sweep(jax.random.key(0), _cases.data(), _cases.grid(), progress=False)
     assert [b.num_chunks for b in sw.buckets] == [1, 1]
     adam = set(sw.select(optimizer="adam").tolist())
-    return _cases.sweep_arrays(sw), _cases.llc_arrays(_cases.llc()), adam
+    llc = _cases.llc_arrays(_cases.llc())
+    return _cases.sweep_arrays(sw), llc, adam, _cases.calibration_arrays(_cases.calibration())
 
 
 def _assert_same(got: dict, ref: dict, prefix: str, adam: set[int]) -> None:
@@ -78,12 +79,18 @@ def test_sharded_sweep_and_llc_equal_one_device(reference, tmp_path, devices):
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = dict(np.load(out))
     assert int(got["devices"]) == devices
-    ref_sweep, ref_llc, adam = reference
+    ref_sweep, ref_llc, adam, ref_cal = reference
     _assert_same(got, ref_sweep, "sweep", adam)  # sharded, padded to a multiple of the devices
     _assert_same(got, ref_sweep, "chunked", adam)  # sharded and chunked (one network per device)
     assert (got["chunked_chunks"] > 1).all()
     for name, want in ref_llc.items():  # 15 chain rows over 4 or 8 devices: bitwise
         np.testing.assert_array_equal(got[f"llc/{name}"], want, err_msg=name)
+    for name, want in ref_cal.items():  # 12 rows with epoch batches: bitwise
+        np.testing.assert_array_equal(got[f"calibrate/{name}"], want, err_msg=name)
+    # each device runs the one-device program on its rows (shard_map): no collective inside the
+    # steps (partitioning the jit instead reduced the epoch cycle walk's loop condition over all
+    # devices at every iteration of every step)
+    assert got["sgld_collectives"].tolist() == [0] * 5
 
 
 def test_mesh_argument_is_checked():
@@ -92,6 +99,10 @@ def test_mesh_argument_is_checked():
         fs.train.sweep(jax.random.key(0), data, _cases.grid(), progress=False, mesh="cpu")
     with pytest.raises(ValueError, match="mesh"):
         _cases.llc(mesh=jax.devices())
+    with pytest.raises(ValueError, match="mesh"):
+        _cases.calibration(mesh="cpu")
+    with pytest.raises(ValueError, match="memory_limit"):
+        _cases.calibration(memory_limit=0)
     with pytest.raises(ValueError, match="devices"):
         fs.parallel.batch_mesh([])
 
