@@ -850,14 +850,20 @@ def _run(
         per_model = _tree_bytes(one) + 3 * act
         if cap is None or fixed + per_model <= cap:  # None: the device's memory is unknown
             break
-    chunk, _ = chunk_plan(m, per_model, fixed, cap, shards, what="model's full-data loss")
+    # fewer centres than devices: one device evaluates them with all its threads (sharded, the
+    # padding copies would evaluate the same centre on every device, each with fewer threads)
+    init_mesh = mesh if m >= shards else None
+    init_data = data_on if init_mesh is not None else data
+    chunk, _ = chunk_plan(
+        m, per_model, fixed, cap, num_shards(init_mesh), what="model's full-data loss"
+    )
     losses = []
     for start in range(0, m, chunk):
         idx = np.arange(start, min(start + chunk, m))
         ce = centers if len(idx) == m == chunk else _take(centers, idx)
-        ce = shard_leading(pad_leading(ce, chunk), mesh)
+        ce = shard_leading(pad_leading(ce, chunk), init_mesh)
         losses.append(
-            to_host(_compiled_init(loss_fn, ce, data_on, mesh, rows_per_eval))[: len(idx)]
+            to_host(_compiled_init(loss_fn, ce, init_data, init_mesh, rows_per_eval))[: len(idx)]
         )
     init_loss = np.concatenate(losses)
     if shared_center:

@@ -60,7 +60,9 @@ def test_two_process_job_equals_one_device(reference, tmp_path):  # noqa: F811
         pytest.fail(f"exit codes {codes}\n" + "\n---\n".join(logs))
     got = dict(np.load(out))
     assert int(got["devices"]) == 4  # the global mesh spans both processes
-    ref_sweep, ref_llc, adam = reference
+    ref_sweep, ref_llc, adam, ref_cal = reference
     _assert_same(got, ref_sweep, "sweep", adam)
     for name, want in ref_llc.items():
         np.testing.assert_array_equal(got[f"llc/{name}"], want, err_msg=name)
+    for name, want in ref_cal.items():  # the calibration grid's rows over both processes
+        np.testing.assert_array_equal(got[f"calibrate/{name}"], want, err_msg=name)
