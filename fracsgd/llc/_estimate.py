@@ -1035,7 +1035,11 @@ def estimate(
         mask: optional 0/1 pytree like ``params``; masked entries get no drift and no noise.
         mala: also compute the MALA acceptance proxy (one more gradient per step).
         mesh: ``None`` (default device) or a one-axis ``"batch"`` mesh
-            (:func:`fracsgd.parallel.batch_mesh`): the chains are sharded over its devices.
+            (:func:`fracsgd.parallel.batch_mesh`): the chains are sharded over its devices,
+            each running the one-device program on its chains (``shard_map``). On a multi-core
+            CPU, one JAX device per core (``jax.config.update("jax_num_cpu_devices", n)``
+            before anything runs) and this mesh use the cores better than one device's
+            intra-op threads (README, "The local learning coefficient").
         memory_limit: bytes per device (default: what each device has available); chains that
             do not fit at once run in chunks (see :func:`estimate_many`).
 
