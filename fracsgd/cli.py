@@ -70,6 +70,29 @@ def _devices(text: str) -> str:
     return text
 
 
+def _cpu_devices(spec: str) -> None:
+    """Give JAX one CPU device per requested device, at most one per core, before its backend
+    starts: on a CPU-only machine ``--devices N`` (``all``: every core) then shards over the
+    cores. Nothing changes when JAX already runs (``main`` called in-process), when the user
+    set the CPU device count (``XLA_FLAGS`` or ``JAX_NUM_CPU_DEVICES``), or for a request of
+    one device or of more devices than cores. Accelerator backends are unaffected (their
+    devices are what ``jax.devices()`` lists)."""
+    cores = os.cpu_count() or 1
+    n = cores if spec == "all" else int(spec)
+    if n <= 1 or n > cores:
+        return
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return
+    import jax
+
+    if getattr(jax.config, "jax_num_cpu_devices", -1) not in (-1, None):  # set by the user
+        return
+    try:
+        jax.config.update("jax_num_cpu_devices", n)
+    except RuntimeError:  # the backend is already running: keep its devices
+        pass
+
+
 def _mesh(spec: str):
     """``None`` for one device, else a batch mesh over the first N (or all) devices."""
     import jax
@@ -104,7 +127,8 @@ def _add_devices(parser: argparse.ArgumentParser) -> None:
         default="1",
         metavar="{N,all}",
         help="shard the networks (reproduce: and the LLC chains) over the first N devices JAX "
-        "sees, or all of them (default 1; results agree with one device to float32 rounding)",
+        "sees, or all of them (default 1; results agree with one device to float32 rounding); "
+        "on a CPU-only machine, one device per core (at most the number of cores)",
     )
 
 
@@ -381,7 +405,7 @@ def _sweep(args: argparse.Namespace) -> int:
     dataset = fs.data.load("mnist", data_dir=args.data_dir)
     if args.memory_limit is not None:
         grid = grid._replace(memory_limit=args.memory_limit)
-    from fracsgd.train._api import _validate_grid
+    from fracsgd.train._api import _validate_grid, default_padding_overhead
 
     _validate_grid(grid, dataset)  # a bad setting fails before --out is created
     _prepare_out(args.out)
@@ -400,6 +424,11 @@ def _sweep(args: argparse.Namespace) -> int:
         "num_programs": result.num_programs,
         "wall_time_seconds": result.wall_time,
         "grid": {k: (list(v) if isinstance(v, tuple) else v) for k, v in grid._asdict().items()},
+        # the grid's None means the backend's default, which is what bucketing applied
+        "max_padding_overhead_applied": float(
+            grid.max_padding_overhead or default_padding_overhead()
+        ),
+        "devices": 1 if mesh is None else int(mesh.size),
         "runs": result.summary(),
     }
     from fracsgd.experiments.report import write_json
@@ -420,6 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fracsgd`` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
+    _cpu_devices(args.devices)
     try:
         if args.command == "sweep":
             return _sweep(args)

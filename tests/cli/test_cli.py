@@ -2,6 +2,9 @@
 exit code 2."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -37,6 +40,34 @@ def test_sweep_command_writes_results_table_and_figure(tmp_path, capsys):
     assert all(np.isfinite(r["final_displacement"]) for r in summary["runs"])
     assert (out / "figures" / "displacement.png").stat().st_size > 1000
     assert (out / "sweep.nc").stat().st_size > 0
+    # the grid's None is the backend default, which summary.json states as applied
+    assert summary["grid"]["max_padding_overhead"] is None
+    assert summary["max_padding_overhead_applied"] == 1.25  # CPU
+    assert summary["devices"] == 1
+
+
+def _sweep_in_fresh_process(out, devices: str, xla_flags: str | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+    env["JAX_PLATFORMS"] = "cpu"
+    if xla_flags is not None:
+        env["XLA_FLAGS"] = xla_flags
+    argv = ["sweep", "--hidden", "8", "--seeds", "2", "--steps", "10", "--batch-sizes", "64"]
+    argv += ["--devices", devices, "--out", str(out), "--no-progress"]
+    code = f"import sys; from fracsgd.cli import main; sys.exit(main({argv!r}))"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads((out / "summary.json").read_text())
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores")
+def test_devices_on_a_cpu_machine_give_one_device_per_core(tmp_path):
+    # JAX sees one CPU device; --devices 2 (or all) asks for one per core before JAX starts
+    assert _sweep_in_fresh_process(tmp_path / "a", "2", None)["devices"] == 2
+    # a device count the user set wins: all = every device JAX sees
+    flags = "--xla_force_host_platform_device_count=3"
+    assert _sweep_in_fresh_process(tmp_path / "b", "all", flags)["devices"] == 3
 
 
 @pytest.mark.parametrize(
