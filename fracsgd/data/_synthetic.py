@@ -117,7 +117,8 @@ def deep_linear_teacher(
     Args:
         key: A ``jax.random.key``, used once: all factors, inputs and noise come from one
             Gaussian draw. Same key and arguments, same teacher and data.
-        widths: ``(H_1, …, H_{L+1})``: input width, hidden widths, output width; at least two
+        widths: ``(H_1, …, H_{L+1})`` (a sequence or a 1-D NumPy array): input width, hidden
+            widths, output width; at least two
             entries, each ``>= 1``.
         rank: End-to-end rank, ``0 <= rank <= min(widths)``; ``0`` gives a zero product.
         n: Number of training examples, ``>= 1``.
@@ -139,6 +140,8 @@ def deep_linear_teacher(
         >>> int(np.linalg.matrix_rank(np.asarray(teacher.product)))
         2
     """
+    if isinstance(widths, np.ndarray) and widths.ndim == 1:  # a NumPy vector of widths
+        widths = widths.tolist()
     if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence) or len(widths) < 2:
         raise ValueError(f"widths must be a sequence of at least two integers, got {widths!r}")
     widths = tuple(_check_int(f"widths[{i}]", h, 1) for i, h in enumerate(widths))

@@ -350,6 +350,10 @@ def test_deep_linear_teacher_noise_and_keys():
     other = deep_linear_teacher(jax.random.key(8), (4, 3, 3), 1, n=4000, noise=0.5, n_test=3)
     assert not np.array_equal(np.asarray(teacher.product), np.asarray(other.product))
     assert deep_linear_teacher(key, (2, 2), 1, n=1).dataset.num_test == 1
+    # a NumPy vector of widths is the same teacher as the tuple (it used to be refused)
+    as_array = deep_linear_teacher(key, np.array([4, 3, 3]), 1, n=4000, noise=0.5, n_test=3)
+    assert as_array.widths == (4, 3, 3)
+    np.testing.assert_array_equal(np.asarray(as_array.product), np.asarray(teacher.product))
 
 
 @pytest.mark.parametrize(
