@@ -118,8 +118,7 @@ def deep_linear_teacher(
         key: A ``jax.random.key``, used once: all factors, inputs and noise come from one
             Gaussian draw. Same key and arguments, same teacher and data.
         widths: ``(H_1, …, H_{L+1})`` (a sequence or a 1-D NumPy array): input width, hidden
-            widths, output width; at least two
-            entries, each ``>= 1``.
+            widths, output width; at least two entries, each ``>= 1``.
         rank: End-to-end rank, ``0 <= rank <= min(widths)``; ``0`` gives a zero product.
         n: Number of training examples, ``>= 1``.
         noise: Standard deviation of the target noise, ``>= 0``.
