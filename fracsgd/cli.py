@@ -89,7 +89,7 @@ def _cpu_devices(spec: str) -> None:
         return
     try:
         jax.config.update("jax_num_cpu_devices", n)
-    except RuntimeError:  # the backend is already running: keep its devices
+    except (RuntimeError, AttributeError):  # JAX already runs, or has no such option
         pass
 
 

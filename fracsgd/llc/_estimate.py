@@ -867,7 +867,7 @@ def _run(
         )
     init_loss = np.concatenate(losses)
     if shared_center:
-        init_loss = np.broadcast_to(init_loss, (int(hyper.shape[0]),))
+        init_loss = np.repeat(init_loss, int(hyper.shape[0]))
     return dead, outs, init_loss
 
 
