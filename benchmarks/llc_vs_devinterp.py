@@ -1147,7 +1147,7 @@ def print_table(report: dict) -> None:
     t = report["targets"]
     for key in (*TARGET_SPEEDUP, "w512"):
         name = "flop_fraction_w512" if key == "w512" else f"speedup_{key}"
-        if f"{name}_measured" in t:
+        if t.get(f"{name}_measured") is not None:
             print(
                 f"target {name} >= {t[f'{name}_at_least']}: measured "
                 f"{t[f'{name}_measured']:.3g} ({t[f'{name}_configuration']}), "

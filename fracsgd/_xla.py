@@ -10,8 +10,17 @@ fracsgd's compiled programs come in two kinds, each with its own CPU options:
   networks, the 128-10 read-out's backward product 340 → 45 µs; the whole benchmark sweep ~3 %
   faster, since the runtime overlaps kernels), so they switch YNNPACK fusions off
   (``xla_cpu_experimental_ynn_fusion_type = ""``).
-- ``"sampler"``, the SGLD programs of :mod:`fracsgd.llc`: YNNPACK stays on (faster there:
-  784-512-10 MLP, 4 chains, 2.2–2.5 s against 2.4–2.9 s without).
+- ``"sampler"``, the SGLD programs of :mod:`fracsgd.llc` (chains, full-data loss, gradient
+  variance): YNNPACK fusions off as well. They were kept on until the eleventh session, when
+  on a 2-core Intel Xeon (family 6, model 207) turning them off made the LLC estimates of
+  ``benchmarks/llc_vs_devinterp.py`` faster in every configuration (784-W-10 MLPs, 4 chains ×
+  200 draws, alternating runs in one process): with one CPU device per core 2.2 % (W = 32),
+  2.6 % (W = 128), 1.1 % (W = 512) and 11 % (the 64-chain calibration grid, 5.29 against
+  5.96 s); on one device 13 %, 7.6 %, 2.6 % and 15 %. YNNPACK's batched forward product
+  (784 × W per chain) took twice Eigen's time in a profile. On the AMD EPYC Zen 4 of the
+  earlier sessions YNNPACK had been faster at W = 512 on one device (2.2–2.5 s against
+  2.4–2.9 s without), so the better choice depends on the CPU: set
+  ``--xla_cpu_experimental_ynn_fusion_type=...`` in ``XLA_FLAGS`` to override.
 
 Both prefer 512-bit vectors in XLA's own loops (``xla_cpu_prefer_vector_width = 512``; XLA's
 default is 256). The SGLD noise — a 20-round integer hash and an inverse error function per
@@ -45,7 +54,7 @@ import jax
 #: CPU compiler options per program kind (see the module docstring)
 CPU_OPTIONS: dict[str, dict[str, Any]] = {
     "engine": {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_prefer_vector_width": 512},
-    "sampler": {"xla_cpu_prefer_vector_width": 512},
+    "sampler": {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_prefer_vector_width": 512},
 }
 
 

@@ -13,6 +13,7 @@ from fracsgd.llc._calibrate import (
     trajectory,
 )
 from fracsgd.llc._estimate import (
+    DRIFT_NORM_EVERY,
     NBETA_RULES,
     SAMPLERS,
     DivergedChainsWarning,
@@ -29,6 +30,7 @@ from fracsgd.llc._estimate import (
 from fracsgd.llc._truth import aoyagi_lambda, reduced_rank_lambda
 
 __all__ = [
+    "DRIFT_NORM_EVERY",
     "MAX_NOISE_RATIO",
     "MIN_ESS",
     "NBETA_RULES",

@@ -283,7 +283,9 @@ def calibrate(
         shared_center=True,
     )
     one = jax.tree.map(lambda a: jnp.asarray(a)[None], params)  # one centre for every setting
-    variance = float(_gradient_variance(key, loss_fn, one, None, data, batch_size, sampling)[0])
+    variance = float(
+        _gradient_variance(key, loss_fn, one, None, data, batch_size, sampling, mesh)[0]
+    )
     rows = [
         # λ̂ = nβ (…) with nβ in float64, as estimate / estimate_many summarise
         _summarise(dead[i], [o[i] for o in outs], init_loss[i], float(grid64[i, 2]), same_batch)

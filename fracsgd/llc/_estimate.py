@@ -37,6 +37,7 @@ from fracsgd._types import Array, PRNGKey, PyTree
 from fracsgd._xla import jit
 from fracsgd.data._shuffle import ROUNDS, batch_of_epoch
 from fracsgd.parallel import (
+    AXIS,
     BATCH,
     REPLICATED,
     check_mesh,
@@ -99,9 +100,10 @@ class LLCResult(NamedTuple):
             (float32; float64 with ``jax_enable_x64`` and float64 parameters).
         init_loss: ``L_n(w*)``, full data.
         nbeta: the ``nβ`` used.
-        diverged: ``(chains,)`` a NaN/inf appeared in the minibatch loss or the drift (a
-            non-finite gradient at its step, an overflowing position at the next); the chain
-            stopped moving and is excluded.
+        diverged: ``(chains,)`` a NaN/inf appeared in the minibatch loss (a non-finite
+            gradient or an overflowing position shows there at the next step, through the
+            position it produced) or in the drift at a step whose norm is measured
+            (``grad_noise_ratio``); the chain stopped moving and is excluded.
         rhat: split R-hat of the loss traces over the non-diverged chains.
         ess: effective sample size of the loss traces.
         below_init_fraction: ``(chains,)`` how often the chain sits below the centre. With
@@ -112,9 +114,11 @@ class LLCResult(NamedTuple):
             not).
         not_minimum: the centre looks like no local minimum (λ̂ < 0, or
             ``below_init_fraction`` above 1/2 on average over the chains).
-        grad_noise_ratio: ``(chains,)`` mean over draws of ``||(ε/2)∇U|| / sqrt(ε d)``: the
-            drift's norm over the noise's root-mean-square norm (``d`` active parameters;
-            :class:`fracsgd.sampling.SGLDInfo`); NaN for a diverged chain.
+        grad_noise_ratio: ``(chains,)`` mean of ``||(ε/2)∇U|| / sqrt(ε d)`` over the measured
+            draws: the drift's norm over the noise's root-mean-square norm (``d`` active
+            parameters; :class:`fracsgd.sampling.SGLDInfo`) at the step of draw ``j``, measured
+            at the last draw of every :data:`DRIFT_NORM_EVERY` consecutive draws
+            (``j = 7, 15, …``) and at the last draw; NaN for a diverged chain.
         mala_acceptance: ``(chains,)`` mean MALA acceptance probability of the chain's proposals
             on their minibatch (computed with ``mala=True``; NaN otherwise). pSGLD: the proposal
             ``N(w − (ε/2) G∇U, εG)`` with the step's preconditioner, which is fixed during the
@@ -168,6 +172,7 @@ class _Static(NamedTuple):
     mala: bool
     masked: bool
     sampling: str = "replacement"
+    drift_norm_every: int = 1
 
 
 def default_nbeta(n: int) -> float:
@@ -236,9 +241,11 @@ def _chain(
 
     psgld = static.sampler == "psgld"
 
-    def one_step(carry, t, adapt=False):
+    def one_step(carry, t, adapt=False, measure=False):
         # pSGLD adapts its preconditioner during burn-in and samples with it frozen (a constant
-        # G leaves exp(−U) stationary; an adapting one biases λ̂, fracsgd.sampling._sgld)
+        # G leaves exp(−U) stationary; an adapting one biases λ̂, fracsgd.sampling._sgld).
+        # measure: this step's drift norm is computed (a pass over the parameters); otherwise
+        # XLA drops it from the step (DRIFT_NORM_EVERY)
         state, dead = carry
         k_noise = jax.random.wrap_key_data(fold(words, t, 1), impl="threefry2x32")
         if static.sampling == "epoch":
@@ -291,16 +298,20 @@ def _chain(
             accept = jnp.exp(jnp.minimum(0.0, log_alpha))
         else:
             accept = jnp.nan
-        # a non-finite position shows in the loss and the drift (γ(w − w*)) it gives: a NaN
-        # gradient is caught at its step, an overflowing position one step later
-        finite = jnp.isfinite(info.loss) & jnp.isfinite(info.drift_norm)
+        # a non-finite gradient gives a non-finite position, which shows in the next step's
+        # loss (and at a measured step already in the drift's norm)
+        finite = jnp.isfinite(info.loss)
+        ratio = jnp.asarray(jnp.nan, info.drift_norm.dtype)
+        if measure:
+            finite = finite & jnp.isfinite(info.drift_norm)
+            ratio = info.drift_norm / info.noise_norm
         dead_now = dead | ~finite
         state = jax.tree.map(lambda a, b: jnp.where(dead_now, a, b), state, new_state)
         nan = jnp.float32(jnp.nan)
         out = (
             jnp.where(dead, nan, info.loss),
             jnp.where(dead, nan, loss_star),
-            jnp.where(dead, nan, info.drift_norm / info.noise_norm),
+            jnp.where(dead, nan, ratio),
             jnp.where(dead, nan, accept),
         )
         return (state, dead_now), out
@@ -313,13 +324,41 @@ def _chain(
         )
         t0 = static.num_burnin
 
-    def one_draw(carry, j):
-        steps = t0 + j * static.thinning + jnp.arange(static.thinning)
-        carry, outs = jax.lax.scan(one_step, carry, steps)
-        return carry, jax.tree.map(lambda o: o[-1], outs)
+    def one_draw(carry, j, measure):
+        # the draw is the last of its `thinning` steps; the steps before it are not recorded
+        start = t0 + j * static.thinning
+        if static.thinning > 1:
+            carry, _ = jax.lax.scan(
+                lambda c, t: (one_step(c, t)[0], None),
+                carry,
+                start + jnp.arange(static.thinning - 1),
+            )
+        last = jnp.asarray(start + static.thinning - 1, jnp.int32)
+        return one_step(carry, last, measure=measure)
 
-    (_, dead), outs = jax.lax.scan(one_draw, carry, jnp.arange(static.num_draws))
-    return dead, outs
+    def draws(carry, first, count):
+        # `count` draws from draw `first`; the last one measures the drift's norm
+        outs = []
+        if count > 1:
+            carry, head = jax.lax.scan(
+                lambda c, j: one_draw(c, j, False), carry, first + jnp.arange(count - 1)
+            )
+            outs.append(head)
+        carry, last = one_draw(carry, first + count - 1, True)
+        outs.append(jax.tree.map(lambda o: o[None], last))
+        return carry, jax.tree.map(lambda *o: jnp.concatenate(o), *outs)
+
+    groups, rest = divmod(static.num_draws, static.drift_norm_every)
+    parts = []
+    if groups:
+        k = static.drift_norm_every
+        carry, outs = jax.lax.scan(lambda c, g: draws(c, g * k, k), carry, jnp.arange(groups))
+        parts.append(jax.tree.map(lambda o: o.reshape(groups * k), outs))
+    if rest:
+        carry, outs = draws(carry, groups * static.drift_norm_every, rest)
+        parts.append(outs)
+    _, dead = carry
+    return dead, jax.tree.map(lambda *o: jnp.concatenate(o), *parts)
 
 
 def _program(
@@ -368,32 +407,58 @@ def _init_program(
     return map_elements(lambda c, d: _full_loss(loss_fn, c, d, n, chunk), centers, data, mesh)
 
 
+#: the drift's norm (``grad_noise_ratio``) is measured at every this-many-th draw: a pass over
+#: the parameters that cost 5–9 % of an SGLD step when made at every step (784-W-10 MLPs,
+#: W = 32…512, one CPU core per device)
+DRIFT_NORM_EVERY = 8
+
 #: minibatches drawn at each centre to estimate the minibatch-gradient variance
 NOISE_BATCHES = 16
 
 
 def _gradient_variance_program(
-    loss_fn: Callable, batch_size: int, centers: PyTree, masks: PyTree | None, data: PyTree, key
+    loss_fn: Callable,
+    batch_size: int,
+    centers: PyTree,
+    masks: PyTree | None,
+    keys: Array,
+    data: PyTree,
+    mesh: Mesh | None = None,
+    split: bool = False,
 ) -> Array:
     """``tr Cov(∇L_B(w*)) / d`` per centre ``(M,)``: the mean per-coordinate variance of the
     minibatch gradient over ``NOISE_BATCHES`` batches of ``batch_size`` rows drawn with
-    replacement (``d`` active parameters), one centre at a time. Accumulated as differences
-    from the first batch's gradient, so a large mean gradient does not cancel the variance."""
+    replacement under the centre's key (``d`` active parameters), one centre at a time.
+    Accumulated as differences from the first batch's gradient, so a large mean gradient does
+    not cancel the variance.
+
+    With ``mesh``: ``split=False`` shards the centres over the devices (each centre's batches on
+    one device, so its value is the one a single device computes); ``split=True`` gives every
+    device every centre and a share of each centre's batches (batch ``1 + d + s·S`` on device
+    ``d`` of ``S``; each also evaluates the first batch), whose sums it adds over the devices
+    (``psum``): for fewer centres than devices, equal to one device's value to float32
+    rounding."""
     n = _num_samples(data)
     k = NOISE_BATCHES
+    shards = num_shards(mesh) if split else 1
+    per = -(-(k - 1) // shards)  # differences per device
 
-    def one(args):
-        center, mask, kk = args
-        idx = jax.random.randint(kk, (k, batch_size), 0, n)
+    def one(center, mask, key, data):
+        idx = jax.random.randint(key, (k, batch_size), 0, n)
 
         def grad(i):
             batch = jax.tree.map(lambda a: a[i], data)
             return _masked(jax.grad(loss_fn)(center, batch), mask)
 
         g0 = grad(idx[0])
+        d = jax.lax.axis_index(AXIS) if split else 0
+        slots = 1 + d + shards * jnp.arange(per)
 
-        def body(acc, i):
-            dg = jax.tree.map(jnp.subtract, grad(i), g0)
+        def body(acc, slot):
+            valid = slot < k
+            dg = jax.tree.map(
+                lambda a, b: jnp.where(valid, a - b, 0), grad(idx[jnp.minimum(slot, k - 1)]), g0
+            )
             s1, s2 = acc
             return (
                 jax.tree.map(jnp.add, s1, dg),
@@ -401,37 +466,62 @@ def _gradient_variance_program(
             ), None
 
         zeros = jax.tree.map(jnp.zeros_like, center)
-        (s1, s2), _ = jax.lax.scan(body, (zeros, zeros), idx[1:])
+        (s1, s2), _ = jax.lax.scan(body, (zeros, zeros), slots)
+        if split:
+            s1, s2 = jax.lax.psum((s1, s2), AXIS)
         total = sum(
             jnp.sum((b - a * a / k) / (k - 1))
             for a, b in zip(jax.tree.leaves(s1), jax.tree.leaves(s2), strict=True)
         )
         return total / _num_active(mask, center)
 
-    keys = jax.random.split(key, jax.tree.leaves(centers)[0].shape[0])
-    return jax.lax.map(one, (centers, masks, keys))
+    def local(c, m, ks, dd):
+        return jax.lax.map(lambda a: one(*a, dd), (c, m, ks))
+
+    spec = REPLICATED if split else BATCH
+    return per_shard(local, mesh, (spec, spec, spec, REPLICATED), spec)(centers, masks, keys, data)
 
 
-# fracsgd's "sampler" compiler options (fracsgd/_xla.py): XLA's YNNPACK fusions stay on (unlike
-# the training engine's programs), 512-bit vectors for the noise and update loops
+# fracsgd's "sampler" compiler options (fracsgd/_xla.py): YNNPACK fusions off, 512-bit vectors
+# for the noise and update loops
 _compiled_init = jit(_init_program, kind="sampler", static_argnums=(0, 3, 4))
 _compiled = jit(_sharded_program, kind="sampler", static_argnums=0, static_argnames="mesh")
-_compiled_gradient_variance = jit(_gradient_variance_program, kind="sampler", static_argnums=(0, 1))
+_compiled_gradient_variance = jit(
+    _gradient_variance_program,
+    kind="sampler",
+    static_argnums=(0, 1),
+    static_argnames=("mesh", "split"),
+)
 
 
 def _gradient_variance(
     key: PRNGKey, loss_fn: Callable, centers: PyTree, masks: PyTree | None, data: PyTree,
-    batch_size: int, sampling: str,
+    batch_size: int, sampling: str, mesh: Mesh | None = None,
 ) -> np.ndarray:  # fmt: skip
     """:func:`_gradient_variance_program` on the host, with the finite-population factor
-    ``(n − B)/(n − 1)`` for epoch batches (drawn without replacement)."""
+    ``(n − B)/(n − 1)`` for epoch batches (drawn without replacement). Centre ``i`` draws its
+    batches under ``split(fold_in(key, ·), M)[i]`` whatever the device count; with ``mesh``
+    the centres are sharded over the devices, or, when there are fewer centres than devices,
+    each centre's batches."""
     n = _num_samples(data)
-    v = np.asarray(
+    m = int(jax.tree.leaves(centers)[0].shape[0])
+    keys = jax.random.split(jax.random.fold_in(key, 0x6E6F6973), m)
+    shards = num_shards(mesh)
+    args = (centers, masks, keys)
+    if shards == 1:
+        mesh = None
+    split = mesh is not None and m < shards
+    if mesh is not None:
+        if split:
+            args = replicate(args, mesh)
+        else:
+            args = shard_leading(pad_leading(args, -(-m // shards) * shards), mesh)
+    v = to_host(
         _compiled_gradient_variance(
-            loss_fn, int(batch_size), centers, masks, data, jax.random.fold_in(key, 0x6E6F6973)
-        ),
-        np.float64,
+            loss_fn, int(batch_size), *args, replicate(data, mesh), mesh=mesh, split=split
+        )
     )
+    v = np.asarray(v, np.float64)[:m]
     if sampling == "epoch":
         v = v * ((n - batch_size) / (n - 1) if n > 1 else 0.0)
     return v
@@ -817,6 +907,7 @@ def _run(
         bool(mala),
         masks is not None,
         sampling,
+        DRIFT_NORM_EVERY,
     )
     m = int(hyper.shape[0])
     c = static.num_chains
@@ -955,7 +1046,7 @@ def _estimate_rows(
         mesh=mesh,
         memory_limit=memory_limit,
     )
-    variance = _gradient_variance(key, loss_fn, centers, masks, data, batch_size, sampling)
+    variance = _gradient_variance(key, loss_fn, centers, masks, data, batch_size, sampling, mesh)
     rows = [
         _summarise(dead[i], [o[i] for o in outs], init_loss[i], nb, same_batch)
         | {"minibatch_noise_ratio": float(minibatch_noise_ratio(step_size, nb, variance[i]))}

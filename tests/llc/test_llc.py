@@ -152,7 +152,7 @@ def _bomb(w, edge=0.3):
 
 def _overflow(w, edge=0.5):
     # finite loss, but beyond w₀ > edge its scaled gradient nβ·1e38 overflows float32: the
-    # drift is inf (the divergence check reads the loss and the drift's norm)
+    # drift is inf, and the position it gives makes the next step's loss inf
     return 0.5 * jnp.sum(w**2) + jnp.where(w[0] > edge, 1e38 * w[1], 0.0)
 
 
@@ -182,6 +182,40 @@ def test_diverging_chains_are_flagged_and_excluded(potential):
     assert np.isfinite(res.llc_mean)
     assert np.isnan(res.grad_noise_ratio[res.diverged]).all()
     assert np.isfinite(res.grad_noise_ratio[good]).all()
+
+
+@pytest.mark.parametrize(
+    ("num_draws", "thinning", "num_burnin"), [(21, 1, 0), (19, 2, 3), (5, 1, 0), (16, 1, 2)]
+)
+def test_grad_noise_ratio_has_its_closed_form_at_the_measured_draws(
+    num_draws, thinning, num_burnin
+):
+    """L(w) = ½|w|² centred at w* = 0: ∇U(w) = (nβ + γ) w, so at draw j's step the ratio is
+    (ε/2)(nβ + γ)|w_j| / sqrt(ε d) with |w_j| = sqrt(2 L(w_j)) read off the loss trace. It is
+    averaged over draws j with (j + 1) mod DRIFT_NORM_EVERY = 0 and the last draw."""
+    eps, gamma, nbeta, d = 1e-2, 3.0, 20.0, 5
+    res = fs.llc.estimate(
+        jax.random.key(3),
+        _potential(lambda w: 0.5 * jnp.sum(w**2)),
+        jnp.zeros(d),
+        DUMMY,
+        num_chains=3,
+        num_draws=num_draws,
+        num_burnin=num_burnin,
+        thinning=thinning,
+        step_size=eps,
+        localization=gamma,
+        nbeta=nbeta,
+        batch_size=1,
+    )
+    k = fs.llc.DRIFT_NORM_EVERY
+    assert k > 1
+    j = np.array(sorted({*range(k - 1, num_draws, k), num_draws - 1}))
+    loss = np.asarray(res.loss_trace, np.float64)
+    ratio = 0.5 * eps * (nbeta + gamma) * np.sqrt(2 * loss) / np.sqrt(eps * d)
+    np.testing.assert_allclose(res.grad_noise_ratio, ratio[:, j].mean(axis=1), rtol=1e-5)
+    # another choice of draws would give another mean
+    assert not np.allclose(res.grad_noise_ratio, ratio.mean(axis=1), rtol=1e-3)
 
 
 def test_all_chains_diverging_is_reported_not_raised():

@@ -110,8 +110,13 @@ def llc(**kw):
         )
 
 
+#: equal to one device's to float32 rounding, not bitwise: with fewer centres than devices each
+#: device takes a share of a centre's 16 gradient batches and the sums are added over devices
+NOISE_RATIO = "minibatch_noise_ratio"
+
+
 def llc_arrays(res) -> dict[str, np.ndarray]:
-    return {f: np.asarray(getattr(res, f)) for f in LLC_FIELDS}
+    return {f: np.asarray(getattr(res, f)) for f in (*LLC_FIELDS, NOISE_RATIO)}
 
 
 CALIBRATION_FIELDS = ("llc_mean", "llc_std", "rhat", "ess", "below_init_fraction")
@@ -141,6 +146,7 @@ def calibration(**kw):
 def calibration_arrays(cal) -> dict[str, np.ndarray]:
     out = {f: np.asarray(getattr(cal, f)) for f in CALIBRATION_FIELDS}
     out["init_loss"] = np.asarray(cal.results.init_loss)
+    out[NOISE_RATIO] = np.asarray(cal.minibatch_noise_ratio)
     return out
 
 
@@ -177,3 +183,15 @@ def cap_for(g, k: int) -> int:
     b = fs.train.plan_sweep(data(), g)[0]
     per = fs.train.estimate_bytes(b.static, 1, data().num_train, data().num_features, 0)
     return b.estimated_bytes - (b.chunk_size - k) * per
+
+
+def assert_same_numbers(got: dict, ref: dict, prefix: str) -> None:
+    """LLC or calibration arrays of a sharded run against one device's: bitwise, the
+    minibatch noise ratio to float32 rounding (see :data:`NOISE_RATIO`)."""
+    for name, want in ref.items():
+        have, msg = got[f"{prefix}/{name}"], f"{prefix}/{name}"
+        if name == NOISE_RATIO:
+            np.testing.assert_allclose(have, want, rtol=1e-5, err_msg=msg)
+            assert np.isfinite(have).all() and (have > 0).all(), msg
+        else:
+            np.testing.assert_array_equal(have, want, err_msg=msg)

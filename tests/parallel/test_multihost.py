@@ -14,6 +14,7 @@ import pytest
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
+import _cases  # noqa: E402
 from test_sharded import _assert_same, reference  # noqa: E402, F401  (fixture)
 
 
@@ -62,7 +63,5 @@ def test_two_process_job_equals_one_device(reference, tmp_path):  # noqa: F811
     assert int(got["devices"]) == 4  # the global mesh spans both processes
     ref_sweep, ref_llc, adam, ref_cal = reference
     _assert_same(got, ref_sweep, "sweep", adam)
-    for name, want in ref_llc.items():
-        np.testing.assert_array_equal(got[f"llc/{name}"], want, err_msg=name)
-    for name, want in ref_cal.items():  # the calibration grid's rows over both processes
-        np.testing.assert_array_equal(got[f"calibrate/{name}"], want, err_msg=name)
+    _cases.assert_same_numbers(got, ref_llc, "llc")
+    _cases.assert_same_numbers(got, ref_cal, "calibrate")  # the grid's rows over both processes

@@ -83,10 +83,10 @@ def test_sharded_sweep_and_llc_equal_one_device(reference, tmp_path, devices):
     _assert_same(got, ref_sweep, "sweep", adam)  # sharded, padded to a multiple of the devices
     _assert_same(got, ref_sweep, "chunked", adam)  # sharded and chunked (one network per device)
     assert (got["chunked_chunks"] > 1).all()
-    for name, want in ref_llc.items():  # 15 chain rows over 4 or 8 devices: bitwise
-        np.testing.assert_array_equal(got[f"llc/{name}"], want, err_msg=name)
-    for name, want in ref_cal.items():  # 12 rows with epoch batches: bitwise
-        np.testing.assert_array_equal(got[f"calibrate/{name}"], want, err_msg=name)
+    # 15 chain rows over 4 or 8 devices, and 12 rows with epoch batches: bitwise (the gradient
+    # variance behind the noise ratio, 3 centres or 1 over 4 or 8 devices: to rounding)
+    _cases.assert_same_numbers(got, ref_llc, "llc")
+    _cases.assert_same_numbers(got, ref_cal, "calibrate")
     # each device runs the one-device program on its rows (shard_map): no collective inside the
     # steps (partitioning the jit instead reduced the epoch cycle walk's loop condition over all
     # devices at every iteration of every step)
