@@ -55,6 +55,7 @@ from fracsgd.sampling import (
     build_kernel,
     build_psgld_kernel,
     effective_sample_size,
+    localize,
     localized_gradient,
     psgld_init,
     psgld_preconditioner,
@@ -241,11 +242,37 @@ def _chain(
 
     psgld = static.sampler == "psgld"
 
-    def one_step(carry, t, adapt=False, measure=False):
+    def step_kernel(k_noise, state, batch, grad, loss, adapt):
+        # the kernel with the step's gradient of the loss already taken: ∇U assembled as
+        # localized_gradient does (fracsgd.sampling.localize)
+        def cached(w, _batch):
+            return localize(grad, w, center, nbeta=nbeta, localization=localization), loss
+
+        if psgld:
+            return kernel(k_noise, state, batch, cached, step_size, adapt=adapt)
+        return kernel(k_noise, state, batch, cached, step_size)
+
+    def drift_ratio(measure, k_noise, state, grad, loss):
+        # the drift's norm and the noise's, under lax.cond: only at measured steps does XLA run
+        # the pass over the parameters it takes (DRIFT_NORM_EVERY); the branch's operands (the
+        # loss gradient, the position) are in memory anyway, and its noise and update are dead
+        def measured(ops):
+            k, st, g, lo = ops
+            _, info = step_kernel(k, st, None, g, lo, False)
+            return info.drift_norm, info.noise_norm
+
+        ops = (k_noise, state, grad, loss)
+        like = jax.eval_shape(measured, ops)  # the norms' dtype: the chain's (float64 with x64)
+
+        def skipped(ops):
+            return jax.tree.map(lambda a: jnp.full(a.shape, jnp.nan, a.dtype), like)
+
+        return jax.lax.cond(measure, measured, skipped, ops)
+
+    def one_step(carry, t, adapt=False, measure=None):
         # pSGLD adapts its preconditioner during burn-in and samples with it frozen (a constant
         # G leaves exp(−U) stationary; an adapting one biases λ̂, fracsgd.sampling._sgld).
-        # measure: this step's drift norm is computed (a pass over the parameters); otherwise
-        # XLA drops it from the step (DRIFT_NORM_EVERY)
+        # measure: a traced bool, whether this step's drift norm is computed (None: never)
         state, dead = carry
         k_noise = jax.random.wrap_key_data(fold(words, t, 1), impl="threefry2x32")
         if static.sampling == "epoch":
@@ -258,10 +285,8 @@ def _chain(
             k_batch = jax.random.wrap_key_data(fold(words, t, 0), impl="threefry2x32")
             idx = jax.random.randint(k_batch, (static.batch_size,), 0, n)
         batch = jax.tree.map(lambda a: a[idx], data)
-        if psgld:
-            new_state, info = kernel(k_noise, state, batch, est, step_size, adapt=adapt)
-        else:
-            new_state, info = kernel(k_noise, state, batch, est, step_size)
+        loss, grad = jax.value_and_grad(static.loss_fn)(state.position, batch)
+        new_state, info = step_kernel(k_noise, state, batch, grad, loss, adapt)
         loss_star = static.loss_fn(center, batch) if static.same_batch else jnp.nan
         if static.mala:
             w, w_new = state.position, new_state.position
@@ -301,10 +326,11 @@ def _chain(
         # a non-finite gradient gives a non-finite position, which shows in the next step's
         # loss (and at a measured step already in the drift's norm)
         finite = jnp.isfinite(info.loss)
-        ratio = jnp.asarray(jnp.nan, info.drift_norm.dtype)
-        if measure:
-            finite = finite & jnp.isfinite(info.drift_norm)
-            ratio = info.drift_norm / info.noise_norm
+        ratio = jnp.asarray(jnp.nan, info.loss.dtype)
+        if measure is not None:
+            drift_norm, noise_norm = drift_ratio(measure, k_noise, state, grad, loss)
+            finite = finite & (jnp.isfinite(drift_norm) | ~measure)
+            ratio = drift_norm / noise_norm
         dead_now = dead | ~finite
         state = jax.tree.map(lambda a, b: jnp.where(dead_now, a, b), state, new_state)
         nan = jnp.float32(jnp.nan)
@@ -324,41 +350,21 @@ def _chain(
         )
         t0 = static.num_burnin
 
-    def one_draw(carry, j, measure):
-        # the draw is the last of its `thinning` steps; the steps before it are not recorded
-        start = t0 + j * static.thinning
-        if static.thinning > 1:
-            carry, _ = jax.lax.scan(
-                lambda c, t: (one_step(c, t)[0], None),
-                carry,
-                start + jnp.arange(static.thinning - 1),
-            )
-        last = jnp.asarray(start + static.thinning - 1, jnp.int32)
-        return one_step(carry, last, measure=measure)
-
-    def draws(carry, first, count):
-        # `count` draws from draw `first`; the last one measures the drift's norm
-        outs = []
-        if count > 1:
-            carry, head = jax.lax.scan(
-                lambda c, j: one_draw(c, j, False), carry, first + jnp.arange(count - 1)
-            )
-            outs.append(head)
-        carry, last = one_draw(carry, first + count - 1, True)
-        outs.append(jax.tree.map(lambda o: o[None], last))
-        return carry, jax.tree.map(lambda *o: jnp.concatenate(o), *outs)
-
-    groups, rest = divmod(static.num_draws, static.drift_norm_every)
-    parts = []
-    if groups:
+    def one_draw(carry, j):
+        # the draw is the last of its `thinning` steps; the drift's norm is measured at the last
+        # draw of every DRIFT_NORM_EVERY and at the very last draw
         k = static.drift_norm_every
-        carry, outs = jax.lax.scan(lambda c, g: draws(c, g * k, k), carry, jnp.arange(groups))
-        parts.append(jax.tree.map(lambda o: o.reshape(groups * k), outs))
-    if rest:
-        carry, outs = draws(carry, groups * static.drift_norm_every, rest)
-        parts.append(outs)
+        draw_measured = ((j + 1) % k == 0) | (j == static.num_draws - 1)
+        steps = t0 + j * static.thinning + jnp.arange(static.thinning)
+        last = jnp.arange(static.thinning) == static.thinning - 1
+        carry, outs = jax.lax.scan(
+            lambda c, tm: one_step(c, tm[0], measure=tm[1] & draw_measured), carry, (steps, last)
+        )
+        return carry, jax.tree.map(lambda o: o[-1], outs)
+
+    carry, outs = jax.lax.scan(one_draw, carry, jnp.arange(static.num_draws))
     _, dead = carry
-    return dead, jax.tree.map(lambda *o: jnp.concatenate(o), *parts)
+    return dead, outs
 
 
 def _program(

@@ -2,7 +2,12 @@
 localised gradient estimators, and chain diagnostics. Knows nothing about neural networks."""
 
 from fracsgd.sampling._diagnostics import effective_sample_size, split_rhat
-from fracsgd.sampling._gradients import GradientEstimator, localized_gradient, tree_sq_norm
+from fracsgd.sampling._gradients import (
+    GradientEstimator,
+    localize,
+    localized_gradient,
+    tree_sq_norm,
+)
 from fracsgd.sampling._sgld import (
     PSGLDState,
     SamplingAlgorithm,
@@ -27,6 +32,7 @@ __all__ = [
     "build_psgld_kernel",
     "effective_sample_size",
     "init",
+    "localize",
     "localized_gradient",
     "psgld",
     "psgld_init",

@@ -52,12 +52,22 @@ def localized_gradient(
     def estimator(position: PyTree, batch: Any) -> tuple[PyTree, Array]:
         check_like("position", position, "center", center)
         loss, grad = jax.value_and_grad(loss_fn)(position, batch)
-        total = jax.tree.map(
-            lambda g, w, c: nbeta * g + localization * (w - c), grad, position, center
-        )
-        return total, loss
+        return localize(grad, position, center, nbeta=nbeta, localization=localization), loss
 
     return estimator
+
+
+def localize(grad: PyTree, position: PyTree, center: PyTree, *, nbeta: Any, localization: Any):
+    """``∇U = nβ · grad + γ · (position − center)`` leaf by leaf, from the loss gradient
+    ``grad`` at ``position``: what :func:`localized_gradient`'s estimator returns (for code that
+    takes the loss gradient itself).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> localize(jnp.ones(2), jnp.zeros(2), jnp.ones(2), nbeta=10.0, localization=1.0).tolist()
+        [9.0, 9.0]
+    """
+    return jax.tree.map(lambda g, w, c: nbeta * g + localization * (w - c), grad, position, center)
 
 
 def concrete_number(name: str, value: Any, **bounds: Any) -> None:
