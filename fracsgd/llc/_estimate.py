@@ -252,7 +252,7 @@ def _chain(
             return kernel(k_noise, state, batch, cached, step_size, adapt=adapt)
         return kernel(k_noise, state, batch, cached, step_size)
 
-    def drift_ratio(measure, k_noise, state, grad, loss):
+    def drift_ratio(measure, k_noise, state, grad, loss, like):
         # the drift's norm and the noise's, under lax.cond: only at measured steps does XLA run
         # the pass over the parameters it takes (DRIFT_NORM_EVERY); the branch's operands (the
         # loss gradient, the position) are in memory anyway, and its noise and update are dead
@@ -262,9 +262,8 @@ def _chain(
             return info.drift_norm, info.noise_norm
 
         ops = (k_noise, state, grad, loss)
-        like = jax.eval_shape(measured, ops)  # the norms' dtype: the chain's (float64 with x64)
 
-        def skipped(ops):
+        def skipped(ops):  # NaNs of the step's own norms' dtypes (float64 with x64 and float64)
             return jax.tree.map(lambda a: jnp.full(a.shape, jnp.nan, a.dtype), like)
 
         return jax.lax.cond(measure, measured, skipped, ops)
@@ -330,7 +329,9 @@ def _chain(
         finite = jnp.isfinite(info.loss)
         ratio = jnp.asarray(jnp.nan, info.loss.dtype)
         if measure is not None:
-            drift_norm, noise_norm = drift_ratio(measure, k_noise, state, grad, loss)
+            drift_norm, noise_norm = drift_ratio(
+                measure, k_noise, state, grad, loss, (info.drift_norm, info.noise_norm)
+            )
             finite = finite & (jnp.isfinite(drift_norm) | ~measure)
             ratio = drift_norm / noise_norm
         dead_now = dead | ~finite
