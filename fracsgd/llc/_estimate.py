@@ -289,9 +289,8 @@ def _chain(
         loss_star = static.loss_fn(center, batch) if static.same_batch else jnp.nan
         if static.mala:
             w, w_new = state.position, new_state.position
-            g_old = localize(
-                grad, w, center, nbeta=nbeta, localization=localization
-            )  # the step's ∇U
+            # ∇U at the old position is the step's own
+            g_old = localize(grad, w, center, nbeta=nbeta, localization=localization)
             g_new, loss_new = est(w_new, batch)
             # proposal N(w − (ε/2) G ∇U(w), ε G) with G = 1 (SGLD) or the step's pSGLD
             # preconditioner (constant while sampling, so the proxy is exact MALA there);
