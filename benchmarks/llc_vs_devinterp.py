@@ -125,6 +125,9 @@ GRID_STEP_SIZES = (1e-5, 3e-5, 1e-4, 3e-4)
 GRID_LOCALIZATIONS = (1.0, 10.0, 100.0, 1000.0)
 FLOP_WIDTH = 512
 MATMUL_N = 2048
+#: the reference product on an accelerator: 2048³ takes ~0.2 ms on an H200 and its rate varied
+#: 20–95 TFLOP/s between rounds (fourth session); 8192³ runs well past launch overhead
+MATMUL_N_ACCELERATOR = 8192
 MATMUL_CALLS = 5
 TARGET_SPEEDUP = {"w32": 10.0, "w128": 5.0, "grid": 5.0}
 TARGET_FLOP_FRACTION = 0.6
@@ -397,11 +400,12 @@ def _devinterp_evaluate(model, data):
 class DevinterpRunner:
     """devinterp 1.x ``estimate_learning_coeff_with_summary`` on one trained network."""
 
-    def __init__(self, problem: Problem, nbeta: float, num_draws: int) -> None:
+    def __init__(self, problem: Problem, nbeta: float, num_draws: int, device: str = "cpu") -> None:
         import torch
         from torch.utils.data import TensorDataset
 
         self.torch = torch
+        self.device = device
         self.net = problem.torch_model()
         x = torch.from_numpy(np.array(problem.data[0]))
         y = torch.from_numpy(np.array(problem.data[1], dtype=np.int64))
@@ -411,12 +415,15 @@ class DevinterpRunner:
             logits_t = self.net(x).numpy()
         logits_j = np.asarray(problem.model.apply(problem.params, problem.data[0]))
         self.max_abs_logit_difference = float(np.max(np.abs(logits_t - logits_j)))
+        # ``L_n(w*)`` on the full data (what fracsgd uses; devinterp's default would average
+        # ``num_chains`` minibatches instead), computed once here: devinterp moves ``self.net``
+        # to ``device`` in place, and the data stay on the CPU (devinterp moves each minibatch)
+        with torch.no_grad():
+            self._init_loss = float(_devinterp_evaluate(self.net, self.dataset.tensors))
 
     def init_loss(self) -> float:
-        """``L_n(w*)`` on the full data (what fracsgd uses; devinterp's default would average
-        ``num_chains`` minibatches instead)."""
-        with self.torch.no_grad():
-            return float(_devinterp_evaluate(self.net, self.dataset.tensors))
+        """``L_n(w*)`` on the full data, on the CPU."""
+        return self._init_loss
 
     def estimate(self, seed: int, step_size: float, localization: float, cores: int = 1) -> dict:
         from devinterp.slt.sampler import estimate_learning_coeff_with_summary
@@ -442,7 +449,7 @@ class DevinterpRunner:
                     init_loss=self.init_loss(),
                     cores=cores,
                     seed=seed,
-                    device="cpu",
+                    device=self.device,
                     verbose=False,
                 )
             except RuntimeError as err:  # devinterp raises on a NaN loss
@@ -517,8 +524,9 @@ class Matmul(_Bench):
     def __init__(self) -> None:
         super().__init__(0)
         ka, kb = jax.random.split(jax.random.key(123))
-        self.a = jax.random.normal(ka, (MATMUL_N, MATMUL_N), jnp.float32)
-        self.b = jax.random.normal(kb, (MATMUL_N, MATMUL_N), jnp.float32)
+        self.n = MATMUL_N if jax.default_backend() == "cpu" else MATMUL_N_ACCELERATOR
+        self.a = jax.random.normal(ka, (self.n, self.n), jnp.float32)
+        self.b = jax.random.normal(kb, (self.n, self.n), jnp.float32)
         self.f = jax.jit(jnp.matmul)
         self.calls: list[list[float]] = []
 
@@ -533,14 +541,15 @@ class Matmul(_Bench):
         return statistics.median(times)
 
     def gflops(self) -> list[float]:
-        flops = 2 * MATMUL_N**3
+        flops = 2 * self.n**3
         return [flops / out / 1e9 for out in self.outputs]
 
     def report(self) -> dict:
         rates = self.gflops()
         others = [ld["other"] for ld in self.loads if ld["other"] is not None]
         return {
-            "shape": f"({MATMUL_N},{MATMUL_N}) @ ({MATMUL_N},{MATMUL_N}) float32, jax.jit",
+            "shape": f"({self.n},{self.n}) @ ({self.n},{self.n}) float32, jax.jit",
+            "precision": str(jax.config.jax_default_matmul_precision or "default"),
             "gflops_per_second": statistics.median(rates),
             "gflops_per_second_per_round": rates,
             "call_seconds_per_round": self.calls,
@@ -991,8 +1000,9 @@ def build_report(args, problems, modes, rounds, started, nbeta, complete) -> dic
         "init_loss: both use the full-data loss L_n(w*) (passed to devinterp as init_loss, "
         "computed inside its timed call); devinterp's default would average num_chains "
         "minibatches.",
-        "devinterp runs its chains one after another (cores=1); torch uses "
-        f"{args.torch_threads} threads. devinterp_w*_processes: its own parallel chains "
+        "devinterp runs its chains one after another (cores=1) on torch device "
+        f"{args.devinterp_device!r}; torch uses {args.torch_threads} CPU threads. "
+        "devinterp_w*_processes: its own parallel chains "
         "(cores = CPU count, worker processes); not used for the targets when slower.",
         f"Modes ending in {PER_CORE}: fracsgd with one CPU device per core "
         "(jax_num_cpu_devices) and the chains (grid: settings x chains) sharded over them with "
@@ -1052,6 +1062,7 @@ def build_report(args, problems, modes, rounds, started, nbeta, complete) -> dic
             "repeats": args.repeats,
             "quick": args.quick,
             "torch_threads": args.torch_threads,
+            "devinterp_device": args.devinterp_device,
             "schedule": "a cold call of every mode first (JAX: compilation included; devinterp: "
             "the same call as warm-up), then `repeats` rounds, each running every mode once",
             "timing": "wall_seconds = median of warm repeats; compile_seconds = cold - median",
@@ -1184,6 +1195,12 @@ def main(argv: list[str] | None = None) -> dict:
         help="skip devinterp with cores = CPU count (chains in worker processes)",
     )
     parser.add_argument("--torch-threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--devinterp-device",
+        default="cpu",
+        help="torch device devinterp samples on (cpu; cuda on an NVIDIA GPU, with fracsgd on "
+        "JAX's default backend)",
+    )
     parser.add_argument("--max-wait", type=float, default=300.0, help="idle wait per round (s)")
     parser.add_argument("--out", type=Path, default=None, help="JSON path")
     args = parser.parse_args(argv)
@@ -1237,10 +1254,11 @@ def main(argv: list[str] | None = None) -> dict:
             )
         if have_dv:
             benches[f"devinterp_w{w}"] = DevinterpEstimate(
-                DevinterpRunner(problems[w], nbeta, args.num_draws)
+                DevinterpRunner(problems[w], nbeta, args.num_draws, args.devinterp_device)
             )
             cores = os.cpu_count() or 1
-            if w == min(args.widths) and cores > 1 and not args.no_devinterp_processes:
+            processes = cores > 1 and args.devinterp_device == "cpu"
+            if w == min(args.widths) and processes and not args.no_devinterp_processes:
                 late[f"devinterp_w{w}_processes"] = DevinterpEstimate(
                     DevinterpRunner(problems[w], nbeta, args.num_draws), cores=cores
                 )
@@ -1257,7 +1275,9 @@ def main(argv: list[str] | None = None) -> dict:
                 problems[args.grid_width], nbeta, args.num_draws, alt_noise
             )
         if have_dv:
-            runner = DevinterpRunner(problems[args.grid_width], nbeta, args.num_draws)
+            runner = DevinterpRunner(
+                problems[args.grid_width], nbeta, args.num_draws, args.devinterp_device
+            )
             benches["devinterp_grid"] = DevinterpGrid(runner)
         else:
             modes["devinterp_grid"] = {"skipped": dv_skipped}

@@ -217,7 +217,10 @@ def test_fast_history_memory_does_not_grow_with_the_number_of_steps(x64):
         def visit(jaxpr):
             for eqn in jaxpr.eqns:
                 if eqn.primitive.name == "scan":
-                    c, k = eqn.params["num_consts"], eqn.params["num_carry"]
+                    if "num_consts" in eqn.params:  # jax < 0.11
+                        c, k = eqn.params["num_consts"], eqn.params["num_carry"]
+                    else:  # jax >= 0.11: a flat tree of (consts, carry, xs), one leaf per input
+                        c, k = (len(group.vals) for group in eqn.params["ft_in"].unpack()[:2])
                     shapes.extend(v.aval.shape for v in eqn.invars[c : c + k])
                 for param in eqn.params.values():  # nested jit / scan bodies
                     if isinstance(param, jax.extend.core.ClosedJaxpr):

