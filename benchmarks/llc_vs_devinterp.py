@@ -416,13 +416,17 @@ class DevinterpRunner:
         logits_j = np.asarray(problem.model.apply(problem.params, problem.data[0]))
         self.max_abs_logit_difference = float(np.max(np.abs(logits_t - logits_j)))
         # ``L_n(w*)`` on the full data (what fracsgd uses; devinterp's default would average
-        # ``num_chains`` minibatches instead), computed once here: devinterp moves ``self.net``
-        # to ``device`` in place, and the data stay on the CPU (devinterp moves each minibatch)
+        # ``num_chains`` minibatches instead), computed once, on the device the chains' losses
+        # are computed on (devinterp moves ``self.net`` there in place anyway; the dataset stays
+        # on the CPU and devinterp moves each minibatch). A CPU value against GPU chain losses
+        # would shift every λ̂ by nβ times the difference.
+        self.net.to(device)
         with torch.no_grad():
-            self._init_loss = float(_devinterp_evaluate(self.net, self.dataset.tensors))
+            full = tuple(t.to(device) for t in self.dataset.tensors)
+            self._init_loss = float(_devinterp_evaluate(self.net, full))
 
     def init_loss(self) -> float:
-        """``L_n(w*)`` on the full data, on the CPU."""
+        """``L_n(w*)`` on the full data, on the sampling device."""
         return self._init_loss
 
     def estimate(self, seed: int, step_size: float, localization: float, cores: int = 1) -> dict:

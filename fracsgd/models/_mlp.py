@@ -19,8 +19,11 @@ network, and the training loop and samplers multiply every update and every nois
 **Nested initialisation.** Weight ``w_l[i, j]`` is drawn from a key that depends only on
 ``(key, l, i, j)`` and scaled by ``sqrt(gain / fan_in)`` with the *true* (active) fan-in, so the
 narrow network is literally a sub-network of the wide one with the same key: masked and unmasked
-initialisations are bitwise identical on the active block. He scaling (gain 2) before ReLUs,
-LeCun scaling (gain 1) for the output layer and for deep linear networks; biases start at zero.
+initialisations are bitwise identical on the active block. (The scale is looked up in a table of
+IEEE float32 values made on the host, so a traced fan-in and a constant one give the same number
+on every backend; XLA's GPU division and square root are not correctly rounded.) He scaling
+(gain 2) before ReLUs, LeCun scaling (gain 1) for the output layer and for deep linear networks;
+biases start at zero.
 """
 
 from __future__ import annotations
@@ -130,6 +133,20 @@ def _row(v: Array, like: Array) -> Array:
     return v.reshape((1,) * (like.ndim - 1) + v.shape)
 
 
+def _init_scale(gain: float, units: Array) -> Array:
+    """``sqrt(gain / fan_in)`` as float32, ``fan_in`` the number of active units in ``units``
+    (at least 1), looked up in a table computed on the host with IEEE float32 division and square
+    root. Computed on the device instead, the scale of a masked network (its fan-in traced) and of
+    the narrow one (its fan-in a constant that XLA folds on the host) can differ by an ulp: XLA's
+    GPU division and square root are not correctly rounded (measured on an H200 with jax 0.11.2:
+    ``2 / n`` wrong in 519 and ``sqrt`` in ~700 of ``n = 1…4096``). On the CPU the table holds the
+    values XLA computed there before (bitwise)."""
+    fans = np.maximum(np.arange(units.shape[0] + 1, dtype=np.float32), np.float32(1.0))
+    table = np.sqrt(np.float32(gain) / fans)
+    n = jnp.clip(jnp.round(jnp.sum(units)), 0, units.shape[0]).astype(jnp.int32)
+    return jnp.asarray(table)[n]
+
+
 def _full_masks(widths: tuple[int, ...]) -> list[Array]:
     """Unit masks for every layer boundary (input, hidden..., output), all active."""
     return [jnp.ones((w,), jnp.float32) for w in widths]
@@ -165,9 +182,8 @@ def _build(widths: tuple[int, ...], kind: str, batch_norm: bool) -> Model:
         layers = []
         for l in range(num_layers):
             k = jax.random.fold_in(key, l)
-            fan_in = jnp.maximum(jnp.sum(units[l]), 1.0)
             gain = 1.0 if (linear or l == num_layers - 1) else 2.0
-            w = _indexed_normal(k, (widths[l], widths[l + 1])) * jnp.sqrt(gain / fan_in)
+            w = _indexed_normal(k, (widths[l], widths[l + 1])) * _init_scale(gain, units[l])
             w = w * units[l][:, None] * units[l + 1][None, :]
             layer = {"w": w}
             if use_bias or (batch_norm and l == num_layers - 1):

@@ -65,7 +65,9 @@ def test_draws_are_uncorrelated_across_steps_leaves_and_keys():
 
 def test_normal_transform_is_accurate_on_every_uniform():
     """All 2²³ uniforms the transform can see: √2·erfinv(u) against float64 (scipy), relative
-    error < 3·10⁻⁷ (about 4 float32 ulp), and strictly increasing in u (a monotone quantile)."""
+    error < 3·10⁻⁷ on the CPU (about 4 float32 ulp; 2.86·10⁻⁷ measured), and strictly increasing
+    in u (a monotone quantile). Other backends evaluate ``log`` with their own float32 routine:
+    3.26·10⁻⁷ was measured on an NVIDIA H200 (jax 0.11.2), so the bound there is 3.5·10⁻⁷."""
     from scipy.special import erfinv as erfinv64
 
     k = jnp.arange(2**23, dtype=jnp.uint32) << jnp.uint32(9)  # every value of the top 23 bits
@@ -75,7 +77,7 @@ def test_normal_transform_is_accurate_on_every_uniform():
     nonzero = want != 0.0
     assert np.all(z[~nonzero] == 0.0)
     rel = np.abs(z[nonzero] - want[nonzero]) / np.abs(want[nonzero])
-    assert rel.max() < 3e-7
+    assert rel.max() < (3e-7 if jax.default_backend() == "cpu" else 3.5e-7)
     assert np.all(np.diff(z) >= 0.0) and np.count_nonzero(np.diff(z) == 0) < 2**23 // 100
     assert z.min() < -5.4 and z.max() > 5.2  # u = −1 + 2⁻²⁴ and 1 − 2⁻²²: the tails
 
