@@ -197,6 +197,13 @@ def calibrate(
 ) -> Calibration:
     """Estimate λ at ``params`` for every (ε, γ, nβ) of a grid in one compiled call.
 
+    The settings share their chains' random numbers (common random numbers): chain ``c`` of
+    every setting runs on the key :func:`fracsgd.llc.estimate` gives its chain ``c``
+    (``jax.random.split(fold_in(key, 0), num_chains)[c]``), so each cell is ``estimate`` at that
+    setting with the same ``key`` (to float32 rounding), and settings differ only through ε, γ
+    and nβ, which sharpens the comparisons the recommendation makes. Each chain's noise and
+    minibatch indices are drawn once for all settings.
+
     The recommended setting follows a documented rule: a setting is *valid* when no chain
     diverged, the centre looks like a local minimum, split R-hat < 1.1, ESS ≥ ``MIN_ESS`` and
     the minibatch noise ratio is below ``MAX_NOISE_RATIO`` (0.1). Taking localisations from the
@@ -281,6 +288,7 @@ def calibrate(
         mesh=mesh,
         memory_limit=memory_limit,
         shared_center=True,
+        common_noise=True,
     )
     one = jax.tree.map(lambda a: jnp.asarray(a)[None], params)  # one centre for every setting
     variance = float(

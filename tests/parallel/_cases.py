@@ -155,17 +155,17 @@ def sgld_program_text(mesh) -> str:
     from fracsgd.llc import _estimate
 
     texts: list[str] = []
-    compiled = _estimate._compiled
+    compiled = _estimate._compiled_common
 
     def capture(static, *args, **kw):
         texts.append(compiled.lower(static, *args, **kw).compile().as_text())
         return compiled(static, *args, **kw)
 
-    _estimate._compiled = capture
+    _estimate._compiled_common = capture
     try:
         calibration(mesh=mesh)
     finally:
-        _estimate._compiled = compiled
+        _estimate._compiled_common = compiled
     return "\n".join(texts)
 
 
