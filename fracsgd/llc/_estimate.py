@@ -1076,6 +1076,7 @@ def _estimate_rows(
     sampling="replacement",
     mesh=None,
     memory_limit=None,
+    common_noise=False,
 ):
     """Validate, sample every centre (leading model axis) in one program, and summarise each:
     ``(rows, meta)`` with one summary dict per centre and the shared settings."""
@@ -1107,7 +1108,7 @@ def _estimate_rows(
     mesh = check_mesh(mesh)
     if memory_limit is not None:
         _check_int("memory_limit", memory_limit, 1)
-    _check_flags(same_batch=same_batch, mala=mala)
+    _check_flags(same_batch=same_batch, mala=mala, common_random_numbers=common_noise)
     if masks is not None:
         # the leading model axis too: an index into a shorter mask axis would clamp silently
         check_like("mask", masks, "params", centers, floating=False)
@@ -1138,6 +1139,7 @@ def _estimate_rows(
         sampling=sampling,
         mesh=mesh,
         memory_limit=memory_limit,
+        common_noise=common_noise,
     )
     variance = _gradient_variance(key, loss_fn, centers, masks, data, batch_size, sampling, mesh)
     rows = [
@@ -1330,6 +1332,7 @@ def estimate_many(
     mala: bool = False,
     mesh: Mesh | None = None,
     memory_limit: int | None = None,
+    common_random_numbers: bool = False,
 ) -> LLCResult:
     """:func:`estimate` for many centres in one compiled program.
 
@@ -1350,6 +1353,14 @@ def estimate_many(
     see :mod:`fracsgd.parallel`). ``L_n(w*)`` reads the data in equal chunks of rows (the
     largest divisor of ``n`` up to :data:`FULL_LOSS_ROWS` whose activations fit). Only a single
     chain that does not fit, or one model's loss on a single data row, is an error.
+
+    ``common_random_numbers=True``: every model's chain ``c`` draws from model 0's key
+    ``jax.random.split(fold_in(key, 0), C)[c]``, the key :func:`estimate` gives its chain ``c``,
+    so model ``i``'s result is ``estimate(key, …, params[i])`` (to float32 rounding) and models
+    differ only through their centres (and masks): differences such as λ(w_t) − λ(w_s) along a
+    trajectory carry no independent chain noise, and each chain's noise and minibatch indices
+    are drawn once for all models (as :func:`fracsgd.llc.calibrate` does for its settings).
+    The models are then chunked and sharded whole, at least two per device where they fit.
 
     Examples:
         >>> import jax, jax.numpy as jnp
@@ -1382,6 +1393,7 @@ def estimate_many(
         sampling=sampling,
         mesh=mesh,
         memory_limit=memory_limit,
+        common_noise=common_random_numbers,
     )
     num_models = len(results)
     bad = [i for i, r in enumerate(results) if r["not_minimum"]]

@@ -668,3 +668,54 @@ def test_minibatch_noise_ratio_has_its_closed_form_and_predicts_the_bias():
     predicted = 1.5 * (1 + r3.minibatch_noise_ratio) / (1 - eps * nb / 4)
     assert r3.llc_mean == pytest.approx(predicted, rel=0.05)
     assert r3.llc_mean > 1.5 * 1.08  # the bias is real: ≈ 13 % here
+
+
+@pytest.mark.filterwarnings("ignore::fracsgd.llc.NotAMinimumWarning")
+def test_estimate_many_with_common_random_numbers_is_estimate_per_model():
+    """``common_random_numbers=True``: model i's chains run on the keys ``estimate`` uses, so each
+    model's result is ``estimate`` at its own centre and mask with the same key (to float32
+    rounding: one program holds every model); without it, models after the first use their own
+    keys. Width-masked models, epoch batches and the same-batch variant included."""
+    model = fs.models.mlp((3, 6, 2))
+    masks = [model.width_mask((w,)) for w in (6, 4, 2)]
+    centers = [model.init(jax.random.key(i), m) for i, m in enumerate(masks)]
+    x = jax.random.normal(jax.random.key(9), (120, 3))
+    y = jax.random.normal(jax.random.key(8), (120, 2))
+
+    def loss_fn(p, batch, m=None):
+        return fs.models.squared_error(model.apply(p, batch[0], m), batch[1])
+
+    pmasks = [model.param_mask(m) for m in masks]
+    stack = lambda trees: jax.tree.map(lambda *a: jnp.stack(a), *trees)
+    kw = dict(
+        num_chains=3,
+        num_draws=40,
+        num_burnin=4,
+        step_size=1e-4,
+        localization=10.0,
+        nbeta=60.0,
+        batch_size=16,
+        sampling="epoch",
+        same_batch=True,
+    )
+    key = jax.random.key(4)
+    many = fs.llc.estimate_many(
+        key,
+        loss_fn,
+        stack(centers),
+        (x, y),
+        mask=stack(pmasks),
+        common_random_numbers=True,
+        **kw,
+    )
+    plain = fs.llc.estimate_many(key, loss_fn, stack(centers), (x, y), mask=stack(pmasks), **kw)
+    for i in range(3):
+        one = fs.llc.estimate(key, loss_fn, centers[i], (x, y), mask=pmasks[i], **kw)
+        np.testing.assert_allclose(many.loss_trace[i], one.loss_trace, rtol=1e-5)
+        np.testing.assert_allclose(many.llc_per_chain[i], one.llc_per_chain, rtol=1e-5)
+        if i:
+            assert not np.allclose(plain.loss_trace[i], one.loss_trace, rtol=1e-3)
+    with pytest.raises(ValueError, match="common_random_numbers"):
+        fs.llc.estimate_many(
+            key, loss_fn, stack(centers), (x, y), common_random_numbers="yes", **kw
+        )
