@@ -136,3 +136,35 @@ def test_estimate_many_chunked_is_bitwise_the_unchunked_one():
     _assert_identical(whole, small)
     with pytest.raises(ValueError, match="one SGLD chain"):
         _cases.llc(memory_limit=fixed + per // 2)
+
+
+def test_calibration_chunked_is_bitwise_the_unchunked_one(monkeypatch):
+    """The settings × chains of a calibration grid (common random numbers) run in chunks of
+    whole settings: two settings per chunk give the unchunked numbers bitwise; one setting per
+    chunk compiles without the settings axis and agrees to float32 rounding."""
+    from fracsgd.llc import _estimate
+
+    calls = []
+    program = _estimate._compiled_common
+
+    def counted(static, keys, centers, *args, **kw):
+        calls.append(int(jax.tree.leaves(centers)[0].shape[0]))
+        return program(static, keys, centers, *args, **kw)
+
+    monkeypatch.setattr(_estimate, "_compiled_common", counted)
+    whole = _cases.calibration_arrays(_cases.calibration())
+    assert calls == [4]
+    one = jax.tree.map(lambda a: a[0], _cases.llc_params())
+    per, fixed = fs.llc.chain_bytes(
+        _cases._loss, one, _cases.llc_data(), batch_size=16, num_draws=20
+    )
+    # 3 chains per setting: room for 2 settings (2 chunks of the 4), then for 1 (4 chunks)
+    two = fixed + max(6 * per, _cases.full_loss_bytes())
+    _assert_identical(whole, _cases.calibration_arrays(_cases.calibration(memory_limit=two)))
+    assert calls == [4, 2, 2]
+    single = _cases.calibration_arrays(
+        _cases.calibration(memory_limit=fixed + max(3 * per, _cases.full_loss_bytes()))
+    )
+    assert calls == [4, 2, 2, 1, 1, 1, 1]
+    for k in whole:
+        np.testing.assert_allclose(single[k], whole[k], rtol=1e-6, err_msg=k)
