@@ -82,6 +82,23 @@ def test_normal_transform_is_accurate_on_every_uniform():
     assert z.min() < -5.4 and z.max() > 5.2  # u = −1 + 2⁻²⁴ and 1 − 2⁻²²: the tails
 
 
+def test_log_positive_is_faithful_on_every_float_of_two_binades_and_a_wide_sample():
+    """``log_positive`` against float64: below 1 float32 ulp of the result (0.82 measured) on
+    every float32 in [1/4, 1) — the reduction's two branches, ``k = −1`` and ``k = 0``, cover every
+    mantissa there — and on 2²⁰ log-uniform samples over [2⁻¹²⁶, 2¹²⁷), the normal floats."""
+    binades = np.arange(0x3E800000, 0x3F800000, dtype=np.uint32).view(np.float32)
+    rng = np.random.default_rng(0)
+    wide = np.exp2(rng.uniform(-126.0, 127.0, 2**20)).astype(np.float32)
+    one = np.array([1.0, 2.0, 0.5, np.float32(2.0**-126)], np.float32)
+    t = np.concatenate([binades, wide, one])
+    got = np.asarray(jax.jit(_rng.log_positive)(t), np.float64)
+    want = np.log(t.astype(np.float64))
+    ulp = np.spacing(np.abs(want).astype(np.float32)).astype(np.float64)
+    nonzero = want != 0.0
+    assert np.all(got[~nonzero] == 0.0)  # log 1 = 0 exactly
+    assert np.max(np.abs(got - want)[nonzero] / ulp[nonzero]) < 1.0
+
+
 def test_erfinv_edges():
     x = jnp.array([1.0, -1.0, 1.5, -2.0, 0.0, -0.5], jnp.float32)
     got = np.asarray(_rng.erfinv(x))
