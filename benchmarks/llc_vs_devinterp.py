@@ -42,8 +42,10 @@ Modes:
   fracsgd's ``_noise_like`` matches (``threefry2x32_fused``: jax's hash written as array code,
   :mod:`fracsgd.sampling._rng`).
 - ``floor_{gradient,noise,sgld}_w{W}`` and ``_grid``: lower bounds, the parts of an SGLD step
-  alone in a compiled scan vmapped over the chains (4, or the grid's 64): the gradient step on a
-  fixed minibatch per chain, fracsgd's noise, and both (``floor_sgld``: no data gather, no
+  alone in a compiled scan vmapped over the chains (4; the grid: 4 chains × 16 settings, one
+  noise draw per chain and step shared by its settings, as ``calibrate``'s common random
+  numbers share it): the gradient step on a fixed minibatch per network, fracsgd's noise, and
+  both (``floor_sgld``: no data gather, no
   localisation, no per-step key, no diagnostics or records). For each target the JSON gives
   the time the target allows (``budget_seconds``) beside the ``floor_sgld`` time, per layout
   (``targets[...]["one_device" | "per_core"]["reachability"]["floor_within_budget"]``; the
@@ -695,8 +697,13 @@ class FloorStep(_Bench):
       counter as the hash counter; no per-step key derivation): the random numbers plus one pass;
     - ``sgld``: both in one step, fused as XLA chooses: the floor the targets are compared with.
 
-    With ``mesh``, the chains are sharded over its devices with ``shard_map`` (each device runs
-    this scan on its chains), as the per-core fracsgd modes shard theirs.
+    With ``settings > 1`` (the calibration grid), each of the ``chains`` chains runs
+    ``settings`` copies of the network, each with its own fixed minibatch, and *one* noise draw
+    per step shared by them, as ``fracsgd.llc.calibrate`` shares chain c's noise across the
+    settings (common random numbers): the gradient products scale with settings × chains, the
+    noise with chains only. With ``mesh``, the chains are sharded over its devices with
+    ``shard_map`` (each device runs this scan on its chains), as the per-core fracsgd modes
+    shard theirs.
     """
 
     def __init__(
@@ -707,24 +714,32 @@ class FloorStep(_Bench):
         chains: int,
         part: str,
         mesh=None,
+        settings: int = 1,
     ) -> None:
-        super().__init__(chains * num_draws)
+        super().__init__(settings * chains * num_draws)
         x, y = problem.data
-        rows = (np.arange(chains)[:, None] * BATCH_SIZE + np.arange(BATCH_SIZE)) % x.shape[0]
+        # one fixed minibatch per network: (chains, B, ...), or (chains, settings, B, ...)
+        copies = np.arange(chains)[:, None] * settings + np.arange(settings)[None, :]
+        rows = (copies[..., None] * BATCH_SIZE + np.arange(BATCH_SIZE)) % x.shape[0]
+        rows = rows[:, 0] if settings == 1 else rows
         self.batches = (jnp.asarray(x)[rows], jnp.asarray(y)[rows])
         self.params = problem.params
         self.chains = chains
         grad_fn = jax.grad(problem.loss_fn)
+        grad_fn = grad_fn if settings == 1 else jax.vmap(grad_fn)  # over the settings
         words = _rng.key_words(jax.random.key(5))
         drift, noise = part in ("gradient", "sgld"), part in ("noise", "sgld")
 
         def chain(w, batch, c):
+            if settings > 1:
+                w = jax.tree.map(lambda a: jnp.broadcast_to(a, (settings, *a.shape)), w)
+
             def step(w, t):
                 if drift:
                     g = grad_fn(w, batch)
                     w = jax.tree.map(lambda a, b: a - (0.5 * STEP_SIZE * nbeta) * b, w, g)
-                if noise:
-                    z = _rng.normal_like(words, t * chains + c, w)
+                if noise:  # one draw per chain, shared by its settings
+                    z = _rng.normal_like(words, t * chains + c, problem.params)
                     w = jax.tree.map(lambda a, b: a + math.sqrt(STEP_SIZE) * b, w, z)
                 return w, None
 
@@ -1311,9 +1326,10 @@ def main(argv: list[str] | None = None) -> dict:
                         problems[args.grid_width],
                         nbeta,
                         args.num_draws,
-                        settings * NUM_CHAINS,
+                        NUM_CHAINS,
                         part,
                         mesh=m,
+                        settings=settings,
                     )
     if FLOP_WIDTH in args.widths:
         for name, (fn, _) in NOISE_VARIANTS.items():
