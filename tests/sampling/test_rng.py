@@ -100,8 +100,8 @@ def test_log_positive_is_faithful_on_every_float_of_two_binades_and_a_wide_sampl
 
 
 def test_erfinv_edges():
-    x = jnp.array([1.0, -1.0, 1.5, -2.0, 0.0, -0.5], jnp.float32)
+    x = jnp.array([1.0, -1.0, 1.5, -2.0, 0.0, -0.5, np.nan, np.inf], jnp.float32)
     got = np.asarray(_rng.erfinv(x))
     assert got[0] == np.inf and got[1] == -np.inf
-    assert np.isnan(got[2]) and np.isnan(got[3])
+    assert np.isnan(got[2]) and np.isnan(got[3]) and np.isnan(got[6]) and np.isnan(got[7])
     assert got[4] == 0.0 and got[5] == pytest.approx(-0.4769362762, rel=1e-6)
