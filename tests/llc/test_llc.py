@@ -185,14 +185,19 @@ def test_diverging_chains_are_flagged_and_excluded(potential):
 
 
 @pytest.mark.parametrize(
-    ("num_draws", "thinning", "num_burnin"), [(21, 1, 0), (19, 2, 3), (5, 1, 0), (16, 1, 2)]
+    ("num_draws", "thinning", "num_burnin", "straight_line"),
+    [(21, 1, 0, False), (19, 2, 3, False), (5, 1, 0, False), (16, 1, 2, False), (19, 2, 3, True)],
 )
 def test_grad_noise_ratio_has_its_closed_form_at_the_measured_draws(
-    num_draws, thinning, num_burnin
+    monkeypatch, num_draws, thinning, num_burnin, straight_line
 ):
     """L(w) = ½|w|² centred at w* = 0: ∇U(w) = (nβ + γ) w, so at draw j's step the ratio is
     (ε/2)(nβ + γ)|w_j| / sqrt(ε d) with |w_j| = sqrt(2 L(w_j)) read off the loss trace. It is
-    averaged over draws j with (j + 1) mod DRIFT_NORM_EVERY = 0 and the last draw."""
+    averaged over draws j with (j + 1) mod DRIFT_NORM_EVERY = 0 and the last draw.
+    straight_line: the norms computed at every step and kept at the measured draws, the path
+    of fracsgd._xla.STRAIGHT_LINE_PLATFORMS, run here on the CPU."""
+    if straight_line:
+        monkeypatch.setattr(fs._xla, "STRAIGHT_LINE_PLATFORMS", ("cpu",))
     eps, gamma, nbeta, d = 1e-2, 3.0, 20.0, 5
     res = fs.llc.estimate(
         jax.random.key(3),
@@ -216,6 +221,40 @@ def test_grad_noise_ratio_has_its_closed_form_at_the_measured_draws(
     np.testing.assert_allclose(res.grad_noise_ratio, ratio[:, j].mean(axis=1), rtol=1e-5)
     # another choice of draws would give another mean
     assert not np.allclose(res.grad_noise_ratio, ratio.mean(axis=1), rtol=1e-3)
+
+
+@pytest.mark.parametrize("straight_line", [False, True])
+def test_straight_line_programs_have_no_per_step_conditional(monkeypatch, straight_line):
+    """On the platforms of fracsgd._xla.STRAIGHT_LINE_PLATFORMS the SGLD program computes the
+    drift's norm at every step instead of under a conditional; elsewhere (by default everywhere)
+    the conditional stays. Checked in the compiled program, with the CPU listed or not."""
+    if straight_line:
+        monkeypatch.setattr(fs._xla, "STRAIGHT_LINE_PLATFORMS", ("cpu",))
+    texts = []
+    compiled = _estimate._compiled
+
+    def capture(static, *args, **kw):
+        texts.append(compiled.lower(static, *args, **kw).compile().as_text())
+        return compiled(static, *args, **kw)
+
+    monkeypatch.setattr(_estimate, "_compiled", capture)
+    data = jnp.linspace(0.0, 1.0, 300).reshape(100, 3)
+    fs.llc.estimate(
+        jax.random.key(0),
+        lambda w, batch: 0.5 * jnp.sum((w - jnp.mean(batch, axis=0)) ** 2),
+        jnp.mean(data, axis=0),  # the minimum
+        data,
+        num_chains=2,
+        num_draws=9,
+        step_size=1e-3,
+        localization=1.0,
+        batch_size=10,
+        sampling="epoch",
+    )
+    (text,) = texts
+    conditionals = text.count(" conditional(")
+    assert (conditionals == 0) == straight_line
+    assert " while(" in text  # the draws' loop (and the walk's, which finishes what remains)
 
 
 def test_all_chains_diverging_is_reported_not_raised():
