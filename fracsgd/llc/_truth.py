@@ -41,6 +41,21 @@ def aoyagi_lambda(widths: Sequence[int], rank: int) -> float:
 
     A single layer gives the regular ``λ = H_1 H_2 / 2``.
 
+    This is the *global* coefficient, set by the most singular true parameters. The local one,
+    ``λ(w*)`` at a given true parameter (what :func:`fracsgd.llc.estimate` targets), can be
+    larger: where the true set is smooth it is half the set's codimension, the rank of the
+    differential of ``(W_1, …, W_L) ↦ W_L ⋯ W_1`` over 2. At the teacher factors of
+    :func:`fracsgd.data.deep_linear_teacher` (rows ``≥ r`` of ``W_1`` zero, the rest generic;
+    the rank is the same at true parameters projected from random nearby points, so the set
+    is smooth there) that is 30, 10 and 6.5 for ``((10, 5, 10), 2)``, ``((6, 4, 3, 5), 1)`` and
+    ``((4, 3, 3, 4), 1)`` against 29, 8 and 5.5 here, and 6 against 4 for ``((4, 3, 3, 4), 0)``
+    (``W_1 = 0``). An SGLD estimate there reads between the two: with weak localization
+    (``γ = 1``, a ball of radius ~1 that reaches the singular points) and ``nβ = n / log n`` the
+    tests measure −3…−9 % of this function's value (``tests/llc/test_llc.py``, ``DLN_CASES``);
+    the rank-0 teacher read −15 % there and 5.3–5.4 at ``nβ = 10⁴`` (noise-free teacher,
+    ``γ = 1`` or 100). ``tests/llc`` checks locality itself on ``(x² + y²) z²``: its global
+    coefficient is 1/2, its local one 1 on its zero line and 1/2 on its zero plane.
+
     Args:
         widths: ``(H_1, …, H_{L+1})`` — input, hidden widths, output.
         rank: rank ``r`` of the teacher's product, ``0 ≤ r ≤ min(widths)``.

@@ -100,12 +100,46 @@ def test_sum_of_monomials_gives_sum_of_inverse_orders():
     assert res.llc_mean == pytest.approx(truth, rel=0.10)
 
 
+@pytest.mark.parametrize(
+    ("centre", "localization", "local_lambda"),
+    [((0.0, 0.0, 1.0), 100.0, 1.0), ((1.0, 0.0, 0.0), 10.0, 0.5)],
+    ids=["on-the-line", "on-the-plane"],
+)
+def test_the_coefficient_is_local(centre, localization, local_lambda):
+    """K = (x² + y²) z² vanishes on the line x = y = 0 and on the plane z = 0. Its global
+    learning coefficient is 1/2 (at the origin, where they cross). At a smooth point of the
+    zero set the local one is half the codimension: 1 on the line at (0, 0, 1), 1/2 on the plane
+    at (1, 0, 0). The localization keeps the chains at their point (|z − 1| ~ 0.1); the exact
+    expectations at these (nβ, γ) are 0.949 and 0.494 (Gaussian in x, y given z, or in z given
+    x, y, then a quadrature over the rest), and SGLD adds about +2.6 % (εh/4 for the stiff
+    directions)."""
+    res = fs.llc.estimate(
+        jax.random.key(0),
+        _potential(lambda w: (w[0] ** 2 + w[1] ** 2) * w[2] ** 2),
+        jnp.array(centre),
+        DUMMY,
+        num_chains=16,
+        num_draws=3000,
+        num_burnin=600,
+        step_size=5e-5,
+        localization=localization,
+        nbeta=1000.0,
+        batch_size=1,
+    )
+    # 16 chains: standard error ≈ 2.5 %; measured over five keys 0.947–0.995 and 0.471–0.513
+    assert res.llc_mean == pytest.approx(local_lambda, rel=0.10)
+    assert not res.diverged.any() and res.rhat < 1.05
+
+
 DLN_CASES = [
     # widths, teacher rank, step size ε, draws. Common: n = 10 000, noise σ = 1, nβ = n/log n,
     # γ = 1, batch 500, same-batch estimator, 16 chains, burn-in = draws/4. Measured over three
     # keys: (10,5,10) −3…−5 %, (6,4,3,5) −6…−8 %, (4,3,3,4) −8…−9 %. (A rank-0 teacher on
     # (4,3,3,4) came out −15 % with these settings: the chains under-explore the most singular
-    # directions; not used here, see the issue notes.)
+    # directions; not used here, see the issue notes.) Aoyagi's λ is global; at these teacher
+    # points the local λ(w*) is larger, 30, 10 and 6.5 (aoyagi_lambda's docs): with γ = 1 the
+    # chains range over a ball of radius ~1, which reaches more singular points, and read near
+    # the global value.
     ((10, 5, 10), 2, 3e-5, 3000),
     ((6, 4, 3, 5), 1, 6e-5, 4000),
     ((4, 3, 3, 4), 1, 6e-5, 4000),
