@@ -136,6 +136,13 @@ class LLCResult(NamedTuple):
             batches at the centre (epoch batches: times ``(n − B)/(n − 1)``). Near 0.1 and
             above the chain runs hotter than its target and λ̂ reads high by about that
             factor.
+        distance: ``(chains,)`` root-mean-square distance ``||w − w*||`` of the chain from the
+            centre (active parameters) at the draws ``grad_noise_ratio`` is measured at: the
+            radius the estimate is local to. A direction only the localization confines spreads
+            as ``N(0, 1/γ)`` in the tempered posterior, so ``k`` flat directions alone give
+            about ``sqrt(k/γ)``; a distance comparable to the way to other critical points
+            (or to ``||w*||``) means λ̂ reflects them too (``aoyagi_lambda``'s docs). NaN for a
+            diverged chain.
     """
 
     llc_mean: Any
@@ -160,6 +167,7 @@ class LLCResult(NamedTuple):
     num_burnin: int
     thinning: int
     minibatch_noise_ratio: Any = None
+    distance: Any = None
 
 
 class _Static(NamedTuple):
@@ -255,12 +263,15 @@ def _chain(
             return kernel(k_noise, state, batch, cached, step_size, adapt=adapt)
         return kernel(k_noise, state, batch, cached, step_size)
 
-    def drift_ratio(measure, k_noise, state, grad, loss, like):
-        # the drift's norm and the noise's at a measured step (DRIFT_NORM_EVERY), NaN at others
+    def measured_norms(measure, k_noise, state, grad, loss, like):
+        # the drift's norm, the noise's and the distance from the centre at a measured step
+        # (DRIFT_NORM_EVERY), NaN at others
         def measured(ops):
             k, st, g, lo = ops
             _, info = step_kernel(k, st, None, g, lo, False)
-            return info.drift_norm, info.noise_norm
+            offset = _masked(jax.tree.map(jnp.subtract, st.position, center), mask)
+            distance = jnp.sqrt(tree_sq_norm(offset)).astype(info.drift_norm.dtype)
+            return info.drift_norm, info.noise_norm, distance
 
         ops = (k_noise, state, grad, loss)
 
@@ -357,10 +368,11 @@ def _chain(
         # a non-finite gradient gives a non-finite position, which shows in the next step's
         # loss (and at a measured step already in the drift's norm)
         finite = jnp.isfinite(info.loss)
-        ratio = jnp.asarray(jnp.nan, info.loss.dtype)
+        ratio = distance = jnp.asarray(jnp.nan, info.loss.dtype)
         if measure is not None:
-            drift_norm, noise_norm = drift_ratio(
-                measure, k_noise, state, grad, loss, (info.drift_norm, info.noise_norm)
+            like = (info.drift_norm, info.noise_norm, info.drift_norm)
+            drift_norm, noise_norm, distance = measured_norms(
+                measure, k_noise, state, grad, loss, like
             )
             finite = finite & (jnp.isfinite(drift_norm) | ~measure)
             ratio = drift_norm / noise_norm
@@ -372,6 +384,7 @@ def _chain(
             jnp.where(dead, nan, loss_star),
             jnp.where(dead, nan, ratio),
             jnp.where(dead, nan, accept),
+            jnp.where(dead, nan, distance),
         )
         return (state, dead_now), out
 
@@ -797,7 +810,7 @@ def _block_means_below(loss: np.ndarray, init_loss: float) -> np.ndarray:
 def _summarise(dead, outs, init_loss, nbeta, same_batch):
     """Host-side estimates from stacked traces of one model."""
     trace_dtype = np.asarray(outs[0]).dtype  # the chains' (float64 with x64 and float64 params)
-    loss, loss_star, ratio, accept = (np.asarray(o, np.float64) for o in outs)
+    loss, loss_star, ratio, accept, distance = (np.asarray(o, np.float64) for o in outs)
     dead = np.asarray(dead, bool)
     init_loss = float(init_loss)
     with warnings.catch_warnings():
@@ -819,6 +832,7 @@ def _summarise(dead, outs, init_loss, nbeta, same_batch):
         else:
             rhat = ess = float("nan")
         ratio_mean = np.where(dead, np.nan, np.nanmean(ratio, axis=-1))
+        distance_rms = np.where(dead, np.nan, np.sqrt(np.nanmean(distance**2, axis=-1)))
         accept_mean = (
             np.nanmean(accept, axis=-1)
             if np.isfinite(accept).any()
@@ -838,6 +852,7 @@ def _summarise(dead, outs, init_loss, nbeta, same_batch):
         not_minimum=not_min,
         grad_noise_ratio=ratio_mean,
         mala_acceptance=accept_mean,
+        distance=distance_rms,
     )
 
 
@@ -909,8 +924,8 @@ def chain_bytes(
 
     A chain (one row of the ``models × chains`` axis) holds its centre, position, gradient,
     proposal and noise (``5·P`` numbers of ``params``' bytes ``P``; pSGLD adds its square average
-    and preconditioner, MALA another gradient and two differences: ``+2·P`` each), its four
-    recorded traces (``16·num_draws``), the gathered minibatch (``batch_size`` rows of ``data``)
+    and preconditioner, MALA another gradient and two differences: ``+2·P`` each), its five
+    recorded traces (``20·num_draws``), the gathered minibatch (``batch_size`` rows of ``data``)
     and ``3·A`` for the loss: ``A`` = bytes of all intermediates of ``loss_fn`` on one minibatch
     (from its jaxpr; forward values kept for the backward pass, their cotangents, and the
     same-batch/MALA evaluation). ``fixed`` is the data set, replicated on every device.
@@ -920,7 +935,7 @@ def chain_bytes(
         >>> loss = lambda w, b: jnp.mean((b @ w) ** 2)
         >>> per, fixed = chain_bytes(loss, jnp.zeros(4), jnp.zeros((100, 4)), batch_size=10,
         ...                          num_draws=50)
-        >>> fixed, per > 5 * 16 + 16 * 50 + 10 * 16
+        >>> fixed, per > 5 * 16 + 20 * 50 + 10 * 16
         (1600, True)
     """
     p = _tree_bytes(params)
@@ -928,7 +943,7 @@ def chain_bytes(
     row = _tree_bytes(data) // max(n, 1)
     act = _activation_bytes(loss_fn, params, _abstract(data, rows=batch_size))
     copies = 5 + 2 * (sampler == "psgld") + 2 * bool(mala)
-    per_chain = copies * p + 16 * num_draws + batch_size * row + 3 * act
+    per_chain = copies * p + 20 * num_draws + batch_size * row + 3 * act
     return int(per_chain), int(_tree_bytes(data))
 
 

@@ -255,6 +255,39 @@ def test_grad_noise_ratio_has_its_closed_form_at_the_measured_draws(
     np.testing.assert_allclose(res.grad_noise_ratio, ratio[:, j].mean(axis=1), rtol=1e-5)
     # another choice of draws would give another mean
     assert not np.allclose(res.grad_noise_ratio, ratio.mean(axis=1), rtol=1e-3)
+    # the distance from the centre at the same draws: |w_j|² = 2 L(w_j), root-mean-squared
+    np.testing.assert_allclose(res.distance, np.sqrt((2 * loss[:, j]).mean(axis=1)), rtol=1e-5)
+
+
+def test_distance_is_the_radius_the_localization_allows():
+    """L = ½(w₁² + w₂² + w₃²) with three more coordinates it ignores: in the tempered posterior
+    the flat ones are N(0, 1/γ) and the others N(0, 1/h), h = nβ + γ. The discrete chain
+    inflates a variance 1/a to 1/(a(1 − εa/4)), so E||w − w*||² = 3/(γ(1 − εγ/4)) +
+    3/(h(1 − εh/4)) = 0.3047 (RMS distance 0.552) and λ̂ = E[nβ L] = 1.5 nβ/(h(1 − εh/4)) =
+    1.987 (ε = 10⁻³, γ = 10, nβ = 1000)."""
+    eps, gamma, nbeta = 1e-3, 10.0, 1000.0
+    h = nbeta + gamma
+    res = fs.llc.estimate(
+        jax.random.key(2),
+        _potential(lambda w: 0.5 * jnp.sum(w[:3] ** 2)),
+        jnp.zeros(6),
+        DUMMY,
+        num_chains=64,
+        num_draws=4000,
+        num_burnin=1000,
+        step_size=eps,
+        localization=gamma,
+        nbeta=nbeta,
+        batch_size=1,
+    )
+    flat, stiff = 1 / (gamma * (1 - eps * gamma / 4)), 1 / (h * (1 - eps * h / 4))
+    # 64 chains × 500 measured draws, the flat directions relaxing over ~2/(εγ) = 200 steps:
+    # measured over five keys within 1.5 % of the RMS distance and 0.5 % of λ̂
+    assert np.sqrt(np.mean(res.distance**2)) == pytest.approx(
+        np.sqrt(3 * flat + 3 * stiff), rel=0.04
+    )
+    # λ̂ sees only the three stiff directions
+    assert res.llc_mean == pytest.approx(1.5 * nbeta * stiff, rel=0.03)
 
 
 @pytest.mark.parametrize("straight_line", [False, True])

@@ -30,6 +30,7 @@ LLC_FIELDS = (
     "diverged",
     "below_init_fraction",
     "grad_noise_ratio",
+    "distance",
 )
 
 
