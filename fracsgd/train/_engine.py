@@ -91,7 +91,7 @@ class Carry(NamedTuple):
     params: PyTree
     opt_state: PyTree
     diverged_step: Array  # (N,) int32, -1 while finite
-    loss_sum: Array  # (N,) minibatch losses summed over the current recording interval
+    loss_sum: Array  # (N,) minibatch losses × _mean_scale(record_every), summed over the interval
     records: Array  # (N, records + 1, 3): R, interval-mean loss, gradient norm; last = scratch
 
 
@@ -116,6 +116,13 @@ def _sum(v: Array) -> Array:
     than the additions; 784·128 = 2¹¹·49 entries pad only at length 49, to 64), and not at
     every odd level (each pad is a kernel of its own, which costs launches on a GPU)."""
     return _sum_last(v)
+
+
+def _mean_scale(count: int) -> float:
+    """``2^−⌈log₂ count⌉``: summing ``count`` values pre-multiplied by it cannot overflow where
+    their mean is finite, and since the factor is a power of two every rounding of the sum is
+    the unscaled one's, scaled (bitwise the same mean, outside the subnormal range)."""
+    return 2.0 ** -max(count - 1, 0).bit_length()
 
 
 def _sum_last(v: Array) -> Array:
@@ -144,7 +151,8 @@ def _per_sample_loss(task: str, out: Array, y: Array) -> Array:
 
 def _loss(task: str, out: Array, y: Array) -> Array:
     nll = _per_sample_loss(task, out, y)
-    return _sum(nll) / nll.shape[0]
+    scale = _mean_scale(nll.shape[0])
+    return _sum(nll * scale) / nll.shape[0] / scale
 
 
 def _opt_init(optimizers: tuple[str, ...], params: PyTree) -> PyTree:
@@ -268,9 +276,10 @@ def evaluate(model: Model, task: str, params: PyTree, mask, x: Array, y: Array) 
             correct = (jnp.argmax(out, axis=-1) == yc).astype(jnp.float32)
         else:
             correct = jnp.full(nll.shape, jnp.nan)
-        return jnp.stack([_sum(nll), _sum(correct)])
+        return jnp.stack([_sum(nll * scale), _sum(correct)])
 
     n = x.shape[0]
+    scale = _mean_scale(n)  # losses of a diverging network: no sum overflows a finite mean
     full = n // EVAL_CHUNK
     if full == 0:
         total = sums(x, y)
@@ -282,7 +291,7 @@ def evaluate(model: Model, task: str, params: PyTree, mask, x: Array, y: Array) 
         total = jnp.stack([_sum(per_chunk[:, 0]), _sum(per_chunk[:, 1])])
         if m < n:
             total = total + sums(x[m:], y[m:])
-    return total / n
+    return jnp.stack([total[0] / n / scale, total[1] / n])
 
 
 def _init_program(
@@ -392,17 +401,17 @@ def _train_step(static: Static, carry: Carry, consts: Consts, data: Data, keys):
     opt_state = jax.tree.map(sel, new_opt, carry.opt_state)
     diverged_step = jnp.where(was_ok & ~ok, carry.step, carry.diverged_step)
     t1 = carry.step + 1
-    loss_sum = carry.loss_sum + jnp.where(was_ok, loss, jnp.nan)
-
     # records: at t1 = j·k write column j − 1, otherwise the scratch column
     every = static.record_every
+    scale = _mean_scale(every)  # a finite interval mean never overflows on the way
+    loss_sum = carry.loss_sum + jnp.where(was_ok, loss * scale, jnp.nan)
     is_record = t1 % every == 0
     n_records = carry.records.shape[1] - 1
     col = jnp.where(is_record, t1 // every - 1, n_records)
     # a network still running took its new parameters, whose R the step measured
     r = jnp.where(diverged_step < 0, r_new, jnp.nan)
     gnorm = jnp.where(diverged_step < 0, gnorm, jnp.nan)  # not the frozen network's gradient
-    row = jnp.stack([r, loss_sum / every, gnorm], axis=-1)
+    row = jnp.stack([r, loss_sum / every / scale, gnorm], axis=-1)
     records = jax.lax.dynamic_update_index_in_dim(carry.records, row, col, 1)
     loss_sum = jnp.where(is_record, 0.0, loss_sum)
     return Carry(t1, params, opt_state, diverged_step, loss_sum, records)

@@ -576,3 +576,25 @@ def test_saved_batch_norm_sweep_reproduces_its_displacement(moons, tmp_path):
             r = np.sqrt(np.sum(d.astype(np.float64) ** 2, axis=1))
             np.testing.assert_allclose(r[-1], sw.displacement[i, -1], rtol=1e-5)
             assert int(m[i].sum()) == int(ds.num_params.values[i])
+
+
+def test_mean_losses_do_not_overflow_where_the_mean_is_finite():
+    """Per-sample losses of 8·10³⁶ over 1 000 rows (a diverging regression net): their sum
+    overflows float32 (8·10³⁹), their mean does not. The engine sums values pre-scaled by a
+    power of two, which leaves every rounding as it was (bitwise the same mean elsewhere)."""
+    from fracsgd.train import _engine
+
+    model = fs.models.deep_linear((1, 1))
+    big = jnp.float32(4e18)
+    params = jax.tree.map(lambda a: jnp.full_like(a, big), model.init(jax.random.key(0)))
+    x = jnp.ones((1000, 1), jnp.float32)
+    y = jnp.zeros((1000, 1), jnp.float32)
+    loss, _ = np.asarray(_engine.evaluate(model, "regression", params, None, x, y))
+    assert loss == pytest.approx(0.5 * 4e18**2, rel=1e-6)
+    batch_loss = float(_engine._loss("regression", model.apply(params, x[:128]), y[:128]))
+    assert batch_loss == pytest.approx(0.5 * 4e18**2, rel=1e-6)
+    # ordinary values: bitwise the unscaled mean
+    v = jnp.linspace(0.1, 3.0, 1000, dtype=jnp.float32)
+    scale = _engine._mean_scale(1000)
+    assert scale == 2.0**-10
+    assert float(_engine._sum(v * scale) / 1000 / scale) == float(_engine._sum(v) / 1000)
