@@ -59,6 +59,9 @@ class Calibration(NamedTuple):
             ran ``results.step_size[i]``, …).
         minibatch_noise_ratio: ``(S, G, B)``: :func:`~fracsgd.llc.minibatch_noise_ratio` of
             each setting (from one estimate of the minibatch gradient variance at the centre).
+        distance: ``(S, G, B)``: the root-mean-square of the chains' ``LLCResult.distance``
+            (non-diverged chains; NaN if all diverged): how far from the centre each setting's
+            chains range, the radius its λ̂ is local to.
     """
 
     step_sizes: np.ndarray
@@ -74,6 +77,7 @@ class Calibration(NamedTuple):
     recommended: dict[str, Any] | None
     results: LLCResult
     minibatch_noise_ratio: np.ndarray
+    distance: Any = None
 
     def plot(self, ax: Any = None) -> Any:
         """λ̂ against step size, one line per (γ, nβ); invalid settings hollow. Returns the
@@ -343,7 +347,15 @@ def calibrate(
         recommended=_recommend(cal, steps, gammas, nbs),
         results=results,
         minibatch_noise_ratio=noise,
+        distance=np.asarray([_rms(r["distance"]) for r in rows]).reshape(shape),
     )
+
+
+def _rms(values: np.ndarray) -> float:
+    """Root-mean-square of the finite entries (NaN when none is)."""
+    finite = np.asarray(values, np.float64)
+    finite = finite[np.isfinite(finite)]
+    return float(np.sqrt(np.mean(finite**2))) if finite.size else float("nan")
 
 
 class TrajectoryLLC(NamedTuple):

@@ -48,6 +48,13 @@ def test_calibration_grid_matches_the_localised_closed_form_in_one_call():
     np.testing.assert_array_equal(r.step_size, np.repeat([2e-5, 4e-5, 8e-5], 2))
     np.testing.assert_array_equal(r.localization, np.tile([0.0, nbeta], 3))
     np.testing.assert_array_equal(r.llc_mean, cal.llc_mean.ravel())
+    # the chains range over E|w|² = d/(nβ + γ): localisation at γ = nβ shrinks the radius √2×
+    radius = np.sqrt(d / (nbeta + np.array([0.0, nbeta])))
+    assert cal.distance.shape == (3, 2, 1)
+    np.testing.assert_allclose(cal.distance[:, :, 0], np.broadcast_to(radius, (3, 2)), rtol=0.08)
+    np.testing.assert_allclose(
+        cal.distance.ravel(), np.sqrt(np.mean(r.distance**2, axis=1)), rtol=1e-12
+    )
     rec = cal.recommended
     assert rec is not None and rec["localization"] == 0.0  # least localisation preferred
     assert rec["llc_mean"] == pytest.approx(d / 2, rel=0.08)
