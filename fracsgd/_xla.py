@@ -53,13 +53,13 @@ import jax
 
 #: platforms on which fracsgd's SGLD programs replace their per-step control flow with
 #: straight-line code that computes the same numbers (``jax.lax.platform_dependent``): the
-#: drift's norm computed at every step and kept at the measured draws instead of under a
-#: conditional (:data:`fracsgd.llc.DRIFT_NORM_EVERY`), and the epoch batches' cycle walk begun
+#: drift's norm and the distance from the centre computed at every step and kept at the
+#: measured draws instead of under a conditional (:data:`fracsgd.llc.DRIFT_NORM_EVERY`), and the epoch batches' cycle walk begun
 #: with :data:`fracsgd.data._shuffle.WALK_UNROLL` unconditional steps before its loop. On a GPU,
 #: XLA's runtime executes each conditional and each iteration of a data-dependent loop by copying
 #: its predicate to the host and waiting for the device (several round trips per SGLD step); on
 #: the CPU and TPU it does not, and there the straight-line code is slower
-#: (``benchmarks/control_flow.py``: 1.74×, 1.34× and 1.16× the time of an LLC estimate of
+#: (``benchmarks/control_flow.py``: 1.87×, 1.47× and 1.24× the time of an LLC estimate of
 #: 784-W-10 MLPs at W = 32, 128, 512 on 2 CPU cores). Empty, so no platform uses it, until a GPU
 #: measurement shows it pays (``benchmarks/gpu_run.sh`` runs that script); set e.g.
 #: ``("cuda",)`` before the first estimate to use it there.
