@@ -54,8 +54,9 @@ import jax
 #: platforms on which fracsgd's SGLD programs replace their per-step control flow with
 #: straight-line code that computes the same numbers (``jax.lax.platform_dependent``): the
 #: drift's norm and the distance from the centre computed at every step and kept at the
-#: measured draws instead of under a conditional (:data:`fracsgd.llc.DRIFT_NORM_EVERY`), and the epoch batches' cycle walk begun
-#: with :data:`fracsgd.data._shuffle.WALK_UNROLL` unconditional steps before its loop. On a GPU,
+#: measured draws instead of under a conditional (:data:`fracsgd.llc.DRIFT_NORM_EVERY`), and
+#: the epoch batches' cycle walk begun with :data:`fracsgd.data._shuffle.WALK_UNROLL`
+#: unconditional steps before its loop. On a GPU,
 #: XLA's runtime executes each conditional and each iteration of a data-dependent loop by copying
 #: its predicate to the host and waiting for the device (several round trips per SGLD step); on
 #: the CPU and TPU it does not, and there the straight-line code is slower
