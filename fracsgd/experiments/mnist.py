@@ -42,6 +42,7 @@ from fracsgd._types import PyTree
 from fracsgd.data import Dataset
 from fracsgd.experiments._store import Store, arrays_tree, fingerprint, tree_arrays
 from fracsgd.experiments._validate import MAX_WIDTH, float_tuple, int_tuple, xi_power
+from fracsgd.llc._calibrate import _rms
 
 #: Paper numbers (v2 appendix table, MNIST), theory.md §6: mean ± std.
 PAPER_TABLE: dict[str, dict[str, Any]] = {
@@ -333,6 +334,7 @@ def _llc_stage(
     not_min = np.zeros((n_nets, k), bool)
     n_div = np.zeros((n_nets, k), np.int64)
     rhat = np.full((n_nets, k), np.nan)
+    distance = np.full((n_nets, k), np.nan)
     data = (dataset.x_train, dataset.y_train)
     depths = sorted({len(_hidden_of(h)) for h in tr["hidden"]})
     from fracsgd._progress import Progress
@@ -380,6 +382,7 @@ def _llc_stage(
                 not_min[net, ck_i] = bool(res.not_minimum[j])
                 n_div[net, ck_i] = int(np.sum(res.diverged[j]))
                 rhat[net, ck_i] = res.rhat[j]
+                distance[net, ck_i] = _rms(res.distance[j])
             bar.update(real)
     return {
         "llc": lam,
@@ -387,6 +390,7 @@ def _llc_stage(
         "not_minimum": not_min,
         "chains_diverged": n_div,
         "rhat": rhat,
+        "llc_distance": distance,
         "nbeta": np.asarray(llc.default_nbeta(dataset.num_train)),
     }
 
@@ -597,6 +601,11 @@ def analyse(
         # chains that hit NaN/inf, per checkpoint (excluded from λ̂; estimate's warning is
         # silenced in favour of this record)
         rec["llc_chains_diverged"] = np.asarray(ll["chains_diverged"][i]).astype(int).tolist()
+        # how far the chains ranged from each checkpoint (LLCResult.distance, RMS over the
+        # chains): the radius each λ̂ is local to; None from a stage stored before it existed
+        rec["llc_distance"] = (
+            np.asarray(ll["llc_distance"][i], np.float64).tolist() if "llc_distance" in ll else None
+        )
         # --- spectral dimensions
         rec["d_s_eq17_final"] = float(diffusion.paper_spectral_dimension(rec["lambda_final"], H))
         rec["d_s_eq17_bar"] = float(diffusion.paper_spectral_dimension(rec["lambda_bar"], H))

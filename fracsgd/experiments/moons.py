@@ -37,6 +37,7 @@ from fracsgd import diffusion, llc, models, sampling, train
 from fracsgd._checks import check_int, check_number
 from fracsgd.experiments._store import Store, arrays_tree, fingerprint, tree_arrays
 from fracsgd.experiments._validate import MAX_WIDTH, float_tuple, int_tuple, xi_power
+from fracsgd.llc._calibrate import _rms
 
 #: the ξ at which the paper (v2) reports its two-moons comparison
 PAPER_XI = 0.5
@@ -306,6 +307,7 @@ def _llc_stage(key, dataset, config: MoonsConfig, tr, mesh) -> dict[str, Any]:
         "llc_std": np.asarray(res.llc_std),
         "not_minimum": np.asarray(res.not_minimum),
         "chains_diverged": np.asarray(res.diverged).sum(axis=-1),
+        "llc_distance": np.asarray([_rms(d) for d in np.asarray(res.distance)]),
         "nbeta": np.asarray(res.nbeta).reshape(-1)[:1],
     }
 
@@ -483,6 +485,9 @@ def run(
             "lambda_final": float(lam[i]),
             "llc_not_minimum": bool(ll["not_minimum"][i]),
             "llc_chains_diverged": int(ll["chains_diverged"][i]),
+            # RMS over the chains of LLCResult.distance: the radius λ̂ is local to (None from
+            # a stage stored before it existed)
+            "llc_distance": float(ll["llc_distance"][i]) if "llc_distance" in ll else None,
             "nbeta": nbeta,
         }
         try:

@@ -71,6 +71,7 @@ REQUIRED = {
     "llc_cv_window",
     "grad_norm_window",
     "llc_chains_diverged",
+    "llc_distance",
 }
 
 
@@ -94,6 +95,10 @@ def test_results_json_is_consistent_with_its_own_numbers(tiny_run):
     assert {n["optimizer"] for n in nets} == {"sgd", "adam"}
     for n in nets:
         assert REQUIRED <= set(n), REQUIRED - set(n)
+        # one RMS chain distance per checkpoint, positive wherever λ̂ is
+        assert len(n["llc_distance"]) == len(n["checkpoint_steps"])
+        for lam, dist in zip(n["llc"], n["llc_distance"], strict=True):
+            assert (lam is None) or (dist is not None and dist > 0)
         H, lam_f, lam_b = n["H"], n["lambda_final"], n["lambda_bar"]
         # Eq. 17 with each λ, recomputed from the stored numbers
         assert n["d_s_eq17_final"] == pytest.approx(2 * lam_f * H, rel=1e-12)
@@ -308,6 +313,7 @@ def test_moons_study_summary_is_consistent(tmp_path):
         assert r["d_s_eq17_final"] == pytest.approx(2 * r["lambda_final"] * r["H"], rel=1e-12)
         assert r["nbeta"] == s["nbeta"]
         assert 0 <= r["llc_chains_diverged"] <= cfg.llc_chains
+        assert r["llc_distance"] is None or r["llc_distance"] > 0
         if "fit_error" not in r:
             assert r["msd_exponent"] == pytest.approx(2 * r["H"], rel=1e-12)
             assert r["caputo_order"] == pytest.approx(2 * r["H"], rel=1e-12)
@@ -380,6 +386,29 @@ def test_analysis_only_settings_reanalyse_the_stored_stages(tiny_run, tmp_path, 
         assert b["xi"] == 1.0 and a["H"] == b["H"] and a["llc"] == b["llc"]
         if b["D_xi"] is not None:
             assert b["D_xi"] == 1.0  # 1^(2 − d_w)
+
+
+def test_an_llc_stage_stored_before_llc_distance_is_resumed_with_none(tiny_run, tmp_path, capsys):
+    """llc_distance came after the LLC stage's format: a stage stored without it is resumed
+    (same fingerprint) and the records say None rather than failing or recomputing."""
+    import shutil
+
+    from fracsgd._io import load_arrays, save_arrays
+
+    out, argv = tiny_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    stage = copy / "stages" / "mnist-llc.npz"
+    arrays, meta = load_arrays(stage)
+    del arrays["llc_distance"]
+    save_arrays(stage, arrays, meta)
+    argv = [a if a != str(out) else str(copy) for a in argv]
+    capsys.readouterr()
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "computing" not in err, err
+    nets = json.loads((copy / "results.json").read_text())["studies"]["mnist"]["networks"]
+    assert all(n["llc_distance"] is None for n in nets)
 
 
 def test_d_xi_overflows_to_inf_not_an_exception():
