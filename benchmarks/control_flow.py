@@ -12,7 +12,8 @@ both, through ``jax.lax.platform_dependent``, with straight-line code:
 - ``straight_line``: the norms computed at every step and kept at the measured draws, and the
   walk's first ``WALK_UNROLL`` steps unconditional before its loop.
 
-Both give the same numbers (bitwise on the CPU: checked here and in ``tests/``). This script
+Both give the same numbers up to rounding (the loss traces bitwise on the CPU: checked here and
+in ``tests/``; MALA's acceptance with pSGLD differed by 1.4·10⁻⁸). This script
 runs ``shipped`` (the platform's configured choice, one of the two), ``conditional`` and
 ``straight_line`` on whatever backend JAX has, one call of each per round, and reports each
 mode's time against the shipped one in the same round: on a GPU it decides whether ``"cuda"``

@@ -52,7 +52,9 @@ from typing import Any
 import jax
 
 #: platforms on which fracsgd's SGLD programs replace their per-step control flow with
-#: straight-line code that computes the same numbers (``jax.lax.platform_dependent``): the
+#: straight-line code that computes the same numbers up to rounding (bitwise on the CPU in the
+#: cases of ``tests/``; with pSGLD and MALA the acceptance differed by 1.4·10⁻⁸, XLA sharing
+#: the branch's work with the step) through ``jax.lax.platform_dependent``: the
 #: drift's norm and the distance from the centre computed at every step and kept at the
 #: measured draws instead of under a conditional (:data:`fracsgd.llc.DRIFT_NORM_EVERY`), and
 #: the epoch batches' cycle walk begun with :data:`fracsgd.data._shuffle.WALK_UNROLL`
@@ -63,7 +65,8 @@ import jax
 #: (``benchmarks/control_flow.py``: 1.87×, 1.47× and 1.24× the time of an LLC estimate of
 #: 784-W-10 MLPs at W = 32, 128, 512 on 2 CPU cores). Empty, so no platform uses it, until a GPU
 #: measurement shows it pays (``benchmarks/gpu_run.sh`` runs that script); set e.g.
-#: ``("cuda",)`` before the first estimate to use it there.
+#: ``("cuda",)`` before the first estimate to use it there. The epoch batches of the training
+#: engine (the same cycle walk) follow it too, read when their programs are first compiled.
 STRAIGHT_LINE_PLATFORMS: tuple[str, ...] = ()
 
 #: CPU compiler options per program kind (see the module docstring)

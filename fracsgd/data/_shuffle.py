@@ -29,10 +29,12 @@ ROUNDS = 8
 _MIN_BITS = 8
 
 #: cycle-walking steps taken unconditionally, in one fused computation, before the loop on the
-#: platforms of :data:`fracsgd._xla.STRAIGHT_LINE_PLATFORMS`: the loop's first check then finds
-#: every position in range except with probability below ``positions · (3/4)^WALK_UNROLL`` (a
-#: step leaves a position out of range with probability ``1 − n / 4^⌈bits/2⌉ < 3/4``), where a
-#: GPU would otherwise make one host round trip per step
+#: platforms of :data:`fracsgd._xla.STRAIGHT_LINE_PLATFORMS`, where a GPU would otherwise make
+#: one host round trip per step. A step leaves a position out of range with probability
+#: ``q = 1 − n / 4^h`` (``4^h`` the domain, at least 256): for ``n > 64`` ``q < 3/4``, and the
+#: loop's first check finds a position still out with probability ``q^WALK_UNROLL`` each
+#: (``(3/4)^32 ≈ 10⁻⁴``); for small ``n`` (``q`` near 1) the loop finishes most of the walk.
+#: Either way the permutation is the loop's: the walk leaves positions in range unchanged
 WALK_UNROLL = 32
 
 

@@ -43,18 +43,22 @@ def aoyagi_lambda(widths: Sequence[int], rank: int) -> float:
 
     This is the *global* coefficient, set by the most singular true parameters. The local one,
     ``λ(w*)`` at a given true parameter (what :func:`fracsgd.llc.estimate` targets), can be
-    larger: where the true set is smooth it is half the set's codimension, the rank of the
-    differential of ``(W_1, …, W_L) ↦ W_L ⋯ W_1`` over 2. At the teacher factors of
-    :func:`fracsgd.data.deep_linear_teacher` (rows ``≥ r`` of ``W_1`` zero, the rest generic;
-    the rank is the same at true parameters projected from random nearby points, so the set
-    is smooth there) that is 30, 10 and 6.5 for ``((10, 5, 10), 2)``, ``((6, 4, 3, 5), 1)`` and
-    ``((4, 3, 3, 4), 1)`` against 29, 8 and 5.5 here, and 6 against 4 for ``((4, 3, 3, 4), 0)``
-    (``W_1 = 0``). An SGLD estimate there reads between the two: with weak localization
-    (``γ = 1``, a ball of radius ~1 that reaches the singular points) and ``nβ = n / log n`` the
-    tests measure −3…−9 % of this function's value (``tests/llc/test_llc.py``, ``DLN_CASES``);
-    the rank-0 teacher read −15 % there and 5.3–5.4 at ``nβ = 10⁴`` (noise-free teacher,
-    ``γ = 1`` or 100). ``tests/llc`` checks locality itself on ``(x² + y²) z²``: its global
-    coefficient is 1/2, its local one 1 on its zero line and 1/2 on its zero plane.
+    larger (never smaller). Where ``K(w) = |W_L ⋯ W_1 − T|²`` grows quadratically across the true
+    set — the rank ``ρ`` of the differential of ``(W_1, …, W_L) ↦ W_L ⋯ W_1`` equals the set's
+    codimension there — ``λ(w*) = ρ/2``. (A smooth set alone is not enough: ``K = x⁴`` has
+    ``λ = 1/4`` on its smooth zero set.) At the teacher factors of
+    :func:`fracsgd.data.deep_linear_teacher` (rows ``≥ r`` of ``W_1`` zero, the rest generic)
+    ``ρ`` equals the codimension, measured by projecting random nearby points onto the true set
+    and counting the dimensions their displacements span: ``λ(w*)`` is 30, 10 and 6.5 for
+    ``((10, 5, 10), 2)``, ``((6, 4, 3, 5), 1)`` and ``((4, 3, 3, 4), 1)`` against 29, 8 and 5.5
+    here, and 6 against 4 for ``((4, 3, 3, 4), 0)`` (``W_1 = 0``). With ``γ = 1`` and
+    ``nβ = n / log n`` the tests' SGLD estimates at those points read −3…−9 % of this function's
+    value (``tests/llc/test_llc.py``, ``DLN_CASES``), the rank-0 teacher −15 %; at
+    ``nβ = 10⁴`` (noise-free teacher, ``γ = 1`` or 100) it read 5.3–5.4. Why they sit near the
+    global value is not established (converged chains reaching more singular points would
+    explain it; read ``LLCResult.distance``). ``tests/llc`` checks locality itself on
+    ``(x² + y²) z²``: its global coefficient is 1/2, its local one 1 on its zero line and 1/2 on
+    its zero plane.
 
     Args:
         widths: ``(H_1, …, H_{L+1})`` — input, hidden widths, output.

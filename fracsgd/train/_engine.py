@@ -120,8 +120,10 @@ def _sum(v: Array) -> Array:
 
 def _mean_scale(count: int) -> float:
     """``2^−⌈log₂ count⌉``: summing ``count`` values pre-multiplied by it cannot overflow where
-    their mean is finite, and since the factor is a power of two every rounding of the sum is
-    the unscaled one's, scaled (bitwise the same mean, outside the subnormal range)."""
+    their mean is finite (losses are non-negative), and since the factor is a power of two every
+    rounding of the sum is the unscaled one's, scaled: bitwise the same mean, outside the
+    subnormal range (where the CPU flushes to zero: per-sample losses below ``count·2⁻¹²⁶``
+    now count as 0)."""
     return 2.0 ** -max(count - 1, 0).bit_length()
 
 

@@ -137,9 +137,8 @@ DLN_CASES = [
     # keys: (10,5,10) −3…−5 %, (6,4,3,5) −6…−8 %, (4,3,3,4) −8…−9 %. (A rank-0 teacher on
     # (4,3,3,4) came out −15 % with these settings: the chains under-explore the most singular
     # directions; not used here, see the issue notes.) Aoyagi's λ is global; at these teacher
-    # points the local λ(w*) is larger, 30, 10 and 6.5 (aoyagi_lambda's docs): with γ = 1 the
-    # chains range over a ball of radius ~1, which reaches more singular points, and read near
-    # the global value.
+    # points the local λ(w*) is larger, 30, 10 and 6.5 (aoyagi_lambda's docs); with γ = 1 the
+    # estimates read near the global value (why is not established).
     ((10, 5, 10), 2, 3e-5, 3000),
     ((6, 4, 3, 5), 1, 6e-5, 4000),
     ((4, 3, 3, 4), 1, 6e-5, 4000),
@@ -290,6 +289,30 @@ def test_distance_is_the_radius_the_localization_allows():
     assert res.llc_mean == pytest.approx(1.5 * nbeta * stiff, rel=0.03)
 
 
+def test_distance_is_measured_from_each_models_own_centre():
+    """Centres at the minimum a = (3, −2, 100) of L(w) = ½|w − a|²: the distance from the
+    centre at draw j is |w_j − a| = sqrt(2 L(w_j)), read off the loss trace (the distance from 0
+    would be ~100)."""
+    a = jnp.array([3.0, -2.0, 100.0])
+    res = fs.llc.estimate(
+        jax.random.key(4),
+        _potential(lambda w: 0.5 * jnp.sum((w - a) ** 2)),
+        a,
+        DUMMY,
+        num_chains=3,
+        num_draws=21,
+        step_size=1e-2,
+        localization=1.0,
+        nbeta=20.0,
+        batch_size=1,
+    )
+    k = fs.llc.DRIFT_NORM_EVERY
+    j = np.array(sorted({*range(k - 1, 21, k), 20}))
+    loss = np.asarray(res.loss_trace, np.float64)
+    np.testing.assert_allclose(res.distance, np.sqrt((2 * loss[:, j]).mean(axis=1)), rtol=1e-4)
+    assert (res.distance < 1.0).all()
+
+
 @pytest.mark.parametrize("straight_line", [False, True])
 def test_straight_line_programs_have_no_per_step_conditional(monkeypatch, straight_line):
     """On the platforms of fracsgd._xla.STRAIGHT_LINE_PLATFORMS the SGLD program computes the
@@ -321,7 +344,6 @@ def test_straight_line_programs_have_no_per_step_conditional(monkeypatch, straig
     (text,) = texts
     conditionals = text.count(" conditional(")
     assert (conditionals == 0) == straight_line
-    assert " while(" in text  # the draws' loop (and the walk's, which finishes what remains)
 
 
 def test_all_chains_diverging_is_reported_not_raised():
