@@ -62,9 +62,8 @@ def aoyagi_lambda(widths: Sequence[int], rank: int) -> float:
     read lower still (2.9, 3.1): the teacher's small curvatures ``a`` make ``nβ a`` not large
     against ``γ`` at ``nβ = 1 086``, and the localization then shrinks λ̂. So the tests'
     agreement with this function is pre-asymptotic, not evidence of locality. ``tests/llc``
-    checks locality itself on
-    ``(x² + y²) z²``: its global coefficient is 1/2, its local one 1 on its zero line and 1/2 on
-    its zero plane.
+    checks locality itself on ``(x² + y²) z²``: its global coefficient is 1/2, its local one 1
+    on its zero line and 1/2 on its zero plane.
 
     Args:
         widths: ``(H_1, …, H_{L+1})`` — input, hidden widths, output.
