@@ -10,6 +10,7 @@ file that cannot be read or carries another fingerprint (:class:`CheckpointError
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -27,7 +28,7 @@ META = "__meta__"
 
 class CheckpointError(ValueError):
     """A stored checkpoint is corrupt, or belongs to another configuration, key, data set or
-    fracsgd/JAX version; it is never silently reused."""
+    code (:func:`software`); it is never silently reused."""
 
 
 def fingerprint(*parts: Any) -> str:
@@ -52,6 +53,61 @@ def array_digest(*arrays: Any) -> str:
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+@functools.cache
+def code_digest() -> str:
+    """SHA-256 (hex) of fracsgd's own source: every ``.py`` file of the installed package, by
+    relative path and bytes, in sorted order (computed once per process).
+
+    Stored results carry it in their fingerprints (:func:`software`), so a result computed by
+    other code — a changed formula, a noise draw whose last bits moved, a bug fix — is never
+    resumed as if it were this code's, even when ``fracsgd.__version__`` did not change. Any
+    edit of a source file changes it, docstrings included: resuming after an upgrade is refused
+    (``--overwrite`` recomputes).
+    """
+    return tree_digest(Path(__file__).resolve().parent)
+
+
+def tree_digest(root: str | os.PathLike, pattern: str = "*.py") -> str:
+    """SHA-256 (hex) of the files under ``root`` matching ``pattern`` (recursively): each file's
+    path relative to ``root`` (``/``-separated), its length and its bytes, in sorted path order,
+    so the digest does not depend on the file system's listing order.
+
+    Examples:
+        >>> import pathlib, tempfile
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "a.py").write_text("x = 1")
+        >>> before = tree_digest(d)
+        >>> _ = (d / "a.py").write_text("x = 2")
+        >>> tree_digest(d) == before
+        False
+    """
+    root = Path(root)
+    h = hashlib.sha256()
+    files = sorted((p.relative_to(root).as_posix(), p) for p in root.rglob(pattern) if p.is_file())
+    for rel, path in files:
+        data = path.read_bytes()
+        h.update(f"{rel}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+def software() -> dict[str, str]:
+    """The software a stored result's numbers depend on, for fingerprints and provenance:
+    fracsgd's version and :func:`code_digest`, and the jax and jaxlib versions (XLA's code
+    generation decides the last bits)."""
+    import jax
+    import jaxlib
+
+    import fracsgd
+
+    return {
+        "fracsgd": fracsgd.__version__,
+        "code": code_digest(),
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+    }
 
 
 def default_file_mode() -> int:
@@ -128,7 +184,8 @@ def load_arrays(
         ) from err
     if expected_fingerprint is not None and meta.get("fingerprint") != expected_fingerprint:
         raise CheckpointError(
-            f"{path} was written for another configuration, key, data set or fracsgd/JAX "
-            f"version (stored: {meta.get('describe', '?')}); use another directory or delete it"
+            f"{path} was written for another configuration, key, data set or software "
+            f"(fracsgd's code or the jax version; stored: {meta.get('describe', '?')}; this "
+            f"code {code_digest()[:12]}); use another directory or delete it"
         )
     return arrays, meta

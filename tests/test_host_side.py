@@ -80,3 +80,40 @@ def test_progress_must_be_a_bool_and_memory_errors_give_readable_sizes():
     cfg = fs.train.TrainConfig(steps=4, batch_size=10)
     with pytest.raises(ValueError, match=r"about [0-9.]+ KiB .* but 1 bytes"):
         fs.train.run(KEY, fs.models.mlp((2, 4, 2)), data, cfg, memory_limit=1, progress=False)
+
+
+def test_tree_digest_sees_contents_names_and_nothing_else(tmp_path):
+    """The code digest behind stored results' fingerprints: a changed byte, a renamed or an added
+    source file changes it; other files and the listing order do not."""
+    from pathlib import Path
+
+    from fracsgd._io import code_digest, software, tree_digest
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "b.py").write_text("y = 2\n")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    base = tree_digest(tmp_path)
+    assert len(base) == 64 and base == tree_digest(tmp_path)
+    (tmp_path / "notes.txt").write_text("not code")
+    (tmp_path / "pkg" / "c.pyc").write_bytes(b"\0")
+    assert tree_digest(tmp_path) == base
+    (tmp_path / "a.py").write_text("x = 1 \n")
+    assert tree_digest(tmp_path) != base
+    (tmp_path / "a.py").write_text("x = 1\n")
+    assert tree_digest(tmp_path) == base
+    (tmp_path / "pkg" / "b.py").rename(tmp_path / "pkg" / "b2.py")
+    assert tree_digest(tmp_path) != base
+    (tmp_path / "pkg" / "b2.py").rename(tmp_path / "pkg" / "b.py")
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    assert tree_digest(tmp_path) != base
+    # the two files' bytes moved across the boundary between them: another digest
+    (tmp_path / "pkg" / "__init__.py").unlink()
+    (tmp_path / "a.py").write_text("x = 1\ny")
+    (tmp_path / "pkg" / "b.py").write_text(" = 2\n")
+    assert tree_digest(tmp_path) != base
+
+    import fracsgd
+
+    assert code_digest() == tree_digest(Path(fracsgd.__file__).resolve().parent)
+    sw = software()
+    assert sw["code"] == code_digest() and sw["fracsgd"] == fracsgd.__version__

@@ -6,12 +6,15 @@ A stage file is ``DIR/stages/<study>-<stage>.npz``, written to a temporary file 
 directory and moved into place with :func:`os.replace` (atomic on POSIX and Windows), so Ctrl-C
 or SIGKILL leaves either the old file, the new one, or none — never half of one. The fingerprint
 is the SHA-256 of the stage name, the study configuration, the master seed, the data set's
-identity, the fracsgd version and the fingerprints of the stages it reads. On load:
+identity, the software (:func:`fracsgd._io.software`: the fracsgd, jax and jaxlib versions and
+the SHA-256 of fracsgd's source files, so a stage computed by other code — a fixed bug, a
+changed formula — is not resumed even when the version number did not change) and the
+fingerprints of the stages it reads. On load:
 
 * no file → compute;
 * a file whose fingerprint matches → reuse (reported on stderr as ``resumed``);
 * a file that cannot be read (truncated, not a zip, missing fields) → :class:`StageError`;
-* a readable file with another fingerprint (other configuration, seed, data or version) →
+* a readable file with another fingerprint (other configuration, seed, data or code) →
   :class:`StageError`, unless the store was opened with ``overwrite=True``.
 
 Nothing is ever silently reused or silently replaced.
@@ -30,6 +33,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from fracsgd import _io
 from fracsgd._io import (
     CheckpointError,
     atomic_write_bytes,
@@ -108,8 +112,8 @@ class Store:
                 return None
             raise StageError(
                 f"{path} holds stage {stage!r} of another configuration, seed, data set or "
-                f"fracsgd version (stored {meta.get('describe', '?')}); use another --out "
-                "directory or pass --overwrite"
+                f"fracsgd code (stored {meta.get('describe', '?')}; this code "
+                f"{_io.code_digest()[:12]}); use another --out directory or pass --overwrite"
             )
         self._say(f"stage {stage!r}: resumed from {path}")
         return arrays
@@ -132,7 +136,9 @@ class Store:
         return run
 
     def save(self, stage: str, fp: str, arrays: Mapping[str, Any], describe: str = "") -> None:
-        """Save ``arrays`` atomically under ``stage`` with fingerprint ``fp``."""
+        """Save ``arrays`` atomically under ``stage`` with fingerprint ``fp`` (``describe`` is
+        shown when another configuration meets the file; the code's digest is appended)."""
+        describe = ", ".join(filter(None, [describe, f"code {_io.code_digest()[:12]}"]))
         save_arrays(self.path(stage), arrays, {"fingerprint": fp, "describe": describe})
 
     def stage(

@@ -34,10 +34,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import fracsgd
 from fracsgd import diffusion, llc, models, train
 from fracsgd._checks import check_int, check_number
-from fracsgd._io import array_digest
+from fracsgd._io import array_digest, software
 from fracsgd._types import PyTree
 from fracsgd.data import Dataset
 from fracsgd.experiments._store import Store, arrays_tree, fingerprint, tree_arrays
@@ -704,7 +703,7 @@ def run(
     # the data by content (a path names files whose content may change, and one data set has
     # many spellings of its path)
     data_id = array_digest(dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test)
-    base = (int(seed), data_id, fracsgd.__version__)
+    base = (int(seed), data_id, software())  # software(): versions and the code's digest
     fp_train = fingerprint("train", _stage_settings(config), base)
     tr = store.stage(
         "train",

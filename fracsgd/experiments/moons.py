@@ -31,10 +31,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import fracsgd
 from fracsgd import data as fdata
 from fracsgd import diffusion, llc, models, sampling, train
 from fracsgd._checks import check_int, check_number
+from fracsgd._io import software
 from fracsgd.experiments._store import Store, arrays_tree, fingerprint, tree_arrays
 from fracsgd.experiments._validate import MAX_WIDTH, float_tuple, int_tuple, xi_power
 from fracsgd.llc._calibrate import _rms
@@ -434,7 +434,8 @@ def run(
     key = jax.random.key(seed)
     store = Store(out_dir, "moons", overwrite=overwrite)
     chunks = store.dir / "moons-chunks"  # the sweep's finished chunks while it trains
-    base = (int(seed), dataset.source, fracsgd.__version__)  # the data follow from the config
+    # the data follow from the config; software(): versions and the code's digest
+    base = (int(seed), dataset.source, software())
     fp_train = fingerprint("train", _stage_settings(config), base)
     tr = store.stage(
         "train",

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-import fracsgd
 from fracsgd.experiments._store import atomic_write_bytes, atomic_write_text
 from fracsgd.experiments.mnist import PAPER_TABLE
 
@@ -64,9 +63,14 @@ DECISIONS = {
 def versions() -> dict[str, str]:
     import jax
 
+    from fracsgd._io import software
+
+    sw = software()
     return {
-        "fracsgd": fracsgd.__version__,
-        "jax": jax.__version__,
+        "fracsgd": sw["fracsgd"],
+        "fracsgd_code": sw["code"],
+        "jax": sw["jax"],
+        "jaxlib": sw["jaxlib"],
         "numpy": np.__version__,
         "python": platform.python_version(),
         "platform": jax.default_backend(),
@@ -608,7 +612,8 @@ def write(
         "Hennick & De Baerdemacker, *Almost Bayesian: The Fractal Dynamics of Stochastic "
         "Gradient Descent* (arXiv 2503.22478), reproduced with fracsgd.",
         "",
-        f"Command: `{command}` (seed {seed}). fracsgd {v['fracsgd']}, jax {v['jax']} on "
+        f"Command: `{command}` (seed {seed}). fracsgd {v['fracsgd']} (code "
+        f"{v['fracsgd_code'][:12]}), jax {v['jax']} on "
         f"{v['platform']} ({v['devices']}), Python {v['python']}.",
         "",
         "## Decisions that are ours (theory.md), so you can disagree",

@@ -15,7 +15,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from fracsgd._checks import refuse_traced
-from fracsgd._io import array_digest, fingerprint
+from fracsgd._io import array_digest, fingerprint, software
 from fracsgd._progress import Progress
 from fracsgd._types import PRNGKey
 from fracsgd.data import Dataset
@@ -484,7 +484,9 @@ def sweep(
     loads the finished networks and trains only the rest (``result.num_resumed`` counts the
     loaded ones); the result equals an uninterrupted run. Each file carries a fingerprint of the
     grid (all fields but ``memory_limit``), the key, the data set's arrays, the bucket plan, the
-    platform and the fracsgd and JAX versions; a file with another fingerprint, or one that
+    platform, and the software (the fracsgd, jax and jaxlib versions and a SHA-256 of
+    fracsgd's source files, :func:`fracsgd._io.code_digest`: chunks left by other code are not
+    resumed, even under the same version number); a file with another fingerprint, or one that
     cannot be read, raises :class:`fracsgd.train.CheckpointError` (a ``ValueError``) — never
     reused silently. Chunk size and device count may differ between the runs.
 
@@ -682,8 +684,6 @@ def _bucket_inputs(key: PRNGKey, grid: Grid, static: E.Static, runs: list, idx: 
 
 def _sweep_fingerprint(key: PRNGKey, dataset: Dataset, grid: Grid, plan) -> tuple[str, str]:
     """Fingerprint of everything a sweep's numbers depend on (not the chunking or devices)."""
-    import fracsgd
-
     buckets = [
         dict(
             kind=st.model.kind,
@@ -704,12 +704,13 @@ def _sweep_fingerprint(key: PRNGKey, dataset: Dataset, grid: Grid, plan) -> tupl
         data=[dataset.name, dataset.source, array_digest(*_data(dataset))],
         buckets=buckets,
         platform=jax.default_backend(),
-        fracsgd=fracsgd.__version__,
-        jax=jax.__version__,
+        software=software(),
     )
+    sw = parts["software"]
     describe = (
         f"sweep of {sum(len(b['runs']) for b in buckets)} networks on {dataset.name}, "
-        f"fracsgd {fracsgd.__version__}, jax {jax.__version__}, {jax.default_backend()}"
+        f"fracsgd {sw['fracsgd']} (code {sw['code'][:12]}), jax {sw['jax']}, "
+        f"{jax.default_backend()}"
     )
     return fingerprint(parts), describe
 

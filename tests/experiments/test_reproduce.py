@@ -411,6 +411,30 @@ def test_an_llc_stage_stored_before_llc_distance_is_resumed_with_none(tiny_run, 
     assert all(n["llc_distance"] is None for n in nets)
 
 
+def test_stages_that_other_code_computed_are_refused(tiny_run, tmp_path, capsys, monkeypatch):
+    """Stages stored by other fracsgd code under the same version number (a fixed bug, moved
+    noise bits) are not resumed: the run stops naming the code; --overwrite recomputes them."""
+    import shutil
+
+    import fracsgd._io
+
+    out, argv = tiny_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    argv = [a if a != str(out) else str(copy) for a in argv]
+    monkeypatch.setattr(fracsgd._io, "code_digest", lambda: "f" * 64)
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "fracsgd code" in err and "this code ffffffffffff" in err, err
+    versions = json.loads((out / "results.json").read_text())["versions"]
+    assert f"code {versions['fracsgd_code'][:12]}" in err  # the stored stage's code
+    assert main([*argv, "--overwrite"]) == 0
+    err = capsys.readouterr().err
+    assert "resumed" not in err and err.count("computing") >= 3, err
+    assert json.loads((copy / "results.json").read_text())["versions"]["fracsgd_code"] == "f" * 64
+
+
 def test_d_xi_overflows_to_inf_not_an_exception():
     """ξ^(2 − d_w) for ξ < 1 and H near 0 exceeds float64: Python's ** raised OverflowError
     after every stage had run; it is inf (null in results.json)."""

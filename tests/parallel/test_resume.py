@@ -111,6 +111,13 @@ def test_mismatched_or_corrupt_checkpoints_are_refused(tmp_path):
         checkpoint_dir=tmp_path,
     )
     assert again.num_resumed == 2
+    # chunks that other code computed (same version number, other source): refused
+    import fracsgd._io
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fracsgd._io, "code_digest", lambda: "0" * 64)
+        with pytest.raises(fs.train.CheckpointError, match="another configuration"):
+            fs.train.sweep(jax.random.key(0), data, g, progress=False, checkpoint_dir=tmp_path)
     # a truncated file
     blob = path.read_bytes()
     path.write_bytes(blob[: len(blob) // 2])
