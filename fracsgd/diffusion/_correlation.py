@@ -165,8 +165,9 @@ def check_bound(
     Args:
         d_s, lambda_bar, lambda_final: finite numbers.
         d_s_source: how ``d_s`` was estimated (free text, reported).
-        uses_lambda_bar: whether ``d_s`` was computed from ``λ̄`` itself (then the check is
-            ``H ≤ 1/2`` and the result carries that note). ``None``: inferred from
+        uses_lambda_bar: whether ``d_s`` was computed from ``λ̄`` itself (then, with
+            ``d_s = 2λ̄H``, the check is ``H ≤ 1/2`` for ``λ̄ > 0`` and ``H ≥ 1/2`` for
+            ``λ̄ < 0``, and the result carries that note). ``None``: inferred from
             ``d_s_source`` naming ``λ̄`` or ``lambda_bar`` (pass it explicitly when the text
             says otherwise, e.g. "not from λ̄").
 
@@ -187,7 +188,15 @@ def check_bound(
         uses_lambda_bar = "lambda_bar" in d_s_source or "λ̄" in d_s_source
     note = ""
     if uses_lambda_bar:
-        note = "d_s was computed from λ̄ itself, so d_s ≤ λ̄ is equivalent to H ≤ 1/2 (theory.md §3)"
+        # 2·λ̄·H ≤ λ̄ ⇔ λ̄·(2H − 1) ≤ 0: H ≤ 1/2 for λ̄ > 0, H ≥ 1/2 for λ̄ < 0 (an estimate at
+        # a point that is not a minimum, theory.md Appendix B), always for λ̄ = 0
+        if lambda_bar > 0:
+            same = "equivalent to H ≤ 1/2"
+        elif lambda_bar < 0:
+            same = "equivalent to H ≥ 1/2, since λ̄ < 0"
+        else:
+            same = "always true, since λ̄ = 0"
+        note = f"d_s was computed from λ̄ itself, so d_s ≤ λ̄ is {same} (theory.md §3)"
     return BoundCheck(
         float(d_s),
         d_s_source,

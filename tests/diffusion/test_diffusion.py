@@ -392,6 +392,16 @@ def test_bound_check_names_both_lambdas():
     assert "H ≤ 1/2" in eq17.note
     with pytest.raises(ValueError, match="uses_lambda_bar"):
         D.check_bound(1.0, 2.0, 2.0, d_s_source="x", uses_lambda_bar="yes")
+    # d_s = 2·λ̄·H ≤ λ̄ ⇔ λ̄(2H − 1) ≤ 0: the note follows the sign of λ̄ and agrees with holds
+    for lam, H in [(-1.0, 0.3), (-1.0, 0.7), (2.0, 0.3), (2.0, 0.7), (0.0, 0.3)]:
+        d_s = float(D.paper_spectral_dimension(lam, H))
+        b = D.check_bound(d_s, lam, lam, d_s_source="2·λ̄·H")
+        if lam > 0:
+            assert "H ≤ 1/2" in b.note and b.holds == (H <= 0.5)
+        elif lam < 0:
+            assert "H ≥ 1/2" in b.note and b.holds == (H >= 0.5)
+        else:
+            assert "always" in b.note and b.holds
 
 
 def test_near_stability():
@@ -674,6 +684,48 @@ def test_diffusive_ensembles_rarely_report_a_crossover():
     assert found < 6 and found_strict <= 1
     # the mean of 12 fits of ½: its spread over ensembles is ~0.01
     assert np.mean(hs) == pytest.approx(0.5, abs=3 * 0.01 / np.sqrt(12))
+
+
+def test_a_crossover_needs_half_a_decade_of_late_regime():
+    """A crossover at the last local slope used to leave a fit of the last 5 of 2 000 points:
+    on this Z² walk (no crossover) d_w = −133 with an interval excluding ½. A late window must
+    span _fit.CROSSOVER_SPAN decades, else the last decade is fitted."""
+    x = D.lattice_walk(jax.random.key(71), 2000, 2000, 2)
+    t = np.arange(1, 2001.0)
+    r = np.sqrt(np.asarray(D.ensemble_msd(x), np.float64)[1:])
+    _, slopes = D.local_slopes(t, r, span=_fit.CROSSOVER_SPAN)
+    assert slopes[-1] < 0.5 <= slopes[-2]  # what a crossover at the last local slope looks like
+    fit = D.fit_exponent(t, r)
+    assert fit.crossover is None and fit.window == (45.0, 2000.0)  # the fallback window
+    assert fit.H == pytest.approx(0.5, abs=0.02)
+    wd = D.walk_dimension(x)
+    assert wd.fit.crossover is None and wd.d_w == pytest.approx(2.0, abs=0.1)
+    # an exact power law bending to H = 0.3 0.4 decades before the end: too late to keep;
+    # a span and a half before the end: kept, and H is exact
+    tt = np.arange(1, 10001.0)
+    for decades, kept in ((0.4, False), (1.0, True)):
+        tc = tt[-1] / 10**decades
+        rr = np.where(tt < tc, tt**0.5, tc**0.5 * (tt / tc) ** 0.3)
+        f = D.fit_exponent(tt, rr)
+        assert (f.crossover is not None) == kept, (decades, f)
+        if kept:
+            assert f.H == pytest.approx(0.3, abs=1e-9)
+            assert f.window[1] >= 10**_fit.CROSSOVER_SPAN * f.window[0] * (1 - 1e-6)
+
+
+def test_walk_dimension_keeps_a_crossover_only_by_the_walkers_interval():
+    """The curve's own interval keeps false crossovers on diffusive walks (the ensemble MSD's
+    residuals are correlated); walk_dimension repeats the test with the jackknife over walkers.
+    Z² walks, 2 000 × 2 000: of 100 ensembles fit_exponent kept 4, walk_dimension 2; seed 7 is
+    one it drops (jackknife interval (0.480, 0.502))."""
+    x = D.lattice_walk(jax.random.key(7), 2000, 2000, 2)
+    t = np.arange(1, 2001.0)
+    r = np.sqrt(np.asarray(D.ensemble_msd(x), np.float64)[1:])
+    curve = D.fit_exponent(t, r)
+    assert curve.crossover is not None and curve.ci[1] < 0.5
+    wd = D.walk_dimension(x)
+    assert wd.fit.crossover is None and wd.fit.ci[0] < 0.5 < wd.fit.ci[1]
+    assert wd.fit.window == (45.0, 2000.0)  # the fallback: last half of log-time
 
 
 def test_dimension_intervals_cover_by_the_jackknife_over_walkers():
