@@ -54,6 +54,12 @@ def load(name: str, data_dir: str | os.PathLike[str] | None = None, **kwargs: An
     """
     if data_dir is not None and not isinstance(data_dir, str | os.PathLike):
         raise ValueError(f"data_dir must be a path (str or os.PathLike), got {data_dir!r}")
+    if data_dir is not None and not os.fspath(data_dir):
+        # Path("") is the working directory: an empty string is a mistake, not a choice
+        raise ValueError(
+            "data_dir must be a non-empty path (or None for $FRACSGD_DATA / the "
+            "embedded subset), got ''"
+        )
     if name == "mnist":
         if kwargs:
             raise ValueError(

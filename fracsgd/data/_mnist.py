@@ -68,6 +68,11 @@ def _read_checked(path: Path, magic: int, what: str) -> np.ndarray:
 
 def _load_idx_dir(directory: Path, origin: str) -> Dataset:
     """Reads the four MNIST IDX files in ``directory``."""
+    if directory.exists() and not directory.is_dir():
+        raise FileNotFoundError(
+            f"MNIST directory expected, got a file: {directory} (from {origin}); pass the "
+            f"directory that holds {_EXPECTED}"
+        )
     if not directory.is_dir():
         raise FileNotFoundError(
             f"MNIST directory not found: {directory} (from {origin}); it must hold {_EXPECTED}"

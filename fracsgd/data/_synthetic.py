@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fracsgd._checks import check_key
+from fracsgd._checks import check_key, refuse_traced
 from fracsgd._types import Array, PRNGKey
 from fracsgd.data._dataset import Dataset, _check_int, _check_nonneg_float, make_dataset
 
@@ -139,6 +139,7 @@ def deep_linear_teacher(
         >>> int(np.linalg.matrix_rank(np.asarray(teacher.product)))
         2
     """
+    refuse_traced("deep_linear_teacher", key=key, noise=noise)
     if isinstance(widths, np.ndarray) and widths.ndim == 1:  # a NumPy vector of widths
         widths = widths.tolist()
     if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence) or len(widths) < 2:

@@ -18,7 +18,9 @@ class TrainConfig(NamedTuple):
     Shape-setting fields (``steps``, ``batch_size``, ``record_every``, ``num_checkpoints``,
     ``sampling``) and the ``optimizer`` (which optimizer state exists) are static: changing them
     compiles a new program. The numbers (``learning_rate``, ``momentum``, ``b1``, ``b2``,
-    ``eps``) are traced data.
+    ``eps``) are traced data, held in float32: each must lie in its range after rounding to
+    float32 too (``learning_rate = 1e-46`` would be 0, ``b2 = 1 − 1e-9`` would be 1), or
+    ``ValueError``.
 
     Attributes:
         steps: number of SGD steps ``T`` (> 0). Time in fracsgd is the step count.
@@ -64,6 +66,9 @@ def check_positive_int(name: str, value: object, *, upper: int | None = None) ->
     return v
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
 def check_float(
     name: str,
     value: object,
@@ -81,12 +86,26 @@ def check_float(
         raise ValueError(f"{name} must be a number, got {value!r}") from err
     if isinstance(value, bool) or not math.isfinite(v):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
-    ok_lo = v > lo if lo_open else v >= lo
-    ok_hi = v < hi if hi_open else v <= hi
-    if not (ok_lo and ok_hi):
-        lb = "(" if lo_open else "["
-        rb = ")" if hi_open else "]"
+    lb, rb = "(" if lo_open else "[", ")" if hi_open else "]"
+
+    def inside(x: float) -> bool:
+        return (x > lo if lo_open else x >= lo) and (x < hi if hi_open else x <= hi)
+
+    if not inside(v):
         raise ValueError(f"{name} must be in {lb}{lo}, {hi}{rb}, got {v}")
+    # the training engine holds its hyper-parameters in float32: 1e-46 would be 0, 1e39 inf and
+    # 1 − 1e-9 would be 1, outside the allowed range
+    if abs(v) > _F32_MAX:
+        raise ValueError(
+            f"{name} must be at most {_F32_MAX:.7g} in magnitude (float32, the training "
+            f"engine's precision), got {v}"
+        )
+    v32 = float(np.float32(v))
+    if not inside(v32):
+        raise ValueError(
+            f"{name} must be in {lb}{lo}, {hi}{rb} in float32 (the training engine's "
+            f"precision), got {v!r}, which is {v32!r} in float32"
+        )
     return v
 
 
@@ -120,10 +139,14 @@ def validate_config(config: TrainConfig, num_train: int) -> TrainConfig:
 def log_spaced_steps(steps: int, num: int) -> tuple[int, ...]:
     """``num`` distinct integers in ``[1, steps]``, as close to log-spaced as integers allow.
 
-    The last one is always ``steps``; used for checkpoints so that log–log fits are balanced.
-    The smallest log-spaced grid whose rounded values hold ``num`` distinct integers is thinned
-    evenly; grid sizes grow by one up to ``num + 256`` points, then by 1 % (``num`` close to
-    ``steps`` needs grids of ~``steps · ln steps`` points: O(steps) work instead of O(steps²)).
+    The last is always ``steps``, the first 1 (for ``num > 1``); used for checkpoints so that
+    log–log fits are balanced. The smallest log-spaced grid whose rounded values hold ``num``
+    distinct integers is thinned evenly; grid sizes grow by one up to ``num + 256`` points, then
+    by 1 %, up to ``4·num + 1024`` points. For ``num > steps/2``, or when that search ends
+    (such a grid would need ~``steps · ln steps`` points), the ``num`` log-spaced targets
+    ``g_i = steps^{i/(num−1)}`` are rounded and pushed up just enough to be distinct, capped so
+    that every later one still fits below ``steps``:
+    ``n_i = min(i + max_{j≤i}(round(g_j) − j), steps − num + 1 + i)`` (O(num) work).
 
     Examples:
         >>> log_spaced_steps(1000, 4)
@@ -135,8 +158,8 @@ def log_spaced_steps(steps: int, num: int) -> tuple[int, ...]:
     num = check_positive_int("num_checkpoints", num, upper=steps)
     if num == 1:
         return (steps,)
-    count = num
-    while count < 4 * steps + 4 * num:
+    count = num if 2 * num <= steps else 4 * num + 1025  # dense: the construction below
+    while count <= 4 * num + 1024:
         cand = np.unique(np.rint(np.geomspace(1, steps, count)).astype(np.int64))
         if len(cand) >= num:
             # keep the endpoints; thin the interior evenly in log space
@@ -144,7 +167,11 @@ def log_spaced_steps(steps: int, num: int) -> tuple[int, ...]:
             if len(pick) == num:
                 return tuple(int(c) for c in cand[pick])
         count = count + 1 if count < num + 256 else max(count + 1, int(count * 1.01))
-    return tuple(range(steps - num + 1, steps + 1))  # pragma: no cover - only for num ≈ steps
+    # num close to steps: the rounded targets, pushed up to be distinct and capped below steps
+    i = np.arange(num, dtype=np.int64)
+    target = np.rint(np.geomspace(1, steps, num)).astype(np.int64)
+    out = np.minimum(i + np.maximum.accumulate(target - i), steps - num + 1 + i)
+    return tuple(int(c) for c in out)
 
 
 def config_from_grid(grid: Any, batch: int, lr: float, opt: str) -> TrainConfig:

@@ -63,8 +63,9 @@ class TrainResult:
             ``t``'s loss is ``L_{B_t}(w_{t−1})``, the loss its gradient came with (before the
             update), while ``displacement`` at ``t`` is measured after it, at ``w_t``. So the
             diverging step's own loss is finite when only its update overflowed: an interval
-            reads NaN from the first one holding a step after ``diverged_step`` (or the
-            diverging step itself, when its loss was the non-finite value).
+            reads NaN from the first one holding a step after ``diverged_step``; the interval
+            holding the diverging step itself reads that step's loss when it was the
+            non-finite value (``inf`` when the loss overflowed, NaN otherwise).
         grad_norm: ``(R,)`` minibatch gradient norm at the recorded step (at ``w_{t−1}``, like
             the loss); NaN from ``diverged_step`` on, that step included.
         checkpoint_steps: ``(K,)`` log-spaced checkpoint steps (the last is ``T``).

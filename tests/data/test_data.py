@@ -195,6 +195,12 @@ def test_mnist_missing_file(tmp_path):
         load("mnist", data_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "nope"))):
         load("mnist", data_dir=tmp_path / "nope")
+    # a file where the directory should be says so (it said "directory not found")
+    with pytest.raises(FileNotFoundError, match="directory expected, got a file"):
+        load("mnist", data_dir=tmp_path / STEMS["train_labels"])
+    # "" would be Path("") — the working directory — read silently
+    with pytest.raises(ValueError, match="data_dir must be a non-empty path"):
+        load("mnist", data_dir="")
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,6 +377,12 @@ def test_deep_linear_teacher_rejects_bad_parameters(args, parameter):
         deep_linear_teacher(jax.random.key(0), *args)
     with pytest.raises(ValueError, match=r"^noise must"):
         deep_linear_teacher(jax.random.key(0), (2, 2), 1, 5, noise=-1.0)
+
+
+def test_deep_linear_teacher_under_vmap_says_it_runs_on_the_host():
+    keys = jax.random.split(jax.random.key(0), 2)
+    with pytest.raises(ValueError, match="deep_linear_teacher runs on the host.*traced key"):
+        jax.vmap(lambda k: deep_linear_teacher(k, (3, 2), 1, 5).product)(keys)
 
 
 # --------------------------------------------------------------------------------------------

@@ -306,6 +306,10 @@ def test_bucketing_rule_and_program_count(moons):
         (dict(learning_rates=(0.0,)), "learning_rates"),
         (dict(learning_rates=(-0.1,)), "learning_rates"),
         (dict(learning_rates=(float("nan"),)), "learning_rates"),
+        # the engine runs in float32: 1e-46 would be 0 and 1e39 inf (no warning, no error)
+        (dict(learning_rates=(1e-46,)), "learning_rates .* in float32"),
+        (dict(learning_rates=(1e39,)), "learning_rates must be at most 3.402823e\\+38"),
+        (dict(b2=1 - 1e-9), "b2 .* which is 1.0 in float32"),
         (dict(batch_sizes=(0,)), "batch_sizes"),
         (dict(batch_sizes=(10_000,)), "batch_sizes"),
         (dict(steps=0), "steps"),
@@ -333,6 +337,12 @@ def test_bad_grid_raises_before_compiling(moons, change, match):
         (dict(steps=-1), "steps"),
         (dict(optimizer="sgdd"), "optimizer"),
         (dict(momentum=1.0), "momentum"),
+        (dict(momentum=1 - 1e-9), "momentum .* in float32"),
+        (dict(b1=1 - 1e-9, optimizer="adam"), "b1 .* in float32"),
+        (dict(learning_rate=1e-46), "learning_rate .* which is 0.0 in float32"),
+        (dict(learning_rate=-1e39), "learning_rate"),
+        (dict(learning_rate=1e39), "learning_rate must be at most"),
+        (dict(eps=1e-50, optimizer="adam"), "eps"),
     ],
 )
 def test_bad_config_raises(moons, change, match):
@@ -551,7 +561,7 @@ def test_log_spaced_steps_are_distinct_increasing_and_end_at_steps(data):
     steps = data.draw(st.integers(1, 3000))
     num = data.draw(st.integers(1, steps))
     out = fs.train.log_spaced_steps(steps, num)
-    assert len(out) == num and out[-1] == steps and out[0] >= 1
+    assert len(out) == num and out[-1] == steps and out[0] == (1 if num > 1 else steps)
     assert all(a < b for a, b in itertools.pairwise(out))
 
 
@@ -561,6 +571,18 @@ def test_log_spaced_steps_closed_forms_and_dense_requests():
     assert fs.train.log_spaced_steps(20_000, 20_000) == tuple(range(1, 20_001))
     dense = fs.train.log_spaced_steps(5000, 4000)
     assert len(set(dense)) == 4000 and dense[-1] == 5000
+    # all but one step: the first step stays (a contiguous tail used to drop step 1 from
+    # T = 5 000 on, and took 127 s for 900 000 of 10⁶ steps); the one left out is near the top,
+    # where log-spacing is densest
+    for steps in (5000, 10**6):
+        out = fs.train.log_spaced_steps(steps, steps - 1)
+        missing = sorted(set(range(1, steps + 1)) - set(out))
+        assert out[0] == 1 and out[-1] == steps and len(missing) == 1 and missing[0] > steps / 2
+    big = np.asarray(fs.train.log_spaced_steps(10**6, 9 * 10**5))
+    assert big[0] == 1 and big[-1] == 10**6 and np.all(np.diff(big) > 0)
+    # below the dense part the rounded log-spaced targets are kept: the first 100 of 900 000
+    # targets 10^{6 i/(K−1)} all round to 1, so the steps start 1, 2, 3, …
+    assert big[:5].tolist() == [1, 2, 3, 4, 5]
 
 
 def test_saved_batch_norm_sweep_reproduces_its_displacement(moons, tmp_path):
