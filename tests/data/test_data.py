@@ -381,7 +381,7 @@ def test_deep_linear_teacher_rejects_bad_parameters(args, parameter):
 
 def test_deep_linear_teacher_under_vmap_says_it_runs_on_the_host():
     keys = jax.random.split(jax.random.key(0), 2)
-    with pytest.raises(ValueError, match="deep_linear_teacher runs on the host.*traced key"):
+    with pytest.raises(ValueError, match=r"deep_linear_teacher runs on the host.*traced key"):
         jax.vmap(lambda k: deep_linear_teacher(k, (3, 2), 1, 5).product)(keys)
 
 

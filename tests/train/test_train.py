@@ -620,3 +620,27 @@ def test_mean_losses_do_not_overflow_where_the_mean_is_finite():
     scale = _engine._mean_scale(1000)
     assert scale == 2.0**-10
     assert float(_engine._sum(v * scale) / 1000 / scale) == float(_engine._sum(v) / 1000)
+
+
+def test_interval_mean_loss_does_not_overflow_where_the_mean_is_finite():
+    """The recorded loss is the mean over an interval of steps: four minibatch means of
+    1.6·10³⁸ sum to 6.5·10³⁸ (inf in float32) while their mean is finite. A regression net
+    whose targets are 1.8·10¹⁹ away, trained with a learning rate too small to move it."""
+    from fracsgd.data import make_dataset
+
+    n = 16
+    x = np.ones((n, 1), np.float32)
+    y = np.full((n, 1), 1.8e19, np.float32)
+    data = make_dataset(x, y, x[:4], y[:4], num_classes=0, name="far", source="test")
+    cfg = fs.train.TrainConfig(
+        steps=8, batch_size=4, learning_rate=1e-30, record_every=4, num_checkpoints=2
+    )
+    model = fs.models.deep_linear((1, 1))
+    res = fs.train.run(jax.random.key(0), model, data, cfg, progress=False)
+    w0 = float(jax.tree.leaves(res.init_params)[0].reshape(()))
+    expected = 0.5 * (1.8e19 - w0) ** 2  # the weight moves by ~1e-11 of itself: constant
+    assert not res.diverged
+    loss = np.asarray(res.train_loss, np.float64)
+    assert loss.shape == (2,) and np.all(np.isfinite(loss))
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
+    assert 4 * expected > float(np.finfo(np.float32).max)  # the plain interval sum overflows
