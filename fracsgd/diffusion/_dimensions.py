@@ -53,6 +53,19 @@ def _power_of_two_scale(top: float, dtype: Any) -> float:
     return math.ldexp(1.0, e)
 
 
+def _refuse_non_finite(name: str, finite_walker: np.ndarray) -> None:
+    """``ValueError`` naming the walkers with NaN or inf positions. They are not dropped here:
+    which walkers diverge may depend on how far they moved, so leaving them out is the
+    caller's decision, made visibly."""
+    bad = np.flatnonzero(~finite_walker)
+    shown = ", ".join(map(str, bad[:5])) + (", …" if bad.size > 5 else "")
+    raise ValueError(
+        f"{name} contains NaN or inf in {bad.size} of {finite_walker.size} walkers ({shown}); "
+        f"pass the finite ones, e.g. x[np.isfinite(x).all(axis=(1, 2))], and report how many "
+        "were left out"
+    )
+
+
 def _displacements(trajectories: ArrayLike, name: str = "trajectories") -> _Displacements:
     """Checks ``(walkers, T, dim)`` positions and returns their displacements. The start is
     subtracted in the input's precision (float64 for NumPy input) before the cast to float32,
@@ -69,12 +82,12 @@ def _displacements(trajectories: ArrayLike, name: str = "trajectories") -> _Disp
         raise ValueError(f"{name} needs at least 4 time points, got {x.shape[1]}")
     if isinstance(x, jax.Array):
         if not bool(jnp.all(jnp.isfinite(x))):
-            raise ValueError(f"{name} contains NaN or inf")
+            _refuse_non_finite(name, np.asarray(jnp.all(jnp.isfinite(x), axis=(1, 2))))
         d = x - x[:, :1]
         top = max(float(jnp.max(d)), -float(jnp.min(d)))
     else:
         if not np.all(np.isfinite(x)):
-            raise ValueError(f"{name} contains NaN or inf")
+            _refuse_non_finite(name, np.all(np.isfinite(x), axis=(1, 2)))
         d = x  # real_array's own float64 copy: work in place (no second full-size copy)
         d -= d[:, :1].copy()
         top = max(float(d.max()), -float(d.min()))

@@ -337,6 +337,15 @@ def test_bad_trajectories():
         D.fbm(KEY, 2, 8, 1.2)
     with pytest.raises(ValueError, match="alpha"):
         D.ctrw(KEY, 2, np.arange(1, 5.0), 1.5)
+    # non-finite walkers are named (host and device arrays), not silently dropped
+    x = np.asarray(D.lattice_walk(KEY, 8, 20, 1), np.float64)
+    x[3, 10:] = np.nan
+    x[5, 2, 0] = np.inf
+    for arr in (x, jax.numpy.asarray(x, jax.numpy.float32)):
+        with pytest.raises(ValueError, match=r"NaN or inf in 2 of 8 walkers \(3, 5\)"):
+            D.walk_dimension(arr)
+    finite = x[np.isfinite(x).all(axis=(1, 2))]
+    assert finite.shape[0] == 6 and D.ensemble_msd(finite).shape == (21,)
 
 
 # --- correlation dimension and lemma checks ---------------------------------------------------
