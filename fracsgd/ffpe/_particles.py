@@ -184,7 +184,7 @@ def ctrw(
             ``step`` are traced: new values do not recompile, and ``jit``/``vmap`` (and
             forward-mode ``jax.jvp``; reverse mode cannot pass the particles' ``while_loop``)
             may go over them. Traced values are not range-checked: an invalid one gives NaN
-            positions.
+            positions for every particle and ``complete = False``.
         w0: ``(particles, dim)`` initial positions (draw them from ``p_0``); may be traced.
         times: strictly increasing positive observation times ``(T,)``.
         step: the operational time ``dτ`` of one jump (> 0); smaller is more accurate and makes
@@ -209,15 +209,17 @@ def ctrw(
     """
     alpha, w, t = _check(problem, w0, times, step, max_jumps)
     keys = jax.random.split(check_key(key), w.shape[0])
+    a = jnp.asarray(alpha, w.dtype)
+    d = jnp.asarray(problem.diffusion, w.dtype)
+    g = jnp.asarray(problem.gamma, w.dtype)
+    s = jnp.asarray(step, w.dtype)
     pos, jumps, complete = _simulate(
-        keys,
-        w,
-        t,
-        jnp.asarray(problem.diffusion, w.dtype),
-        jnp.asarray(problem.gamma, w.dtype),
-        jnp.asarray(step, w.dtype),
-        jnp.asarray(alpha, w.dtype),
-        potential=problem.potential,
-        max_jumps=int(max_jumps),
+        keys, w, t, d, g, s, a, potential=problem.potential, max_jumps=int(max_jumps)
     )
-    return Particles(t, pos, jumps, complete)
+    # traced parameters are not checked above: an invalid one (α outside (0, 1], D or dτ not
+    # > 0, γ not finite) would still give finite positions for some particles, or all zero
+    # positions (α = 0); mark the whole result instead: NaN positions, nothing complete
+    ok = (a > 0) & (a <= 1) & (d > 0) & jnp.isfinite(d) & jnp.isfinite(g) & (s > 0)
+    ok = ok & jnp.isfinite(s)
+    pos = jnp.where(ok, pos, jnp.nan)
+    return Particles(t, pos, jumps, complete & ok)

@@ -572,6 +572,25 @@ def solve(
     )
 
 
+def _check_mesh_resolvable(ts: np.ndarray, dtype: Any, grading: float, num_steps: int) -> None:
+    """The march runs in ``p0``'s dtype: every step relative to ``t_final`` must stay clear of
+    that dtype's underflow (at least ``tiny/eps``: 1.4·10⁻³¹ in float32), or the Caputo weights
+    lose their first steps to 0 and 0/0 (NaN). float64 meshes are checked by
+    :func:`graded_mesh` itself."""
+    info = np.finfo(dtype)
+    floor = float(info.tiny) / float(info.eps)
+    t_final = float(ts[-1])
+    steps = np.diff(np.asarray(ts, dtype).astype(np.float64))
+    smallest = float(np.min(steps)) / t_final
+    if not smallest >= floor:
+        raise ValueError(
+            f"grading {grading:g} with num_steps {num_steps} gives a first step of "
+            f"{smallest:.3g}·t_final, below what {np.dtype(dtype).name} resolves (≥ "
+            f"{floor:.2g}·t_final): use a smaller grading or fewer steps, or run in float64 "
+            "(jax.config.update('jax_enable_x64', True) and a float64 p0)"
+        )
+
+
 def _run(
     problem: Problem,
     p: Array,
@@ -591,11 +610,12 @@ def _run(
     t_final = check_number("t_final", t_final, lo=0.0, lo_open=True)
     ts_np = graded_mesh(t_final, num_steps, grading, graded_until=graded_until)
     plan = _save_plan(ts_np, save_at)
+    dtype = p.dtype
+    _check_mesh_resolvable(ts_np, dtype, grading, num_steps)
     if isinstance(history, SOE):
         x, h = history.nodes(*_soe_window(ts_np, stepper))
     else:
         x, h = np.zeros(1), 1.0
-    dtype = p.dtype
     alpha = jnp.asarray(problem.alpha, dtype)
     saved = _march(
         op,

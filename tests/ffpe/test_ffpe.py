@@ -127,6 +127,36 @@ def test_l1_weights_are_cancellation_free_on_strongly_graded_meshes(x64):
     assert np.all(a > 0)
 
 
+def test_l21sigma_weights_in_float32_on_the_recommended_grading():
+    """r = 2/α puts t_1 = 10⁻²⁶ at α = 0.1, N = 20: the products τ_k(τ_k + τ_{k+1}) underflowed
+    in float32 and every row had NaN (39 weights). Computed in units of t_n they are finite
+    and agree with float64; a mesh float32 cannot resolve is refused by name."""
+    ts = fs.ffpe.graded_mesh(1.0, 20, 2 / 0.1)
+    with jax.enable_x64(True):
+        ref = np.stack(
+            [np.asarray(fs.ffpe.l21sigma_weights(jnp.asarray(ts), n, 0.1)) for n in (1, 2, 10, 20)]
+        )
+    got = np.stack(
+        [
+            np.asarray(fs.ffpe.l21sigma_weights(jnp.asarray(ts, jnp.float32), n, jnp.float32(0.1)))
+            for n in (1, 2, 10, 20)
+        ]
+    )
+    assert got.dtype == np.float32 and np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, ref, rtol=2e-5, atol=1e-6 * np.abs(ref).max())
+    grid = fs.ffpe.Grid1D(lo=-4.0, hi=4.0, cells=40)
+    prob = fs.ffpe.Problem(alpha=0.1, potential=lambda w: 0.5 * jnp.sum(w**2))
+    p0 = _gaussian(grid, 1.0, 0.3).astype(jnp.float32)
+    sol = fs.ffpe.solve(
+        prob, grid, p0, t_final=1.0, num_steps=20, stepper=fs.ffpe.L21Sigma(), grading=20.0
+    )
+    assert int(sol.result) == 0 and np.all(np.isfinite(np.asarray(sol.p)))
+    np.testing.assert_allclose(np.asarray(sol.mass), 1.0, rtol=1e-5)
+    # (1/100)^19 = 10⁻³⁸ of t_final: NaN before, now a ValueError naming the grading
+    with pytest.raises(ValueError, match=r"grading 19 with num_steps 100 .* float32 resolves"):
+        fs.ffpe.solve(prob, grid, p0, t_final=1.0, num_steps=100, grading=19.0)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -158,6 +188,23 @@ def test_bad_input(kwargs, match):
             num_steps=args["num_steps"],
             save_at=args.get("save_at"),
         )
+
+
+def test_ctrw_with_invalid_traced_parameters_is_all_nan():
+    """Under jit the parameters are data, not checked: an invalid one used to give finite
+    positions (α = 1.5, α = −0.5), zeros (α = 0) or NaN for some particles only."""
+
+    def run(alpha, d, step):
+        prob = fs.ffpe.Problem(alpha=alpha, diffusion=d, gamma=0.0)
+        out = fs.ffpe.ctrw(jax.random.key(0), prob, jnp.zeros((20, 1)), [1.0], step=step)
+        return out.positions, out.complete
+
+    f = jax.jit(run)
+    pos, complete = f(0.5, 1.0, 0.05)
+    assert np.all(np.isfinite(np.asarray(pos))) and bool(complete.all())
+    for bad in [(1.5, 1.0, 0.05), (-0.5, 1.0, 0.05), (0.0, 1.0, 0.05), (0.5, -1.0, 0.05)]:
+        pos, complete = f(*bad)
+        assert np.all(np.isnan(np.asarray(pos))) and not bool(complete.any()), bad
 
 
 def test_ctrw_particles_match_the_ffpe_density(x64):
