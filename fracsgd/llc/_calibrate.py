@@ -268,7 +268,9 @@ def calibrate(
     nbs = np.asarray([resolve_nbeta(b, n, batch_size) for b in nbetas])
     for name, values in (("step_sizes", steps), ("nbetas", nbs)):
         for v in values:
-            _check_float32(name, v)
+            _check_float32(name, float(v))
+    for v in gammas:
+        _check_float32("localizations", float(v), allow_zero=True)
     grid64 = np.asarray(list(itertools.product(steps, gammas, nbs)), np.float64)
     grid = grid64.astype(np.float32)  # what the chains run with
     m = grid.shape[0]

@@ -671,12 +671,16 @@ def _check_pos(name: str, value: Any, *, allow_zero: bool = False) -> float:
     return v
 
 
-def _check_float32(name: str, value: float) -> None:
-    """The chains run in float32: a positive setting must not round to 0 or overflow there."""
+def _check_float32(name: str, value: float, *, allow_zero: bool = False) -> None:
+    """The chains run in float32: a positive setting must not round to 0 or overflow there
+    (``allow_zero``: an exact 0 is allowed too)."""
     f32 = np.finfo(np.float32)  # normal numbers: accelerators flush subnormals to zero
+    if allow_zero and float(value) == 0.0:
+        return
     if not float(f32.tiny) <= abs(float(value)) <= float(f32.max):
+        zero = "0 or " if allow_zero else ""
         raise ValueError(
-            f"{name} must be a normal float32 number (about 1.2e-38 to 3.4e38), got {value!r}"
+            f"{name} must be {zero}a normal float32 number (about 1.2e-38 to 3.4e38), got {value!r}"
         )
 
 
@@ -1149,6 +1153,7 @@ def _estimate_rows(
         raise ValueError(f"params leaves need one common leading model axis, got sizes {sizes}")
     num_models = sizes.pop()
     _check_float32("step_size", step_size)
+    _check_float32("localization", localization, allow_zero=True)
     _check_float32("nbeta", nb)
     hyper = jnp.tile(jnp.asarray([[step_size, localization, nb]], jnp.float32), (num_models, 1))
     dead, outs, init_loss = _run(
@@ -1367,8 +1372,10 @@ def estimate_many(
     """:func:`estimate` for many centres in one compiled program.
 
     ``params`` (and ``mask``, if given) carry a leading model axis ``M`` — seeds × widths ×
-    checkpoints of a sweep, width-masked networks included. Every field of the result gains a
-    leading ``M`` axis (``llc_mean`` is ``(M,)``, ``loss_trace`` ``(M, chains, draws)``).
+    checkpoints of a sweep, width-masked networks included. Every per-model field of the result
+    gains a leading ``M`` axis (``llc_mean`` is ``(M,)``, ``loss_trace`` ``(M, chains,
+    draws)``); the settings shared by all models (``nbeta``, ``step_size``, ``localization``)
+    stay scalars.
     Warnings for non-minima, and for diverged chains, are each collected into one. Takes the
     arguments of :func:`estimate`.
 

@@ -142,6 +142,7 @@ def test_calibration_marks_diverging_settings_invalid():
         (dict(key=jax.random.PRNGKey(0)), "key"),  # a raw uint32 key, not a typed one
         (dict(key=0), "key"),
         (dict(step_sizes=(1e-3, 1e-50)), "step_sizes"),  # 0 in float32
+        (dict(localizations=(0.0, 1e39)), "localizations must be 0 or a normal float32"),
         (dict(same_batch="yes"), "same_batch"),
     ],
 )

@@ -520,6 +520,8 @@ def test_nbeta_rules():
         (dict(sampler="psgld"), "num_burnin"),  # pSGLD adapts during burn-in
         (dict(step_size=1e-50), "step_size"),  # 0 in float32
         (dict(nbeta=1e39), "nbeta"),  # inf in float32
+        (dict(localization=1e39), "localization must be 0 or a normal float32"),  # inf
+        (dict(localization=1e-46), "localization must be 0 or a normal float32"),  # 0
         (dict(mala="no"), "mala"),
         (dict(same_batch=1), "same_batch"),
         (dict(mask=jnp.ones(3)), "mask"),
