@@ -143,6 +143,14 @@ class LLCResult(NamedTuple):
             about ``sqrt(k/γ)``; a distance comparable to the way to other critical points
             (or to ``||w*||``) means λ̂ reflects them too (``aoyagi_lambda``'s docs). NaN for a
             diverged chain.
+        rhat_distance: split R-hat of the squared distances ``||w − w*||²`` at those draws,
+            over the non-diverged chains (NaN with fewer than 4 measured draws). ``rhat`` and
+            ``ess`` read the minibatch loss traces, whose minibatch noise can swamp a chain's
+            slow drift: chains that have barely left the centre then read R-hat ≈ 1 and an ESS
+            near the number of draws. The distances carry no minibatch noise, and their R-hat
+            flags the slow directions (a noisy 7-d regression, B = 100, ε = 1e-7, 4 × 2 000
+            draws: ``rhat`` 1.0004, ESS 7 705 of 8 000, λ̂ 1.46 against 3.7; ``rhat_distance``
+            2.69; with B = 1 000 at ε = 1e-4, 1 000 burn-in and 4 000 draws, 1.03).
     """
 
     llc_mean: Any
@@ -168,6 +176,7 @@ class LLCResult(NamedTuple):
     thinning: int
     minibatch_noise_ratio: Any = None
     distance: Any = None
+    rhat_distance: Any = None
 
 
 class _Static(NamedTuple):
@@ -835,6 +844,7 @@ def _summarise(dead, outs, init_loss, nbeta, same_batch):
             ess = float(effective_sample_size(traces))
         else:
             rhat = ess = float("nan")
+        rhat_distance = _distance_rhat(distance[good])
         ratio_mean = np.where(dead, np.nan, np.nanmean(ratio, axis=-1))
         distance_rms = np.where(dead, np.nan, np.sqrt(np.nanmean(distance**2, axis=-1)))
         accept_mean = (
@@ -857,7 +867,19 @@ def _summarise(dead, outs, init_loss, nbeta, same_batch):
         grad_noise_ratio=ratio_mean,
         mala_acceptance=accept_mean,
         distance=distance_rms,
+        rhat_distance=rhat_distance,
     )
+
+
+def _distance_rhat(distance: np.ndarray) -> float:
+    """Split R-hat of the squared distances ``||w − w*||²`` at the measured draws (columns
+    where every chain has a value; NaN with fewer than 4 of them or no chain)."""
+    if distance.shape[0] == 0:
+        return float("nan")
+    cols = np.all(np.isfinite(distance), axis=0)
+    if cols.sum() < 4:
+        return float("nan")
+    return float(split_rhat(distance[:, cols] ** 2))
 
 
 def _tree_bytes(tree: PyTree) -> int:

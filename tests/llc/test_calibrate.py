@@ -295,3 +295,57 @@ def test_time_average_drops_non_finite_values_and_bridges_the_gap():
     # start between points: the average runs from the first point at or after it
     assert fs.llc.time_average([1, 10, 100], [1.0, 2.0, 3.0], 5) == pytest.approx(2.5)
     assert np.isnan(fs.llc.time_average(t, [1.0, np.nan, np.nan, np.nan], 10))
+
+
+def test_the_distances_r_hat_flags_chains_the_loss_r_hat_passes():
+    """Noisy 7-d regression (curvatures 0.1–10, n = 10 000, B = 100, nβ = n/log n, γ = 1): at
+    ε = 1e-7 the chains barely leave the centre in 2 000 draws (λ̂ ≈ 1.5 against ≈ 3.7), but the
+    minibatch noise of the loss traces gives R-hat ≈ 1 and an ESS near the number of draws.
+    rhat_distance sees it, and calibrate counts such settings invalid (it recommended the
+    least-mixed one before: the valid setting with the largest ESS)."""
+    d, n = 7, 10_000
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(n, d)) * np.sqrt(np.logspace(-1, 1, d))).astype(np.float32)
+    y = (x @ rng.normal(size=d) + rng.normal(size=n)).astype(np.float32)
+    centre = np.linalg.lstsq(x.astype(np.float64), y, rcond=None)[0].astype(np.float32)
+
+    def loss(w, batch):
+        return 0.5 * jnp.mean((batch[0] @ w - batch[1]) ** 2)
+
+    data = (jnp.asarray(x), jnp.asarray(y))
+    kw = dict(num_chains=4, localization=1.0, batch_size=100)
+    slow = fs.llc.estimate(
+        jax.random.key(0), loss, jnp.asarray(centre), data, num_draws=2000, step_size=1e-7, **kw
+    )
+    assert slow.rhat < 1.01 and slow.ess > 0.9 * 4 * 2000  # the loss traces see nothing
+    assert slow.llc_mean < 2.5  # far below the ≈ 3.7 of mixed chains
+    assert slow.rhat_distance > 1.5
+    mixed = fs.llc.estimate(
+        jax.random.key(0),
+        loss,
+        jnp.asarray(centre),
+        data,
+        num_draws=4000,
+        num_burnin=1000,
+        step_size=1e-4,
+        **kw,
+    )
+    assert mixed.rhat_distance < 1.1 and mixed.llc_mean > 3.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cal = fs.llc.calibrate(
+            jax.random.key(0),
+            loss,
+            jnp.asarray(centre),
+            data,
+            step_sizes=(3e-8, 1e-7),
+            localizations=(1.0,),
+            num_chains=4,
+            num_draws=2000,
+            batch_size=1000,
+            same_batch=True,
+        )
+    assert np.all(cal.rhat < 1.01) and np.all(cal.ess > 7000)
+    assert np.all(cal.rhat_distance > 1.5) and not cal.valid.any()
+    assert cal.recommended is None
+    np.testing.assert_array_equal(cal.rhat_distance.ravel(), cal.results.rhat_distance)
