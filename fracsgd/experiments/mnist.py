@@ -333,6 +333,7 @@ def _llc_stage(
     not_min = np.zeros((n_nets, k), bool)
     n_div = np.zeros((n_nets, k), np.int64)
     rhat = np.full((n_nets, k), np.nan)
+    rhat_distance = np.full((n_nets, k), np.nan)
     distance = np.full((n_nets, k), np.nan)
     data = (dataset.x_train, dataset.y_train)
     depths = sorted({len(_hidden_of(h)) for h in tr["hidden"]})
@@ -381,6 +382,7 @@ def _llc_stage(
                 not_min[net, ck_i] = bool(res.not_minimum[j])
                 n_div[net, ck_i] = int(np.sum(res.diverged[j]))
                 rhat[net, ck_i] = res.rhat[j]
+                rhat_distance[net, ck_i] = res.rhat_distance[j]
                 distance[net, ck_i] = _rms(res.distance[j])
             bar.update(real)
     return {
@@ -389,6 +391,7 @@ def _llc_stage(
         "not_minimum": not_min,
         "chains_diverged": n_div,
         "rhat": rhat,
+        "rhat_distance": rhat_distance,
         "llc_distance": distance,
         "nbeta": np.asarray(llc.default_nbeta(dataset.num_train)),
     }
@@ -605,6 +608,11 @@ def analyse(
         rec["llc_distance"] = (
             np.asarray(ll["llc_distance"][i], np.float64).tolist() if "llc_distance" in ll else None
         )
+        # split R-hat per checkpoint of the loss traces and of the chains' squared distances
+        # from the checkpoint (LLCResult.rhat, .rhat_distance; the loss traces' minibatch
+        # noise can hide unmixed chains from the first); None from a stage stored before them
+        for name, field in (("llc_rhat", "rhat"), ("llc_rhat_distance", "rhat_distance")):
+            rec[name] = np.asarray(ll[field][i], np.float64).tolist() if field in ll else None
         # --- spectral dimensions
         rec["d_s_eq17_final"] = float(diffusion.paper_spectral_dimension(rec["lambda_final"], H))
         rec["d_s_eq17_bar"] = float(diffusion.paper_spectral_dimension(rec["lambda_bar"], H))

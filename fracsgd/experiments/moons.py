@@ -308,8 +308,15 @@ def _llc_stage(key, dataset, config: MoonsConfig, tr, mesh) -> dict[str, Any]:
         "not_minimum": np.asarray(res.not_minimum),
         "chains_diverged": np.asarray(res.diverged).sum(axis=-1),
         "llc_distance": np.asarray([_rms(d) for d in np.asarray(res.distance)]),
+        "rhat": np.asarray(res.rhat, np.float64),
+        "rhat_distance": np.asarray(res.rhat_distance, np.float64),
         "nbeta": np.asarray(res.nbeta).reshape(-1)[:1],
     }
+
+
+def _none_or_float(stage: dict, name: str, i: int) -> float | None:
+    """``stage[name][i]`` as a float (NaN stays NaN), or None when the stage lacks it."""
+    return float(stage[name][i]) if name in stage else None
 
 
 def posterior_samples(key, model: models.Model, dataset, config: MoonsConfig):
@@ -489,6 +496,10 @@ def run(
             # RMS over the chains of LLCResult.distance: the radius λ̂ is local to (None from
             # a stage stored before it existed)
             "llc_distance": float(ll["llc_distance"][i]) if "llc_distance" in ll else None,
+            # split R-hat of the loss traces and of the squared distances from the centre
+            # (LLCResult.rhat, .rhat_distance; None from a stage stored before them)
+            "llc_rhat": _none_or_float(ll, "rhat", i),
+            "llc_rhat_distance": _none_or_float(ll, "rhat_distance", i),
             "nbeta": nbeta,
         }
         try:

@@ -72,6 +72,8 @@ REQUIRED = {
     "grad_norm_window",
     "llc_chains_diverged",
     "llc_distance",
+    "llc_rhat",
+    "llc_rhat_distance",
 }
 
 
@@ -99,6 +101,10 @@ def test_results_json_is_consistent_with_its_own_numbers(tiny_run):
         assert len(n["llc_distance"]) == len(n["checkpoint_steps"])
         for lam, dist in zip(n["llc"], n["llc_distance"], strict=True):
             assert (lam is None) or (dist is not None and dist > 0)
+        # R-hats per checkpoint; 20 draws measure the distance at 3 draws: too few for one
+        assert len(n["llc_rhat"]) == len(n["llc_rhat_distance"]) == len(n["checkpoint_steps"])
+        assert all(r is None or r > 0 for r in n["llc_rhat"])
+        assert all(r is None for r in n["llc_rhat_distance"])
         H, lam_f, lam_b = n["H"], n["lambda_final"], n["lambda_bar"]
         # Eq. 17 with each λ, recomputed from the stored numbers
         assert n["d_s_eq17_final"] == pytest.approx(2 * lam_f * H, rel=1e-12)
@@ -314,6 +320,8 @@ def test_moons_study_summary_is_consistent(tmp_path):
         assert r["nbeta"] == s["nbeta"]
         assert 0 <= r["llc_chains_diverged"] <= cfg.llc_chains
         assert r["llc_distance"] is None or r["llc_distance"] > 0
+        assert r["llc_rhat"] is None or r["llc_rhat"] > 0
+        assert r["llc_rhat_distance"] is None or r["llc_rhat_distance"] > 0
         if "fit_error" not in r:
             assert r["msd_exponent"] == pytest.approx(2 * r["H"], rel=1e-12)
             assert r["caputo_order"] == pytest.approx(2 * r["H"], rel=1e-12)
