@@ -105,6 +105,8 @@ def _check_widths(widths: Sequence[int], name: str = "widths") -> tuple[int, ...
         raise ValueError(f"{name} needs at least (input, output), got {widths!r}")
     if any(w <= 0 for w in ws):
         raise ValueError(f"{name} must all be positive (width > 0), got {widths!r}")
+    if any(w >= 2**31 for w in ws):  # as fracsgd.train.Grid: array shapes and index hashing
+        raise ValueError(f"{name} must all be below 2**31, got {widths!r}")
     return ws
 
 

@@ -140,7 +140,7 @@ def test_models_are_interned():
 
 
 @pytest.mark.parametrize(
-    "widths", [(4, 0, 2), (4, -1, 2), (4,), "abc", (4, 2.5, 2), (4.0, 2), (True, 2)]
+    "widths", [(4, 0, 2), (4, -1, 2), (4,), "abc", (4, 2.5, 2), (4.0, 2), (True, 2), (2, 2**40, 2)]
 )
 def test_bad_widths_raise(widths):
     with pytest.raises(ValueError, match="widths"):
