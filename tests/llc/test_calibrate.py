@@ -301,8 +301,8 @@ def test_the_distances_r_hat_flags_chains_the_loss_r_hat_passes():
     """Noisy 7-d regression (curvatures 0.1–10, n = 10 000, B = 100, nβ = n/log n, γ = 1): at
     ε = 1e-7 the chains barely leave the centre in 2 000 draws (λ̂ ≈ 1.5 against ≈ 3.7), but the
     minibatch noise of the loss traces gives R-hat ≈ 1 and an ESS near the number of draws.
-    rhat_distance sees it, and calibrate counts such settings invalid (it recommended the
-    least-mixed one before: the valid setting with the largest ESS)."""
+    rhat_distance sees it, in estimate and in calibrate's grid (where it is reported, not a
+    validity rule: it also flags a singular model's flat directions, which leave λ̂ alone)."""
     d, n = 7, 10_000
     rng = np.random.default_rng(1)
     x = (rng.normal(size=(n, d)) * np.sqrt(np.logspace(-1, 1, d))).astype(np.float32)
@@ -346,6 +346,5 @@ def test_the_distances_r_hat_flags_chains_the_loss_r_hat_passes():
             same_batch=True,
         )
     assert np.all(cal.rhat < 1.01) and np.all(cal.ess > 7000)
-    assert np.all(cal.rhat_distance > 1.5) and not cal.valid.any()
-    assert cal.recommended is None
+    assert np.all(cal.rhat_distance > 1.5)
     np.testing.assert_array_equal(cal.rhat_distance.ravel(), cal.results.rhat_distance)
