@@ -253,14 +253,17 @@ def walk_dimension(
     r = np.sqrt(msd[keep])
     fit = fit_exponent(t[keep], r, window=window)
     squared = jnp.sum(jnp.square(disp.u), axis=-1)
-    jackknifed = _with_jackknife_ci(fit, squared, t, lambda m: np.sqrt(m * disp.scale**2))
-    if fit.crossover is not None and not jackknifed.ci[1] < SUBDIFFUSIVE_SLOPE:
+
+    def jackknifed(f: ExponentFit) -> ExponentFit:
+        return _with_jackknife_ci(f, squared, t, lambda m: np.sqrt(m * disp.scale**2))
+
+    out = jackknifed(fit)
+    if fit.crossover is not None and not out.ci[1] < SUBDIFFUSIVE_SLOPE:
         # fit_exponent keeps a detected crossover when the curve's own interval on the late
         # window lies below 1/2; the walkers' jackknife is the honest interval (the ensemble
         # MSD's residuals are correlated across times), so the same test is repeated with it
-        fit = fit_exponent(t[keep], r, window=_last_decade(t[keep]))
-        jackknifed = _with_jackknife_ci(fit, squared, t, lambda m: np.sqrt(m * disp.scale**2))
-    return WalkDimension(jackknifed.walk_dimension, jackknifed)
+        out = jackknifed(fit_exponent(t[keep], r, window=_last_decade(t[keep])))
+    return WalkDimension(out.walk_dimension, out)
 
 
 class SpectralDimension(NamedTuple):

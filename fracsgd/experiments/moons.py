@@ -501,7 +501,7 @@ def run(
             "llc_chains_diverged": int(ll["chains_diverged"][i]),
             # RMS over the chains of LLCResult.distance: the radius λ̂ is local to (None from
             # a stage stored before it existed)
-            "llc_distance": float(ll["llc_distance"][i]) if "llc_distance" in ll else None,
+            "llc_distance": _none_or_float(ll, "llc_distance", i),
             # split R-hat of the loss traces and of the squared distances from the centre
             # (LLCResult.rhat, .rhat_distance; None from a stage stored before them)
             "llc_rhat": _none_or_float(ll, "rhat", i),

@@ -219,7 +219,8 @@ def ctrw(
     # traced parameters are not checked above: an invalid one (α outside (0, 1], D or dτ not
     # > 0, γ not finite) would still give finite positions for some particles, or all zero
     # positions (α = 0); mark the whole result instead: NaN positions, nothing complete
-    ok = (a > 0) & (a <= 1) & (d > 0) & jnp.isfinite(d) & jnp.isfinite(g) & (s > 0)
-    ok = ok & jnp.isfinite(s)
+    ok = (
+        (a > 0) & (a <= 1) & (d > 0) & (s > 0) & jnp.isfinite(d) & jnp.isfinite(g) & jnp.isfinite(s)
+    )
     pos = jnp.where(ok, pos, jnp.nan)
     return Particles(t, pos, jumps, complete & ok)

@@ -158,8 +158,8 @@ def log_spaced_steps(steps: int, num: int) -> tuple[int, ...]:
     num = check_positive_int("num_checkpoints", num, upper=steps)
     if num == 1:
         return (steps,)
-    count = num if 2 * num <= steps else 4 * num + 1025  # dense: the construction below
-    while count <= 4 * num + 1024:
+    count = num
+    while 2 * num <= steps and count <= 4 * num + 1024:  # dense requests: straight below
         cand = np.unique(np.rint(np.geomspace(1, steps, count)).astype(np.int64))
         if len(cand) >= num:
             # keep the endpoints; thin the interior evenly in log space
