@@ -1,6 +1,7 @@
 """Calibration grids, λ along a trajectory, λ̄, and the plots."""
 
 import itertools
+import math
 import warnings
 
 import jax
@@ -348,3 +349,65 @@ def test_the_distances_r_hat_flags_chains_the_loss_r_hat_passes():
     assert np.all(cal.rhat < 1.01) and np.all(cal.ess > 7000)
     assert np.all(cal.rhat_distance > 1.5)
     np.testing.assert_array_equal(cal.rhat_distance.ravel(), cal.results.rhat_distance)
+
+
+def test_the_fallback_recommends_mixed_chains_not_the_largest_ess():
+    """No step size is stable on a grid of 1e-7 and 1e-4 (λ̂ ≈ 0.2 and ≈ 3.5 on a 7-d regression,
+    λ = d/2): the chains at 1e-7 have barely moved, yet their minibatch loss traces read the
+    larger ESS. The fallback takes the setting whose positions mixed (rhat_distance < 1.1)."""
+    d, n = 7, 2000
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    y = (x @ rng.normal(size=d) + 0.5 * rng.normal(size=n)).astype(np.float32)
+    centre = np.linalg.lstsq(x.astype(np.float64), y, rcond=None)[0].astype(np.float32)
+
+    def loss(w, batch):
+        return 0.5 * jnp.mean((batch[0] @ w - batch[1]) ** 2)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cal = fs.llc.calibrate(
+            jax.random.key(1),
+            loss,
+            jnp.asarray(centre),
+            (jnp.asarray(x), jnp.asarray(y)),
+            step_sizes=(1e-7, 1e-4),
+            localizations=(0.0,),
+            num_chains=4,
+            num_draws=2000,
+            batch_size=100,
+        )
+    assert cal.valid.all()
+    slow, mixed = (1e-7, 1e-4)
+    assert cal.ess[0, 0, 0] > cal.ess[1, 0, 0]  # the old rule's pick: the unmixed chains
+    assert cal.llc_mean[0, 0, 0] < 0.5 * d / 2
+    assert cal.rhat_distance[0, 0, 0] > 1.5 and cal.rhat_distance[1, 0, 0] < 1.1
+    rec = cal.recommended
+    assert rec["step_size"] == mixed and rec["step_size"] != slow
+    assert math.isnan(rec["bias_estimate"]) and "mixed" in rec["reason"]
+    assert rec["llc_mean"] == pytest.approx(d / 2, rel=0.1)
+
+
+def test_the_fallback_order():
+    """Mixed settings first (least localisation, then smallest step size); otherwise the smallest
+    rhat_distance, NaN last, ties to the larger ESS."""
+    from fracsgd.llc._calibrate import _fallback
+
+    steps, gammas = np.array([1e-5, 1e-4, 1e-3]), np.array([1.0, 10.0])
+    valid = np.ones((3, 2, 1), bool)
+    ess = np.full((3, 2, 1), 500.0)
+    rd = np.array([[1.5, 1.05], [1.08, 1.02], [1.01, 1.0]])[..., None]
+    assert _fallback(valid, rd, ess, steps, gammas) == (1, 0, 0)  # γ = 1 first, then ε = 1e-4
+    valid[1, 0, 0] = False
+    assert _fallback(valid, rd, ess, steps, gammas) == (2, 0, 0)
+    valid[2, 0, 0] = False
+    assert _fallback(valid, rd, ess, steps, gammas) == (0, 1, 0)  # only γ = 10 mixed
+    rd = np.array([[np.nan, 1.5], [1.3, 1.3], [1.2, np.inf]])[..., None]
+    valid[:] = True
+    ess[1, 1, 0] = 900.0
+    assert _fallback(valid, rd, ess, steps, gammas) == (2, 0, 0)  # smallest rhat_distance
+    valid[2, 0, 0] = False
+    assert _fallback(valid, rd, ess, steps, gammas) == (1, 1, 0)  # the tie: larger ESS
+    only_nan = np.zeros((3, 2, 1), bool)
+    only_nan[0, 0, 0] = True
+    assert _fallback(only_nan, rd, ess, steps, gammas) == (0, 0, 0)
