@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -74,6 +76,8 @@ class ExponentFit(NamedTuple):
     @property
     def walk_dimension(self) -> float:
         """``d_w = 1/H`` (2 for Brownian motion, > 2 for subdiffusion)."""
+        if isinstance(self.H, jax.Array):  # a fit under jit/vmap: 1/0 is inf there
+            return 1 / self.H
         return 1 / self.H if self.H != 0 else math.inf
 
 
@@ -218,6 +222,30 @@ def _first_below_for_good(grid: np.ndarray, slopes: np.ndarray, threshold: float
     return float(grid[start]) if start < grid.size else None
 
 
+def _is_traced(*values: Any) -> bool:
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(values))
+
+
+def _traced_series(t: Any, r: Any, where: str) -> tuple[jax.Array, jax.Array]:
+    """``t`` and ``R`` of a fit called under ``jit``/``vmap``: what can be checked without their
+    values (shapes, real dtypes); the rest is checked on the host when the program runs."""
+    t, r = jnp.asarray(t), jnp.asarray(r)
+    for name, a in (("t", t), ("R", r)):
+        if not (jnp.issubdtype(a.dtype, jnp.floating) or jnp.issubdtype(a.dtype, jnp.integer)):
+            raise ValueError(f"{name} must be a real array for {where}, got dtype {a.dtype}")
+    if t.ndim != 1:
+        raise ValueError(f"t must be one-dimensional, got shape {t.shape}")
+    if r.shape != t.shape:
+        raise ValueError(f"R must have the shape of t {t.shape}, got {r.shape}")
+    return t, r
+
+
+def _host_call(fn: Any, out: Any, *args: Any) -> Any:
+    """``fn`` (NumPy in, NumPy out) run on the host from a traced program, one call per element
+    of a ``vmap`` batch (``jax.pure_callback``, ``vmap_method="sequential"``)."""
+    return jax.pure_callback(fn, out, *args, vmap_method="sequential")
+
+
 def detect_crossover(
     t: ArrayLike,
     r: ArrayLike,
@@ -231,7 +259,8 @@ def detect_crossover(
     Rule (documented decision, theory.md §3): the first time on the log grid after which the
     local slope (see :func:`local_slopes`) stays below ``threshold`` (1/2) for the rest of the
     series. None when the late slope is not below the threshold, and when every local slope is
-    (sub-diffusive from the start: no transition was observed).
+    (sub-diffusive from the start: no transition was observed). Under ``jit``/``vmap`` it runs
+    on the host as :func:`fit_exponent` does and returns a scalar array, NaN for None.
 
     Examples:
         >>> import numpy as np
@@ -243,6 +272,19 @@ def detect_crossover(
         True
     """
     check_number("threshold", threshold)
+    if _is_traced(t, r):
+        check_int("points_per_decade", points_per_decade, 1)
+        check_number("span", span, lo=0.0, lo_open=True)
+        t, r = _traced_series(t, r, "detect_crossover")
+        dtype = jnp.result_type(float)
+
+        def host(t_h, r_h):
+            c = detect_crossover(
+                t_h, r_h, threshold=threshold, points_per_decade=points_per_decade, span=span
+            )
+            return np.asarray(math.nan if c is None else c, dtype)
+
+        return _host_call(host, jax.ShapeDtypeStruct((), dtype), t, r)
     grid, slopes = local_slopes(t, r, points_per_decade=points_per_decade, span=span)
     return _first_below_for_good(grid, slopes, threshold)
 
@@ -293,6 +335,13 @@ def fit_exponent(
     Returns:
         An :class:`ExponentFit`.
 
+    Under ``jit`` or ``vmap`` (traced ``t``, ``R`` or ``window``) the same fit runs on the host
+    through ``jax.pure_callback``, once per element of a ``vmap`` batch, and the fields are
+    arrays of the default float dtype (float32 unless x64 is on; ``num_points`` int32,
+    ``crossover`` NaN where the host fit has None). Shapes and dtypes are checked when the
+    function is traced; the checks of values (increasing ``t``, the window's points) raise
+    when the program runs, inside jax's runtime error. Not differentiable (no JVP rule).
+
     Raises:
         ValueError: non-increasing ``t``, mismatched shapes, a window with fewer than
             ``min_points`` points, or non-positive ``R`` inside the window.
@@ -303,7 +352,17 @@ def fit_exponent(
         >>> fit = fit_exponent(t, 3 * t**0.3, window=(10, 1000))
         >>> round(fit.H, 6), round(fit.walk_dimension, 4), round(fit.r2, 6)
         (0.3, 3.3333, 1.0)
+
+        Many curves at once, under ``vmap`` (one host fit per curve):
+
+        >>> import jax, jax.numpy as jnp
+        >>> curves = jnp.stack([3 * t**0.3, t**0.45])
+        >>> fits = jax.vmap(lambda r: fit_exponent(t, r, window=(10, 1000)))(curves)
+        >>> [round(float(h), 4) for h in fits.H]
+        [0.3, 0.45]
     """
+    if _is_traced(t, R, window):
+        return _fit_exponent_traced(t, R, window, min_points, min_late_decades)
     t, r = _check_series(t, R)
     check_int("min_points", min_points, 3)
     check_number("min_late_decades", min_late_decades, lo=0.0)
@@ -363,6 +422,49 @@ def fit_exponent(
             f"at least {min_points} are needed"
         )
     return fit
+
+
+def _fit_exponent_traced(
+    t: Any, r: Any, window: Any, min_points: int, min_late_decades: float
+) -> ExponentFit:
+    """:func:`fit_exponent` under ``jit``/``vmap``: the host fit through ``jax.pure_callback``,
+    its fields as arrays of the default float dtype (``num_points`` int32, ``crossover`` NaN for
+    None)."""
+    check_int("min_points", min_points, 3)
+    check_number("min_late_decades", min_late_decades, lo=0.0)
+    t, r = _traced_series(t, r, "fit_exponent")
+    dtype = jnp.result_type(float)
+    args = [t, r]
+    if window is not None:
+        if isinstance(window, str | bytes) or not hasattr(window, "__len__") or len(window) != 2:
+            raise ValueError(
+                f"window must be (t_start, t_end) of finite numbers with t_start < t_end, "
+                f"got {window!r}"
+            )
+        if not _is_traced(window):
+            _check_window(window)
+        args.append(jnp.stack([jnp.asarray(w, dtype) for w in window]))
+
+    def host(t_h, r_h, *w):
+        win = None if not w else (float(w[0][0]), float(w[0][1]))
+        fit = fit_exponent(
+            t_h, r_h, window=win, min_points=min_points, min_late_decades=min_late_decades
+        )
+        crossover = math.nan if fit.crossover is None else fit.crossover
+        values = (fit.H, fit.intercept, fit.r2, *fit.ci, *fit.window, crossover)
+        return np.asarray(values, dtype), np.asarray(fit.num_points, np.int32)
+
+    out = (jax.ShapeDtypeStruct((8,), dtype), jax.ShapeDtypeStruct((), jnp.int32))
+    v, n = _host_call(host, out, *args)
+    return ExponentFit(  # v[..., k]: the fields keep a vmap's batch axes
+        H=v[..., 0],
+        intercept=v[..., 1],
+        r2=v[..., 2],
+        ci=(v[..., 3], v[..., 4]),
+        window=(v[..., 5], v[..., 6]),
+        num_points=n,
+        crossover=v[..., 7],
+    )
 
 
 def _last_decade(t: np.ndarray) -> tuple[float, float]:

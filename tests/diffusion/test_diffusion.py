@@ -767,3 +767,52 @@ def test_paper_spectral_dimension_treats_inf_and_nan_as_effective_diffusion_does
         D.paper_spectral_dimension(np.inf, 0.25)
     with pytest.raises(ValueError, match="traces must be an array of numbers"):
         fs.sampling.split_rhat("abc")
+
+
+def _two_regime_curves():
+    t = np.arange(1, 3001.0)
+    rng = np.random.default_rng(0)
+    kink = np.where(t < 100, t, 100 * (t / 100) ** 0.3) * np.exp(0.01 * rng.normal(size=t.size))
+    brownian = np.sqrt(t) * np.exp(0.01 * rng.normal(size=t.size))
+    return t, np.stack([kink, brownian])
+
+
+def test_fit_exponent_under_jit_and_vmap_is_the_host_fit():
+    """Under jit/vmap the fit runs on the host per curve (pure_callback): the same window,
+    crossover (NaN for None), point count and H as the host call, to float32 rounding."""
+    t, curves = _two_regime_curves()
+    host = [fs.diffusion.fit_exponent(t, r) for r in curves]
+    assert host[0].crossover is not None and host[1].crossover is None
+    fits = jax.jit(jax.vmap(lambda r: fs.diffusion.fit_exponent(t, r)))(curves)
+    assert fits.H.shape == fits.crossover.shape == fits.num_points.shape == (2,)
+    for i, h in enumerate(host):
+        np.testing.assert_allclose(float(fits.H[i]), h.H, rtol=1e-6)
+        np.testing.assert_allclose([float(fits.ci[0][i]), float(fits.ci[1][i])], h.ci, rtol=1e-6)
+        assert (float(fits.window[0][i]), float(fits.window[1][i])) == pytest.approx(h.window)
+        assert int(fits.num_points[i]) == h.num_points
+    assert float(fits.crossover[0]) == pytest.approx(host[0].crossover, rel=1e-6)
+    assert np.isnan(float(fits.crossover[1]))
+    np.testing.assert_allclose(np.asarray(fits.walk_dimension), [1 / h.H for h in host], rtol=1e-6)
+    # a traced window, and detect_crossover (NaN for None) under vmap
+    h = jax.jit(lambda r, a, b: fs.diffusion.fit_exponent(t, r, window=(a, b)).H)(
+        curves[0], 200.0, 3000.0
+    )
+    assert float(h) == pytest.approx(fs.diffusion.fit_exponent(t, curves[0], window=(200, 3000)).H)
+    cross = jax.vmap(lambda r: fs.diffusion.detect_crossover(t, r, threshold=0.4))(curves)
+    expected = fs.diffusion.detect_crossover(t, curves[0], threshold=0.4)
+    assert float(cross[0]) == pytest.approx(expected)
+    assert np.isnan(float(cross[1]))
+
+
+def test_fit_exponent_under_jit_checks_what_it_can_before_running():
+    t, curves = _two_regime_curves()
+    fit = jax.jit(fs.diffusion.fit_exponent, static_argnames=("window",))
+    with pytest.raises(ValueError, match="R must have the shape of t"):
+        fit(t, curves)
+    with pytest.raises(ValueError, match="window must be"):
+        fit(t, curves[0], window=(1000.0, 10.0))
+    with pytest.raises(ValueError, match="min_points"):
+        jax.jit(lambda r: fs.diffusion.fit_exponent(t, r, min_points=2))(curves[0])
+    # value checks run with the program: the host's message inside jax's runtime error
+    with pytest.raises(Exception, match="holds 0 points"):
+        jax.block_until_ready(fit(t, curves[0], window=(3000.5, 4000.0)))
