@@ -243,10 +243,15 @@ def _parameters_ok(problem: Problem, grid: Any) -> Array:
 
 
 def _check_p0(p0: Any, shape: tuple[int, ...]) -> Array:
-    if isinstance(p0, str | bytes) or (
-        not isinstance(p0, jax.Array) and np.asarray(p0).dtype.kind not in "biuf"
-    ):
-        raise ValueError(f"p0 must be an array of real numbers, got {type(p0).__name__}")
+    # the dtype of jax arrays and tracers without converting them; complex ones are refused too
+    # (a complex jax.Array once lost its imaginary part with a warning)
+    if isinstance(p0, str | bytes):
+        kind = "U"
+    else:
+        kind = np.dtype(p0.dtype if hasattr(p0, "dtype") else np.asarray(p0).dtype).kind
+    if kind not in "biuf":
+        what = type(p0).__name__ + (f" of dtype {p0.dtype}" if hasattr(p0, "dtype") else "")
+        raise ValueError(f"p0 must be an array of real numbers, got {what}")
     if np.shape(p0) != shape:
         raise ValueError(f"p0 must have shape {shape}, got {np.shape(p0)}")
     raw_dtype = p0.dtype if hasattr(p0, "dtype") else np.asarray(p0).dtype  # tracers have one

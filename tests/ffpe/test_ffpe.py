@@ -172,6 +172,9 @@ def test_l21sigma_weights_in_float32_on_the_recommended_grading():
         (dict(problem=fs.ffpe.Problem(diffusion="1.0")), "diffusion must be a real number"),
         (dict(problem=fs.ffpe.Problem(gamma=b"1")), "gamma must be a real number"),
         (dict(save_at="1.0"), "save_at must be None"),
+        # a complex jax array lost its imaginary part with a warning; NumPy's was refused
+        (dict(p0=jnp.ones(20) + 5j), "p0 must be an array of real numbers.*complex64"),
+        (dict(p0=np.ones(20) + 0j), "p0 must be an array of real numbers.*complex128"),
     ],
 )
 def test_bad_input(kwargs, match):

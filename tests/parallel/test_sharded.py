@@ -105,6 +105,11 @@ def test_mesh_argument_is_checked():
         _cases.calibration(memory_limit=0)
     with pytest.raises(ValueError, match="devices"):
         fs.parallel.batch_mesh([])
+    # one device, not a sequence of them: a TypeError from list() before
+    with pytest.raises(ValueError, match=r"devices must be .* got .*Device.*\[device\]"):
+        fs.parallel.batch_mesh(jax.devices()[0])
+    with pytest.raises(ValueError, match=r"devices must be .* got str"):
+        fs.parallel.batch_mesh("cpu")
 
 
 def test_chunk_plan_rule():
