@@ -2,13 +2,15 @@
 
 With ``γ = 1`` and the log-loss, SGD's stationary law ``p_s ∝ exp(−L_m/D_ξ)`` raised to the power
 ``m·D_ξ`` is the likelihood, so ``p(w | X_m) = ρ(w) p_s(w)^{m D_ξ} / Z``: SGD is a Bayesian
-sampler tempered by accessibility. The experiment compares *cluster masses*:
+sampler tempered by accessibility. For another ``γ`` the steady state ``p_s ∝ exp(−γL_m/D_ξ)``
+(v1 Lemma 3.1) needs the power ``m·D_ξ/γ`` (``gamma``, default 1 as in the corollary). The
+experiment compares *cluster masses*:
 
 1. Many SGD solutions are clustered **in function space** (their outputs on a probe set; the
    default because parameter space has permutation and rescaling symmetries that split one
    function into many clusters) by k-means (k-means++ initialisation, explicit key).
 2. ``q_c``: the fraction of SGD solutions in cluster ``c``.
-3. Tempered SGD masses: ``q̃_c ∝ q_c^{m·D_ξ,c}`` — the corollary applied at the level of clusters,
+3. Tempered SGD masses: ``q̃_c ∝ q_c^{m·D_ξ,c/γ}`` — the corollary applied at the level of clusters,
    treating each cluster's SGD mass as its density level. ``m`` is the number of training
    samples (the ``m`` of ``L_m``; an argument, so other readings can be tested), and
    ``D_ξ,c = ξ^{2 − 2λ_c/d_s,c}`` uses the cluster's mean LLC ``λ_c`` and mean spectral
@@ -17,10 +19,17 @@ sampler tempered by accessibility. The experiment compares *cluster masses*:
    centroid).
 5. KL, Jensen–Shannon and Wasserstein-1 (ground metric: distances between cluster centroids)
    between ``p`` and ``q̃``, scanned over ξ; the ξ with the smallest KL is reported.
+
+The tempered masses are computed in log space and KL is taken from their logarithms: with
+``m`` in the hundreds a minority cluster's ``q̃`` is far below any float's resolution
+(``0.1^{800}``), and a KL of clamped masses read the same value at every ξ. An exponent so
+large that ``e·log q`` overflows gives the limit (all mass on the cluster(s) with the smallest
+``e_c·(−log q_c)``).
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -28,8 +37,9 @@ import jax.numpy as jnp
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fracsgd._checks import check_int, check_key, check_number, real_array
+from fracsgd._checks import check_int, check_key, check_number, real_array, refuse_traced
 from fracsgd._types import PRNGKey
+from fracsgd.diffusion._dimensions import _power_of_two_scale
 
 
 class Clustering(NamedTuple):
@@ -51,10 +61,16 @@ def kmeans(
         >>> sorted(np.bincount(kmeans(jax.random.key(0), x, 2).labels).tolist())
         [5, 7]
     """
+    refuse_traced("fracsgd.diffusion.kmeans", key=key, points=points)
     check_key(key)
-    x = jnp.asarray(real_array("points", points, finite=True), jnp.float32)
-    if x.ndim != 2 or 0 in x.shape:
-        raise ValueError(f"points must have shape (N >= 1, features >= 1), got {x.shape}")
+    x64 = real_array("points", points, finite=True)
+    if x64.ndim != 2 or 0 in x64.shape:
+        raise ValueError(f"points must have shape (N >= 1, features >= 1), got {x64.shape}")
+    # unit-free in float32: centred in float64 and scaled by a power of two (exact), so tiny or
+    # huge units neither underflow the k-means++ weights nor overflow the distances
+    shift = x64.mean(axis=0)
+    scale = _power_of_two_scale(float(np.max(np.abs(x64 - shift))), x64.dtype)
+    x = jnp.asarray((x64 - shift) / scale, jnp.float32)
     if (
         isinstance(num_clusters, bool)
         or not isinstance(num_clusters, int | np.integer)
@@ -62,7 +78,7 @@ def kmeans(
     ):
         raise ValueError(f"num_clusters must be an integer in [1, N = {x.shape[0]}]")
     k = int(num_clusters)
-    distinct = np.unique(np.asarray(x), axis=0).shape[0]
+    distinct = np.unique(x64, axis=0).shape[0]
     if k > distinct:  # k-means++ would pick a point twice and leave a cluster empty
         raise ValueError(
             f"num_clusters = {k} exceeds the {distinct} distinct points: at most {distinct} "
@@ -99,17 +115,29 @@ def kmeans(
 
     cents, labels, inertia = jax.jit(jax.vmap(one))(jax.random.split(key, restarts))
     best = int(jnp.argmin(inertia))
-    return Clustering(np.asarray(labels[best]), np.asarray(cents[best]), float(inertia[best]))
+    centroids = np.asarray(cents[best], np.float64) * scale + shift
+    return Clustering(np.asarray(labels[best]), centroids, float(inertia[best]) * scale**2)
 
 
 def assign(points: ArrayLike, centroids: ArrayLike) -> np.ndarray:
-    """Index of the nearest centroid for each point."""
-    x, c = np.asarray(points, np.float64), np.asarray(centroids, np.float64)
+    """Index of the nearest centroid for each point: ``points (N, F)``, ``centroids (k ≥ 1, F)``,
+    both finite."""
+    refuse_traced("fracsgd.diffusion.assign", points=points, centroids=centroids)
+    x = real_array("points", points, finite=True)
+    c = real_array("centroids", centroids, finite=True)
+    if x.ndim != 2:
+        raise ValueError(f"points must have shape (N, features), got {x.shape}")
+    if c.ndim != 2 or c.shape[0] == 0 or c.shape[1] != x.shape[1]:
+        raise ValueError(
+            f"centroids must have shape (k >= 1, {x.shape[1]}) to match points' features, "
+            f"got {c.shape}"
+        )
     return np.argmin(((x[:, None, :] - c[None]) ** 2).sum(-1), axis=1)
 
 
 def masses(labels: ArrayLike, num_clusters: int) -> np.ndarray:
     """Fraction of points per cluster, ``(num_clusters,)``; labels in ``[0, num_clusters)``."""
+    refuse_traced("fracsgd.diffusion.masses", labels=labels)
     num_clusters = check_int("num_clusters", num_clusters, 1)
     lab_f = real_array("labels", labels)
     lab = np.nan_to_num(lab_f).astype(np.int64)
@@ -123,17 +151,50 @@ def masses(labels: ArrayLike, num_clusters: int) -> np.ndarray:
 
 
 def tempered_masses(sgd_masses: ArrayLike, exponents: ArrayLike) -> np.ndarray:
-    """``q̃_c ∝ q_c^{e_c}`` (computed in log space; empty clusters keep zero mass)."""
+    """``q̃_c ∝ q_c^{e_c}`` of the normalised masses ``q = sgd_masses / Σ sgd_masses``
+    (counts or fractions give the same result), ``e_c ≥ 0``; computed in log space
+    (:func:`tempered_log_masses`), empty clusters keep zero mass.
+
+    Examples:
+        >>> tempered_masses([50, 25, 25], 2.0).round(12).tolist()  # ∝ (1/4, 1/16, 1/16)
+        [0.666666666667, 0.166666666667, 0.166666666667]
+    """
+    return np.exp(tempered_log_masses(sgd_masses, exponents))
+
+
+def tempered_log_masses(sgd_masses: ArrayLike, exponents: ArrayLike) -> np.ndarray:
+    """``log q̃_c`` of :func:`tempered_masses` (``−inf`` for empty clusters): exact where the
+    masses themselves underflow (``0.1^{800}`` is ``−1842.07`` here, 0 in float64). An
+    exponent so large that ``e_c log q_c`` overflows gives the limit: the mass goes to the
+    cluster(s) with the smallest ``e_c·(−log q_c)``, shared equally when tied (all
+    exponents infinite: the largest ``q_c``)."""
+    refuse_traced("fracsgd.diffusion.tempered_masses", sgd_masses=sgd_masses, exponents=exponents)
     q = _distribution("sgd_masses", sgd_masses)
-    e = real_array("exponents", exponents, finite=True)
+    q = q / q.sum()
+    e = real_array("exponents", exponents)
+    if np.any(np.isnan(e)) or np.any(e < 0):
+        raise ValueError("exponents must be >= 0 (+inf allowed: the limit), got a NaN or < 0")
     try:
         e = np.broadcast_to(e, q.shape)
     except ValueError as err:
         raise ValueError(f"exponents must broadcast to sgd_masses' shape {q.shape}") from err
-    logq = np.where(q > 0, e * np.log(np.where(q > 0, q, 1.0)), -np.inf)
-    logq -= np.max(logq[np.isfinite(logq)])
-    w = np.exp(logq)
-    return w / w.sum()
+    pos = q > 0
+    if np.any(q == 1.0):  # one cluster holds every solution: q^e keeps it so for any e
+        return np.where(q == 1.0, 0.0, -np.inf)
+    logq = np.log(np.where(pos, q, 1.0))  # < 0 on the non-empty clusters
+    with np.errstate(over="ignore", invalid="ignore"):
+        a = np.where(pos, e * logq, -np.inf)  # e = 0: 0 (uniform over non-empty clusters)
+    finite = np.isfinite(a)
+    if finite.any():
+        a = a - a[finite].max()
+        return a - math.log(float(np.sum(np.exp(a))))
+    # every e_c log q_c overflowed: compare the logarithms of e_c·(−log q_c)
+    with np.errstate(divide="ignore"):
+        rate = np.where(pos, np.log(e) + np.log(-logq), np.inf)
+    if not np.isfinite(rate[pos]).any():  # all exponents infinite: the largest q wins
+        rate = np.where(pos, -logq, np.inf)
+    best = rate == rate.min()
+    return np.where(best, -math.log(int(best.sum())), -np.inf)
 
 
 def _distribution(name: str, value: ArrayLike) -> np.ndarray:
@@ -153,17 +214,34 @@ def _pair(p: ArrayLike, q: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
 
 
 def kl_divergence(p: ArrayLike, q: ArrayLike, eps: float = 1e-12) -> float:
-    """``KL(p ‖ q) = Σ p log(p/q)`` of the normalised masses (``eps`` guards empty bins of
-    ``q``: a bin with ``p > 0`` and ``q = 0`` contributes ``p log(p/eps)``, finite, instead of
-    ``+inf``; ``0 < eps < 1``)."""
+    """``KL(p ‖ q) = Σ p log(p/q)`` of the normalised masses. ``eps`` guards empty bins of
+    ``q`` only: a bin with ``p > 0`` and ``q = 0`` contributes ``p log(p/eps)``, finite, instead
+    of ``+inf``; a bin with ``0 < q < eps`` counts with its own ``q`` (``0 < eps < 1``).
+    Tempered masses that underflow to 0 need their logarithms: the comparison uses
+    :func:`tempered_log_masses`.
+
+    Examples:
+        >>> round(kl_divergence([0.5, 0.5], [1 - 1e-20, 1e-20]), 4)  # 0.5 log(0.5/1e-20) + …
+        22.3327
+    """
+    refuse_traced("fracsgd.diffusion.kl_divergence", p=p, q=q)
     eps = check_number("eps", eps, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
     p, q = _pair(p, q)
     mask = p > 0
-    return float(np.sum(p[mask] * np.log(p[mask] / np.maximum(q[mask], eps))))
+    return float(np.sum(p[mask] * np.log(p[mask] / np.where(q[mask] > 0, q[mask], eps))))
+
+
+def _kl_from_log(p: np.ndarray, log_q: np.ndarray, eps: float = 1e-12) -> float:
+    """:func:`kl_divergence` of normalised ``p`` against masses given by their logarithms
+    (``−inf`` for an empty bin: guarded by ``eps`` as there)."""
+    mask = p > 0
+    lq = np.where(np.isfinite(log_q[mask]), log_q[mask], math.log(eps))
+    return float(np.sum(p[mask] * (np.log(p[mask]) - lq)))
 
 
 def js_divergence(p: ArrayLike, q: ArrayLike) -> float:
     """Jensen–Shannon divergence (natural log; at most log 2)."""
+    refuse_traced("fracsgd.diffusion.js_divergence", p=p, q=q)
     p, q = _pair(p, q)
     m = 0.5 * (p + q)
     return 0.5 * kl_divergence(p, m) + 0.5 * kl_divergence(q, m)
@@ -174,6 +252,7 @@ def wasserstein(p: ArrayLike, q: ArrayLike, cost: ArrayLike) -> float:
     transport LP, scipy HiGHS)."""
     from scipy.optimize import linprog
 
+    refuse_traced("fracsgd.diffusion.wasserstein", p=p, q=q, cost=cost)
     p, q = _pair(p, q)
     c = real_array("cost", cost, finite=True)
     k = p.size
@@ -203,8 +282,11 @@ class TemperedComparison(NamedTuple):
         kl, js, wasserstein: ``(X,)`` distances between SGLD masses ``p`` and tempered SGD
             masses ``q̃(ξ)``; ``kl_untempered`` etc. compare ``p`` with raw SGD masses ``q``.
         best_xi: the ξ with the smallest KL.
-        sgd_masses, sgld_masses: ``q`` and ``p``; ``tempered``: ``(X, k)`` masses ``q̃(ξ)``.
-        d_xi: ``(X, k)`` per-cluster ``D_ξ``; ``m``: the sample count used.
+        sgd_masses, sgld_masses: ``q`` and ``p``; ``tempered``: ``(X, k)`` masses ``q̃(ξ)``;
+            ``log_tempered``: their logarithms (exact where ``tempered`` underflows to 0; KL is
+            computed from them).
+        d_xi: ``(X, k)`` per-cluster ``D_ξ``; ``m``: the sample count used; ``gamma``: the
+            ``γ`` of the steady state (exponents ``m·D_ξ/γ``).
         clustering: the SGD clustering.
     """
 
@@ -222,6 +304,8 @@ class TemperedComparison(NamedTuple):
     d_xi: np.ndarray
     m: int
     clustering: Clustering
+    log_tempered: np.ndarray
+    gamma: float
 
 
 def tempered_posterior_comparison(
@@ -234,8 +318,9 @@ def tempered_posterior_comparison(
     llc: ArrayLike,
     d_s: ArrayLike,
     xis: ArrayLike,
+    gamma: float = 1.0,
 ) -> TemperedComparison:
-    """Compare SGLD posterior cluster masses with SGD masses tempered by ``p^{m D_ξ}``.
+    """Compare SGLD posterior cluster masses with SGD masses tempered by ``p^{m D_ξ/γ}``.
 
     Args:
         key: for k-means.
@@ -246,7 +331,19 @@ def tempered_posterior_comparison(
         m: number of training samples (the ``m`` of ``L_m``).
         llc, d_s: ``(M,)`` each SGD solution's λ and ``d_s`` (averaged per cluster).
         xis: ξ values to scan (> 0).
+        gamma: the ``γ`` of the steady state ``p_s ∝ exp(−γL_m/D_ξ)`` (> 0; the corollary's
+            ``γ = 1`` by default).
     """
+    refuse_traced(
+        "fracsgd.diffusion.tempered_posterior_comparison",
+        key=key,
+        sgd_functions=sgd_functions,
+        sgld_functions=sgld_functions,
+        llc=llc,
+        d_s=d_s,
+        xis=xis,
+    )
+    gamma = check_number("gamma", gamma, lo=0.0, lo_open=True)
     f_sgd = real_array("sgd_functions", sgd_functions, finite=True)
     f_post = real_array("sgld_functions", sgld_functions, finite=True)
     if f_sgd.ndim != 2 or f_post.ndim != 2 or f_sgd.shape[1] != f_post.shape[1]:
@@ -278,9 +375,12 @@ def tempered_posterior_comparison(
             for c in range(num_clusters)
         ]
     )
-    d_xi = xs[:, None] ** (2 - 2 * lam_c[None, :] / ds_c[None, :])
-    tempered = np.stack([tempered_masses(q, np.nan_to_num(m * d, nan=1.0)) for d in d_xi])
-    kl = np.array([kl_divergence(p, t) for t in tempered])
+    with np.errstate(over="ignore"):  # D_ξ = inf (d_s → 0): the tempering's limit
+        d_xi = xs[:, None] ** (2 - 2 * lam_c[None, :] / ds_c[None, :])
+        exponents = np.where(np.isnan(d_xi), 1.0, m * d_xi / gamma)  # NaN: an empty cluster
+    log_tempered = np.stack([tempered_log_masses(q, e) for e in exponents])
+    tempered = np.exp(log_tempered)
+    kl = np.array([_kl_from_log(p, lt) for lt in log_tempered])
     js = np.array([js_divergence(p, t) for t in tempered])
     w1 = np.array([wasserstein(p, t, cost) for t in tempered])
     return TemperedComparison(
@@ -298,4 +398,6 @@ def tempered_posterior_comparison(
         d_xi=d_xi,
         m=m,
         clustering=cl,
+        log_tempered=log_tempered,
+        gamma=gamma,
     )

@@ -4,14 +4,14 @@ a Theiler window for trajectories (Theiler 1986), and the paper's lemma checks."
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fracsgd._checks import check_number, real_array
+from fracsgd._checks import check_number, real_array, refuse_traced
 from fracsgd.diffusion._dimensions import _power_of_two_scale
 from fracsgd.diffusion._fit import ExponentFit, _check_window, fit_exponent
 
@@ -40,17 +40,36 @@ class CorrelationDimension(NamedTuple):
     scaling_range: tuple[float, float]
 
 
+#: rows of the pair-count loop per block (a block's counts, at most ``_ROWS_PER_BLOCK · N``,
+#: fit int32 for N < 8·10⁶; the blocks are added on the host in int64)
+_ROWS_PER_BLOCK = 256
+
+
 @jax.jit
-def _pair_counts(points: jax.Array, radii: jax.Array, theiler: jax.Array) -> jax.Array:
+def _block_pair_counts(points: jax.Array, radii: jax.Array, theiler: jax.Array) -> jax.Array:
+    """``(blocks, R)`` int32 counts of pairs ``i < j − theiler`` closer than each radius, one
+    row per block of ``_ROWS_PER_BLOCK`` values of ``i``."""
     n = points.shape[0]
     idx = jnp.arange(n)
+    blocks = -(-n // _ROWS_PER_BLOCK)
+    rows = jnp.arange(blocks * _ROWS_PER_BLOCK).reshape(blocks, _ROWS_PER_BLOCK)
 
     def row(i):
-        d = jnp.sqrt(jnp.sum(jnp.square(points - points[i].reshape(1, -1)), axis=-1))
-        ok = idx > i + theiler  # each pair once, temporally distant pairs only
+        here = points[jnp.minimum(i, n - 1)].reshape(1, -1)
+        d = jnp.sqrt(jnp.sum(jnp.square(points - here), axis=-1))
+        ok = idx > i + theiler  # each pair once, temporally distant pairs only (none for i ≥ n)
         return jnp.sum((d.reshape(-1, 1) < radii.reshape(1, -1)) & ok.reshape(-1, 1), axis=0)
 
-    return jnp.sum(jax.lax.map(row, idx, batch_size=256), axis=0)
+    return jax.lax.map(lambda b: jnp.sum(jax.vmap(row)(b), axis=0), rows)
+
+
+def _pair_counts(points: jax.Array, radii: jax.Array, theiler: Any) -> np.ndarray:
+    """Counts of admissible pairs closer than each radius, ``(R,)`` int64: the per-block int32
+    counts added on the host (one int32 sum over all pairs overflowed from N ≈ 65 536)."""
+    if points.shape[0] >= 2**31 // _ROWS_PER_BLOCK:
+        raise ValueError(f"points: at most {2**31 // _ROWS_PER_BLOCK - 1} points per call")
+    blocks = _block_pair_counts(points, radii, jnp.int32(theiler))
+    return np.asarray(blocks, np.int64).sum(axis=0)
 
 
 def correlation_dimension(
@@ -63,11 +82,12 @@ def correlation_dimension(
     """Grassberger–Procaccia correlation dimension.
 
     ``C(r) = (#pairs (i < j, j − i > w) with |x_i − x_j| < r) / (#admissible pairs)`` and
-    ``D₂ = d log C / d log r`` over the scaling range.
+    ``D₂ = d log C / d log r`` over the scaling range. Pairs are counted in int64 (any N up to
+    8·10⁶ points; the work is O(N²)).
 
     Args:
         points: ``(N, dim)`` points, or a trajectory ``(T, dim)`` in time order.
-        theiler: the Theiler window ``w``: pairs closer than ``w`` steps in time are excluded
+        theiler: the Theiler window ``w``: pairs at most ``w`` steps apart in time are excluded
             (use the autocorrelation time for trajectories; 0 for independent points).
         radii: radii to evaluate (default: 40 log-spaced between the 0.1 % and 50 % quantiles
             of a sample of pair distances).
@@ -80,6 +100,7 @@ def correlation_dimension(
         >>> 1.8 < correlation_dimension(x).d2 < 2.1
         True
     """
+    refuse_traced("fracsgd.diffusion.correlation_dimension", points=points, radii=radii)
     x64 = real_array("points", points, finite=True)
     if x64.ndim != 2 or x64.shape[0] < 10 or x64.shape[1] < 1:
         raise ValueError(f"points must have shape (N >= 10, dim >= 1), got {x64.shape}")
@@ -107,15 +128,18 @@ def correlation_dimension(
             raise ValueError("radii must be at least 3 finite positive, strictly increasing values")
         if np.any(np.diff(r) <= 0):
             raise ValueError("radii must be positive and strictly increasing")
-    counts = np.asarray(
-        _pair_counts(x, jnp.asarray(r / scale, jnp.float32), jnp.int32(theiler)), np.float64
-    )
-    n = xs.shape[0]
-    pairs = sum(max(n - 1 - i - theiler, 0) for i in range(n))
-    c = counts / pairs
     if scaling_range is not None:
         scaling_range = _check_window(scaling_range, "scaling_range")
-    else:
+        held = int(np.sum((r >= scaling_range[0]) & (r <= scaling_range[1])))
+        if held < 3:
+            raise ValueError(
+                f"scaling_range {scaling_range} holds {held} of the radii; at least 3 are needed"
+            )
+    counts = _pair_counts(x, jnp.asarray(r / scale, jnp.float32), theiler).astype(np.float64)
+    n = xs.shape[0]
+    admissible = n - 1 - theiler  # pairs (i, j) with j − i > theiler
+    c = counts / (admissible * (admissible + 1) // 2)
+    if scaling_range is None:
         sel = (c >= 1e-3) & (c <= 1e-1)
         if sel.sum() < 3:
             raise ValueError("no scaling range with 1e-3 <= C(r) <= 1e-1: pass scaling_range")
@@ -177,6 +201,9 @@ def check_bound(
         >>> bool(check_bound(3.0, 5.0, 6.0, d_s_source="2·λ̄·H", uses_lambda_bar=True).note)
         True
     """
+    refuse_traced(
+        "fracsgd.diffusion.check_bound", d_s=d_s, lambda_bar=lambda_bar, lambda_final=lambda_final
+    )
     if not isinstance(d_s_source, str) or not d_s_source:
         raise ValueError("d_s_source must name how d_s was estimated")
     if uses_lambda_bar is not None and not isinstance(uses_lambda_bar, bool):
@@ -231,7 +258,25 @@ def near_stability(
     grad_norm: ArrayLike,
     window: tuple[float, float],
 ) -> NearStability:
-    """Coefficient of variation of λ̂ and the mean gradient norm over ``window``."""
+    """Coefficient of variation of λ̂ and the mean gradient norm over ``window``.
+
+    ``llc`` may hold NaN (a failed estimate: left out) but not ±inf; ``grad_norm`` NaN (not
+    recorded: left out) or finite values ≥ 0. The coefficient of variation is NaN with fewer
+    than two finite λ̂ in the window, and inf when their mean is 0 and they differ (0/0: NaN);
+    the mean gradient norm is NaN with no finite value in the window.
+
+    Examples:
+        >>> ns = near_stability([10, 100, 1000], [4.0, 5.0, 6.0], [10, 1000], [0.5, 0.1], (50, 1e3))
+        >>> round(ns.coefficient_of_variation, 4), ns.mean_grad_norm, ns.num_checkpoints
+        (0.0909, 0.1, 2)
+    """
+    refuse_traced(
+        "fracsgd.diffusion.near_stability",
+        checkpoint_steps=checkpoint_steps,
+        llc=llc,
+        record_steps=record_steps,
+        grad_norm=grad_norm,
+    )
     ck = real_array("checkpoint_steps", checkpoint_steps)
     lam = real_array("llc", llc)
     rs = real_array("record_steps", record_steps)
@@ -239,12 +284,19 @@ def near_stability(
     window = _check_window(window)
     if ck.shape != lam.shape or rs.shape != gn.shape:
         raise ValueError("checkpoint_steps/llc and record_steps/grad_norm must match in shape")
+    if np.any(np.isinf(lam)):
+        raise ValueError("llc must be finite (or NaN for a failed estimate), got ±inf")
+    if np.any(np.isinf(gn) | (gn < 0)):
+        raise ValueError("grad_norm must be finite and >= 0 (or NaN where not recorded)")
     sel = (ck >= window[0]) & (ck <= window[1]) & np.isfinite(lam)
-    gsel = (rs >= window[0]) & (rs <= window[1])
-    cv = float(np.std(lam[sel]) / abs(np.mean(lam[sel]))) if sel.sum() > 1 else math.nan
+    gsel = (rs >= window[0]) & (rs <= window[1]) & np.isfinite(gn)
+    cv = math.nan
+    if sel.sum() > 1:
+        std, mean = float(np.std(lam[sel])), abs(float(np.mean(lam[sel])))
+        cv = std / mean if mean > 0 else (math.inf if std > 0 else math.nan)
     return NearStability(
         cv,
-        float(np.nanmean(gn[gsel])) if gsel.any() else math.nan,
+        float(np.mean(gn[gsel])) if gsel.any() else math.nan,
         (float(window[0]), float(window[1])),
         int(sel.sum()),
     )

@@ -649,7 +649,10 @@ def analyse(
         # --- near-stability over the fit window of H (theory.md §5), unflagged checkpoints
         fw = rec.get("fit_window")
         if fw is not None:
-            ns = diffusion.near_stability(ck, lam_ok, t_rec, tr["grad_norm"][i], tuple(fw))
+            # a diverged network's inf values are missing data here (it is flagged elsewhere)
+            lam_f = np.where(np.isfinite(lam_ok), lam_ok, np.nan)
+            gn_f = np.where(np.isfinite(tr["grad_norm"][i]), tr["grad_norm"][i], np.nan)
+            ns = diffusion.near_stability(ck, lam_f, t_rec, gn_f, tuple(fw))
             cv, gn, n_cv = ns.coefficient_of_variation, ns.mean_grad_norm, ns.num_checkpoints
         else:
             cv, gn, n_cv = math.nan, math.nan, 0

@@ -2,13 +2,15 @@
 they cover; every process is simulated vmapped over walkers in one compiled call."""
 
 import math
+import warnings
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import fracsgd as fs
-from fracsgd.diffusion import _fit, _processes
+from fracsgd.diffusion import _correlation, _fit, _processes
 
 D = fs.diffusion
 KEY = jax.random.key(0)
@@ -492,6 +494,142 @@ def test_tempered_comparison_bad_input():
             d_s=np.ones(4),
             xis=[0.5],
         )
+
+
+def test_tempered_masses_are_exact_in_log_space_and_take_the_overflow_limit():
+    """A KL of clamped masses read the same at every exponent (12.786 for 800, 200 and 50);
+    from the log masses it is the exact Σ p (log p − log q̃)."""
+    q, p = np.array([0.6, 0.3, 0.1]), np.array([0.5, 0.3, 0.2])
+    for e in (800.0, 200.0, 50.0):
+        log_qt = e * np.log(q) - e * np.log(0.6) - np.log1p(np.sum((q[1:] / 0.6) ** e))
+        np.testing.assert_allclose(D.tempered_log_masses(q, e), log_qt, rtol=1e-12, atol=1e-12)
+    kls = [D._bayes._kl_from_log(p, D.tempered_log_masses(q, e)) for e in (800.0, 200.0, 50.0)]
+    exact = [np.sum(p * (np.log(p) - e * np.log(q / 0.6))) for e in (800.0, 200.0, 50.0)]
+    np.testing.assert_allclose(kls, exact, rtol=1e-4)  # the (q₂/q₁)^e corrections: < 1e-4
+    assert kls[0] > kls[1] > kls[2]
+    # kl_divergence guards only empty bins: 0.5 log(0.5/1e-20) + 0.5 log(0.5/(1 − 1e-20))
+    assert D.kl_divergence([0.5, 0.5], [1 - 1e-20, 1e-20]) == pytest.approx(
+        0.5 * math.log(0.5 / 1e-20) + 0.5 * math.log(0.5)
+    )
+    # counts and fractions are the same masses (different exponents per cluster)
+    np.testing.assert_allclose(
+        D.tempered_masses([50, 25, 25], [1.0, 2.0, 3.0]),
+        D.tempered_masses([0.5, 0.25, 0.25], [1.0, 2.0, 3.0]),
+        rtol=1e-12,
+    )
+    # e·log q overflows: the limit, all mass on the smallest e_c·(−log q_c), ties shared
+    np.testing.assert_array_equal(D.tempered_masses([0.1] * 4, 1e308), [0.25] * 4)
+    np.testing.assert_array_equal(D.tempered_masses([0.4, 0.3, 0.3], 1e308), [1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(D.tempered_masses([0.4, 0.3, 0.3], np.inf), [1.0, 0.0, 0.0])
+    # e·log q = −inf, −1.20e308, −0.80e308: the last wins, the others underflow
+    np.testing.assert_array_equal(
+        D.tempered_masses([0.5, 0.3, 0.2], [np.inf, 1e308, 5e307]), [0.0, 0.0, 1.0]
+    )
+    # every e·log q overflows (all q < e^−1.8): the smallest e_c·(−log q_c) wins,
+    # 1e308·1.83 against 5e307·1.97 for the two largest clusters
+    q8 = np.array([0.16, 0.14] + [0.7 / 6] * 6)
+    np.testing.assert_array_equal(D.tempered_masses(q8, 1e308), np.eye(8)[0])
+    np.testing.assert_array_equal(D.tempered_masses(q8, [1e308, 5e307] + [1e308] * 6), np.eye(8)[1])
+    np.testing.assert_array_equal(D.tempered_masses([0.4, 0.3, 0.3], [np.inf, 5, 5]), [0, 0.5, 0.5])
+    np.testing.assert_array_equal(D.tempered_masses([1.0, 0.0], 1e308), [1.0, 0.0])
+    with pytest.raises(ValueError, match="exponents must be >= 0"):
+        D.tempered_masses([0.5, 0.5], -1.0)
+
+
+def test_tempered_comparison_picks_the_xi_by_exact_kl_and_tempers_by_gamma():
+    """m = 200 (a moons-sized training set): the tempered minority masses underflow; the exact
+    KL still orders the ξ. And the steady state exp(−γL/D_ξ) is tempered by m·D_ξ/γ."""
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]])
+    counts, post_counts = (60, 30, 10), (50, 30, 20)
+    sgd = np.concatenate(
+        [c + 0.1 * rng.normal(size=(n, 2)) for c, n in zip(centres, counts, strict=True)]
+    )
+    post = np.concatenate(
+        [c + 0.1 * rng.normal(size=(n, 2)) for c, n in zip(centres, post_counts, strict=True)]
+    )
+    kw = dict(num_clusters=3, llc=np.full(100, 2.0), d_s=np.full(100, 1.0), xis=[0.5, 1.0, 2.0])
+    res = D.tempered_posterior_comparison(jax.random.key(0), sgd, post, m=200, **kw)
+    np.testing.assert_allclose(res.d_xi[:, 0], [4.0, 1.0, 0.25])
+    q, p = res.sgd_masses, res.sgld_masses
+    top = np.argmax(q)
+    for i, d in enumerate([4.0, 1.0, 0.25]):
+        e = 200 * d
+        log_qt = e * np.log(q / q[top]) - np.log(np.sum((q / q[top]) ** e))
+        np.testing.assert_allclose(res.log_tempered[i], log_qt, rtol=1e-9)
+        assert res.kl[i] == pytest.approx(np.sum(p * (np.log(p) - log_qt)), rel=1e-9)
+    assert res.kl[0] > res.kl[1] > res.kl[2] and res.best_xi == 2.0
+    assert res.gamma == 1.0
+    # γ = 4 at ξ = 0.5 (D_ξ = 4) tempers as γ = 1 at ξ = 1 (D_ξ = 1)
+    res4 = D.tempered_posterior_comparison(jax.random.key(0), sgd, post, m=200, gamma=4.0, **kw)
+    np.testing.assert_allclose(res4.log_tempered[0], res.log_tempered[1], rtol=1e-12)
+    with pytest.raises(ValueError, match="gamma"):
+        D.tempered_posterior_comparison(jax.random.key(0), sgd, post, m=200, gamma=0.0, **kw)
+
+
+def test_kmeans_is_unit_free_and_assign_checks_its_input():
+    x = np.concatenate([np.zeros((5, 2)), np.ones((7, 2)) * 10])
+    for scale in (1e-22, 1.0, 1e22):  # 1e-22: squared distances underflowed float32
+        cl = D.kmeans(jax.random.key(0), x * scale + 3.0 * scale, 2)
+        assert sorted(np.bincount(cl.labels).tolist()) == [5, 7]
+        np.testing.assert_allclose(np.sort(cl.centroids[:, 0]) / scale, [3.0, 13.0], rtol=1e-6)
+        assert cl.inertia / scale**2 < 1e-6
+    with pytest.raises(ValueError, match="centroids must have shape"):
+        D.assign(np.ones((3, 2)), np.ones((2, 3)))
+    with pytest.raises(ValueError, match="points must have shape"):
+        D.assign(np.ones(3), np.ones((2, 1)))
+    with pytest.raises(ValueError, match="centroids must have shape"):
+        D.assign(np.ones((3, 2)), np.ones((0, 2)))
+    with pytest.raises(ValueError, match="points contains NaN"):
+        D.assign([[np.nan, 0.0], [1.0, 1.0]], np.ones((1, 2)))
+    np.testing.assert_array_equal(
+        D.assign([[0.0, 0.0], [9.0, 9.0]], [[10.0, 10.0], [1.0, 0.0]]), [1, 0]
+    )
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda v: D.kl_divergence(v, v),
+        lambda v: D.tempered_masses(v, 2.0),
+        lambda v: D.check_bound(v[0], 1.0, 1.0, d_s_source="x"),
+        lambda v: D.correlation_dimension(jnp.tile(v, (5, 1))),
+        lambda v: D.kmeans(jax.random.key(0), v[:, None], 1),
+        lambda v: D.near_stability([1.0, 2.0], v, [1.0, 2.0], v, (1, 2)),
+    ],
+)
+def test_host_side_analysis_refuses_tracers_by_name(call):
+    with pytest.raises(ValueError, match="runs on the host"):
+        jax.jit(call)(jnp.array([0.5, 0.5]))
+
+
+def test_near_stability_inputs_and_degenerate_windows():
+    with pytest.raises(ValueError, match="grad_norm must be finite and >= 0"):
+        D.near_stability([1, 2], [1.0, 2.0], [1, 2], [-1.0, 1.0], (1, 2))
+    with pytest.raises(ValueError, match="llc must be finite"):
+        D.near_stability([1, 2], [np.inf, 2.0], [1, 2], [1.0, 1.0], (1, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no division or empty-mean warnings
+        zero_mean = D.near_stability([1, 2], [-1.0, 1.0], [1, 2], [np.nan, np.nan], (1, 2))
+        assert zero_mean.coefficient_of_variation == math.inf
+        assert math.isnan(zero_mean.mean_grad_norm)
+        flat = D.near_stability([1, 2], [0.0, 0.0], [1, 2], [np.nan, 2.0], (1, 2))
+        assert math.isnan(flat.coefficient_of_variation) and flat.mean_grad_norm == 2.0
+
+
+def test_correlation_dimension_names_a_short_scaling_range():
+    x = np.random.default_rng(0).uniform(size=(200, 2))
+    with pytest.raises(ValueError, match=r"scaling_range \(0.02, 0.025\) holds 1 of the radii"):
+        D.correlation_dimension(x, radii=np.geomspace(0.01, 0.5, 10), scaling_range=(0.02, 0.025))
+
+
+@pytest.mark.slow
+def test_pair_counts_do_not_overflow_int32():
+    """65 537 points closer than every radius: 2 147 516 416 pairs, above 2³¹ − 1 (an int32 sum
+    wrapped to −2 147 450 880)."""
+    x = jnp.asarray(np.random.default_rng(0).uniform(size=(65_537, 1)), jnp.float32)
+    counts = _correlation._pair_counts(x, jnp.array([2.0, 3.0], jnp.float32), 0)
+    np.testing.assert_array_equal(counts, [65_537 * 65_536 // 2] * 2)
 
 
 @pytest.mark.parametrize("h", [0.2, 0.45])
