@@ -327,7 +327,7 @@ def _reproduce(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             mesh=mesh,
         )
-    command = "fracsgd " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = "fracsgd " + " ".join(shlex.quote(a) for a in args.argv)
     report.write(args.out, command=command, seed=args.seed, **done)
     print(f"wrote {args.out}/report.md, {args.out}/results.json and {args.out}/figures/")
     return 0
@@ -449,6 +449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fracsgd`` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
+    # the command as given (main(argv) in a notebook or test is not sys.argv), for the report
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     _cpu_devices(args.devices)
     try:
         if args.command == "sweep":
@@ -457,6 +459,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _reproduce(args)
     except (ValueError, FileNotFoundError, StageError) as err:
         print(f"fracsgd: error: {err}".splitlines()[0], file=sys.stderr)
+        return 2
+    except OSError as err:  # a file where a directory must be, no space, no permission, …
+        where = err.filename if err.filename is not None else "the output"
+        print(f"fracsgd: error: cannot write {where}: {err.strerror or err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fracsgd: interrupted; no partial files were written", file=sys.stderr)

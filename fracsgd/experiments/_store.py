@@ -147,16 +147,19 @@ class Store:
         fp: str,
         compute: Callable[[], Mapping[str, Any]],
         describe: str = "",
+        note: str = "",
     ) -> dict[str, np.ndarray]:
         """Load ``stage`` or compute it, save it, and return its arrays (as loaded back, so a
-        fresh run and a resumed one see identical values)."""
+        fresh run and a resumed one see identical values). ``note`` is shown when the stage
+        starts computing (e.g. its size, when it has no progress bar)."""
         t0 = time.perf_counter()
         got = self.load(stage, fp)
         if got is not None:
             self.timings[stage] = time.perf_counter() - t0
             return got
-        self._say(f"stage {stage!r}: computing")
+        self._say(f"stage {stage!r}: computing" + (f" ({note})" if note else ""))
         self.save(stage, fp, compute(), describe)
+        self._say(f"stage {stage!r}: done in {time.perf_counter() - t0:.1f} s, saved")
         verbose, self.verbose = self.verbose, False
         try:
             out = self.load(stage, fp)

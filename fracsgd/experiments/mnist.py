@@ -40,8 +40,15 @@ from fracsgd._io import array_digest, software
 from fracsgd._types import PyTree
 from fracsgd.data import Dataset
 from fracsgd.experiments._store import Store, arrays_tree, fingerprint, tree_arrays
-from fracsgd.experiments._validate import MAX_WIDTH, float_tuple, int_tuple, xi_power
+from fracsgd.experiments._validate import (
+    MAX_WIDTH,
+    canonical,
+    float_tuple,
+    int_tuple,
+    xi_power,
+)
 from fracsgd.llc._calibrate import _rms
+from fracsgd.train._api import _nonempty
 
 #: Paper numbers (v2 appendix table, MNIST), theory.md §6: mean ± std.
 PAPER_TABLE: dict[str, dict[str, Any]] = {
@@ -207,7 +214,19 @@ def validate(config: Any) -> MnistConfig:
     check_number("llc_localization", config.llc_localization, lo=0.0)
     check_number("late_fraction", config.late_fraction, lo=0.0, hi=1.0, lo_open=True)
     check_number("xi", config.xi, lo=0.0, lo_open=True)
-    return config
+    if config.steps // config.record_every < 3:
+        raise ValueError(
+            f"steps // record_every must be at least 3 (R(t) needs 3 points for a fit), got "
+            f"{config.steps} // {config.record_every}"
+        )
+    # the sweeps' own duplicate checks, here, before anything runs
+    _nonempty("hidden", [tuple(h) for h in config.hidden])
+    _nonempty("seeds", config.seeds)
+    _nonempty("batch_sizes", config.batch_sizes)
+    for name, lrs in (("sgd_learning_rates", sgd), ("adam_learning_rates", adam)):
+        if lrs:
+            _nonempty(name, lrs)
+    return canonical(config)
 
 
 def _grid(config: MnistConfig, optimizer: str, lrs: Sequence[float]) -> train.Grid:
@@ -346,6 +365,7 @@ def _llc_stage(
     from fracsgd._progress import Progress
 
     bar = Progress(n_nets * k, "fracsgd reproduce mnist: LLC", enabled=progress, unit="models")
+    bar.update(0)  # the first line now: a chunk of models can take minutes
     for depth in depths:
         nets = [i for i in range(n_nets) if len(_hidden_of(tr["hidden"][i])) == depth]
         cap = tuple(max(_hidden_of(tr["hidden"][i])[layer] for i in nets) for layer in range(depth))

@@ -36,7 +36,13 @@ from fracsgd import diffusion, llc, models, sampling, train
 from fracsgd._checks import check_int, check_number
 from fracsgd._io import software
 from fracsgd.experiments._store import Store, arrays_tree, fingerprint, tree_arrays
-from fracsgd.experiments._validate import MAX_WIDTH, float_tuple, int_tuple, xi_power
+from fracsgd.experiments._validate import (
+    MAX_WIDTH,
+    canonical,
+    float_tuple,
+    int_tuple,
+    xi_power,
+)
 from fracsgd.llc._calibrate import _rms
 
 #: the ξ at which the paper (v2) reports its two-moons comparison
@@ -203,7 +209,12 @@ def validate(config: Any) -> MoonsConfig:
         check_number(name, getattr(config, name), lo=0.0, lo_open=True)
     check_number("llc_localization", config.llc_localization, lo=0.0)
     float_tuple("xis", config.xis)
-    return config
+    if config.steps // config.record_every < 3:
+        raise ValueError(
+            f"steps // record_every must be at least 3 (R(t) needs 3 points for a fit), got "
+            f"{config.steps} // {config.record_every}"
+        )
+    return canonical(config)
 
 
 def expected_seconds(config: MoonsConfig, platform: str) -> float:
@@ -465,11 +476,15 @@ def run(
         "llc",
         fingerprint("llc", _stage_settings(config, "llc"), base, fp_train),
         lambda: _llc_stage(jax.random.fold_in(key, 1), dataset, config, tr, mesh),
+        note=f"{config.networks} networks × {config.llc_chains} chains × "
+        f"{config.llc_burnin + config.llc_draws} steps in one compiled call, no progress bar",
     )
     po = store.stage(
         "posterior",
         fingerprint("posterior", _stage_settings(config, "posterior"), base),
         lambda: _posterior_stage(jax.random.fold_in(key, 2), dataset, config),
+        note=f"{config.posterior_chains} chains × {config.posterior_steps} steps in one "
+        "compiled call, no progress bar",
     )
 
     t = np.asarray(tr["record_steps"], np.float64)
@@ -536,19 +551,31 @@ def run(
         "nbeta": nbeta,
         "llc_batch_size": llc_batch_size(config),
     }
-    slopes = diffusion.local_slopes(t, mean_r)
+    # the ensemble's fits; with every network diverged (or too few finite points) they are
+    # NaN with the reason, and the rest of the study and the report go on
     early_end = t[min(max(int(np.sum(t <= t[-1] / 10)), 3), t.size) - 1]  # ≥ 3 points
-    summary["mean_displacement_H_early"] = float(
-        diffusion.fit_exponent(t, mean_r, window=(t[0], early_end)).H
-    )
-    late = diffusion.fit_exponent(t, mean_r)
-    summary["mean_displacement_H_late"] = float(late.H)
-    summary["mean_displacement_late_window"] = list(late.window)
-    summary["mean_displacement_crossover"] = late.crossover
-    _, slope_values = slopes  # (t_grid, slopes)
-    summary["max_local_slope"] = (
-        float(np.nanmax(slope_values)) if np.isfinite(slope_values).any() else math.nan
-    )
+    try:
+        early = diffusion.fit_exponent(t, mean_r, window=(t[0], early_end)).H
+    except ValueError as err:
+        early = math.nan
+        summary["mean_displacement_fit_error"] = str(err)
+    summary["mean_displacement_H_early"] = float(early)
+    try:
+        late = diffusion.fit_exponent(t, mean_r)
+        _, slope_values = diffusion.local_slopes(t, mean_r)  # (t_grid, slopes)
+    except ValueError as err:
+        summary["mean_displacement_fit_error"] = str(err)
+        summary["mean_displacement_H_late"] = math.nan
+        summary["mean_displacement_late_window"] = None
+        summary["mean_displacement_crossover"] = None
+        summary["max_local_slope"] = math.nan
+    else:
+        summary["mean_displacement_H_late"] = float(late.H)
+        summary["mean_displacement_late_window"] = list(late.window)
+        summary["mean_displacement_crossover"] = late.crossover
+        summary["max_local_slope"] = (
+            float(np.nanmax(slope_values)) if np.isfinite(slope_values).any() else math.nan
+        )
 
     d_s = np.asarray([r["d_s_eq17_final"] for r in records])
     valid = np.isfinite(d_s) & (d_s > 0) & np.isfinite(lam) & ~diverged

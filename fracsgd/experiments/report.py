@@ -109,10 +109,31 @@ def _save(fig: Any, path: Path) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    try:
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    except ValueError:
+        # a log axis with no finite positive data (every network diverged, or every fit
+        # failed) cannot be drawn: draw it linear and say so, rather than lose the report
+        for ax in fig.axes:
+            xy = [np.asarray(line.get_xydata(), float).reshape(-1, 2) for line in ax.lines]
+            xy += [np.asarray(c.get_offsets(), float).reshape(-1, 2) for c in ax.collections]
+            pts = np.concatenate(xy) if xy else np.zeros((0, 2))
+            pts = pts[np.all(np.isfinite(pts), axis=1)]  # a NaN coordinate: not drawn
+            for k, name in enumerate(("x", "y")):
+                if getattr(ax, f"get_{name}scale")() == "log" and not np.any(pts[:, k] > 0):
+                    getattr(ax, f"set_{name}scale")("linear")
+                    ax.text(0.5, 0.5, "no finite data", ha="center", transform=ax.transAxes)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return path.name
+
+
+def _legend(ax: Any, **kw: Any) -> None:
+    """A legend when the axes have labelled artists (none when every network diverged)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kw)
 
 
 def _plt():
@@ -165,7 +186,7 @@ def mnist_figures(study: Any, fig_dir: Path) -> list[str]:
     ax.set_xlabel("SGD step t")
     ax.set_ylabel("displacement R(t) = ||w_t − w_0||")
     ax.set_title("Weight displacement (SGD, one seed per width); dashed: late fit")
-    ax.legend(fontsize=7)
+    _legend(ax, fontsize=7)
     names.append(_save(fig, fig_dir / "mnist_displacement.png"))
 
     lam_f, lam_b = _arr(recs, "lambda_final"), _arr(recs, "lambda_bar")
@@ -186,7 +207,7 @@ def mnist_figures(study: Any, fig_dir: Path) -> list[str]:
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=7)
+        _legend(ax, fontsize=7)
 
     # (2) final LLC vs d_s, marker size by parameter count, with the bound line
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.4))
@@ -219,7 +240,7 @@ def mnist_figures(study: Any, fig_dir: Path) -> list[str]:
     ax.axvline(0.5, color="k", ls="--", lw=1, label="Brownian H = 1/2")
     ax.set_xlabel("late diffusion exponent H (R ~ t^H)")
     ax.set_ylabel("networks")
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     names.append(_save(fig, fig_dir / "mnist_exponent_hist.png"))
     # (5) total weight change vs LLC
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -236,7 +257,7 @@ def mnist_figures(study: Any, fig_dir: Path) -> list[str]:
             )
     ax.set_xlabel("final LLC λ̂")
     ax.set_ylabel("total displacement R(T)")
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     names.append(_save(fig, fig_dir / "mnist_displacement_vs_llc.png"))
     # (6) learning rate and batch size against λ and d_s; (7) test accuracy against each
     fig, axes = plt.subplots(2, 2, figsize=(9, 7))
@@ -253,7 +274,7 @@ def mnist_figures(study: Any, fig_dir: Path) -> list[str]:
             ax.set_xscale("log")
             ax.set_xlabel(label)
             ax.set_ylabel(ylab)
-            ax.legend(fontsize=7)
+            _legend(ax, fontsize=7)
     names.append(_save(fig, fig_dir / "mnist_hyperparameters.png"))
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 4))
     acc = 100 * _arr(recs, "test_accuracy")
@@ -264,7 +285,7 @@ def mnist_figures(study: Any, fig_dir: Path) -> list[str]:
                 ax.scatter(x[sel], acc[sel], marker=mk, alpha=0.6, label=o)
         ax.set_xlabel(xl)
         ax.set_ylabel("test accuracy (%)")
-        ax.legend(fontsize=7)
+        _legend(ax, fontsize=7)
     names.append(_save(fig, fig_dir / "mnist_accuracy.png"))
     # (8) SGD vs Adam
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.8))
@@ -350,7 +371,7 @@ def moons_figures(study: Any, fig_dir: Path) -> list[str]:
     ax.set_xlabel("normalised time t / T")
     ax.set_ylabel("displacement R(t)")
     ax.set_title("Two moons: identical networks, SGD")
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     names.append(_save(fig, fig_dir / "moons_displacement.png"))
     s = study.summary
     if study.comparison is not None:
@@ -365,7 +386,7 @@ def moons_figures(study: Any, fig_dir: Path) -> list[str]:
         ax.set_xlabel("cluster (function space)")
         ax.set_ylabel("mass")
         ax.set_xticks(x)
-        ax.legend(fontsize=8)
+        _legend(ax, fontsize=8)
         names.append(_save(fig, fig_dir / "moons_cluster_masses.png"))
         fig, ax = plt.subplots(figsize=(6, 4))
         # distances span orders of magnitude: log–log (zeros are left out of the plot)
@@ -376,7 +397,7 @@ def moons_figures(study: Any, fig_dir: Path) -> list[str]:
         ax.axhline(s["kl_untempered"], color="C0", ls=":", lw=1, label="KL untempered")
         ax.set_xlabel("coarse-graining length ξ")
         ax.set_ylabel("distance")
-        ax.legend(fontsize=7)
+        _legend(ax, fontsize=7)
         names.append(_save(fig, fig_dir / "moons_xi_scan.png"))
     return names
 
@@ -495,6 +516,7 @@ def mnist_section(study: Any, summary: dict, figures: list[str]) -> str:
 def moons_section(study: Any, figures: list[str]) -> str:
     c, s = study.config, study.summary
     lw = s["mean_displacement_late_window"]
+    late_window = "–" if lw is None else f"[{lw[0]:.0f}, {lw[1]:.0f}]"
     lines = [
         "## Two-moons study",
         "",
@@ -504,9 +526,14 @@ def moons_section(study: Any, figures: list[str]) -> str:
         "",
         f"Mean displacement: early slope H = {_f(s['mean_displacement_H_early'])} (first tenth of "
         f"the run), late slope H = {_f(s['mean_displacement_H_late'])} on "
-        f"[{lw[0]:.0f}, {lw[1]:.0f}] (Brownian: 1/2; the paper reports early super- and "
+        f"{late_window} (Brownian: 1/2; the paper reports early super- and "
         "late subdiffusion); the largest local slope of the mean R(t) is "
-        f"{_f(s['max_local_slope'])}.",
+        f"{_f(s['max_local_slope'])}"
+        + (
+            f" (not fitted: {s['mean_displacement_fit_error']})."
+            if s.get("mean_displacement_fit_error")
+            else "."
+        ),
         "",
         f"λ̂ at each final point: {c.llc_chains} SGLD chains × {c.llc_draws} draws after "
         f"{c.llc_burnin} burn-in steps, step size {c.llc_step_size:g}, localisation "

@@ -504,3 +504,99 @@ def test_stages_are_keyed_by_the_data_content_not_its_path(tmp_path):
     other = data._replace(x_train=data.x_train + 1.0)
     with pytest.raises(fs.experiments.StageError, match="another configuration"):
         M.run(0, other, cfg, str(tmp_path), progress=False)
+
+
+def test_the_report_records_the_command_given_to_main(tiny_run):
+    """main(argv) called in-process (tests, notebooks) records argv, not the interpreter's
+    sys.argv (it recorded pytest's arguments)."""
+    import shlex
+
+    out, argv = tiny_run
+    res = json.loads((out / "results.json").read_text())
+    assert res["command"] == "fracsgd " + " ".join(shlex.quote(a) for a in argv)
+
+
+def test_a_setting_written_as_an_int_is_the_same_setting(tiny_run, tmp_path, capsys):
+    """llc_localization=100 is the default 100.0: the stages resume (it was refused as
+    another configuration: the fingerprint hashed the int)."""
+    import shutil
+
+    out, argv = tiny_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    argv = [a if a != str(out) else str(copy) for a in argv]
+    capsys.readouterr()
+    assert main([*argv, "--set", "mnist.llc_localization=100"]) == 0
+    assert capsys.readouterr().err.count("resumed") == 3
+
+
+def test_a_file_where_a_directory_goes_is_one_line_and_exit_2(tiny_run, tmp_path, capsys):
+    import shutil
+
+    out, argv = tiny_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    shutil.rmtree(copy / "figures")
+    (copy / "figures").write_text("not a directory")
+    argv = [a if a != str(out) else str(copy) for a in argv]
+    capsys.readouterr()
+    assert main(argv) == 2  # a FileExistsError traceback and exit 1 before
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(err) == 1 and "cannot write" in err[0] and "figures" in err[0], err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["reproduce", "mnist", "--set", "mnist.seeds=(0, 0)"], "seeds contains duplicates"),
+        (["reproduce", "mnist", "--set", "mnist.hidden=((8,), (8,))"], "hidden contains dup"),
+        (
+            ["reproduce", "mnist", "--set", "mnist.steps=4", "--set", "mnist.record_every=2"],
+            "steps // record_every must be at least 3",
+        ),
+        (
+            ["reproduce", "moons", "--set", "moons.steps=2", "--set", "moons.record_every=1"],
+            "steps // record_every must be at least 3",
+        ),
+    ],
+)
+def test_settings_the_sweep_would_refuse_are_refused_before_anything_runs(
+    argv, needle, tmp_path, capsys
+):
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "o").exists()  # --out was not even created
+
+
+@pytest.mark.slow
+def test_every_network_diverged_still_writes_the_report(tmp_path, capsys):
+    """All MNIST networks and all moons networks diverge: the run is flagged per network and
+    the report, results and figures are written (the moons ensemble fit and a log-scaled
+    figure with no finite point each sank the whole run)."""
+    tiny_moons = [
+        *("--set", "moons.n=128", "--set", "moons.hidden=(4,)", "--set", "moons.networks=8"),
+        *("--set", "moons.steps=200", "--set", "moons.batch_size=16"),
+        *("--set", "moons.llc_draws=20", "--set", "moons.llc_burnin=0"),
+        *("--set", "moons.posterior_chains=4", "--set", "moons.posterior_steps=40"),
+        *("--set", "moons.posterior_burnin=20", "--set", "moons.posterior_thin=10"),
+        *("--set", "moons.num_clusters=2", "--set", "moons.probe_points=4"),
+        *("--set", "moons.learning_rate=1e5"),
+    ]
+    diverge = [
+        *("--set", "mnist.sgd_learning_rates=(1e30,)"),
+        *("--set", "mnist.adam_learning_rates=(1e30,)"),
+    ]
+    out = tmp_path / "o"
+    argv = ["reproduce", "all", "--quick", "--out", str(out), "--no-progress"]
+    assert main([*argv, *TINY_MNIST, *diverge, *tiny_moons]) == 0, capsys.readouterr().err
+    res = json.loads((out / "results.json").read_text())["studies"]
+    assert all(r["diverged"] for r in res["moons"]["networks"])
+    summary = res["moons"]["summary"]
+    assert summary["mean_displacement_H_late"] is None and summary["mean_displacement_fit_error"]
+    assert all(r["d_s_eq17_final"] is None for r in res["mnist"]["networks"])
+    report = (out / "report.md").read_text()
+    assert "Two-moons study" in report and "not fitted" in report
+    for study in ("mnist", "moons"):
+        for name in res[study]["figures"]:
+            assert (out / "figures" / name).stat().st_size > 2000
