@@ -85,6 +85,16 @@ def tiny_run(tmp_path_factory):
     return out, argv
 
 
+def _copy_of(tiny_run, tmp_path):
+    """A copy of the tiny run's directory and the argv that writes into it."""
+    import shutil
+
+    out, argv = tiny_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    return out, copy, [a if a != str(out) else str(copy) for a in argv]
+
+
 def test_results_json_is_consistent_with_its_own_numbers(tiny_run):
     out, _ = tiny_run
     res = json.loads((out / "results.json").read_text())
@@ -378,12 +388,7 @@ def test_overwrite_clears_chunks_left_by_another_configuration(tmp_path):
 def test_analysis_only_settings_reanalyse_the_stored_stages(tiny_run, tmp_path, capsys):
     """ξ and late_fraction are read only by the analysis: changing them resumes every stored
     stage (no retraining) and changes only what depends on them."""
-    import shutil
-
-    out, argv = tiny_run
-    copy = tmp_path / "copy"
-    shutil.copytree(out, copy)
-    argv = [a if a != str(out) else str(copy) for a in argv]
+    out, copy, argv = _copy_of(tiny_run, tmp_path)
     capsys.readouterr()
     assert main([*argv, "--set", "mnist.xi=1.0"]) == 0
     err = capsys.readouterr().err
@@ -399,18 +404,13 @@ def test_analysis_only_settings_reanalyse_the_stored_stages(tiny_run, tmp_path, 
 def test_an_llc_stage_stored_before_llc_distance_is_resumed_with_none(tiny_run, tmp_path, capsys):
     """llc_distance came after the LLC stage's format: a stage stored without it is resumed
     (same fingerprint) and the records say None rather than failing or recomputing."""
-    import shutil
-
     from fracsgd._io import load_arrays, save_arrays
 
-    out, argv = tiny_run
-    copy = tmp_path / "copy"
-    shutil.copytree(out, copy)
+    _, copy, argv = _copy_of(tiny_run, tmp_path)
     stage = copy / "stages" / "mnist-llc.npz"
     arrays, meta = load_arrays(stage)
     del arrays["llc_distance"]
     save_arrays(stage, arrays, meta)
-    argv = [a if a != str(out) else str(copy) for a in argv]
     capsys.readouterr()
     assert main(argv) == 0
     err = capsys.readouterr().err
@@ -422,14 +422,10 @@ def test_an_llc_stage_stored_before_llc_distance_is_resumed_with_none(tiny_run, 
 def test_stages_that_other_code_computed_are_refused(tiny_run, tmp_path, capsys, monkeypatch):
     """Stages stored by other fracsgd code under the same version number (a fixed bug, moved
     noise bits) are not resumed: the run stops naming the code; --overwrite recomputes them."""
-    import shutil
 
     import fracsgd._io
 
-    out, argv = tiny_run
-    copy = tmp_path / "copy"
-    shutil.copytree(out, copy)
-    argv = [a if a != str(out) else str(copy) for a in argv]
+    out, copy, argv = _copy_of(tiny_run, tmp_path)
     monkeypatch.setattr(fracsgd._io, "code_digest", lambda: "f" * 64)
     capsys.readouterr()
     assert main(argv) == 2
@@ -456,12 +452,7 @@ def test_d_xi_overflows_to_inf_not_an_exception():
 def test_a_stage_setting_recomputes_that_stage_alone(tiny_run, tmp_path, capsys):
     """An LLC or branch setting changes only its own stage's fingerprint: with --overwrite the
     training is resumed (it used to be recomputed), and the other stage too."""
-    import shutil
-
-    out, argv = tiny_run
-    copy = tmp_path / "copy"
-    shutil.copytree(out, copy)
-    argv = [a if a != str(out) else str(copy) for a in argv]
+    out, copy, argv = _copy_of(tiny_run, tmp_path)
     capsys.readouterr()
     assert main([*argv, "--set", "mnist.llc_draws=12"]) == 2  # without --overwrite: refused
     assert "stage 'llc' of another configuration" in capsys.readouterr().err
@@ -519,12 +510,7 @@ def test_the_report_records_the_command_given_to_main(tiny_run):
 def test_a_setting_written_as_an_int_is_the_same_setting(tiny_run, tmp_path, capsys):
     """llc_localization=100 is the default 100.0: the stages resume (it was refused as
     another configuration: the fingerprint hashed the int)."""
-    import shutil
-
-    out, argv = tiny_run
-    copy = tmp_path / "copy"
-    shutil.copytree(out, copy)
-    argv = [a if a != str(out) else str(copy) for a in argv]
+    _, _, argv = _copy_of(tiny_run, tmp_path)
     capsys.readouterr()
     assert main([*argv, "--set", "mnist.llc_localization=100"]) == 0
     assert capsys.readouterr().err.count("resumed") == 3
@@ -533,12 +519,9 @@ def test_a_setting_written_as_an_int_is_the_same_setting(tiny_run, tmp_path, cap
 def test_a_file_where_a_directory_goes_is_one_line_and_exit_2(tiny_run, tmp_path, capsys):
     import shutil
 
-    out, argv = tiny_run
-    copy = tmp_path / "copy"
-    shutil.copytree(out, copy)
+    _, copy, argv = _copy_of(tiny_run, tmp_path)
     shutil.rmtree(copy / "figures")
     (copy / "figures").write_text("not a directory")
-    argv = [a if a != str(out) else str(copy) for a in argv]
     capsys.readouterr()
     assert main(argv) == 2  # a FileExistsError traceback and exit 1 before
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
