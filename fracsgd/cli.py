@@ -102,7 +102,14 @@ def _mesh(spec: str):
     devices = jax.devices()
     n = len(devices) if spec == "all" else int(spec)
     if n > len(devices):
-        raise ValueError(f"--devices {spec}: only {len(devices)} device(s) are visible")
+        cores = os.cpu_count() or 1
+        hint = (
+            f"; on the CPU the command line makes at most one device per core ({cores} here: "
+            "--devices all)"
+            if jax.default_backend() == "cpu" and n > cores
+            else ""
+        )
+        raise ValueError(f"--devices {spec}: only {len(devices)} device(s) are visible{hint}")
     return None if n == 1 else fs.parallel.batch_mesh(devices[:n])
 
 

@@ -196,10 +196,13 @@ class WalkDimension(NamedTuple):
     """``d_w = 1/H`` from the ensemble displacement ``R(t) = sqrt(MSD)``; ``fit`` holds H, and
     ``fit.ci`` its 95 % delete-a-group jackknife interval over ``JACKKNIFE_GROUPS`` groups of
     walkers on the same window (with at least 3 walkers; otherwise the curve's own interval,
-    :class:`ExponentFit`). Walkers must be independent."""
+    :class:`ExponentFit`). Walkers must be independent. ``ci``: the interval of ``d_w``, the
+    image of ``fit.ci`` under ``1/H`` (``(1/H_hi, inf)`` when it reaches ``H ≤ 0``; NaN at
+    both ends when all of it is ``≤ 0``)."""
 
     d_w: float
     fit: ExponentFit
+    ci: tuple[float, float] = (math.nan, math.nan)
 
 
 def _elapsed(times: ArrayLike | None, length: int) -> np.ndarray:
@@ -263,7 +266,15 @@ def walk_dimension(
         # window lies below 1/2; the walkers' jackknife is the honest interval (the ensemble
         # MSD's residuals are correlated across times), so the same test is repeated with it
         out = jackknifed(fit_exponent(t[keep], r, window=_last_decade(t[keep])))
-    return WalkDimension(out.walk_dimension, out)
+    return WalkDimension(out.walk_dimension, out, _reciprocal_interval(*out.ci))
+
+
+def _reciprocal_interval(lo: float, hi: float) -> tuple[float, float]:
+    """The image of ``[lo, hi]`` under ``1/H`` restricted to ``H > 0``: ``(1/hi, 1/lo)``;
+    ``(1/hi, inf)`` when ``lo ≤ 0 < hi``; NaN at both ends when ``hi ≤ 0``."""
+    if lo > 0:
+        return (1 / hi, 1 / lo)
+    return (1 / hi, math.inf) if hi > 0 else (math.nan, math.nan)
 
 
 class SpectralDimension(NamedTuple):

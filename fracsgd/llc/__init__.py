@@ -4,6 +4,7 @@ truth for deep linear networks (theory.md §2, Appendix A)."""
 from fracsgd.llc._calibrate import (
     MAX_NOISE_RATIO,
     MIN_ESS,
+    MIXED_RHAT_DISTANCE,
     STABILITY_TOLERANCE,
     Calibration,
     TrajectoryLLC,
@@ -33,6 +34,7 @@ __all__ = [
     "DRIFT_NORM_EVERY",
     "MAX_NOISE_RATIO",
     "MIN_ESS",
+    "MIXED_RHAT_DISTANCE",
     "NBETA_RULES",
     "SAMPLERS",
     "STABILITY_TOLERANCE",

@@ -287,6 +287,12 @@ def test_spectral_and_walk_dimension_on_the_sierpinski_gasket():
     assert est.d_s == pytest.approx(D.GASKET_SPECTRAL_DIMENSION, rel=0.10)
     dw = D.walk_dimension(x)
     assert dw.d_w == pytest.approx(D.GASKET_WALK_DIMENSION, rel=0.10)
+    # d_w's interval is H's under 1/H (the README used to promise a .ci it did not have)
+    assert dw.ci == pytest.approx((1 / dw.fit.ci[1], 1 / dw.fit.ci[0]), rel=1e-12)
+    assert dw.ci[0] < dw.d_w < dw.ci[1]
+    recip = fs.diffusion._dimensions._reciprocal_interval
+    assert recip(0.25, 0.5) == (2.0, 4.0) and recip(-0.1, 0.5) == (2.0, math.inf)
+    assert all(math.isnan(v) for v in recip(-0.5, -0.1))
     g = D.sierpinski_gasket(3)
     # generation g: (3^{g+1} + 3)/2 nodes; corners have degree 2
     assert g.coords.shape[0] == (3**4 + 3) // 2 and sorted(g.degree)[:4] == [2, 2, 2, 4]
