@@ -102,14 +102,17 @@ def batch_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
         >>> mesh.axis_names, mesh.size == jax.device_count()
         (('batch',), True)
     """
-    if isinstance(devices, jax.Device | str | bytes) or not (
-        devices is None or isinstance(devices, Sequence | np.ndarray)
-    ):
-        raise ValueError(
-            "devices must be a non-empty sequence of jax.Device (or None for all), got "
-            f"{type(devices).__name__} (a single device: [device])"
-        )
-    devs = list(jax.devices() if devices is None else devices)
+    msg = (
+        "devices must be a non-empty sequence of jax.Device (or None for all), got "
+        f"{type(devices).__name__} (a single device: [device])"
+    )
+    # any ordered iterable (a generator included); a set has no order to lay the mesh out by
+    if isinstance(devices, jax.Device | str | bytes | set | frozenset):
+        raise ValueError(msg)
+    try:
+        devs = list(jax.devices() if devices is None else devices)
+    except TypeError as err:  # not iterable
+        raise ValueError(msg) from err
     if not devs or not all(isinstance(d, jax.Device) for d in devs):
         raise ValueError("devices must be a non-empty sequence of jax.Device (or None for all)")
     if len({(d.platform, d.id) for d in devs}) != len(devs):

@@ -78,7 +78,7 @@ def kmeans(
     ):
         raise ValueError(f"num_clusters must be an integer in [1, N = {x.shape[0]}]")
     k = int(num_clusters)
-    distinct = np.unique(x64, axis=0).shape[0]
+    distinct = np.unique(np.asarray(x), axis=0).shape[0]  # as clustered (float32)
     if k > distinct:  # k-means++ would pick a point twice and leave a cluster empty
         raise ValueError(
             f"num_clusters = {k} exceeds the {distinct} distinct points: at most {distinct} "
@@ -170,7 +170,6 @@ def tempered_log_masses(sgd_masses: ArrayLike, exponents: ArrayLike) -> np.ndarr
     exponents infinite: the largest ``q_c``)."""
     refuse_traced("fracsgd.diffusion.tempered_masses", sgd_masses=sgd_masses, exponents=exponents)
     q = _distribution("sgd_masses", sgd_masses)
-    q = q / q.sum()
     e = real_array("exponents", exponents)
     if np.any(np.isnan(e)) or np.any(e < 0):
         raise ValueError("exponents must be >= 0 (+inf allowed: the limit), got a NaN or < 0")
@@ -179,9 +178,13 @@ def tempered_log_masses(sgd_masses: ArrayLike, exponents: ArrayLike) -> np.ndarr
     except ValueError as err:
         raise ValueError(f"exponents must broadcast to sgd_masses' shape {q.shape}") from err
     pos = q > 0
-    if np.any(q == 1.0):  # one cluster holds every solution: q^e keeps it so for any e
-        return np.where(q == 1.0, 0.0, -np.inf)
-    logq = np.log(np.where(pos, q, 1.0))  # < 0 on the non-empty clusters
+    if pos.sum() == 1:  # one cluster holds every solution: q^e keeps it so for any e
+        return np.where(pos, 0.0, -np.inf)
+    # log of the normalised masses without forming q / Σq (Σq can overflow, and q_c/Σq can
+    # round to 1 when the others are below float64's resolution relative to it)
+    top = q.max()
+    logq = np.where(pos, np.log(np.where(pos, q / top, 1.0)), 0.0) - math.log(np.sum(q / top))
+    logq = np.minimum(logq, -np.finfo(np.float64).tiny)  # < 0 on the non-empty clusters
     with np.errstate(over="ignore", invalid="ignore"):
         a = np.where(pos, e * logq, -np.inf)  # e = 0: 0 (uniform over non-empty clusters)
     finite = np.isfinite(a)
@@ -200,9 +203,15 @@ def tempered_log_masses(sgd_masses: ArrayLike, exponents: ArrayLike) -> np.ndarr
 def _distribution(name: str, value: ArrayLike) -> np.ndarray:
     """A 1-D array of finite non-negative masses with a positive total."""
     a = real_array(name, value, finite=True)
-    if a.ndim != 1 or np.any(a < 0) or not a.sum() > 0:
+    if a.ndim != 1 or np.any(a < 0) or not np.any(a > 0):  # max, not sum: it cannot overflow
         raise ValueError(f"{name} must be a 1-D array of non-negative masses with positive sum")
     return a
+
+
+def _normalised(a: np.ndarray) -> np.ndarray:
+    """``a / Σa`` for finite non-negative masses, without overflowing the sum."""
+    a = a / a.max()
+    return a / a.sum()
 
 
 def _pair(p: ArrayLike, q: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -210,7 +219,7 @@ def _pair(p: ArrayLike, q: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     p, q = _distribution("p", p), _distribution("q", q)
     if p.shape != q.shape:
         raise ValueError(f"p and q must have the same shape, got {p.shape} and {q.shape}")
-    return p / p.sum(), q / q.sum()
+    return _normalised(p), _normalised(q)
 
 
 def kl_divergence(p: ArrayLike, q: ArrayLike, eps: float = 1e-12) -> float:

@@ -226,18 +226,17 @@ def _is_traced(*values: Any) -> bool:
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(values))
 
 
-def _traced_series(t: Any, r: Any, where: str) -> tuple[jax.Array, jax.Array]:
-    """``t`` and ``R`` of a fit called under ``jit``/``vmap``: what can be checked without their
-    values (shapes, real dtypes); the rest is checked on the host when the program runs."""
-    t, r = jnp.asarray(t), jnp.asarray(r)
+def _traced_series(t: Any, r: Any, where: str) -> None:
+    """Checks ``t`` and ``R`` of a fit called under ``jit``/``vmap`` for what needs no values
+    (shapes, real dtypes); the rest is checked on the host when the program runs."""
     for name, a in (("t", t), ("R", r)):
-        if not (jnp.issubdtype(a.dtype, jnp.floating) or jnp.issubdtype(a.dtype, jnp.integer)):
-            raise ValueError(f"{name} must be a real array for {where}, got dtype {a.dtype}")
-    if t.ndim != 1:
-        raise ValueError(f"t must be one-dimensional, got shape {t.shape}")
-    if r.shape != t.shape:
-        raise ValueError(f"R must have the shape of t {t.shape}, got {r.shape}")
-    return t, r
+        dt = a.dtype if hasattr(a, "dtype") else np.asarray(a).dtype
+        if not (jnp.issubdtype(dt, jnp.floating) or jnp.issubdtype(dt, jnp.integer)):
+            raise ValueError(f"{name} must be a real array for {where}, got dtype {dt}")
+    if len(np.shape(t)) != 1:
+        raise ValueError(f"t must be one-dimensional, got shape {np.shape(t)}")
+    if np.shape(r) != np.shape(t):
+        raise ValueError(f"R must have the shape of t {np.shape(t)}, got {np.shape(r)}")
 
 
 def _host_call(fn: Any, out: Any, *args: Any) -> Any:
@@ -275,16 +274,23 @@ def detect_crossover(
     if _is_traced(t, r):
         check_int("points_per_decade", points_per_decade, 1)
         check_number("span", span, lo=0.0, lo_open=True)
-        t, r = _traced_series(t, r, "detect_crossover")
+        _traced_series(t, r, "detect_crossover")
         dtype = jnp.result_type(float)
+        inputs = {"t": t, "R": r}  # the untraced one stays float64 on the host
+        traced = {k: jnp.asarray(v) for k, v in inputs.items() if _is_traced(v)}
 
-        def host(t_h, r_h):
+        def host(*values):
+            got = {**inputs, **dict(zip(traced, values, strict=True))}
             c = detect_crossover(
-                t_h, r_h, threshold=threshold, points_per_decade=points_per_decade, span=span
+                np.asarray(got["t"], np.float64),
+                np.asarray(got["R"], np.float64),
+                threshold=threshold,
+                points_per_decade=points_per_decade,
+                span=span,
             )
             return np.asarray(math.nan if c is None else c, dtype)
 
-        return _host_call(host, jax.ShapeDtypeStruct((), dtype), t, r)
+        return _host_call(host, jax.ShapeDtypeStruct((), dtype), *traced.values())
     grid, slopes = local_slopes(t, r, points_per_decade=points_per_decade, span=span)
     return _first_below_for_good(grid, slopes, threshold)
 
@@ -429,33 +435,43 @@ def _fit_exponent_traced(
 ) -> ExponentFit:
     """:func:`fit_exponent` under ``jit``/``vmap``: the host fit through ``jax.pure_callback``,
     its fields as arrays of the default float dtype (``num_points`` int32, ``crossover`` NaN for
-    None)."""
+    None). Inputs that are not traced stay on the host as they are (float64), so that only the
+    traced ones are rounded to JAX's dtype."""
     check_int("min_points", min_points, 3)
     check_number("min_late_decades", min_late_decades, lo=0.0)
-    t, r = _traced_series(t, r, "fit_exponent")
+    _traced_series(t, r, "fit_exponent")  # shapes and dtypes, at trace time
     dtype = jnp.result_type(float)
-    args = [t, r]
     if window is not None:
         if isinstance(window, str | bytes) or not hasattr(window, "__len__") or len(window) != 2:
             raise ValueError(
                 f"window must be (t_start, t_end) of finite numbers with t_start < t_end, "
                 f"got {window!r}"
             )
-        if not _is_traced(window):
-            _check_window(window)
-        args.append(jnp.stack([jnp.asarray(w, dtype) for w in window]))
+        if _is_traced(window):
+            window = jnp.stack([jnp.asarray(w, dtype) for w in window])
+        else:
+            window = _check_window(window)
+    inputs = {"t": t, "R": r, "window": window}
+    traced = {k: jnp.asarray(v) for k, v in inputs.items() if v is not None and _is_traced(v)}
+    fixed = {k: v for k, v in inputs.items() if k not in traced}
 
-    def host(t_h, r_h, *w):
-        win = None if not w else (float(w[0][0]), float(w[0][1]))
+    def host(*values):
+        got = {**fixed, **dict(zip(traced, values, strict=True))}
+        win = got["window"]
+        win = None if win is None else (float(win[0]), float(win[1]))
         fit = fit_exponent(
-            t_h, r_h, window=win, min_points=min_points, min_late_decades=min_late_decades
+            np.asarray(got["t"], np.float64),
+            np.asarray(got["R"], np.float64),
+            window=win,
+            min_points=min_points,
+            min_late_decades=min_late_decades,
         )
         crossover = math.nan if fit.crossover is None else fit.crossover
         values = (fit.H, fit.intercept, fit.r2, *fit.ci, *fit.window, crossover)
         return np.asarray(values, dtype), np.asarray(fit.num_points, np.int32)
 
     out = (jax.ShapeDtypeStruct((8,), dtype), jax.ShapeDtypeStruct((), jnp.int32))
-    v, n = _host_call(host, out, *args)
+    v, n = _host_call(host, out, *traced.values())
     return ExponentFit(  # v[..., k]: the fields keep a vmap's batch axes
         H=v[..., 0],
         intercept=v[..., 1],

@@ -34,6 +34,8 @@ def canonical(config: Any) -> Any:
     refused as "another configuration"."""
 
     def like(default: Any, value: Any) -> Any:
+        if isinstance(value, np.generic):  # NumPy scalars hash unlike Python's
+            value = value.item()
         if value is None or isinstance(default, bool) or default is None:
             return value
         if isinstance(default, float):

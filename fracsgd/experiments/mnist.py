@@ -219,14 +219,16 @@ def validate(config: Any) -> MnistConfig:
             f"steps // record_every must be at least 3 (R(t) needs 3 points for a fit), got "
             f"{config.steps} // {config.record_every}"
         )
-    # the sweeps' own duplicate checks, here, before anything runs
-    _nonempty("hidden", [tuple(h) for h in config.hidden])
+    # the sweeps' own duplicate checks, here, before anything runs, on the canonical values
+    # (NumPy and Python integers alike)
+    config = canonical(config)
+    _nonempty("hidden", list(config.hidden))
     _nonempty("seeds", config.seeds)
     _nonempty("batch_sizes", config.batch_sizes)
-    for name, lrs in (("sgd_learning_rates", sgd), ("adam_learning_rates", adam)):
-        if lrs:
-            _nonempty(name, lrs)
-    return canonical(config)
+    for name in ("sgd_learning_rates", "adam_learning_rates"):
+        if getattr(config, name):
+            _nonempty(name, getattr(config, name))
+    return config
 
 
 def _grid(config: MnistConfig, optimizer: str, lrs: Sequence[float]) -> train.Grid:

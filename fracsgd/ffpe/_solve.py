@@ -246,10 +246,15 @@ def _check_p0(p0: Any, shape: tuple[int, ...]) -> Array:
     # the dtype of jax arrays and tracers without converting them; complex ones are refused too
     # (a complex jax.Array once lost its imaginary part with a warning)
     if isinstance(p0, str | bytes):
-        kind = "U"
+        real = False
     else:
-        kind = np.dtype(p0.dtype if hasattr(p0, "dtype") else np.asarray(p0).dtype).kind
-    if kind not in "biuf":
+        dt = p0.dtype if hasattr(p0, "dtype") else np.asarray(p0).dtype
+        real = bool(  # bfloat16 and float8 have NumPy kind 'V': ask jax, not the kind
+            jnp.issubdtype(dt, jnp.floating)
+            or jnp.issubdtype(dt, jnp.integer)
+            or jnp.issubdtype(dt, jnp.bool_)
+        )
+    if not real:
         what = type(p0).__name__ + (f" of dtype {p0.dtype}" if hasattr(p0, "dtype") else "")
         raise ValueError(f"p0 must be an array of real numbers, got {what}")
     if np.shape(p0) != shape:

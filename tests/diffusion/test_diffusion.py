@@ -538,6 +538,12 @@ def test_tempered_masses_are_exact_in_log_space_and_take_the_overflow_limit():
     np.testing.assert_array_equal(D.tempered_masses(q8, [1e308, 5e307] + [1e308] * 6), np.eye(8)[1])
     np.testing.assert_array_equal(D.tempered_masses([0.4, 0.3, 0.3], [np.inf, 5, 5]), [0, 0.5, 0.5])
     np.testing.assert_array_equal(D.tempered_masses([1.0, 0.0], 1e308), [1.0, 0.0])
+    # a cluster below float64's resolution next to another is still a cluster (q₁/Σq rounds
+    # to 1), and masses whose sum overflows are still normalised
+    np.testing.assert_allclose(D.tempered_log_masses([1.0, 1e-20], 0.0), np.log([0.5, 0.5]))
+    np.testing.assert_allclose(D.tempered_log_masses([1.0, 1e-20], 1.0), [0.0, math.log(1e-20)])
+    np.testing.assert_allclose(D.tempered_masses([1.5e308, 1e308], 1.0), [0.6, 0.4])
+    np.testing.assert_allclose(D.tempered_masses([1.5e308, 1e308, 0.0], 0.0), [0.5, 0.5, 0.0])
     with pytest.raises(ValueError, match="exponents must be >= 0"):
         D.tempered_masses([0.5, 0.5], -1.0)
 
@@ -580,6 +586,9 @@ def test_kmeans_is_unit_free_and_assign_checks_its_input():
         assert sorted(np.bincount(cl.labels).tolist()) == [5, 7]
         np.testing.assert_allclose(np.sort(cl.centroids[:, 0]) / scale, [3.0, 13.0], rtol=1e-6)
         assert cl.inertia / scale**2 < 1e-6
+    # distinct in float64 but not in the float32 that is clustered: a cluster would stay empty
+    with pytest.raises(ValueError, match="exceeds the 3 distinct points"):
+        D.kmeans(jax.random.key(0), np.array([[0.0], [1.0], [1 + 1e-9], [0.5]]), 4)
     with pytest.raises(ValueError, match="centroids must have shape"):
         D.assign(np.ones((3, 2)), np.ones((2, 3)))
     with pytest.raises(ValueError, match="points must have shape"):
@@ -946,6 +955,25 @@ def test_fit_exponent_under_jit_and_vmap_is_the_host_fit():
     expected = fs.diffusion.detect_crossover(t, curves[0], threshold=0.4)
     assert float(cross[0]) == pytest.approx(expected)
     assert np.isnan(float(cross[1]))
+
+
+def test_fit_exponent_under_jit_keeps_untraced_inputs_in_float64():
+    """Only the traced inputs pass through JAX's dtype: a float64 t closed over under jit (x64
+    off) was rounded to float32, which moved the window (25.1 → 31.6) and made
+    t = 2²⁴ + 1, 2²⁴ + 2, … non-increasing."""
+    t = np.geomspace(0.1, 1e3, 41)
+    r = np.where(t < 10, t, 10**0.7 * t**0.3)
+    host = fs.diffusion.fit_exponent(t, r)
+    fit = jax.jit(lambda r: fs.diffusion.fit_exponent(t, r))(r)
+    assert (float(fit.window[0]), int(fit.num_points)) == (
+        pytest.approx(host.window[0], rel=1e-6),
+        host.num_points,
+    )
+    t2 = 2.0**24 + np.arange(1, 41.0)
+    h = jax.jit(lambda r: fs.diffusion.fit_exponent(t2, r, window=(t2[0], t2[-1])).H)
+    assert float(h((t2 - 2**24) ** 0.5)) == pytest.approx(
+        fs.diffusion.fit_exponent(t2, (t2 - 2**24) ** 0.5, window=(t2[0], t2[-1])).H, rel=1e-6
+    )
 
 
 def test_fit_exponent_under_jit_checks_what_it_can_before_running():

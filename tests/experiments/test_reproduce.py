@@ -583,3 +583,19 @@ def test_every_network_diverged_still_writes_the_report(tmp_path, capsys):
     for study in ("mnist", "moons"):
         for name in res[study]["figures"]:
             assert (out / "figures" / name).stat().st_size > 2000
+
+
+def test_configs_are_canonical_numpy_scalars_included():
+    """NumPy scalars, ints for floats and lists for tuples give the validated configuration of
+    the Python values, so the resume fingerprints agree; duplicates are found among them."""
+    from fracsgd.experiments import mnist
+
+    cfg = moons.MoonsConfig.quick()
+    a = moons.validate(cfg._replace(llc_batch_size=32, learning_rate=0.25))
+    b = moons.validate(cfg._replace(llc_batch_size=np.int64(32), learning_rate=np.float32(0.25)))
+    assert a == b and type(b.llc_batch_size) is int and type(b.learning_rate) is float
+    base = mnist.MnistConfig.quick()
+    c = mnist.validate(base._replace(hidden=[[16], (np.int64(32),)], llc_localization=100))
+    assert c.hidden == ((16,), (32,)) and c.llc_localization == 100.0
+    with pytest.raises(ValueError, match="hidden contains duplicates"):
+        mnist.validate(base._replace(hidden=((64,), (np.int64(64),))))

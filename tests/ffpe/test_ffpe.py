@@ -157,6 +157,15 @@ def test_l21sigma_weights_in_float32_on_the_recommended_grading():
         fs.ffpe.solve(prob, grid, p0, t_final=1.0, num_steps=100, grading=19.0)
 
 
+def test_p0_of_any_real_jax_dtype_is_accepted():
+    """bfloat16 has NumPy kind 'V': a check by kind refused it."""
+    grid = fs.ffpe.Grid1D(-1.0, 1.0, 20)
+    sol = fs.ffpe.solve(
+        fs.ffpe.Problem(), grid, jnp.ones(20, jnp.bfloat16), t_final=1.0, num_steps=4
+    )
+    assert int(sol.result) == 0 and float(sol.mass[0]) == pytest.approx(2.0)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

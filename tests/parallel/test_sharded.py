@@ -110,6 +110,9 @@ def test_mesh_argument_is_checked():
         fs.parallel.batch_mesh(jax.devices()[0])
     with pytest.raises(ValueError, match=r"devices must be .* got str"):
         fs.parallel.batch_mesh("cpu")
+    with pytest.raises(ValueError, match=r"devices must be .* got set"):  # no order
+        fs.parallel.batch_mesh(set(jax.devices()))
+    assert fs.parallel.batch_mesh(d for d in jax.devices()).size == jax.device_count()
 
 
 def test_chunk_plan_rule():
