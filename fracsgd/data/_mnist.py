@@ -88,6 +88,11 @@ def _load_idx_dir(directory: Path, origin: str) -> Dataset:
             raise ValueError(
                 f"{images_path}: holds no images (the header says shape {images.shape})"
             )
+        if images.shape[1:] != (28, 28):
+            raise ValueError(
+                f"{images_path}: images are {'x'.join(map(str, images.shape[1:]))}; MNIST's are "
+                "28x28 (flattened to 784 features)"
+            )
         if images.shape[0] != labels.shape[0]:
             raise ValueError(
                 f"{images_path} holds {images.shape[0]} images but {labels_path} holds "

@@ -198,7 +198,7 @@ def _build(widths: tuple[int, ...], kind: str, batch_norm: bool) -> Model:
                 for l in range(num_layers - 1)
             ]
             params["batch_stats"] = [
-                {"mean": jnp.zeros((widths[l + 1],)), "var": units[l + 1] * 1.0}
+                {"mean": jnp.zeros((widths[l + 1],), jnp.float32), "var": units[l + 1] * 1.0}
                 for l in range(num_layers - 1)
             ]
         return params
@@ -256,7 +256,10 @@ def _build(widths: tuple[int, ...], kind: str, batch_norm: bool) -> Model:
                 for l in range(num_layers - 1)
             ]
             out["batch_stats"] = [
-                {"mean": jnp.zeros((widths[l + 1],)), "var": jnp.zeros((widths[l + 1],))}
+                {
+                    "mean": jnp.zeros((widths[l + 1],), jnp.float32),
+                    "var": jnp.zeros((widths[l + 1],), jnp.float32),
+                }
                 for l in range(num_layers - 1)
             ]
         return out

@@ -19,6 +19,8 @@ def _as_traces(x: ArrayLike, name: str) -> np.ndarray:
         raise ValueError(f"{name} must have shape (..., chains, draws), got {a.shape}")
     if a.shape[-1] < 4:
         raise ValueError(f"{name} needs at least 4 draws per chain, got {a.shape[-1]}")
+    if a.shape[-2] < 1:
+        raise ValueError(f"{name} needs at least 1 chain, got shape {a.shape}")
     return a
 
 

@@ -51,6 +51,14 @@ def localized_gradient(
 
     def estimator(position: PyTree, batch: Any) -> tuple[PyTree, Array]:
         check_like("position", position, "center", center)
+        out = jax.eval_shape(loss_fn, position, batch)  # trace-time only
+        if (
+            not hasattr(out, "shape")
+            or out.shape != ()
+            or not jnp.issubdtype(out.dtype, jnp.floating)
+        ):
+            got = f"shape {out.shape}, dtype {out.dtype}" if hasattr(out, "shape") else repr(out)
+            raise ValueError(f"loss_fn must return a floating-point scalar, got {got}")
         loss, grad = jax.value_and_grad(loss_fn)(position, batch)
         return localize(grad, position, center, nbeta=nbeta, localization=localization), loss
 
@@ -67,7 +75,12 @@ def localize(grad: PyTree, position: PyTree, center: PyTree, *, nbeta: Any, loca
         >>> localize(jnp.ones(2), jnp.zeros(2), jnp.ones(2), nbeta=10.0, localization=1.0).tolist()
         [9.0, 9.0]
     """
-    return jax.tree.map(lambda g, w, c: nbeta * g + localization * (w - c), grad, position, center)
+
+    def one(g: Any, w: Any, c: Any) -> Any:  # in the leaf's dtype (float64 scalars under x64)
+        dt = jnp.result_type(g)
+        return jnp.asarray(nbeta).astype(dt) * g + jnp.asarray(localization).astype(dt) * (w - c)
+
+    return jax.tree.map(one, grad, position, center)
 
 
 def concrete_number(name: str, value: Any, **bounds: Any) -> None:
@@ -102,8 +115,8 @@ def check_binary_mask(name: str, tree: PyTree) -> None:
         if isinstance(leaf, jax.core.Tracer):
             continue
         a = np.asarray(leaf)
-        if a.dtype.kind not in "biuf":  # not numbers: the structure/dtype checks name it
-            continue
+        if a.dtype.kind not in "biuf":
+            raise ValueError(f"{name} must hold numbers 0 and 1, got dtype {a.dtype}")
         if a.size and not np.all((a == 0) | (a == 1)):
             bad = a[(a != 0) & (a != 1)].ravel()[0]
             raise ValueError(

@@ -114,7 +114,18 @@ def _noise_like(key: PRNGKey, tree: PyTree) -> PyTree:
 
 
 def _masked(tree: PyTree, mask: PyTree | None) -> PyTree:
-    return tree if mask is None else jax.tree.map(jnp.multiply, tree, mask)
+    """``tree`` with the entries where ``mask`` is 0 set to 0, in ``tree``'s dtypes: a select,
+    not a product, so an inf or NaN gradient there stays out (0·inf is NaN) and a float64 mask
+    under x64 leaves float32 leaves float32."""
+    if mask is None:
+        return tree
+    return jax.tree.map(lambda t, m: jnp.where(m != 0, t, jnp.zeros_like(t)), tree, mask)
+
+
+def _times(c: Any, x: Array) -> Array:
+    """``c · x`` in ``x``'s dtype (a float64 hyper-parameter under x64 would promote a float32
+    leaf, and the sampler's state would change dtype between steps)."""
+    return jnp.asarray(c).astype(jnp.result_type(x)) * x
 
 
 def _num_active(mask: PyTree | None, position: PyTree) -> Array:
@@ -172,10 +183,10 @@ def build_kernel(mask: PyTree | None = None):
         _check_step(key, state, estimator, step_size, mask)
         concrete_number("noise_scale", noise_scale, lo=0.0)
         grad, loss = estimator(state.position, batch)
-        drift = _masked(jax.tree.map(lambda g: 0.5 * step_size * g, grad), mask)
+        drift = _masked(jax.tree.map(lambda g: _times(0.5 * step_size, g), grad), mask)
         scale = noise_scale * jnp.sqrt(step_size)
         noise = _masked(
-            jax.tree.map(lambda z: scale * z, _noise_like(key, state.position)),
+            jax.tree.map(lambda z: _times(scale, z), _noise_like(key, state.position)),
             mask,
         )
         position = jax.tree.map(lambda w, d, z: w - d + z, state.position, drift, noise)
@@ -290,10 +301,12 @@ def build_psgld_kernel(mask: PyTree | None = None, *, alpha: float = 0.99, delta
         else:
             new = state
         precond = psgld_preconditioner(new, delta=delta, alpha=alpha)
-        drift = _masked(jax.tree.map(lambda g, p: 0.5 * step_size * p * g, grad, precond), mask)
+        drift = _masked(
+            jax.tree.map(lambda g, p: _times(0.5 * step_size, p) * g, grad, precond), mask
+        )
         noise = _masked(
             jax.tree.map(
-                lambda z, p: noise_scale * jnp.sqrt(step_size * p) * z,
+                lambda z, p: _times(noise_scale, jnp.sqrt(_times(step_size, p))) * z,
                 _noise_like(key, state.position),
                 precond,
             ),

@@ -369,9 +369,21 @@ def _validate_grid(grid: Any, dataset: Dataset) -> tuple[Grid, list[tuple[int, .
     overhead = grid.max_padding_overhead
     if overhead is None:
         overhead = default_padding_overhead()
-    if isinstance(overhead, bool) or not isinstance(overhead, int | float) or not overhead >= 1:
+    if (
+        isinstance(overhead, bool | np.bool_)
+        or not isinstance(overhead, int | float | np.integer | np.floating)
+        or not overhead >= 1
+    ):
         raise ValueError(
             f"max_padding_overhead must be a number >= 1 (inf allowed), got {overhead!r}"
+        )
+    overhead = float(overhead)
+    # learning rates train in float32: two that are equal there are the same networks
+    as_f32 = [float(np.float32(v)) for v in learning_rates]
+    if len(set(as_f32)) != len(as_f32):
+        raise ValueError(
+            f"learning_rates contains values equal in float32 (the training precision): "
+            f"{tuple(learning_rates)!r}"
         )
     if grid.memory_limit is not None:
         check_positive_int("memory_limit", grid.memory_limit)
@@ -392,6 +404,15 @@ def _validate_grid(grid: Any, dataset: Dataset) -> tuple[Grid, list[tuple[int, .
         batch_sizes=tuple(int(v) for v in batch_sizes),
         max_padding_overhead=overhead,
         num_checkpoints=checked.num_checkpoints,  # clamped to steps
+        # the shared scalars as Python values too (NumPy scalars repr differently)
+        steps=int(checked.steps),
+        record_every=int(checked.record_every),
+        momentum=float(grid.momentum),
+        b1=float(grid.b1),
+        b2=float(grid.b2),
+        eps=float(grid.eps),
+        batch_norm=bool(grid.batch_norm),
+        memory_limit=None if grid.memory_limit is None else int(grid.memory_limit),
     )
     return canonical, hidden
 
@@ -806,6 +827,8 @@ def branch(
     if learning_rates is None:
         configs = [config] * m
     else:
+        if isinstance(learning_rates, jax.Array) and learning_rates.ndim == 1:
+            learning_rates = np.asarray(learning_rates).tolist()
         if isinstance(learning_rates, str | bytes) or not isinstance(
             learning_rates, Sequence | np.ndarray
         ):

@@ -192,6 +192,28 @@ class SweepResult:
         """Compiled bucket programs used by the sweep."""
         return len(self.buckets)
 
+    @property
+    def config(self) -> Any:
+        """The sweep's configuration: its :class:`~fracsgd.train.Grid` (``grid``)."""
+        return self.grid
+
+    @property
+    def checkpoints(self) -> list[PyTree]:
+        """Per run ``i``, its parameter checkpoints at ``checkpoint_steps`` (a pytree with a
+        leading ``(K,)`` axis at the run's true widths: ``result(i).checkpoints``). A list:
+        runs of different architectures have differently shaped parameters."""
+        return [self.result(i).checkpoints for i in range(self.num_runs)]
+
+    @property
+    def final_params(self) -> list[PyTree]:
+        """Per run ``i``, its parameters at ``T`` (``result(i).final_params``)."""
+        return [self.result(i).final_params for i in range(self.num_runs)]
+
+    @property
+    def init_params(self) -> list[PyTree]:
+        """Per run ``i``, its parameters at ``t = 0`` (``result(i).init_params``)."""
+        return [self.result(i).init_params for i in range(self.num_runs)]
+
     @classmethod
     def assemble(
         cls, grid, runs, infos, outputs, *, wall_time, dataset_name, dataset_source, resumed=0
@@ -282,7 +304,15 @@ class SweepResult:
             if isinstance(value, np.ndarray) and value.ndim <= 1:
                 value = value.tolist() if value.ndim else value.item()
             if name == "hidden" and isinstance(value, int | np.integer | tuple | list):
-                value = _label(tuple(int(w) for w in np.atleast_1d(value)))
+                widths = np.atleast_1d(np.asarray(value, dtype=object))
+                if any(
+                    isinstance(w, bool | np.bool_)
+                    or not isinstance(w, int | np.integer | float | np.floating)
+                    or w != int(w)
+                    for w in widths
+                ):
+                    raise ValueError(f"hidden widths are integers, got {value!r}")
+                value = _label(tuple(int(w) for w in widths))
             if have.dtype.kind in "US":
                 if not isinstance(value, str):
                     raise ValueError(f"{name} labels are strings, got {value!r}")
@@ -445,6 +475,7 @@ class SweepResult:
         for name in METRIC_NAMES:
             var(name, getattr(self, name), ("run", "checkpoint"), "f")
         var("diverged", self.diverged.astype(np.int8), ("run",), "b")
+        f.variables["diverged"].dtype = "bool"  # xarray decodes it to booleans
         var("diverged_step", self.diverged_step, ("run",), "i")
         if checkpoints:
             flats = []
@@ -493,7 +524,7 @@ class SweepResult:
         f.dataset_source = _nc_text(self.dataset_source)
         f.grid = _nc_text(repr(self.grid))
         f.num_programs = len(self.buckets)
-        f.wall_time_seconds = self.wall_time
+        f.wall_time_seconds = np.float64(self.wall_time)  # a Python float is written float32
         f.created = datetime.datetime.now(datetime.timezone.utc).isoformat()
 
 

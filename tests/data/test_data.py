@@ -159,6 +159,7 @@ def _corrupt(path: Path, how: str) -> None:
         ("count_mismatch", "holds 20 images but .*train-labels-idx1-ubyte holds 19 labels"),
         ("not_3d", "bad magic number 2050"),
         ("empty", "holds no images"),
+        ("not_28x28", "images are 10x10; MNIST's are 28x28"),  # loaded as 100 features before
     ],
 )
 def test_mnist_corrupt_files(tmp_path, how, message):
@@ -170,6 +171,8 @@ def test_mnist_corrupt_files(tmp_path, how, message):
         write_idx(tmp_path / STEMS["train_labels"], np.zeros(N_TRAIN - 1, dtype=np.uint8))
     elif how == "not_3d":
         write_idx(images, np.zeros((N_TRAIN, 784), dtype=np.uint8))
+    elif how == "not_28x28":
+        write_idx(images, np.zeros((N_TRAIN, 10, 10), dtype=np.uint8))
     elif how == "empty":  # a valid IDX file of 0 images (and 0 labels)
         write_idx(images, np.zeros((0, 28, 28), dtype=np.uint8))
         write_idx(tmp_path / STEMS["train_labels"], np.zeros(0, dtype=np.uint8))

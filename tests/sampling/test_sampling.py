@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import fracsgd as fs
 from fracsgd import sampling
 
 
@@ -48,6 +49,67 @@ def test_mask_blocks_drift_and_noise():
             state, _ = kernel(jax.random.key(i), state, None, est, 0.1)
         assert float(state.position[1]) == 1.0
         assert float(state.position[0]) != 1.0
+
+
+def test_a_masked_entry_stays_put_even_where_its_gradient_is_not_finite():
+    """The mask selects, it does not multiply: 0·inf was NaN (d√w/dw at w = 0)."""
+    est = sampling.localized_gradient(
+        lambda w, b: w[0] ** 2 + jnp.sqrt(w[1]), jnp.zeros(2), nbeta=1.0, localization=0.0
+    )
+    for kernel, init in (
+        (sampling.build_kernel(jnp.array([1.0, 0.0])), sampling.init),
+        (sampling.build_psgld_kernel(jnp.array([1.0, 0.0])), sampling.psgld_init),
+    ):
+        state, _ = kernel(jax.random.key(0), init(jnp.array([1.0, 0.0])), None, est, 0.1)
+        assert float(state.position[1]) == 0.0 and np.isfinite(float(state.position[0]))
+
+
+def test_float64_masks_and_hyperparameters_keep_float32_leaves_float32(x64):
+    """Under x64 a float64 mask or step size promoted float32 leaves, and the chain's state
+    changed dtype between steps (a scan carry error in fracsgd.llc.estimate)."""
+    center = {"w": jnp.zeros(3, jnp.float32), "v": jnp.zeros(2, jnp.float64)}
+    mask = {"w": np.array([1.0, 0.0, 1.0]), "v": np.ones(2)}
+    est = sampling.localized_gradient(
+        lambda p, b: jnp.sum(p["w"] ** 2) + jnp.sum(p["v"] ** 2),
+        center,
+        nbeta=np.float64(10.0),
+        localization=np.float64(1.0),
+    )
+    for kernel, init in (
+        (sampling.build_kernel(mask), sampling.init),
+        (sampling.build_psgld_kernel(mask), sampling.psgld_init),
+    ):
+        state, _ = kernel(jax.random.key(0), init(center), None, est, np.float64(1e-3))
+        assert state.position["w"].dtype == jnp.float32
+        assert state.position["v"].dtype == jnp.float64
+    loss = lambda w, b: 0.5 * jnp.sum(w**2) + 0.0 * jnp.sum(b)
+    res = fs.llc.estimate(
+        jax.random.key(0),
+        loss,
+        jnp.zeros(3, jnp.float32),
+        jnp.zeros((100, 1)),
+        num_chains=2,
+        num_draws=5,
+        step_size=1e-3,
+        localization=0.0,
+        nbeta=10.0,
+        batch_size=1,
+        mask=np.array([1.0, 0.0, 1.0]),
+    )
+    assert np.isfinite(res.llc_mean)
+
+
+def test_sampling_layer_names_its_bad_inputs():
+    bad_loss = sampling.localized_gradient(
+        lambda w, b: w**2, jnp.zeros(3), nbeta=1.0, localization=0.0
+    )
+    with pytest.raises(ValueError, match="loss_fn must return a floating-point scalar"):
+        bad_loss(jnp.ones(3), None)
+    with pytest.raises(ValueError, match="mask must hold numbers"):
+        sampling.build_kernel({"a": jnp.ones(3), "b": np.array(["1", "0"])})
+    for f in (sampling.split_rhat, sampling.effective_sample_size):
+        with pytest.raises(ValueError, match="at least 1 chain"):
+            f(np.ones((0, 10)))
 
 
 def test_sgld_samples_a_gaussian_with_the_expected_variance():

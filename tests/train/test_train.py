@@ -644,3 +644,89 @@ def test_interval_mean_loss_does_not_overflow_where_the_mean_is_finite():
     assert loss.shape == (2,) and np.all(np.isfinite(loss))
     np.testing.assert_allclose(loss, expected, rtol=1e-6)
     assert 4 * expected > float(np.finfo(np.float32).max)  # the plain interval sum overflows
+
+
+def test_sweep_result_carries_checkpoints_final_params_and_config(moons, tmp_path):
+    """The contract's fields on a SweepResult (per run, at true widths), the saved file's
+    booleans and float64 wall time, and the selection of widths."""
+    xr = pytest.importorskip("xarray")
+    sw = fs.train.sweep(jax.random.key(0), moons, _grid(), progress=False)
+    assert sw.config is sw.grid
+    assert len(sw.checkpoints) == len(sw.final_params) == len(sw.init_params) == sw.num_runs
+    for i in (0, sw.num_runs - 1):
+        r = sw.result(i)
+        jax.tree.map(np.testing.assert_array_equal, sw.checkpoints[i], r.checkpoints)
+        jax.tree.map(np.testing.assert_array_equal, sw.final_params[i], r.final_params)
+    path = tmp_path / "s.nc"
+    sw.save(path)
+    with xr.open_dataset(path) as ds:
+        assert ds["diverged"].dtype == bool
+        np.testing.assert_array_equal(ds["diverged"].values, sw.diverged)
+        assert ds.attrs["wall_time_seconds"] == sw.wall_time  # float64, not float32
+    with pytest.raises(ValueError, match="hidden widths are integers"):
+        sw.select(hidden=(4.5,))
+    with pytest.raises(ValueError, match="hidden widths are integers"):
+        sw.select(hidden=np.array([4.7]))
+    np.testing.assert_array_equal(sw.select(hidden=(4.0,)), sw.select(hidden="4"))
+
+
+def test_grid_scalars_are_canonical_and_float32_duplicates_refused(moons, tmp_path):
+    """NumPy scalars in the shared fields are the same grid (the resume fingerprint hashed
+    their repr); learning rates equal in float32 train the same networks."""
+    from fracsgd.train._api import _validate_grid
+
+    def grid(**kw):
+        return fs.train.Grid(hidden=(4,), batch_sizes=(8,), steps=4, num_checkpoints=2, **kw)
+
+    plain = _validate_grid(grid(momentum=0.5), moons)[0]
+    numpy = _validate_grid(
+        grid(momentum=np.float64(0.5))._replace(
+            steps=np.int64(4), max_padding_overhead=np.float32(2.0)
+        ),
+        moons,
+    )[0]
+    assert repr(numpy._replace(max_padding_overhead=None)) == repr(
+        plain._replace(max_padding_overhead=None)
+    )
+    assert numpy.max_padding_overhead == 2.0
+    d = tmp_path / "ck"
+    fs.train.sweep(jax.random.key(0), moons, grid(momentum=0.5), checkpoint_dir=d, progress=False)
+    again = fs.train.sweep(
+        jax.random.key(0),
+        moons,
+        grid(momentum=np.float64(0.5))._replace(steps=np.int64(4)),
+        checkpoint_dir=d,
+        progress=False,
+    )
+    assert again.num_resumed == 1
+    with pytest.raises(ValueError, match="equal in float32"):
+        _validate_grid(grid(learning_rates=(0.1, np.float32(0.1))), moons)
+    with pytest.raises(ValueError, match="equal in float32"):
+        _validate_grid(grid(learning_rates=(0.1, 0.1 + 1e-12)), moons)
+
+
+def test_branch_takes_a_jax_array_of_learning_rates(moons):
+    model = fs.models.mlp((2, 4, 2))
+    w = jax.vmap(model.init)(jax.random.split(jax.random.key(0), 2))
+    cfg = fs.train.TrainConfig(steps=4, batch_size=8, learning_rate=0.1)
+    out = fs.train.branch(
+        jax.random.key(1),
+        model,
+        moons,
+        w,
+        cfg,
+        replicas=2,
+        learning_rates=jnp.array([0.1, 0.2]),
+        progress=False,
+    )
+    ref = fs.train.branch(
+        jax.random.key(1),
+        model,
+        moons,
+        w,
+        cfg,
+        replicas=2,
+        learning_rates=[0.1, 0.2],
+        progress=False,
+    )
+    np.testing.assert_array_equal(out.displacement, ref.displacement)
