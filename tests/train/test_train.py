@@ -709,24 +709,10 @@ def test_branch_takes_a_jax_array_of_learning_rates(moons):
     model = fs.models.mlp((2, 4, 2))
     w = jax.vmap(model.init)(jax.random.split(jax.random.key(0), 2))
     cfg = fs.train.TrainConfig(steps=4, batch_size=8, learning_rate=0.1)
-    out = fs.train.branch(
-        jax.random.key(1),
-        model,
-        moons,
-        w,
-        cfg,
-        replicas=2,
-        learning_rates=jnp.array([0.1, 0.2]),
-        progress=False,
-    )
-    ref = fs.train.branch(
-        jax.random.key(1),
-        model,
-        moons,
-        w,
-        cfg,
-        replicas=2,
-        learning_rates=[0.1, 0.2],
-        progress=False,
+    out, ref = (
+        fs.train.branch(
+            jax.random.key(1), model, moons, w, cfg, replicas=2, learning_rates=lr, progress=False
+        )
+        for lr in (jnp.array([0.1, 0.2]), [0.1, 0.2])
     )
     np.testing.assert_array_equal(out.displacement, ref.displacement)
