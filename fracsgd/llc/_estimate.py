@@ -990,6 +990,25 @@ def _take(tree: PyTree, idx: Array) -> PyTree:
     return jax.tree.map(lambda a: jnp.asarray(a)[idx], tree)
 
 
+def _refuse_empty_masks(mask: PyTree, *, per_model: bool) -> None:
+    """ValueError when a (concrete) mask holds no 1: nothing would be sampled, and λ̂ read 0
+    with NaN diagnostics. ``per_model``: the leaves have a leading model axis, checked per
+    model."""
+    leaves = jax.tree.leaves(mask)
+    if not leaves or any(isinstance(a, jax.core.Tracer) for a in leaves):
+        return  # traced: the drivers refuse it by name
+    leaves = [np.asarray(a) for a in leaves]
+    if per_model:
+        active = sum(np.count_nonzero(a.reshape(a.shape[0], -1), axis=1) for a in leaves)
+        empty = np.flatnonzero(np.asarray(active) == 0)
+        if empty.size:
+            raise ValueError(
+                f"mask holds no 1 for model(s) {empty[:5].tolist()}: nothing would be sampled"
+            )
+    elif sum(np.count_nonzero(a) for a in leaves) == 0:
+        raise ValueError("mask holds no 1: nothing would be sampled")
+
+
 @jax.jit
 def _take_rows(keys, centers, masks, hyper, rows, models):
     """One chunk's program arguments (one compiled call, not one dispatch per leaf)."""
@@ -1174,6 +1193,7 @@ def _estimate_rows(
         # the leading model axis too: an index into a shorter mask axis would clamp silently
         check_like("mask", masks, "params", centers, floating=False)
         check_binary_mask("mask", masks)
+        _refuse_empty_masks(masks, per_model=True)
     nb = resolve_nbeta(nbeta, n, batch_size)
     sizes = {int(np.shape(x)[0]) for x in jax.tree.leaves(centers)}
     if len(sizes) != 1:
@@ -1313,6 +1333,7 @@ def estimate(
     if mask is not None:
         check_like("mask", mask, "params", params, floating=False)
         check_binary_mask("mask", mask)
+        _refuse_empty_masks(mask, per_model=False)
     masks = None if mask is None else jax.tree.map(lambda a: jnp.asarray(a)[None], mask)
     rows, meta = _estimate_rows(
         key,

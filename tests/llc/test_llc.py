@@ -850,3 +850,27 @@ def test_estimate_many_with_common_random_numbers_is_estimate_per_model():
         fs.llc.estimate_many(
             key, loss_fn, stack(centers), (x, y), common_random_numbers="yes", **kw
         )
+
+
+def test_a_mask_with_nothing_to_sample_is_refused():
+    """λ̂ read 0 with NaN diagnostics and no warning."""
+
+    def loss(w, b):
+        return 0.5 * jnp.sum(w**2) + 0.0 * jnp.sum(b)
+
+    kw = dict(num_chains=2, num_draws=5, step_size=1e-3, localization=0.0, nbeta=10.0)
+    data = jnp.zeros((100, 1))
+    with pytest.raises(ValueError, match="mask holds no 1"):
+        fs.llc.estimate(
+            jax.random.key(0), loss, jnp.zeros(3), data, mask=np.zeros(3), batch_size=1, **kw
+        )
+    with pytest.raises(ValueError, match=r"mask holds no 1 for model\(s\) \[1\]"):
+        fs.llc.estimate_many(
+            jax.random.key(0),
+            loss,
+            jnp.zeros((2, 3)),
+            data,
+            mask=np.array([[1.0, 0, 0], [0, 0, 0]], np.float32),
+            batch_size=1,
+            **kw,
+        )
