@@ -23,6 +23,7 @@ Wasserstein / Jensen–Shannon between the posterior masses and the tempered SGD
 
 from __future__ import annotations
 
+import functools
 import math
 import shutil
 from typing import Any, NamedTuple
@@ -336,11 +337,15 @@ def _none_or_float(stage: dict, name: str, i: int) -> float | None:
     return float(stage[name][i]) if name in stage else None
 
 
-def posterior_samples(key, model: models.Model, dataset, config: MoonsConfig):
+def posterior_samples(
+    key, model: models.Model, dataset, config: MoonsConfig, progress: bool = False
+):
     """SGLD samples of ``p(w | D_m) ∝ exp(−m L_m(w)) N(w; 0, σ²I)``: ``posterior_chains``
     chains from prior draws, full-batch gradients, every ``posterior_thin``-th position after
     ``posterior_burnin`` steps. Returns (params with a leading sample axis, diverged flags per
-    sample)."""
+    sample). Step ``t`` of a chain draws with ``fold_in(k_run, t)``; the steps run in compiled
+    blocks of ``posterior_thin`` (the burn-in in blocks of at most that many) driven from the
+    host, which shows progress."""
     m = dataset.num_train
     data = (dataset.x_train, dataset.y_train)
     est = sampling.localized_gradient(
@@ -351,11 +356,10 @@ def posterior_samples(key, model: models.Model, dataset, config: MoonsConfig):
     )
     kernel = sampling.build_kernel()
     keep = (config.posterior_steps - config.posterior_burnin) // config.posterior_thin
-
     burn, thin = config.posterior_burnin, config.posterior_thin
 
     @jax.jit
-    def chains(keys):
+    def start(keys):
         def one(k):
             k_init, k_run = jax.random.split(k)
             template = model.init(k_init)
@@ -368,25 +372,44 @@ def posterior_samples(key, model: models.Model, dataset, config: MoonsConfig):
                     for kk, a in zip(ks, list(leaves), strict=True)
                 ],
             )
+            return sampling.init(w0), k_run
 
+        return jax.vmap(one)(keys)
+
+    @functools.partial(jax.jit, static_argnums=2)
+    def advance(states, k_runs, length, t0):
+        def one(s, k_run):
             def step(s, t):
                 s, _ = kernel(
                     jax.random.fold_in(k_run, t), s, data, est, config.posterior_step_size
                 )
                 return s, None
 
-            def block(s, b):
-                s, _ = jax.lax.scan(step, s, burn + b * thin + jnp.arange(thin))
-                return s, s.position
+            return jax.lax.scan(step, s, t0 + jnp.arange(length))[0]
 
-            s, _ = jax.lax.scan(step, sampling.init(w0), jnp.arange(burn))
-            _, samples = jax.lax.scan(block, s, jnp.arange(keep))
-            return samples
+        return jax.vmap(one)(states, k_runs)
 
-        return jax.vmap(one)(keys)
+    from fracsgd._progress import Progress
 
-    samples = chains(jax.random.split(key, config.posterior_chains))  # (C, keep, ...)
-    flat = jax.tree.map(lambda a: np.asarray(a).reshape(-1, *a.shape[2:]), samples)
+    bar = Progress(
+        burn + keep * thin, "fracsgd reproduce moons: posterior", enabled=progress, unit="steps"
+    )
+    bar.update(0)
+    states, k_runs = start(jax.random.split(key, config.posterior_chains))
+    t = 0
+    while t < burn:
+        n = min(thin, burn - t)
+        states = advance(states, k_runs, n, jnp.int32(t))
+        t += n
+        bar.update(n)
+    samples = []
+    for _ in range(keep):
+        states = advance(states, k_runs, thin, jnp.int32(t))
+        t += thin
+        samples.append(jax.tree.map(np.asarray, states.position))
+        bar.update(thin)
+    stacked = jax.tree.map(lambda *a: np.stack(a, axis=1), *samples)  # (C, keep, ...)
+    flat = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), stacked)
     ok = np.all(
         np.stack(
             [np.all(np.isfinite(a.reshape(a.shape[0], -1)), 1) for a in jax.tree.leaves(flat)]
@@ -396,9 +419,9 @@ def posterior_samples(key, model: models.Model, dataset, config: MoonsConfig):
     return flat, ok
 
 
-def _posterior_stage(key, dataset, config: MoonsConfig) -> dict[str, Any]:
+def _posterior_stage(key, dataset, config: MoonsConfig, progress: bool) -> dict[str, Any]:
     model = _model(config)
-    samples, ok = posterior_samples(key, model, dataset, config)
+    samples, ok = posterior_samples(key, model, dataset, config, progress)
     return {"ok": ok, **tree_arrays(samples, "post_leaf")}
 
 
@@ -482,9 +505,7 @@ def run(
     po = store.stage(
         "posterior",
         fingerprint("posterior", _stage_settings(config, "posterior"), base),
-        lambda: _posterior_stage(jax.random.fold_in(key, 2), dataset, config),
-        note=f"{config.posterior_chains} chains × {config.posterior_steps} steps in one "
-        "compiled call, no progress bar",
+        lambda: _posterior_stage(jax.random.fold_in(key, 2), dataset, config, progress),
     )
 
     t = np.asarray(tr["record_steps"], np.float64)

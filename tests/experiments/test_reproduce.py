@@ -6,6 +6,7 @@ import math
 import os
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -599,3 +600,25 @@ def test_configs_are_canonical_numpy_scalars_included():
     assert c.hidden == ((16,), (32,)) and c.llc_localization == 100.0
     with pytest.raises(ValueError, match="hidden contains duplicates"):
         mnist.validate(base._replace(hidden=((64,), (np.int64(64),))))
+
+
+def test_the_posterior_stage_shows_progress(capsys):
+    """The moons posterior runs in host-driven blocks of posterior_thin steps (it was one
+    compiled call with no progress), keeping every posterior_thin-th position."""
+    cfg = moons.MoonsConfig(
+        n=64,
+        hidden=(4,),
+        posterior_chains=3,
+        posterior_steps=40,
+        posterior_burnin=25,
+        posterior_thin=5,
+    )
+    ds = fs.data.load("moons", n=cfg.n, noise=cfg.noise, seed=cfg.data_seed)
+    capsys.readouterr()
+    samples, ok = moons.posterior_samples(
+        jax.random.key(0), moons._model(cfg), ds, cfg, progress=True
+    )
+    assert ok.shape == (3 * 3,) and ok.all()  # (40 − 25) / 5 = 3 samples per chain
+    assert all(a.shape[0] == 9 for a in jax.tree.leaves(samples))
+    err = capsys.readouterr().err
+    assert "posterior:   0%" in err and "100% (40/40 steps" in err
