@@ -399,8 +399,8 @@ def posterior_samples(
     t = 0
     while t < burn:
         n = min(thin, burn - t)
-        states = advance(states, k_runs, n, jnp.int32(t))
-        t += n
+        states = jax.block_until_ready(advance(states, k_runs, n, jnp.int32(t)))  # the bar
+        t += n  # follows the work, not the asynchronous dispatch
         bar.update(n)
     samples = []
     for _ in range(keep):
