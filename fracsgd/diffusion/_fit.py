@@ -239,10 +239,18 @@ def _traced_series(t: Any, r: Any, where: str) -> None:
         raise ValueError(f"R must have the shape of t {np.shape(t)}, got {np.shape(r)}")
 
 
-def _host_call(fn: Any, out: Any, *args: Any) -> Any:
-    """``fn`` (NumPy in, NumPy out) run on the host from a traced program, one call per element
-    of a ``vmap`` batch (``jax.pure_callback``, ``vmap_method="sequential"``)."""
-    return jax.pure_callback(fn, out, *args, vmap_method="sequential")
+def _host_call(fn: Any, out: Any, **inputs: Any) -> Any:
+    """``fn(inputs)`` (a dict of NumPy or Python values in, NumPy out) run on the host from a
+    traced program, once per element of a ``vmap`` batch (``jax.pure_callback``,
+    ``vmap_method="sequential"``). Only the traced inputs pass through the callback (and JAX's
+    dtype); the others reach ``fn`` as given, float64 included."""
+    traced = {k: jnp.asarray(v) for k, v in inputs.items() if v is not None and _is_traced(v)}
+    fixed = {k: v for k, v in inputs.items() if k not in traced}
+
+    def host(*values: Any) -> Any:
+        return fn({**fixed, **dict(zip(traced, values, strict=True))})
+
+    return jax.pure_callback(host, out, *traced.values(), vmap_method="sequential")
 
 
 def detect_crossover(
@@ -276,11 +284,8 @@ def detect_crossover(
         check_number("span", span, lo=0.0, lo_open=True)
         _traced_series(t, r, "detect_crossover")
         dtype = jnp.result_type(float)
-        inputs = {"t": t, "R": r}  # the untraced one stays float64 on the host
-        traced = {k: jnp.asarray(v) for k, v in inputs.items() if _is_traced(v)}
 
-        def host(*values):
-            got = {**inputs, **dict(zip(traced, values, strict=True))}
+        def host(got):
             c = detect_crossover(
                 np.asarray(got["t"], np.float64),
                 np.asarray(got["R"], np.float64),
@@ -290,7 +295,7 @@ def detect_crossover(
             )
             return np.asarray(math.nan if c is None else c, dtype)
 
-        return _host_call(host, jax.ShapeDtypeStruct((), dtype), *traced.values())
+        return _host_call(host, jax.ShapeDtypeStruct((), dtype), t=t, R=r)
     grid, slopes = local_slopes(t, r, points_per_decade=points_per_decade, span=span)
     return _first_below_for_good(grid, slopes, threshold)
 
@@ -451,12 +456,8 @@ def _fit_exponent_traced(
             window = jnp.stack([jnp.asarray(w, dtype) for w in window])
         else:
             window = _check_window(window)
-    inputs = {"t": t, "R": r, "window": window}
-    traced = {k: jnp.asarray(v) for k, v in inputs.items() if v is not None and _is_traced(v)}
-    fixed = {k: v for k, v in inputs.items() if k not in traced}
 
-    def host(*values):
-        got = {**fixed, **dict(zip(traced, values, strict=True))}
+    def host(got):
         win = got["window"]
         win = None if win is None else (float(win[0]), float(win[1]))
         fit = fit_exponent(
@@ -471,7 +472,7 @@ def _fit_exponent_traced(
         return np.asarray(values, dtype), np.asarray(fit.num_points, np.int32)
 
     out = (jax.ShapeDtypeStruct((8,), dtype), jax.ShapeDtypeStruct((), jnp.int32))
-    v, n = _host_call(host, out, *traced.values())
+    v, n = _host_call(host, out, t=t, R=r, window=window)
     return ExponentFit(  # v[..., k]: the fields keep a vmap's batch axes
         H=v[..., 0],
         intercept=v[..., 1],
