@@ -14,11 +14,18 @@ from numpy.typing import ArrayLike
 
 from fracsgd._checks import check_int, check_number, real_array, refuse_traced
 from fracsgd.diffusion._fit import (
+    FIT_VALUES,
     SUBDIFFUSIVE_SLOPE,
     ExponentFit,
     _check_window,
+    _fit_from_values,
+    _fit_values,
+    _host_call,
+    _is_traced,
     _last_decade,
     _least_squares,
+    _window_for_host,
+    _window_on_host,
     fit_exponent,
 )
 
@@ -104,8 +111,55 @@ def _msd(disp: _Displacements) -> np.ndarray:
     return m * disp.scale**2
 
 
+def _traced_trajectories(trajectories: Any, where: str, name: str = "trajectories") -> Any:
+    """Trace-time checks of traced ``(walkers, T, dim)`` positions (shape and dtype; their
+    values are checked on the host when the program runs, :func:`_host_call`)."""
+    x = jnp.asarray(trajectories)
+    if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)):
+        raise ValueError(f"{name} must be a real array for {where}, got dtype {x.dtype}")
+    if x.ndim != 3 or 0 in x.shape:
+        raise ValueError(f"{name} must have shape (walkers >= 1, T, dim >= 1), got {x.shape}")
+    if x.shape[1] < 4:
+        raise ValueError(f"{name} needs at least 4 time points, got {x.shape[1]}")
+    return x
+
+
+def _host_positions(x: Any) -> np.ndarray:
+    return np.asarray(x, np.float64)
+
+
+def _traced_times(times: Any, length: int) -> Any:
+    """``times`` on its way into :func:`_host_call`: None, checked float64 values, or a traced
+    ``(T,)`` array checked on the host."""
+    if times is None:
+        return None
+    if _is_traced(times):
+        if jnp.shape(times) != (length,):
+            raise ValueError(f"times must have shape ({length},), got {jnp.shape(times)}")
+        return times
+    _elapsed(times, length)
+    return real_array("times", times)
+
+
 def ensemble_msd(trajectories: ArrayLike) -> np.ndarray:
-    """``⟨|x(t) − x(0)|²⟩`` over walkers, ``(T,)``."""
+    """``⟨|x(t) − x(0)|²⟩`` over walkers, ``(T,)``. Under ``jit``/``vmap`` it runs on the host
+    (``jax.pure_callback``, one call per element of a batch) and returns an array of JAX's
+    default float dtype.
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.zeros((2, 4, 1)); x[0, :, 0] = [0, 1, 2, 1]
+        >>> ensemble_msd(x).tolist()
+        [0.0, 0.5, 2.0, 0.5]
+    """
+    if _is_traced(trajectories):
+        x = _traced_trajectories(trajectories, "ensemble_msd")
+        dtype = jnp.result_type(float)
+        return _host_call(
+            lambda got: np.asarray(ensemble_msd(_host_positions(got["x"])), dtype),
+            jax.ShapeDtypeStruct((x.shape[1],), dtype),
+            x=x,
+        )
     return _msd(_displacements(trajectories))
 
 
@@ -116,18 +170,43 @@ def time_averaged_msd(trajectories: ArrayLike, lags: ArrayLike) -> np.ndarray:
     the same lag; for non-ergodic CTRW-type subdiffusion it does not — the time-averaged MSD
     grows *linearly* in the lag with a scatter between walkers and an amplitude that decays
     with the measurement time (weak ergodicity breaking). Use the ensemble MSD for exponents.
+
+    Under ``jit``/``vmap`` (traced ``trajectories``; ``lags`` must be concrete, they set the
+    result's shape) it runs on the host as :func:`ensemble_msd` does.
     """
+    if _is_traced(trajectories, lags):
+        if _is_traced(lags):
+            raise ValueError(
+                "lags must be concrete (they set the result's shape), got a traced array: "
+                "close over them or mark them static"
+            )
+        x = _traced_trajectories(trajectories, "time_averaged_msd")
+        lag_checked = _checked_lags(lags, x.shape[1])
+        dtype = jnp.result_type(float)
+        return _host_call(
+            lambda got: np.asarray(
+                time_averaged_msd(_host_positions(got["x"]), lag_checked), dtype
+            ),
+            jax.ShapeDtypeStruct((x.shape[0], lag_checked.size), dtype),
+            x=x,
+        )
     disp = _displacements(trajectories)
     x = disp.u
-    lag_f = real_array("lags", lags)
-    lag_arr = np.nan_to_num(lag_f).astype(np.int64)
-    bad = lag_f.ndim != 1 or np.any(lag_arr != lag_f)
-    if bad or np.any(lag_arr <= 0) or np.any(lag_arr >= x.shape[1]):
-        raise ValueError(f"lags must be positive integers below T = {x.shape[1]}")
+    lag_arr = _checked_lags(lags, x.shape[1])
     out = [
         jnp.mean(jnp.sum(jnp.square(x[:, lag:] - x[:, :-lag]), axis=-1), axis=1) for lag in lag_arr
     ]
     return np.asarray(jnp.stack(out, axis=1), np.float64) * disp.scale**2
+
+
+def _checked_lags(lags: ArrayLike, length: int) -> np.ndarray:
+    """``lags`` as int64: a 1-D array of integers in ``[1, T)``."""
+    lag_f = real_array("lags", lags)
+    lag_arr = np.nan_to_num(lag_f).astype(np.int64)
+    bad = lag_f.ndim != 1 or lag_f.size == 0 or np.any(lag_arr != lag_f)
+    if bad or np.any(lag_arr <= 0) or np.any(lag_arr >= length):
+        raise ValueError(f"lags must be a non-empty 1-D array of integers in [1, T = {length})")
+    return lag_arr
 
 
 #: groups of walkers of the delete-a-group jackknife behind the dimensions' intervals
@@ -242,6 +321,11 @@ def walk_dimension(
             3 000 steps, this kept none of the 8 false crossovers the curve's interval kept;
             on 100 ensembles of 2 000 × 2 000 on Z², 2 of 4 (d_w 2.06 and 2.09).
 
+    Under ``jit``/``vmap`` (traced ``trajectories``, ``times`` or ``window``) the estimate runs
+    on the host through ``jax.pure_callback``, once per element of a batch, and its fields are
+    arrays of JAX's default float dtype (``fit`` as :func:`fit_exponent` gives it there);
+    shapes are checked when tracing, values when the program runs. Not under ``grad``.
+
     Examples:
         >>> import jax
         >>> from fracsgd.diffusion import brownian, walk_dimension
@@ -249,6 +333,8 @@ def walk_dimension(
         >>> round(walk_dimension(x, window=(10, 400)).d_w, 1)
         2.0
     """
+    if _is_traced(trajectories, times, window):
+        return _walk_dimension_traced(trajectories, times, window)
     disp = _displacements(trajectories)
     msd = _msd(disp)
     t = _elapsed(times, msd.shape[0])
@@ -267,6 +353,30 @@ def walk_dimension(
         # MSD's residuals are correlated across times), so the same test is repeated with it
         out = jackknifed(fit_exponent(t[keep], r, window=_last_decade(t[keep])))
     return WalkDimension(out.walk_dimension, out, _reciprocal_interval(*out.ci))
+
+
+def _walk_dimension_traced(trajectories: Any, times: Any, window: Any) -> WalkDimension:
+    """:func:`walk_dimension` under ``jit``/``vmap``: the host estimate through
+    ``jax.pure_callback``, its fields as arrays (``fit`` as :func:`fit_exponent`'s traced
+    path gives it)."""
+    x = _traced_trajectories(trajectories, "walk_dimension")
+    dtype = jnp.result_type(float)
+    window = _window_for_host(window, dtype)
+    times = _traced_times(times, x.shape[1])
+
+    def host(got: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        times = got["times"]
+        est = walk_dimension(
+            _host_positions(got["x"]),
+            times=None if times is None else np.asarray(times, np.float64),
+            window=_window_on_host(got["window"]),
+        )
+        v, n = _fit_values(est.fit, dtype)
+        return np.concatenate([np.asarray([est.d_w, *est.ci], dtype), v]), n
+
+    out = (jax.ShapeDtypeStruct((3 + FIT_VALUES,), dtype), jax.ShapeDtypeStruct((), jnp.int32))
+    v, n = _host_call(host, out, x=x, times=times, window=window)
+    return WalkDimension(v[..., 0], _fit_from_values(v[..., 3:], n), (v[..., 1], v[..., 2]))
 
 
 def _reciprocal_interval(lo: float, hi: float) -> tuple[float, float]:
@@ -307,7 +417,8 @@ def return_probability(trajectories: ArrayLike, radius: float) -> np.ndarray:
 
     A point at exactly ξ is inside, whatever the units: distances within a relative
     ``BALL_SLACK`` (1e-5) of ξ count as inside, so float32 rounding cannot drop a lattice site at
-    distance ξ at one scale and keep it at another.
+    distance ξ at one scale and keep it at another. Under ``jit``/``vmap`` (traced
+    ``trajectories`` or ``radius``) it runs on the host as :func:`ensemble_msd` does.
 
     Examples:
         >>> import numpy as np
@@ -315,8 +426,30 @@ def return_probability(trajectories: ArrayLike, radius: float) -> np.ndarray:
         >>> return_probability(x * 0.1, 0.1).tolist()
         [1.0, 1.0, 0.5, 1.0]
     """
+    if _is_traced(trajectories, radius):
+        x = _traced_trajectories(trajectories, "return_probability")
+        radius = _radius_for_host(radius)
+        dtype = jnp.result_type(float)
+        return _host_call(
+            lambda got: np.asarray(
+                return_probability(_host_positions(got["x"]), float(got["radius"])), dtype
+            ),
+            jax.ShapeDtypeStruct((x.shape[1],), dtype),
+            x=x,
+            radius=radius,
+        )
     radius = check_number("radius", radius, lo=0.0, lo_open=True)
     return _return_probability(_displacements(trajectories), radius)
+
+
+def _radius_for_host(radius: Any) -> Any:
+    """``radius`` on its way into :func:`_host_call`: a checked float, or a traced scalar whose
+    value the host checks."""
+    if _is_traced(radius):
+        if jnp.shape(radius) != ():
+            raise ValueError(f"radius must be a scalar, got shape {jnp.shape(radius)}")
+        return radius
+    return check_number("radius", radius, lo=0.0, lo_open=True)
 
 
 def _inside(disp: _Displacements, radius: float) -> jax.Array:
@@ -384,6 +517,11 @@ def spectral_dimension(
         min_count: walkers that must be inside the ball at the last time of the default
             window (at most the number of walkers; unused with ``window``).
 
+    Under ``jit``/``vmap`` (traced ``trajectories``, ``radius``, ``times`` or ``window``) the
+    estimate runs on the host through ``jax.pure_callback``, once per element of a batch (for
+    example ``jax.vmap(spectral_dimension)`` over ensembles ``(E, walkers, T, dim)``); its
+    fields are then arrays of JAX's default float dtype. Not under ``grad``.
+
     Examples:
         >>> import jax
         >>> from fracsgd.diffusion import lattice_walk
@@ -392,9 +530,11 @@ def spectral_dimension(
         >>> bool(abs(est.d_s - 2) < 0.2 and est.ci[0] < 2 < est.ci[1]), est.radius
         (True, 1.5)
     """
+    check_int("min_count", min_count, 1)
+    if _is_traced(trajectories, radius, times, window):
+        return _spectral_dimension_traced(trajectories, radius, times, window, min_count)
     if radius is not None:
         radius = check_number("radius", radius, lo=0.0, lo_open=True)
-    check_int("min_count", min_count, 1)
     disp = _displacements(trajectories)
     if radius is None:
         step = _rms_step(disp)
@@ -451,6 +591,61 @@ def spectral_dimension(
         times=t,
         return_probability=p,
         radius=float(radius),
+    )
+
+
+def _spectral_dimension_traced(
+    trajectories: Any, radius: Any, times: Any, window: Any, min_count: int
+) -> SpectralDimension:
+    """:func:`spectral_dimension` under ``jit``/``vmap``: the host estimate through
+    ``jax.pure_callback``, its fields as arrays (``fit`` as :func:`fit_exponent`'s traced path
+    gives it; ``times`` and ``return_probability`` ``(T,)``; ``radius`` the one used)."""
+    x = _traced_trajectories(trajectories, "spectral_dimension")
+    dtype = jnp.result_type(float)
+    if radius is not None:
+        radius = _radius_for_host(radius)
+    window = _window_for_host(window, dtype)
+    times = _traced_times(times, x.shape[1])
+    if window is None and min_count > x.shape[0]:
+        raise ValueError(
+            f"min_count = {min_count} exceeds the {x.shape[0]} walkers: the default window "
+            "needs that many inside the ball; use more walkers, a smaller min_count, or "
+            "pass a window"
+        )
+
+    def host(got: dict[str, Any]) -> tuple[np.ndarray, ...]:
+        times, radius = got["times"], got["radius"]
+        est = spectral_dimension(
+            _host_positions(got["x"]),
+            radius=None if radius is None else float(radius),
+            times=None if times is None else np.asarray(times, np.float64),
+            window=_window_on_host(got["window"]),
+            min_count=min_count,
+        )
+        v, n = _fit_values(est.fit, dtype)
+        head = np.asarray([est.d_s, *est.ci, est.radius], dtype)
+        return (
+            np.concatenate([head, v]),
+            n,
+            np.asarray(est.times, dtype),
+            np.asarray(est.return_probability, dtype),
+        )
+
+    series = jax.ShapeDtypeStruct((x.shape[1],), dtype)
+    out = (
+        jax.ShapeDtypeStruct((4 + FIT_VALUES,), dtype),
+        jax.ShapeDtypeStruct((), jnp.int32),
+        series,
+        series,
+    )
+    v, n, t, p = _host_call(host, out, x=x, radius=radius, times=times, window=window)
+    return SpectralDimension(
+        d_s=v[..., 0],
+        ci=(v[..., 1], v[..., 2]),
+        fit=_fit_from_values(v[..., 4:], n),
+        times=t,
+        return_probability=p,
+        radius=v[..., 3],
     )
 
 

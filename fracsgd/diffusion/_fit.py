@@ -446,34 +446,61 @@ def _fit_exponent_traced(
     check_number("min_late_decades", min_late_decades, lo=0.0)
     _traced_series(t, r, "fit_exponent")  # shapes and dtypes, at trace time
     dtype = jnp.result_type(float)
-    if window is not None:
-        if isinstance(window, str | bytes) or not hasattr(window, "__len__") or len(window) != 2:
-            raise ValueError(
-                f"window must be (t_start, t_end) of finite numbers with t_start < t_end, "
-                f"got {window!r}"
-            )
-        if _is_traced(window):
-            window = jnp.stack([jnp.asarray(w, dtype) for w in window])
-        else:
-            window = _check_window(window)
+    window = _window_for_host(window, dtype)
 
     def host(got):
-        win = got["window"]
-        win = None if win is None else (float(win[0]), float(win[1]))
         fit = fit_exponent(
             np.asarray(got["t"], np.float64),
             np.asarray(got["R"], np.float64),
-            window=win,
+            window=_window_on_host(got["window"]),
             min_points=min_points,
             min_late_decades=min_late_decades,
         )
-        crossover = math.nan if fit.crossover is None else fit.crossover
-        values = (fit.H, fit.intercept, fit.r2, *fit.ci, *fit.window, crossover)
-        return np.asarray(values, dtype), np.asarray(fit.num_points, np.int32)
+        return _fit_values(fit, dtype)
 
-    out = (jax.ShapeDtypeStruct((8,), dtype), jax.ShapeDtypeStruct((), jnp.int32))
-    v, n = _host_call(host, out, t=t, R=r, window=window)
-    return ExponentFit(  # v[..., k]: the fields keep a vmap's batch axes
+    v, n = _host_call(host, _fit_out(dtype), t=t, R=r, window=window)
+    return _fit_from_values(v, n)
+
+
+def _window_for_host(window: Any, dtype: Any) -> Any:
+    """A ``window`` argument on its way into :func:`_host_call`: None, a checked pair of floats,
+    or (when traced) a stacked ``(2,)`` array whose values the host checks."""
+    if window is None:
+        return None
+    if isinstance(window, str | bytes) or not hasattr(window, "__len__") or len(window) != 2:
+        raise ValueError(
+            f"window must be (t_start, t_end) of finite numbers with t_start < t_end, "
+            f"got {window!r}"
+        )
+    if _is_traced(window):
+        return jnp.stack([jnp.asarray(w, dtype) for w in window])
+    return _check_window(window)
+
+
+def _window_on_host(window: Any) -> tuple[float, float] | None:
+    return None if window is None else (float(window[0]), float(window[1]))
+
+
+def _fit_values(fit: ExponentFit, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A host fit as ``FIT_VALUES`` numbers and ``num_points``, for the way back from
+    :func:`_host_call` (``crossover`` NaN for None)."""
+    crossover = math.nan if fit.crossover is None else fit.crossover
+    values = (fit.H, fit.intercept, fit.r2, *fit.ci, *fit.window, crossover)
+    return np.asarray(values, dtype), np.asarray(fit.num_points, np.int32)
+
+
+#: numbers of a fit passed back from the host by :func:`_fit_values`
+FIT_VALUES = 8
+
+
+def _fit_out(dtype: Any) -> tuple[jax.ShapeDtypeStruct, jax.ShapeDtypeStruct]:
+    return jax.ShapeDtypeStruct((FIT_VALUES,), dtype), jax.ShapeDtypeStruct((), jnp.int32)
+
+
+def _fit_from_values(v: Any, n: Any) -> ExponentFit:
+    """The :class:`ExponentFit` of :func:`_fit_values`' arrays; ``v[..., k]`` keeps a ``vmap``'s
+    batch axes."""
+    return ExponentFit(
         H=v[..., 0],
         intercept=v[..., 1],
         r2=v[..., 2],

@@ -988,3 +988,58 @@ def test_fit_exponent_under_jit_checks_what_it_can_before_running():
     # value checks run with the program: the host's message inside jax's runtime error
     with pytest.raises(Exception, match="holds 0 points"):
         jax.block_until_ready(fit(t, curves[0], window=(3000.5, 4000.0)))
+
+
+def test_walker_estimators_under_jit_and_vmap_are_the_host_estimates():
+    """walk_dimension, spectral_dimension and the MSD / return-probability helpers run on the
+    host per element of a batch under jit/vmap: the same numbers as the host calls (to float32
+    rounding), with traced radius, times and window as well."""
+    walks = jax.vmap(lambda k: D.lattice_walk(k, 400, 120, 2))(jax.random.split(KEY, 2))
+    spec = jax.jit(jax.vmap(lambda x: D.spectral_dimension(x, min_count=20)))(walks)
+    walk = jax.jit(jax.vmap(lambda x: D.walk_dimension(x, window=(5.0, 119.0))))(walks)
+    assert spec.d_s.shape == walk.d_w.shape == spec.fit.num_points.shape == (2,)
+    assert spec.times.shape == spec.return_probability.shape == (2, 121)
+    for i, x in enumerate(walks):
+        s, w = D.spectral_dimension(x, min_count=20), D.walk_dimension(x, window=(5, 119))
+        np.testing.assert_allclose(float(spec.d_s[i]), s.d_s, rtol=1e-5)
+        np.testing.assert_allclose([float(c[i]) for c in spec.ci], s.ci, rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(spec.return_probability[i]), s.return_probability)
+        assert float(spec.radius[i]) == s.radius and int(spec.fit.num_points[i]) == s.fit.num_points
+        np.testing.assert_allclose(float(walk.d_w[i]), w.d_w, rtol=1e-5)
+        np.testing.assert_allclose([float(c[i]) for c in walk.ci], w.ci, rtol=1e-5)
+        assert np.isnan(float(walk.fit.crossover[i])) and w.fit.crossover is None
+    x = walks[0]
+    times = 10.0 + 2.0 * np.arange(121)  # 120 steps: 121 rows
+    traced = jax.jit(
+        lambda x, r, t, a: D.spectral_dimension(x, radius=r, times=t, window=(a, 200.0))
+    )(x, 2.0, times, 20.0)
+    host = D.spectral_dimension(x, radius=2.0, times=times, window=(20.0, 200.0))
+    np.testing.assert_allclose(float(traced.d_s), host.d_s, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(traced.times), host.times)
+    np.testing.assert_allclose(jax.jit(D.ensemble_msd)(x), D.ensemble_msd(x), rtol=1e-6)
+    p = jax.vmap(lambda r: D.return_probability(x, r))(jnp.array([1.0, 3.0]))
+    np.testing.assert_allclose(p[1], D.return_probability(x, 3.0))
+    tamsd = jax.jit(lambda x: D.time_averaged_msd(x, [1, 4]))(x)
+    np.testing.assert_allclose(tamsd, D.time_averaged_msd(x, [1, 4]), rtol=1e-6)
+
+
+def test_walker_estimators_under_jit_check_what_they_can_before_running():
+    x = jnp.zeros((30, 20, 2))
+    with pytest.raises(ValueError, match="trajectories must have shape"):
+        jax.jit(D.spectral_dimension)(x[0])
+    with pytest.raises(ValueError, match="at least 4 time points"):
+        jax.jit(D.walk_dimension)(x[:, :3])
+    with pytest.raises(ValueError, match="min_count = 50 exceeds the 30 walkers"):
+        jax.jit(D.spectral_dimension)(x)
+    with pytest.raises(ValueError, match="radius must be"):
+        jax.jit(lambda x: D.return_probability(x, -1.0))(x)
+    with pytest.raises(ValueError, match="times must have shape"):
+        jax.jit(lambda x, t: D.walk_dimension(x, times=t))(x, jnp.arange(5.0))
+    with pytest.raises(ValueError, match="lags must be concrete"):
+        jax.jit(D.time_averaged_msd)(x, jnp.array([1]))
+    with pytest.raises(ValueError, match="window must be"):
+        jax.jit(lambda x: D.walk_dimension(x, window=(5.0, 1.0)))(x)
+    # value checks run with the program: the host's message inside jax's runtime error
+    bad = x.at[3, 5, 0].set(jnp.nan)
+    with pytest.raises(Exception, match="NaN or inf in 1 of 30 walkers"):
+        jax.block_until_ready(jax.jit(lambda x: D.walk_dimension(x).d_w)(bad))
