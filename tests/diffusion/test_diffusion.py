@@ -638,6 +638,22 @@ def test_correlation_dimension_names_a_short_scaling_range():
         D.correlation_dimension(x, radii=np.geomspace(0.01, 0.5, 10), scaling_range=(0.02, 0.025))
 
 
+@pytest.mark.parametrize("n", [10, 64, 65, 130, 201])
+def test_pair_counts_equal_a_brute_force_count(n):
+    """Every unordered pair once (odd and even N, blocks that end mid-way), the Theiler window
+    from 0 to N − 3 (pairs half a circle apart included), strict ``<`` at exact ties: lattice
+    points at distances 1, 2 and √2, and radii equal to those distances."""
+    x = np.random.default_rng(n).integers(0, 4, size=(n, 2)).astype(np.float32)
+    radii = np.array([0.5, 1.0, math.sqrt(2), 1.5, 2.0, 2.5, 10.0], np.float32)
+    d = np.sqrt(np.sum(np.square(x[:, None] - x[None]), axis=-1, dtype=np.float32))
+    i, j = np.triu_indices(n, 1)
+    for theiler in sorted({0, 1, n // 2 - 1, n // 2, n // 2 + 1, n - 3}):
+        far = j - i > theiler
+        expected = [int(np.sum(d[i, j][far] < r)) for r in radii]
+        got = _correlation._pair_counts(jnp.asarray(x), jnp.asarray(radii), theiler)
+        assert got.tolist() == expected, theiler
+
+
 @pytest.mark.slow
 def test_pair_counts_do_not_overflow_int32():
     """65 537 points closer than every radius: 2 147 516 416 pairs, above 2³¹ − 1 (an int32 sum
