@@ -11,16 +11,28 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def refuse_traced(where: str, **values: Any) -> None:
+def refuse_traced(where: str, *, hint: str = "", **values: Any) -> None:
     """Raises ``ValueError`` when a leaf of any of ``values`` is a tracer: ``where`` is a
     host-side driver (it checks its inputs on the host and compiles and runs its own programs),
-    so under ``jit``/``vmap``/``grad`` it would fail deep inside with a tracer error."""
+    so under ``jit``/``vmap``/``grad`` it would fail deep inside with a tracer error. ``hint``
+    (a sentence) is appended, e.g. the traceable alternative."""
     for name, value in values.items():
         if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(value)):
             raise ValueError(
                 f"{where} runs on the host (it checks its inputs there and runs its own "
                 f"compiled programs or NumPy): call it outside jit/vmap/grad, got a traced {name}"
+                + (f". {hint}" if hint else "")
             )
+
+
+def refuse_traced_static(name: str, value: Any, why: str) -> None:
+    """Raises ``ValueError`` when ``value`` (an argument that fixes shapes or a host-side
+    computation: it must be a concrete value) is traced, saying ``why``."""
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(value)):
+        raise ValueError(
+            f"{name} must be concrete under jit/vmap ({why}): close over it or mark it static, "
+            "got a traced value"
+        )
 
 
 def check_key(key: Any, name: str = "key") -> Any:

@@ -66,6 +66,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from fracsgd._checks import refuse_traced
 from fracsgd._types import PyTree
 
 AXIS = "batch"
@@ -180,7 +181,11 @@ def shard_leading(tree: PyTree, mesh: Mesh | None) -> PyTree:
         >>> x = shard_leading(np.arange(4.0), mesh)
         >>> x.sharding.spec
         P('batch',)
+
+    A placement of concrete arrays (host side, like :func:`jax.device_put`): under
+    ``jit``, constrain shardings with ``jax.lax.with_sharding_constraint`` instead.
     """
+    refuse_traced("fracsgd.parallel.shard_leading", tree=tree)
     if mesh is None:
         return tree
     d = num_shards(mesh)
@@ -192,7 +197,9 @@ def shard_leading(tree: PyTree, mesh: Mesh | None) -> PyTree:
 
 
 def replicate(tree: PyTree, mesh: Mesh | None) -> PyTree:
-    """A full copy of every leaf on every device of ``mesh`` (``P()``); no-op without a mesh."""
+    """A full copy of every leaf on every device of ``mesh`` (``P()``); no-op without a mesh.
+    Host side, as :func:`shard_leading`."""
+    refuse_traced("fracsgd.parallel.replicate", tree=tree)
     if mesh is None:
         return tree
     sharding = NamedSharding(mesh, P())
@@ -201,7 +208,9 @@ def replicate(tree: PyTree, mesh: Mesh | None) -> PyTree:
 
 def to_host(tree: PyTree) -> PyTree:
     """NumPy copies of every leaf, gathered from every device and host
-    (``multihost_utils.process_allgather`` for arrays that span several processes)."""
+    (``multihost_utils.process_allgather`` for arrays that span several processes). Host side:
+    a traced leaf (under ``jit``/``vmap``) is refused by name."""
+    refuse_traced("fracsgd.parallel.to_host", tree=tree)
 
     def get(x):
         if not isinstance(x, jax.Array):

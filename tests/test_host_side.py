@@ -46,9 +46,70 @@ def _estimate(params, step_size=1e-3):
             "",
         ),
         (
-            lambda: jax.jit(lambda x: fs.diffusion.spectral_dimension(x).d_s)(jnp.ones((4, 8, 1))),
-            "fracsgd.diffusion estimator",
-            "trajectories",
+            lambda: jax.jit(lambda r: fs.diffusion.log_resample(jnp.arange(1.0, 9.0), r)[1])(
+                jnp.ones(8)
+            ),
+            "fracsgd.diffusion.log_resample",
+            "t",
+        ),
+        (
+            lambda: jax.jit(fs.diffusion.displacement_from_checkpoints)(
+                {"w": jnp.ones((3, 2))}, {"w": jnp.zeros(2)}
+            ),
+            "fracsgd.diffusion.displacement_from_checkpoints",
+            "checkpoints. Under jit/vmap, vmap fracsgd.train.displacement",
+        ),
+        (
+            lambda: jax.jit(fs.diffusion.tempered_log_masses)(jnp.ones(3), 2.0),
+            "fracsgd.diffusion.tempered_log_masses",
+            "sgd_masses",
+        ),
+        (
+            lambda: jax.jit(lambda v: fs.llc.time_average([1, 2, 3], v, 1))(jnp.ones(3)),
+            "fracsgd.llc.time_average",
+            "values",
+        ),
+        (
+            lambda: jax.jit(lambda r: fs.llc.aoyagi_lambda((3, 2, 3), r))(1),
+            "learning-coefficient formulas",
+            "rank",
+        ),
+        (
+            lambda: jax.jit(lambda b: fs.llc.resolve_nbeta(b, 100, 10))(5.0),
+            "fracsgd.llc.resolve_nbeta",
+            "nbeta",
+        ),
+        (
+            lambda: jax.jit(
+                lambda x: (
+                    fs.data.make_dataset(
+                        x,
+                        jnp.zeros(4, jnp.int32),
+                        x,
+                        jnp.zeros(4, jnp.int32),
+                        num_classes=2,
+                        name="t",
+                        source="t",
+                    ).x_train
+                )
+            )(jnp.ones((4, 2))),
+            "fracsgd.data.make_dataset",
+            "x_train",
+        ),
+        (
+            lambda: jax.jit(lambda x: fs.parallel.shard_leading(x, None))(jnp.ones(2)),
+            "fracsgd.parallel.shard_leading",
+            "tree",
+        ),
+        (
+            lambda: jax.jit(lambda x: fs.parallel.replicate(x, None))(jnp.ones(2)),
+            "fracsgd.parallel.replicate",
+            "tree",
+        ),
+        (
+            lambda: jax.jit(fs.parallel.to_host)(jnp.ones(2)),
+            "fracsgd.parallel.to_host",
+            "tree",
         ),
         (
             lambda: jax.vmap(
@@ -70,6 +131,30 @@ def _estimate(params, step_size=1e-3):
 def test_drivers_refuse_tracers_by_name(call, where, what):
     with pytest.raises(ValueError, match=f"{where}.*outside jit/vmap/grad, got a traced {what}"):
         call()
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda t: fs.diffusion.ctrw(KEY, 4, t, 0.5), "times"),
+        (lambda t: fs.ffpe.graded_mesh(t, 4), "t_final"),
+        (
+            lambda t: (
+                fs.ffpe.solve(
+                    fs.ffpe.Problem(alpha=0.5),
+                    fs.ffpe.Grid1D(lo=-1.0, hi=1.0, cells=8),
+                    jnp.ones(8),
+                    t_final=t,
+                    num_steps=4,
+                ).p
+            ),
+            "t_final",
+        ),
+    ],
+)
+def test_arguments_that_set_shapes_or_host_plans_must_be_concrete(call, name):
+    with pytest.raises(ValueError, match=f"{name} must be concrete under jit/vmap"):
+        jax.jit(call)(jnp.array([1.0, 2.0]) if name == "times" else 1.0)
 
 
 def test_progress_must_be_a_bool_and_memory_errors_give_readable_sizes():

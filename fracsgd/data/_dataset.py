@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from fracsgd._checks import refuse_traced
 from fracsgd._types import Array
 
 
@@ -176,7 +177,8 @@ def make_dataset(
         source: Human-readable provenance.
 
     Returns:
-        The validated :class:`Dataset`.
+        The validated :class:`Dataset`. Built on the host (its values are checked there):
+        not under ``jit``/``vmap``, where a traced input is refused by name.
 
     Raises:
         ValueError: if a shape, dtype, value or label is invalid; the message names the field.
@@ -193,6 +195,13 @@ def make_dataset(
         ...
         ValueError: x_train and y_train have different lengths (4 vs 3)
     """
+    refuse_traced(
+        "fracsgd.data.make_dataset",
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+    )
     _check_int("num_classes", num_classes, 0)
     ys = {"y_train": y_train, "y_test": y_test}
     converted: dict[str, Array] = {}

@@ -129,7 +129,9 @@ def deep_linear_teacher(
         shape ``(n, H_{L+1})``.
 
     Raises:
-        ValueError: naming the invalid parameter.
+        ValueError: naming the invalid parameter; also under ``jit``/``vmap`` (a traced key or
+            noise): the teacher is built and validated on the host, as a :class:`Dataset` is;
+            draw several teachers in a Python loop.
 
     Examples:
         >>> import jax, numpy as np
@@ -139,7 +141,7 @@ def deep_linear_teacher(
         >>> int(np.linalg.matrix_rank(np.asarray(teacher.product)))
         2
     """
-    refuse_traced("deep_linear_teacher", key=key, noise=noise)
+    refuse_traced("fracsgd.data.deep_linear_teacher", key=key, noise=noise)
     if isinstance(widths, np.ndarray) and widths.ndim == 1:  # a NumPy vector of widths
         widths = widths.tolist()
     if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence) or len(widths) < 2:

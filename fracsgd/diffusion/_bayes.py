@@ -159,6 +159,7 @@ def tempered_masses(sgd_masses: ArrayLike, exponents: ArrayLike) -> np.ndarray:
         >>> tempered_masses([50, 25, 25], 2.0).round(12).tolist()  # ∝ (1/4, 1/16, 1/16)
         [0.666666666667, 0.166666666667, 0.166666666667]
     """
+    refuse_traced("fracsgd.diffusion.tempered_masses", sgd_masses=sgd_masses, exponents=exponents)
     return np.exp(tempered_log_masses(sgd_masses, exponents))
 
 
@@ -168,7 +169,9 @@ def tempered_log_masses(sgd_masses: ArrayLike, exponents: ArrayLike) -> np.ndarr
     exponent so large that ``e_c log q_c`` overflows gives the limit: the mass goes to the
     cluster(s) with the smallest ``e_c·(−log q_c)``, shared equally when tied (all
     exponents infinite: the largest ``q_c``)."""
-    refuse_traced("fracsgd.diffusion.tempered_masses", sgd_masses=sgd_masses, exponents=exponents)
+    refuse_traced(
+        "fracsgd.diffusion.tempered_log_masses", sgd_masses=sgd_masses, exponents=exponents
+    )
     q = _distribution("sgd_masses", sgd_masses)
     e = real_array("exponents", exponents)
     if np.any(np.isnan(e)) or np.any(e < 0):

@@ -78,7 +78,8 @@ def _displacements(trajectories: ArrayLike, name: str = "trajectories") -> _Disp
     subtracted in the input's precision (float64 for NumPy input) before the cast to float32,
     so a constant offset (positions near 1e7) costs no accuracy, and the power-of-two scale
     keeps extreme units (1e±20) clear of float32 overflow and underflow."""
-    refuse_traced("this fracsgd.diffusion estimator", **{name: trajectories})
+    named: dict[str, Any] = {name: trajectories}
+    refuse_traced("this fracsgd.diffusion estimator", **named)
     if isinstance(trajectories, jax.Array) and jnp.issubdtype(trajectories.dtype, jnp.floating):
         x: Any = trajectories  # no host round trip for device arrays
     else:
@@ -459,7 +460,8 @@ def _inside(disp: _Displacements, radius: float) -> jax.Array:
 
 
 def _return_probability(disp: _Displacements, radius: float) -> np.ndarray:
-    return np.asarray(jnp.mean(_inside(disp, radius), axis=0))
+    counts = np.asarray(jnp.sum(_inside(disp, radius), axis=0, dtype=jnp.int32), np.float64)
+    return counts / disp.walkers  # in float64 (a float32 mean rounded the fractions)
 
 
 #: the default coarse-graining radius of :func:`spectral_dimension`, in RMS steps
@@ -733,7 +735,17 @@ def displacement_from_checkpoints(checkpoints: Any, reference: Any, mask: Any = 
         >>> ck = {"w": np.array([[0.0, 0.0], [3.0, 4.0]])}
         >>> displacement_from_checkpoints(ck, {"w": np.zeros(2)}).tolist()
         [0.0, 5.0]
+
+    A host computation (NumPy, float64); under ``jit``/``vmap``, ``vmap``
+    :func:`fracsgd.train.displacement` over the checkpoints.
     """
+    refuse_traced(
+        "fracsgd.diffusion.displacement_from_checkpoints",
+        hint="Under jit/vmap, vmap fracsgd.train.displacement over the checkpoints",
+        checkpoints=checkpoints,
+        reference=reference,
+        mask=mask,
+    )
     leaves, tree = jax.tree.flatten(checkpoints)
     refs, ref_tree = jax.tree.flatten(reference)
     masks = jax.tree.leaves(mask) if mask is not None else [None] * len(leaves)

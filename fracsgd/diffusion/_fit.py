@@ -186,7 +186,10 @@ def local_slopes(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Local log–log slopes ``d log R / d log t`` on a log-spaced grid.
 
-    Each slope is a least-squares fit over ``span`` decades centred on the grid point.
+    Each slope is a least-squares fit over ``span`` decades centred on the grid point. A host
+    computation (NumPy): the grid's length depends on ``t``'s values, so it does not run under
+    ``jit``/``vmap`` (a ``ValueError`` says so); :func:`detect_crossover` and
+    :func:`fit_exponent` do.
 
     Returns:
         ``(t_grid, slopes)``.
@@ -550,7 +553,9 @@ def _fit_window(
 
 def log_resample(t: ArrayLike, values: ArrayLike, num: int = 50) -> tuple[np.ndarray, Any]:
     """Resample a series at ``num`` log-spaced times (nearest recorded time, duplicates
-    dropped), so that log–log fits weigh every decade equally."""
+    dropped), so that log–log fits weigh every decade equally. A host computation (the number
+    of times kept depends on ``t``'s values): not under ``jit``/``vmap``."""
+    refuse_traced("fracsgd.diffusion.log_resample", t=t, values=values)
     t = real_array("t", t)
     v = np.asarray(values)
     check_int("num", num, 1)

@@ -13,7 +13,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fracsgd._checks import check_int, check_key, check_number, real_array
+from fracsgd._checks import (
+    check_int,
+    check_key,
+    check_number,
+    real_array,
+    refuse_traced_static,
+)
 from fracsgd._types import Array, PRNGKey
 
 #: Sierpinski gasket: d_f = log 3/log 2, d_w = log 5/log 2, d_s = 2 log 3/log 5
@@ -302,7 +308,8 @@ def ctrw(
     Args:
         key: a ``jax.random.key``.
         walkers: number of independent walkers.
-        times: observation times, strictly increasing.
+        times: observation times, strictly increasing; concrete (not traced: they size the
+            simulation).
         alpha: order of the waiting times, in ``(0, 1]`` (1: exponential waits). Traced data
             under ``jit``/``vmap`` (unchecked there): the waiting times are computed the same
             way for a concrete and a traced α.
@@ -331,6 +338,9 @@ def ctrw(
             raise ValueError(f"alpha must be a scalar in (0, 1], got shape {jnp.shape(alpha)}")
     else:
         alpha = check_number("alpha", alpha, lo=0.0, hi=1.0, lo_open=True)
+    refuse_traced_static(
+        "times", times, "the blocks of jumps are sized and the float32 clock checked from them"
+    )
     t_np = real_array("times", times, finite=True)
     if t_np.ndim != 1 or t_np.size == 0 or not np.all(np.diff(t_np) > 0):
         raise ValueError("times must be a non-empty, strictly increasing 1-D array")
@@ -459,7 +469,8 @@ def langevin(key: PRNGKey, walkers: int, steps: int, dt: float, friction: float)
         )
     dt = check_number("dt", dt, lo=0.0, lo_open=True)
     friction = check_number("friction", friction, lo=0.0, lo_open=True)
-    coefficients = tuple(jnp.float32(v) for v in _langevin_coefficients(dt, friction))
+    dtype = jnp.result_type(float)  # float64 under x64, as the traced path's
+    coefficients = tuple(jnp.asarray(v, dtype) for v in _langevin_coefficients(dt, friction))
     return _langevin(
         check_key(key),
         _positive_int("walkers", walkers),
@@ -568,24 +579,36 @@ def _graph_walk(key, start, steps, neighbors, degree):
     return jnp.concatenate([start[None], path], axis=0).T
 
 
-def graph_walk(key: PRNGKey, graph: Graph, start: Array, steps: int) -> Array:
+def graph_walk(key: PRNGKey, graph: Graph, start: Any, steps: int) -> Array:
     """Simple random walks on ``graph`` from nodes ``start`` (``(walkers,)``): node indices
-    ``(walkers, steps + 1)``; ``graph.coords[path]`` gives positions."""
+    ``(walkers, steps + 1)``; ``graph.coords[path]`` gives positions. ``start`` may be traced
+    (``jit``, ``vmap`` over starts): its values are then not checked, and a walker whose start
+    is not a node index in ``[0, nodes)`` gets the path −1 throughout (as
+    :func:`fracsgd.data.permute_index` marks an index out of range)."""
     if not isinstance(graph, Graph):
         raise ValueError(f"graph must be a fracsgd.diffusion.Graph, got {type(graph).__name__}")
-    start_f = real_array("start", start)
     n = graph.neighbors.shape[0]
-    if start_f.ndim != 1 or np.any(start_f != np.round(start_f)) or np.any(start_f < 0):
-        raise ValueError(f"start must be a 1-D array of node indices in [0, {n}), got {start!r}")
-    if np.any(start_f >= n):
-        raise ValueError(f"start must be a 1-D array of node indices in [0, {n}), got {start!r}")
-    return _graph_walk(
+    msg = f"start must be a 1-D array of node indices in [0, {n}), got {start!r}"
+    if isinstance(start, jax.core.Tracer):  # data under jit/vmap: shape and dtype checked here
+        if start.ndim != 1 or not jnp.issubdtype(start.dtype, jnp.integer):
+            raise ValueError(f"start must be a 1-D integer array of node indices, got {start.aval}")
+        nodes = start.astype(jnp.int32)
+    else:
+        start_f = real_array("start", start)
+        if start_f.ndim != 1 or np.any(start_f != np.round(start_f)) or np.any(start_f < 0):
+            raise ValueError(msg)
+        if np.any(start_f >= n):
+            raise ValueError(msg)
+        nodes = jnp.asarray(start_f, jnp.int32)
+    path = _graph_walk(
         check_key(key),
-        jnp.asarray(start_f, jnp.int32),
+        nodes,
         _positive_int("steps", steps),
         jnp.asarray(graph.neighbors),
         jnp.asarray(graph.degree),
     )
+    valid = (nodes >= 0) & (nodes < n)  # always true for a concrete start (checked above)
+    return jnp.where(valid[:, None], path, -1)
 
 
 def gasket_walk(key: PRNGKey, walkers: int, steps: int, generation: int = 8) -> Array:
@@ -597,6 +620,6 @@ def gasket_walk(key: PRNGKey, walkers: int, steps: int, generation: int = 8) -> 
     start_node = int(
         np.argmin(np.sum((graph.coords - centre) ** 2, axis=1) + 1e9 * (graph.degree < 4))
     )
-    start = jnp.full((_positive_int("walkers", walkers),), start_node, jnp.int32)
+    start = np.full((_positive_int("walkers", walkers),), start_node, np.int32)
     path = graph_walk(key, graph, start, steps)
     return jnp.asarray(graph.coords, jnp.float32)[path]

@@ -61,7 +61,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fracsgd._checks import check_number
+from fracsgd._checks import check_number, refuse_traced_static
 from fracsgd._types import Array
 
 # ----------------------------------------------------------------------------------- meshes
@@ -105,6 +105,9 @@ def graded_mesh(
         >>> float(ts[4]), float(ts[-1]), bool(np.all(np.diff(np.diff(ts)[3:]) > 0))
         (1.0, 100.0, True)
     """
+    why = "the time mesh is built on the host"
+    for name, value in (("t_final", t_final), ("grading", grading), ("graded_until", graded_until)):
+        refuse_traced_static(name, value, why)
     t_final = check_number("t_final", t_final, lo=0.0, lo_open=True)
     if isinstance(num_steps, bool) or not isinstance(num_steps, int | np.integer) or num_steps <= 0:
         raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")

@@ -109,11 +109,16 @@ def _check(problem: Any, w0: Any, times: Any, step: Any, max_jumps: Any):
             f"{getattr(out, 'shape', type(out).__name__)}"
         )
     check_point_indexing(problem.potential, "potential", jnp.zeros(w.shape[1:], w.dtype))
-    t = real_array("times", times)
-    if t.ndim != 1 or t.size < 1 or not np.all(t > 0) or not np.all(np.diff(t) > 0):
-        raise ValueError("times must be a strictly increasing 1-D array of positive times")
-    if not np.all(np.isfinite(t)):
-        raise ValueError("times must be finite")
+    if _traced(times):  # data under jit/vmap, unchecked (as a traced alpha)
+        if jnp.ndim(times) != 1 or jnp.size(times) < 1:
+            raise ValueError(f"times must be a 1-D array of positive times, got {times.aval}")
+        t = times
+    else:
+        t = real_array("times", times)
+        if t.ndim != 1 or t.size < 1 or not np.all(t > 0) or not np.all(np.diff(t) > 0):
+            raise ValueError("times must be a strictly increasing 1-D array of positive times")
+        if not np.all(np.isfinite(t)):
+            raise ValueError("times must be finite")
     _check_scalar("step", step, lo=0.0, lo_open=True)
     if isinstance(max_jumps, bool) or not isinstance(max_jumps, int | np.integer) or max_jumps < 1:
         raise ValueError(f"max_jumps must be a positive integer, got {max_jumps!r}")
@@ -186,7 +191,8 @@ def ctrw(
             may go over them. Traced values are not range-checked: an invalid one gives NaN
             positions for every particle and ``complete = False``.
         w0: ``(particles, dim)`` initial positions (draw them from ``p_0``); may be traced.
-        times: strictly increasing positive observation times ``(T,)``.
+        times: strictly increasing positive observation times ``(T,)``; may be traced (then
+            unchecked, as the other traced values).
         step: the operational time ``dτ`` of one jump (> 0); smaller is more accurate and makes
             ``1/dτ`` times more jumps.
         max_jumps: cap on jumps per particle; particles that reach it before the last

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fracsgd._checks import check_number
+from fracsgd._checks import check_number, refuse_traced_static
 from fracsgd._types import Array
 from fracsgd.ffpe._caputo import (
     L1,
@@ -617,6 +617,8 @@ def _run(
     history: History,
 ) -> Solution:
     """Mesh, save plan, march and result codes — shared by every spatial discretisation."""
+    refuse_traced_static("t_final", t_final, "the time mesh is built on the host")
+    refuse_traced_static("save_at", save_at, "the save plan is built on the host")
     t_final = check_number("t_final", t_final, lo=0.0, lo_open=True)
     ts_np = graded_mesh(t_final, num_steps, grading, graded_until=graded_until)
     plan = _save_plan(ts_np, save_at)

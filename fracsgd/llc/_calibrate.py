@@ -434,7 +434,10 @@ def time_average(steps: Any, values: Any, start: float) -> float:
     Examples:
         >>> time_average([1, 10, 100], [5.0, 1.0, 3.0], 10)
         2.0
+
+    A host computation (NumPy): not under ``jit``/``vmap``.
     """
+    refuse_traced("fracsgd.llc.time_average", steps=steps, values=values, start=start)
     t = real_array("steps", steps)
     v = real_array("values", values)
     if t.ndim != 1 or v.shape != t.shape:

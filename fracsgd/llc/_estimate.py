@@ -706,7 +706,9 @@ def _check_flags(**flags: Any) -> None:
 
 def resolve_nbeta(nbeta: Any, n: int, batch_size: int) -> float:
     """``nbeta`` as a number: ``None`` or ``"n/log n"`` → ``n/log n``; ``"batch/log batch"`` →
-    ``B/log B`` (devinterp 1.x); a positive number is used as given."""
+    ``B/log B`` (devinterp 1.x); a positive number is used as given. Host-side, as the
+    estimators that call it (a traced ``nbeta`` is refused by name)."""
+    refuse_traced("fracsgd.llc.resolve_nbeta", nbeta=nbeta, n=n, batch_size=batch_size)
     if not (nbeta is None or isinstance(nbeta, str) or np.ndim(nbeta) == 0):
         raise ValueError(f"nbeta must be a number > 0, None or a rule name, got {nbeta!r:.60}")
     if nbeta is None or nbeta == "n/log n":

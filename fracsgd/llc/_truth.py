@@ -7,8 +7,15 @@ import itertools
 import math
 from collections.abc import Sequence
 
+from fracsgd._checks import refuse_traced
+
 
 def _check(widths: Sequence[int], rank: int) -> tuple[list[int], int]:
+    refuse_traced(
+        "fracsgd.llc's learning-coefficient formulas (integer arithmetic)",
+        widths=widths,
+        rank=rank,
+    )
     if isinstance(widths, str | bytes):
         raise ValueError(f"widths must be a sequence of positive integers, got {widths!r}")
     try:
@@ -70,7 +77,8 @@ def aoyagi_lambda(widths: Sequence[int], rank: int) -> float:
         rank: rank ``r`` of the teacher's product, ``0 ≤ r ≤ min(widths)``.
 
     Returns:
-        λ as a float.
+        λ as a float (exact integer arithmetic on the host; traced widths or rank, under
+        ``jit``/``vmap``, are refused by name).
 
     References:
         M. Aoyagi, "Consideration on the learning efficiency of multiple-layered neural networks

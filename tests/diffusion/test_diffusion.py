@@ -1059,3 +1059,36 @@ def test_walker_estimators_under_jit_check_what_they_can_before_running():
     bad = x.at[3, 5, 0].set(jnp.nan)
     with pytest.raises(Exception, match="NaN or inf in 1 of 30 walkers"):
         jax.block_until_ready(jax.jit(lambda x: D.walk_dimension(x).d_w)(bad))
+
+
+def test_graph_walks_take_traced_starts_and_gasket_walk_jits():
+    """gasket_walk under jit is the eager walk; graph_walk vmapped over starts equals the calls
+    one by one, and a traced start outside the graph gives the path −1 (not a clamped node)."""
+    np.testing.assert_array_equal(
+        jax.jit(lambda k: D.gasket_walk(k, 3, 6, 3))(KEY), D.gasket_walk(KEY, 3, 6, 3)
+    )
+    g = D.sierpinski_gasket(3)
+    starts = jnp.array([[0, 1], [2, 3]])
+    batch = jax.vmap(lambda s: D.graph_walk(KEY, g, s, 5))(starts)
+    for i in range(2):
+        np.testing.assert_array_equal(batch[i], D.graph_walk(KEY, g, np.asarray(starts[i]), 5))
+    n = g.neighbors.shape[0]
+    bad = jax.jit(lambda s: D.graph_walk(KEY, g, s, 5))(jnp.array([0, n, -1]))
+    assert (bad[1:] == -1).all() and (bad[0] >= 0).all()
+    with pytest.raises(ValueError, match="start must be a 1-D integer array"):
+        jax.jit(lambda s: D.graph_walk(KEY, g, s, 5))(jnp.array([0.0, 1.0]))
+
+
+def test_langevin_keeps_float64_under_x64(x64):
+    """The host's float64 coefficients are not rounded to float32: eager equals jit in x64."""
+    eager = D.langevin(KEY, 2, 6, 0.1, 1.0)
+    traced = jax.jit(lambda g: D.langevin(KEY, 2, 6, 0.1, g))(1.0)
+    assert eager.dtype == jnp.float64
+    np.testing.assert_allclose(eager, traced, rtol=1e-13, atol=1e-15)
+
+
+def test_return_probability_is_an_exact_fraction_in_float64():
+    x = np.zeros((3, 4, 1))
+    x[0, 1:, 0] = 5.0
+    p = D.return_probability(x, 1.0)
+    assert p.dtype == np.float64 and p.tolist() == [1.0, 2 / 3, 2 / 3, 2 / 3]

@@ -188,3 +188,19 @@ def test_numeric_parameters_are_traced_data():
         jax.vmap(lambda g: fs.ffpe.ctrw(key, harmonic._replace(gamma=g), w0, [1.0]))(
             jnp.ones((2, 3))
         )
+
+
+def test_observation_times_may_be_traced():
+    """vmap over sets of observation times equals the calls one by one (the jumps do not depend
+    on the times they are recorded at, only how far each particle runs)."""
+    key = jax.random.key(1)
+    harmonic = fs.ffpe.Problem(alpha=0.7, diffusion=1.0, gamma=1.0, potential=lambda w: 0.5 * w @ w)
+    w0 = jnp.zeros((32, 1))
+    times = jnp.array([[0.5, 2.0], [1.0, 3.0]])
+    batch = jax.vmap(lambda t: fs.ffpe.ctrw(key, harmonic, w0, t, step=0.05))(times)
+    for i in range(2):
+        one = fs.ffpe.ctrw(key, harmonic, w0, np.asarray(times[i]), step=0.05)
+        np.testing.assert_allclose(batch.positions[i], one.positions, atol=1e-5)
+        np.testing.assert_array_equal(batch.jumps[i], one.jumps)
+    with pytest.raises(ValueError, match="times must be a 1-D array"):
+        jax.jit(lambda t: fs.ffpe.ctrw(key, harmonic, w0, t))(jnp.ones((2, 2)))
