@@ -95,7 +95,9 @@ def graded_mesh(
         graded_until: if given (``0 < t_g < T``), the graded mesh covers ``[0, t_g]`` with
             ``graded_steps`` steps and the remaining steps grow geometrically,
             ``τ_{k+1} = q τ_k``, from the last graded step to ``T`` (``q`` solved for) — long
-            times at logarithmic cost, resolved like ``t^α`` needs.
+            times at logarithmic cost, resolved like ``t^α`` needs. When ``T − t_g`` is at most
+            ``N − graded_steps`` steps of the last graded size (``q`` would be below 1, the
+            steps shrinking towards zero), the tail is ``N − graded_steps`` equal steps.
         graded_steps: steps in the graded part (default ``N // 2``; ``1 ≤ · < N``).
 
     Examples:
@@ -118,6 +120,11 @@ def graded_mesh(
     t_g = check_number("graded_until", graded_until)
     if not 0 < t_g < t_final:
         raise ValueError(f"graded_until must be in (0, t_final={t_final}), got {graded_until}")
+    if graded_steps is None and num_steps < 2:
+        raise ValueError(
+            f"num_steps must be >= 2 with graded_until (num_steps // 2 steps are graded, the "
+            f"rest grow geometrically), got {num_steps}"
+        )
     n_g = num_steps // 2 if graded_steps is None else graded_steps
     if isinstance(n_g, bool) or not isinstance(n_g, int) or not 1 <= n_g < num_steps:
         raise ValueError(f"graded_steps must be an integer in [1, num_steps), got {n_g!r}")
@@ -141,10 +148,12 @@ def graded_mesh(
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if total(mid) < span else (lo, mid)
     q = 0.5 * (lo + hi)
+    if span <= m:  # even m steps of the last graded size τ reach past t_final: equal steps
+        q = 1.0
     steps = tau * q ** np.arange(1, m + 1)
     tail = t_g + np.cumsum(steps) * ((t_final - t_g) / np.sum(steps))  # exact end point
     tail[-1] = t_final
-    return np.concatenate([head, tail])
+    return _increasing(np.concatenate([head, tail]))
 
 
 # ----------------------------------------------------------------------------------- weights

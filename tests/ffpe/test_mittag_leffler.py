@@ -124,6 +124,9 @@ def test_overflow_is_inf_in_float32():
     got = float(mittag_leffler(0.5, 9.0, 3.0))
     assert got == pytest.approx(math.exp(81) / 81**2 / 0.5, rel=1e-4)
     assert float(mittag_leffler(1.0, 88.0)) == pytest.approx(math.exp(88), rel=1e-6)
+    # z^{1/α} itself overflowing: its residue read inf + (1 − β)·inf, nan for β ≥ 1
+    for a, z, b in ((0.05, 90.0, 1.0), (0.5, 1e20, 1.0), (0.5, 1e20, 2.0), (0.5, 1e20, 0.5)):
+        assert float(mittag_leffler(a, z, b)) == math.inf, (a, z, b)
 
 
 def test_positive_axis_near_the_pole_switch(x64):

@@ -3,6 +3,7 @@ relaxation ``D^α u = −λu`` (exact ``E_α(−λ t^α)``), the sum-of-exponent
 direct one, save_at, graded-then-geometric meshes, vmap over problems, gradients in α and the
 invariants (mass, Gibbs fixed point) for every stepper and history. float64 (x64 fixture)."""
 
+import functools
 import math
 
 import jax
@@ -143,6 +144,29 @@ def test_graded_then_geometric_mesh_shape():
         fs.ffpe.graded_mesh(1.0, 10, 2.0, graded_until=1.5)
     with pytest.raises(ValueError, match="graded_steps"):
         fs.ffpe.graded_mesh(1.0, 10, 2.0, graded_until=0.5, graded_steps=10)
+    with pytest.raises(ValueError, match="num_steps must be >= 2 with graded_until"):
+        fs.ffpe.graded_mesh(10.0, 1, 2.0, graded_until=1.0)
+
+
+@pytest.mark.parametrize("t_final", [1.01, 1.1, 2.0])
+def test_a_short_tail_is_equal_steps_not_shrinking_ones(t_final):
+    """T − t_g shorter than the tail's steps at the last graded size: a geometric tail would
+    shrink (q < 1; at T = 1.01, 35 steps of zero length); the tail is equal steps instead."""
+    ts = fs.ffpe.graded_mesh(t_final, 100, 4.0, graded_until=1.0)
+    tail = np.diff(ts)[50:]
+    assert ts[50] == 1.0 and ts[-1] == t_final
+    np.testing.assert_allclose(tail, (t_final - 1.0) / 50, rtol=1e-9)
+
+
+def test_one_step_with_the_fast_history():
+    """One L1 step has no history; SOE's kernel window was empty (t_min = t_max = T)."""
+    grid = fs.ffpe.Grid1D(lo=-3.0, hi=3.0, cells=30)
+    p0 = np.exp(-(grid.centers[..., 0] ** 2))
+    p0 = p0 / (p0.sum() * grid.cell_volume)
+    run = functools.partial(fs.ffpe.solve, fs.ffpe.Problem(alpha=0.4), grid, p0, t_final=1.0)
+    np.testing.assert_allclose(
+        run(num_steps=1, history=fs.ffpe.SOE()).p[-1], run(num_steps=1).p[-1], atol=1e-6
+    )
 
 
 # ------------------------------------------------------------------------- fast history
