@@ -1,0 +1,35 @@
+"""The MNIST report's summary table (fracsgd.experiments.report.mnist_summary)."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from fracsgd.experiments import report
+
+
+def _record(d_s_return, d_s_eq17=2.0, optimizer="sgd"):
+    return {
+        "diverged": False,
+        "optimizer": optimizer,
+        "d_s_eq17_final": d_s_eq17,
+        "d_s_return": d_s_return,
+        "lambda_final": 10.0,
+        "lambda_bar": 9.0,
+        "H": 0.3,
+        "test_accuracy": 0.9,
+        "bound_eq17_holds": True,
+        "bound_return_holds": None if not d_s_return > 0 else True,
+        "llc_not_minimum": [False],
+    }
+
+
+def test_the_d_s_columns_average_positive_values_only():
+    """A d_s ≤ 0 is no spectral dimension and gets no verdict: the quick MNIST report averaged
+    one −0.267 into "4.25 ± 2.8" over 12 networks."""
+    recs = [_record(4.0), _record(6.0), _record(-0.267), _record(float("nan"), d_s_eq17=-1.0)]
+    table = report.mnist_summary(SimpleNamespace(records=recs))["table"]["sgd"]
+    assert table["networks"] == 4
+    mean, std, n = table["d_s_return"]
+    assert (mean, n) == (5.0, 2) and std == pytest.approx(np.std([4.0, 6.0], ddof=1))
+    assert table["d_s_eq17_final"][:1] == (2.0,) and table["d_s_eq17_final"][2] == 3
