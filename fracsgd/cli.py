@@ -9,6 +9,7 @@ exit with code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -17,6 +18,8 @@ from typing import Any
 
 from fracsgd._io import atomic_write_bytes
 from fracsgd.experiments._store import StageError
+from fracsgd.experiments._validate import MAX_BYTES, MAX_COUNT, MAX_STEPS, Size, check_sizes
+from fracsgd.train._config import OPTIMIZERS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,7 +28,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 _MAX_WIDTH = 1 << 20
-_MAX_SEEDS = 1 << 16
 
 
 def _seed(text: str) -> int:
@@ -36,6 +38,55 @@ def _seed(text: str) -> int:
     if not 0 <= v < 2**32:  # jax.random.key(seed) keeps 32 bits: 2**32 would repeat seed 0
         raise argparse.ArgumentTypeError(f"the seed must be in [0, 2**32), got {text}")
     return v
+
+
+def _int_in(lo: int, hi: int, why: str = ""):
+    """An argparse type: an integer in ``[lo, hi]`` (``why``: the reason for the range)."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from err
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"must be an integer in [{lo}, {hi}]{why}, got {text}")
+        return v
+
+    return parse
+
+
+def _learning_rate(text: str) -> float:
+    import numpy as np
+
+    try:
+        v = float(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from err
+    with np.errstate(over="ignore", under="ignore"):
+        v32 = float(np.float32(v))
+    if not (v > 0 and 0 < v32 < float("inf")):
+        raise argparse.ArgumentTypeError(
+            f"must be numbers > 0 that float32 (the training precision) holds, got {text}"
+        )
+    return v
+
+
+def _data_dir(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("must be a non-empty path (leave it out for the default)")
+    path = os.path.expanduser(text)
+    if not os.path.isdir(path):
+        what = "is not a directory" if os.path.exists(path) else "does not exist"
+        raise argparse.ArgumentTypeError(f"{text!r} {what}")
+    return text
+
+
+def _distinct(option: str, values: Sequence[Any], key=None, *, why: str = "") -> None:
+    """``ValueError`` naming ``option`` when two of ``values`` are equal (by ``key``)."""
+    keys = [v if key is None else key(v) for v in values]
+    if len(set(keys)) != len(keys):
+        shown = " ".join("-".join(map(str, v)) if isinstance(v, tuple) else str(v) for v in values)
+        raise ValueError(f"{option} contains duplicates{why}: {shown}")
 
 
 def _check_out(out: str) -> None:
@@ -157,20 +208,41 @@ def _parser() -> argparse.ArgumentParser:
         help="hidden widths per architecture, e.g. 16 32 64-64 (default 16 32 64 128)",
     )
     s.add_argument(
-        "--seeds", type=int, default=None, metavar="N", help="number of seeds (default 2)"
+        "--seeds",
+        type=_int_in(1, MAX_COUNT),
+        default=None,
+        metavar="N",
+        help="number of seeds (default 2)",
     )
     s.add_argument(
         "--learning-rates",
-        type=float,
+        type=_learning_rate,
         nargs="+",
         default=None,
         help="learning rates (default 0.05)",
     )
     s.add_argument(
-        "--optimizers", nargs="+", default=None, help="sgd, momentum and/or adam (default sgd)"
+        "--optimizers",
+        nargs="+",
+        choices=OPTIMIZERS,
+        default=None,
+        help="sgd, momentum and/or adam (default sgd)",
     )
-    s.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="default 128")
-    s.add_argument("--steps", type=int, default=None, metavar="T", help="SGD steps (default 2000)")
+    s.add_argument(
+        "--batch-sizes",
+        type=_int_in(1, MAX_STEPS),
+        nargs="+",
+        default=None,
+        help="default 128",
+    )
+    s.add_argument(
+        "--steps",
+        # R(t) is recorded at every step; the figure's fit needs three points
+        type=_int_in(3, MAX_STEPS, " (R(t) needs 3 recorded steps for a fit; int32 counters)"),
+        default=None,
+        metavar="T",
+        help="SGD steps, at least 3 (default 2000)",
+    )
     s.add_argument("--batch-norm", action="store_true", help="BatchNorm after hidden layers")
     s.add_argument(
         "--quick",
@@ -186,6 +258,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--data-dir",
         metavar="DIR",
+        type=_data_dir,
         default=None,
         help="directory with the four MNIST IDX files (default: $FRACSGD_DATA, else "
         "the embedded 5 000-image subset)",
@@ -194,7 +267,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_devices(s)
     s.add_argument(
         "--memory-limit",
-        type=int,
+        type=_int_in(1, MAX_BYTES),
         default=None,
         metavar="BYTES",
         help="device memory one bucket may use; larger buckets run in chunks",
@@ -227,6 +300,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--data-dir",
         metavar="DIR",
+        type=_data_dir,
         default=None,
         help="directory with the four MNIST IDX files (default: $FRACSGD_DATA, else the "
         "embedded 5 000-image subset)",
@@ -273,6 +347,24 @@ def _apply_overrides(configs: dict, overrides: Sequence[str]) -> dict:
     return out
 
 
+@contextlib.contextmanager
+def _settings_errors():
+    """A configuration's ``ValueError`` (its message starts with the ``--set`` key,
+    ``STUDY.FIELD``) as one naming the ``--set`` option."""
+    try:
+        yield
+    except ValueError as err:
+        raise ValueError(f"--set {err}") from err
+
+
+def _memory(mesh) -> dict[str, int | None]:
+    """The memory :func:`check_sizes` compares with: the host's available memory and one
+    device's (``None`` where unknown)."""
+    from fracsgd.parallel import _host_available_bytes, device_memory
+
+    return {"host": _host_available_bytes(), "device": device_memory(mesh)}
+
+
 def _reproduce(args: argparse.Namespace) -> int:
     import shlex
 
@@ -288,16 +380,19 @@ def _reproduce(args: argparse.Namespace) -> int:
     if "moons" in studies:
         configs["moons"] = moons.MoonsConfig.quick() if args.quick else moons.MoonsConfig.full()
     configs = _apply_overrides(configs, args.overrides)
-    if "mnist" in configs:
-        mnist.validate(configs["mnist"])
-    if "moons" in configs:
-        moons.validate(configs["moons"])
+    modules = {"mnist": mnist, "moons": moons}
+    with _settings_errors():
+        checked = {study: modules[study].validate(cfg) for study, cfg in configs.items()}
     _check_out(args.out)
     progress = not args.no_progress
     mesh = _mesh(args.devices)
+    with _settings_errors():  # what the stages would hold, before any of them runs
+        for study, cfg in checked.items():
+            check_sizes(modules[study].sizes(cfg), **_memory(mesh))
     dataset = fs.data.load("mnist", data_dir=args.data_dir) if "mnist" in configs else None
     if dataset is not None:
-        mnist.check_dataset(configs["mnist"], dataset)  # before --out is created
+        with _settings_errors():
+            mnist.check_dataset(configs["mnist"], dataset)  # before --out is created
     if not args.quick:
         backend = jax.default_backend()
         secs = 0.0
@@ -368,8 +463,11 @@ def _plot_displacement(result, path: str) -> None:
             label = f"hidden {labels[i]}" + (f" (late H = {np.mean(hs):.2f})" if hs else "")
         ax.loglog(result.record_steps[ok], r[ok], color=color, alpha=0.7, lw=1, label=label)
     t = result.record_steps.astype(float)
-    ref = np.nanmedian(result.displacement[:, -1]) * np.sqrt(t / t[-1])
-    ax.loglog(t, ref, "k--", lw=1, label=r"Brownian $t^{1/2}$")
+    finals = result.displacement[:, -1]
+    finals = finals[np.isfinite(finals) & (finals > 0)]
+    if finals.size:  # no reference where every network diverged (main says so)
+        ref = np.median(finals) * np.sqrt(t / t[-1])
+        ax.loglog(t, ref, "k--", lw=1, label=r"Brownian $t^{1/2}$")
     ax.set_xlabel("SGD step t")
     ax.set_ylabel(r"displacement $R(t)=\|w_t-w_0\|_2$")
     ax.set_title(f"Weight displacement ({result.dataset_name}); H: late log–log slope")
@@ -383,20 +481,38 @@ def _plot_displacement(result, path: str) -> None:
     atomic_write_bytes(path, buf.getvalue())  # no half-written figure on Ctrl-C
 
 
-def _sweep(args: argparse.Namespace) -> int:
-    import jax
+#: the sweep's Grid fields and the options that set them, for the messages of the grid checks
+_SWEEP_OPTIONS = {
+    "hidden": "--hidden",
+    "seeds": "--seeds",
+    "learning_rates": "--learning-rates",
+    "learning_rate": "--learning-rates",
+    "optimizers": "--optimizers",
+    "optimizer": "--optimizers",
+    "batch_sizes": "--batch-sizes",
+    "batch_size": "--batch-sizes",
+    "steps": "--steps",
+    "memory_limit": "--memory-limit",
+}
+
+
+def _as_options(message: str) -> str:
+    """``message`` (about a sweep grid built from the options: numbers, widths and optimizer
+    names, no free text) with each Grid field written as its option."""
+    import re
+
+    fields = "|".join(sorted(_SWEEP_OPTIONS, key=len, reverse=True))
+    return re.sub(rf"(?<![\w-])({fields})(?![\w-])", lambda m: _SWEEP_OPTIONS[m[1]], message)
+
+
+def _sweep_grid(args: argparse.Namespace):
+    """The grid of the sweep options (each checked by its parser), or ``ValueError`` naming the
+    option for what needs them together: duplicates, BatchNorm's batches."""
+    import numpy as np
 
     import fracsgd as fs
 
     quick = args.quick
-    if args.memory_limit is not None and args.memory_limit <= 0:
-        raise ValueError(
-            f"--memory-limit must be a positive number of bytes, got {args.memory_limit}"
-        )
-    if args.seeds is not None and not 0 < args.seeds <= _MAX_SEEDS:
-        raise ValueError(
-            f"--seeds must be a number of seeds in [1, {_MAX_SEEDS}], got {args.seeds}"
-        )
     grid = fs.train.Grid(
         hidden=tuple(args.hidden or ([(16,), (64,)] if quick else [(16,), (32,), (64,), (128,)])),
         seeds=tuple(range(args.seeds if args.seeds is not None else (1 if quick else 2))),
@@ -406,15 +522,44 @@ def _sweep(args: argparse.Namespace) -> int:
         steps=args.steps if args.steps is not None else (300 if quick else 2000),
         batch_norm=args.batch_norm,
         num_checkpoints=8 if quick else 16,
+        memory_limit=args.memory_limit,
     )
-    mesh = _mesh(args.devices)
-    _check_out(args.out)
-    dataset = fs.data.load("mnist", data_dir=args.data_dir)
-    if args.memory_limit is not None:
-        grid = grid._replace(memory_limit=args.memory_limit)
-    from fracsgd.train._api import _validate_grid, default_padding_overhead
+    _distinct("--hidden", grid.hidden)
+    # the networks train in float32: two learning rates equal there are the same networks
+    _distinct("--learning-rates", grid.learning_rates, np.float32, why=" in float32")
+    _distinct("--optimizers", grid.optimizers)
+    _distinct("--batch-sizes", grid.batch_sizes)
+    if args.batch_norm and min(grid.batch_sizes) < 2:
+        raise ValueError("--batch-sizes must be at least 2 with --batch-norm")
+    return grid
 
-    _validate_grid(grid, dataset)  # a bad setting fails before --out is created
+
+def _sweep(args: argparse.Namespace) -> int:
+    import jax
+    import numpy as np
+
+    import fracsgd as fs
+    from fracsgd.train._api import default_padding_overhead
+
+    grid = _sweep_grid(args)
+    _check_out(args.out)
+    mesh = _mesh(args.devices)
+    networks = len(grid.hidden) * len(grid.seeds) * len(grid.learning_rates)
+    networks *= len(grid.optimizers) * len(grid.batch_sizes)
+    records = Size(  # R(t) at every step: displacement, loss and gradient norm in float32
+        "the networks' R(t) records", 12 * grid.steps * networks, "host", ("--steps", "--seeds")
+    )
+    check_sizes([records], **_memory(mesh))
+    dataset = fs.data.load("mnist", data_dir=args.data_dir)
+    if max(grid.batch_sizes) > dataset.num_train:
+        raise ValueError(
+            f"--batch-sizes must be at most the {dataset.num_train} training images, "
+            f"got {max(grid.batch_sizes)}"
+        )
+    try:  # the grid as the sweep checks it, and its memory plan, before --out is created
+        fs.train.plan_sweep(dataset, grid, mesh=mesh)
+    except ValueError as err:
+        raise ValueError(_as_options(str(err))) from err
     _prepare_out(args.out)
     result = fs.train.sweep(
         jax.random.key(args.seed),
@@ -449,6 +594,13 @@ def _sweep(args: argparse.Namespace) -> int:
         f"{result.wall_time:.1f}s; wrote {args.out}/sweep.nc, summary.json, "
         "figures/displacement.png"
     )
+    diverged = int(np.count_nonzero(result.diverged))
+    if diverged:  # in words: their NaN R(t) is left out of the figure and its reference
+        print(
+            f"{diverged} of {result.num_runs} network(s) diverged (a NaN or inf in the loss): "
+            "their R(t) is NaN from then on and the figure leaves them out"
+            + ("; try smaller --learning-rates" if diverged == result.num_runs else "")
+        )
     return 0
 
 

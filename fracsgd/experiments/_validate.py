@@ -1,18 +1,73 @@
-"""Field checks shared by the experiment configurations (``ValueError`` naming the field), and
-the ``D_ξ`` power both studies report."""
+"""Field checks shared by the experiment configurations (``ValueError`` naming the field as its
+``--set`` key, ``study.field``), the lower bounds of the memory the stages hold, checked before
+any stage runs, and the ``D_ξ`` power both studies report."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from fracsgd._checks import check_int, check_number
+from fracsgd.train._api import _bytes
 
 MAX_WIDTH = 1 << 20  # a hidden layer wider than this is a typo, not an experiment
+#: step counts, lengths and batch sizes: the compiled loops count steps in int32
+MAX_STEPS = 2**31 - 1
+#: how many networks, seeds or chains run side by side (vmapped): more is a typo
+MAX_COUNT = 1 << 16
+#: a byte count (1 EiB); larger ones are typos, and past ~1.8e308 no float holds them
+MAX_BYTES = 1 << 60
 
 
-def int_tuple(name: str, value: Any, lo: int, hi: int | None = None) -> tuple[int, ...]:
+def check_ints(study: str, config: Any, bounds: Mapping[str, tuple[int, int]]) -> None:
+    """Each ``config.field`` an integer in ``bounds[field] = (lo, hi)``, or ``ValueError`` naming
+    ``study.field``."""
+    for field, (lo, hi) in bounds.items():
+        check_int(f"{study}.{field}", getattr(config, field), lo, hi)
+
+
+class Size(NamedTuple):
+    """A lower bound of the memory one part of a run holds.
+
+    Attributes:
+        what: the part, in words (plural: "... need").
+        nbytes: its bytes (at least).
+        where: ``"host"`` (results gathered from the devices) or ``"device"`` (one unit that is
+            never split across chunks: one network, one chain).
+        lower: the settings (or options) whose decrease shrinks it.
+        higher: those whose increase shrinks it.
+    """
+
+    what: str
+    nbytes: int
+    where: str
+    lower: tuple[str, ...]
+    higher: tuple[str, ...] = ()
+
+
+def _either(names: Sequence[str]) -> str:
+    return " or ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def check_sizes(sizes: Sequence[Size], *, host: int | None, device: int | None) -> None:
+    """``ValueError`` for the first of ``sizes`` above the memory of its kind (``None``: unknown,
+    not checked); its message starts with the settings that shrink it."""
+    for s in sizes:
+        cap = host if s.where == "host" else device
+        if cap is not None and s.nbytes > cap:
+            if s.higher:
+                advice = f"reduce {_either(s.lower)} or raise {_either(s.higher)}"
+            else:
+                advice = "reduce it" if len(s.lower) == 1 else "reduce one of them"
+            raise ValueError(
+                f"{_either((*s.lower, *s.higher))}: {s.what} need at least {_bytes(s.nbytes)} "
+                f"of {s.where} memory but {_bytes(cap)} are available; {advice}"
+            )
+
+
+def int_tuple(name: str, value: Any, lo: int, hi: int = MAX_STEPS) -> tuple[int, ...]:
     """A non-empty tuple/list of integers in ``[lo, hi]``, or ``ValueError`` naming ``name``."""
     if not isinstance(value, tuple | list) or not value:
         raise ValueError(f"{name} must be a non-empty tuple of integers, got {value!r}")

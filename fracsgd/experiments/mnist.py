@@ -35,20 +35,25 @@ import jax.numpy as jnp
 import numpy as np
 
 from fracsgd import diffusion, llc, models, train
-from fracsgd._checks import check_int, check_number
+from fracsgd._checks import check_number
 from fracsgd._io import array_digest, software
 from fracsgd._types import PyTree
 from fracsgd.data import Dataset
 from fracsgd.experiments._store import Store, arrays_tree, fingerprint, tree_arrays
 from fracsgd.experiments._validate import (
+    MAX_BYTES,
+    MAX_COUNT,
+    MAX_STEPS,
     MAX_WIDTH,
+    Size,
     canonical,
+    check_ints,
     float_tuple,
     int_tuple,
     xi_power,
 )
 from fracsgd.llc._calibrate import _rms
-from fracsgd.train._api import _nonempty
+from fracsgd.train._api import _bytes, _nonempty
 
 #: Paper numbers (v2 appendix table, MNIST), theory.md §6: mean ± std.
 PAPER_TABLE: dict[str, dict[str, Any]] = {
@@ -168,67 +173,158 @@ def check_dataset(config: MnistConfig, dataset: Dataset) -> None:
         for b in sizes:
             if b > dataset.num_train:
                 raise ValueError(
-                    f"{name} must be at most the {dataset.num_train} training images, got {b}"
+                    f"mnist.{name} must be at most the {dataset.num_train} training images, got {b}"
                 )
 
 
+#: the integer settings and their ranges: step counts and batch sizes in int32 (the compiled
+#: loops' counters), chains and replicas at most MAX_COUNT (vmapped side by side)
+_INT_BOUNDS = {
+    "steps": (1, MAX_STEPS),
+    "record_every": (1, MAX_STEPS),
+    "num_checkpoints": (3, MAX_STEPS),
+    "llc_chains": (1, MAX_COUNT),
+    "llc_draws": (1, MAX_STEPS),
+    "llc_burnin": (0, MAX_STEPS),
+    "llc_batch_size": (1, MAX_STEPS),
+    "llc_memory": (1, MAX_BYTES),
+    "replicas": (4, MAX_COUNT),  # a return probability needs a few walkers
+    "branch_steps": (1, MAX_STEPS),
+}
+
+#: MNIST's input and output widths (fracsgd.data.load("mnist") refuses other images)
+_MNIST_FEATURES, _MNIST_CLASSES = 784, 10
+
+
+def _mlp(config: MnistConfig, hidden: Sequence[int]) -> models.Model:
+    return models.mlp((_MNIST_FEATURES, *hidden, _MNIST_CLASSES), batch_norm=config.batch_norm)
+
+
+def llc_model_bytes(config: MnistConfig) -> int:
+    """The bytes the LLC stage gives one model (a checkpoint of the widest network of a depth:
+    the narrower ones are padded to it) when it sizes its chunks of models from ``llc_memory``:
+    ``32 · llc_chains · P + 4 · llc_chains · llc_draws``; the largest over the depths."""
+    per_depth: dict[int, tuple[int, ...]] = {}
+    for h in config.hidden:
+        wide = per_depth.get(len(h), h)
+        per_depth[len(h)] = tuple(max(a, b) for a, b in zip(wide, h, strict=True))
+    return max(
+        4 * 8 * config.llc_chains * _mlp(config, cap).num_params()
+        + 4 * config.llc_chains * config.llc_draws
+        for cap in per_depth.values()
+    )
+
+
 def validate(config: Any) -> MnistConfig:
-    """Check every field before anything compiles (``ValueError`` naming the field)."""
+    """Check every field before anything compiles (``ValueError`` naming the field as its
+    ``--set`` key, ``mnist.FIELD``)."""
     if not isinstance(config, MnistConfig):
         raise ValueError(f"config must be an MnistConfig, got {type(config).__name__}")
     if not isinstance(config.hidden, tuple | list) or not config.hidden:
-        raise ValueError(f"hidden must be a non-empty tuple of width tuples, got {config.hidden!r}")
+        raise ValueError(
+            f"mnist.hidden must be a non-empty tuple of width tuples, got {config.hidden!r}"
+        )
     for h in config.hidden:  # each architecture is a tuple of widths: ((64,), (32, 32))
         if not isinstance(h, tuple | list):
             raise ValueError(
-                f"hidden must be a tuple of width tuples such as ((64,), (32, 32)), got "
+                f"mnist.hidden must be a tuple of width tuples such as ((64,), (32, 32)), got "
                 f"{config.hidden!r} (entry {h!r} is not a tuple; write (64,) for one layer)"
             )
-        int_tuple("hidden", h, 1, MAX_WIDTH)
-    int_tuple("seeds", config.seeds, 0, 2**31 - 1)
-    sgd = float_tuple("sgd_learning_rates", config.sgd_learning_rates, allow_empty=True)
-    adam = float_tuple("adam_learning_rates", config.adam_learning_rates, allow_empty=True)
+        int_tuple("mnist.hidden", h, 1, MAX_WIDTH)
+    int_tuple("mnist.seeds", config.seeds, 0, 2**31 - 1)
+    sgd = float_tuple("mnist.sgd_learning_rates", config.sgd_learning_rates, allow_empty=True)
+    adam = float_tuple("mnist.adam_learning_rates", config.adam_learning_rates, allow_empty=True)
     if not (sgd or adam):
-        raise ValueError("sgd_learning_rates and adam_learning_rates cannot both be empty")
-    int_tuple("batch_sizes", config.batch_sizes, 1)
-    for name in (
-        "steps",
-        "record_every",
-        "llc_chains",
-        "llc_draws",
-        "llc_batch_size",
-        "llc_memory",
-        "branch_steps",
-    ):
-        check_int(name, getattr(config, name), 1)
-    check_int("num_checkpoints", config.num_checkpoints, 3)
-    check_int("replicas", config.replicas, 4)  # a return probability needs a few walkers
-    check_int("llc_burnin", config.llc_burnin, 0)
+        raise ValueError(
+            "mnist.sgd_learning_rates and mnist.adam_learning_rates cannot both be empty"
+        )
+    int_tuple("mnist.batch_sizes", config.batch_sizes, 1)
+    check_ints("mnist", config, _INT_BOUNDS)
+    if config.llc_burnin + config.llc_draws > MAX_STEPS:
+        raise ValueError(
+            f"mnist.llc_burnin + mnist.llc_draws must be at most {MAX_STEPS} (the chains count "
+            f"their steps in int32), got {config.llc_burnin + config.llc_draws}"
+        )
     if not isinstance(config.batch_norm, bool):
-        raise ValueError(f"batch_norm must be True or False, got {config.batch_norm!r}")
+        raise ValueError(f"mnist.batch_norm must be True or False, got {config.batch_norm!r}")
     if config.steps % config.record_every:
         raise ValueError(
-            f"steps ({config.steps}) must be a multiple of record_every ({config.record_every})"
+            f"mnist.steps ({config.steps}) must be a multiple of mnist.record_every "
+            f"({config.record_every})"
         )
-    check_number("llc_step_size", config.llc_step_size, lo=0.0, lo_open=True)
-    check_number("llc_localization", config.llc_localization, lo=0.0)
-    check_number("late_fraction", config.late_fraction, lo=0.0, hi=1.0, lo_open=True)
-    check_number("xi", config.xi, lo=0.0, lo_open=True)
+    check_number("mnist.llc_step_size", config.llc_step_size, lo=0.0, lo_open=True)
+    check_number("mnist.llc_localization", config.llc_localization, lo=0.0)
+    check_number("mnist.late_fraction", config.late_fraction, lo=0.0, hi=1.0, lo_open=True)
+    check_number("mnist.xi", config.xi, lo=0.0, lo_open=True)
     if config.steps // config.record_every < 3:
         raise ValueError(
-            f"steps // record_every must be at least 3 (R(t) needs 3 points for a fit), got "
-            f"{config.steps} // {config.record_every}"
+            "mnist.steps // mnist.record_every must be at least 3 (R(t) needs 3 points for a "
+            f"fit), got {config.steps} // {config.record_every}"
         )
     # the sweeps' own duplicate checks, here, before anything runs, on the canonical values
     # (NumPy and Python integers alike)
     config = canonical(config)
-    _nonempty("hidden", list(config.hidden))
-    _nonempty("seeds", config.seeds)
-    _nonempty("batch_sizes", config.batch_sizes)
+    _nonempty("mnist.hidden", list(config.hidden))
+    _nonempty("mnist.seeds", config.seeds)
+    _nonempty("mnist.batch_sizes", config.batch_sizes)
     for name in ("sgd_learning_rates", "adam_learning_rates"):
         if getattr(config, name):
-            _nonempty(name, getattr(config, name))
+            _nonempty(f"mnist.{name}", getattr(config, name))
+    # a budget below one model would be raised to one model per chunk, silently
+    need = llc_model_bytes(config)
+    if config.llc_memory < need:
+        raise ValueError(
+            f"mnist.llc_memory must be at least {need} bytes ({_bytes(need)}), what the LLC "
+            f"stage needs for one model's chains (32 bytes × mnist.llc_chains × parameters + "
+            f"4 bytes × mnist.llc_chains × mnist.llc_draws), got {config.llc_memory}"
+        )
     return config
+
+
+def sizes(config: MnistConfig) -> list[Size]:
+    """Lower bounds of what the stages of a validated ``config`` hold in memory, for
+    :func:`fracsgd.experiments._validate.check_sizes` before any stage runs: the recorded
+    ``R(t)`` (12 bytes a record: displacement, loss, gradient norm), the parameters at the
+    checkpoints, the LLC chains' five traces (20 bytes a draw) and the replicas'
+    displacements (float64)."""
+    per_arch = (
+        len(config.seeds)
+        * len(config.batch_sizes)
+        * (len(config.sgd_learning_rates) + len(config.adam_learning_rates))
+    )
+    nets = per_arch * len(config.hidden)
+    records = config.steps // config.record_every
+    params = sum(_mlp(config, h).num_params() for h in config.hidden)
+    runs = ("mnist.seeds", "mnist.hidden", "mnist.batch_sizes")
+    return [
+        Size(
+            "one network's R(t) records",
+            12 * (records + 1),
+            "device",
+            ("mnist.steps",),
+            ("mnist.record_every",),
+        ),
+        Size(
+            "the networks' R(t) records",
+            12 * records * nets,
+            "host",
+            ("mnist.steps", *runs),
+            ("mnist.record_every",),
+        ),
+        Size(
+            "the parameters at the checkpoints",
+            4 * min(config.num_checkpoints, config.steps) * params * per_arch,
+            "host",
+            ("mnist.num_checkpoints", *runs),
+        ),
+        Size("one LLC chain's traces", 20 * config.llc_draws, "device", ("mnist.llc_draws",)),
+        Size(
+            "the replicas' displacements",
+            8 * config.replicas * config.branch_steps * nets,
+            "host",
+            ("mnist.replicas", "mnist.branch_steps", *runs),
+        ),
+    ]
 
 
 def _grid(config: MnistConfig, optimizer: str, lrs: Sequence[float]) -> train.Grid:

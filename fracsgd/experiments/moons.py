@@ -38,8 +38,12 @@ from fracsgd._checks import check_int, check_number
 from fracsgd._io import software
 from fracsgd.experiments._store import Store, arrays_tree, fingerprint, tree_arrays
 from fracsgd.experiments._validate import (
+    MAX_COUNT,
+    MAX_STEPS,
     MAX_WIDTH,
+    Size,
     canonical,
+    check_ints,
     float_tuple,
     int_tuple,
     xi_power,
@@ -158,64 +162,134 @@ def _stage_settings(config, stage: str = "train") -> dict[str, Any]:
     return {k: v for k, v in d.items() if k not in skip}
 
 
+#: the integer settings and their ranges: step counts in int32 (the compiled loops' counters),
+#: networks, chains and the probe grid's side at most MAX_COUNT (vmapped side by side)
+_INT_BOUNDS = {
+    "n": (2, MAX_STEPS),  # fracsgd.data.load("moons") needs two points
+    "networks": (1, MAX_COUNT),
+    "steps": (1, MAX_STEPS),
+    "batch_size": (1, MAX_STEPS),
+    "record_every": (1, MAX_STEPS),
+    "llc_chains": (1, MAX_COUNT),
+    "llc_draws": (1, MAX_STEPS),
+    "llc_burnin": (0, MAX_STEPS),
+    "posterior_chains": (1, MAX_COUNT),
+    "posterior_steps": (1, MAX_STEPS),
+    "posterior_burnin": (0, MAX_STEPS),
+    "posterior_thin": (1, MAX_STEPS),
+    "num_clusters": (1, MAX_COUNT),
+    "probe_points": (1, MAX_COUNT),
+    "data_seed": (0, 2**32 - 1),
+}
+
+
 def validate(config: Any) -> MoonsConfig:
-    """Check every field before anything compiles (``ValueError`` naming the field)."""
+    """Check every field before anything compiles (``ValueError`` naming the field as its
+    ``--set`` key, ``moons.FIELD``)."""
     if not isinstance(config, MoonsConfig):
         raise ValueError(f"config must be a MoonsConfig, got {type(config).__name__}")
-    for name in (
-        "n",
-        "networks",
-        "steps",
-        "batch_size",
-        "record_every",
-        "llc_chains",
-        "llc_draws",
-        "posterior_chains",
-        "posterior_steps",
-        "posterior_thin",
-        "num_clusters",
-        "probe_points",
-    ):
-        check_int(name, getattr(config, name), 1)
-    for name in ("llc_burnin", "posterior_burnin", "data_seed"):
-        check_int(name, getattr(config, name), 0)
+    check_ints("moons", config, _INT_BOUNDS)
+    if config.llc_burnin + config.llc_draws > MAX_STEPS:
+        raise ValueError(
+            f"moons.llc_burnin + moons.llc_draws must be at most {MAX_STEPS} (the chains count "
+            f"their steps in int32), got {config.llc_burnin + config.llc_draws}"
+        )
     if config.posterior_burnin >= config.posterior_steps:
-        raise ValueError("posterior_burnin must be smaller than posterior_steps")
+        raise ValueError("moons.posterior_burnin must be smaller than moons.posterior_steps")
     if (config.posterior_steps - config.posterior_burnin) // config.posterior_thin < 1:
         raise ValueError(
-            "posterior_thin must be at most posterior_steps - posterior_burnin "
-            f"({config.posterior_steps - config.posterior_burnin}) so that each chain keeps a "
-            f"sample, got {config.posterior_thin}"
+            "moons.posterior_thin must be at most moons.posterior_steps - "
+            f"moons.posterior_burnin ({config.posterior_steps - config.posterior_burnin}) so "
+            f"that each chain keeps a sample, got {config.posterior_thin}"
         )
     if config.batch_size > config.n:
         raise ValueError(
-            f"moons batch_size must be at most n = {config.n} (the training set), "
+            f"moons.batch_size must be at most moons.n = {config.n} (the training set), "
             f"got {config.batch_size}"
         )
     if config.llc_batch_size is not None:
-        check_int("llc_batch_size", config.llc_batch_size, 1)
+        check_int("moons.llc_batch_size", config.llc_batch_size, 1)
         if config.llc_batch_size > config.n:
             raise ValueError(
-                f"moons llc_batch_size must be at most n = {config.n}, got {config.llc_batch_size}"
+                f"moons.llc_batch_size must be at most moons.n = {config.n}, "
+                f"got {config.llc_batch_size}"
             )
     if config.steps % config.record_every:
         raise ValueError(
-            f"steps ({config.steps}) must be a multiple of record_every ({config.record_every})"
+            f"moons.steps ({config.steps}) must be a multiple of moons.record_every "
+            f"({config.record_every})"
         )
     if config.num_clusters > config.networks:
-        raise ValueError("num_clusters must be at most networks")
-    int_tuple("hidden", config.hidden, 1, MAX_WIDTH)
-    check_number("noise", config.noise, lo=0.0)
+        raise ValueError(
+            f"moons.num_clusters must be at most moons.networks ({config.networks}), "
+            f"got {config.num_clusters}"
+        )
+    int_tuple("moons.hidden", config.hidden, 1, MAX_WIDTH)
+    check_number("moons.noise", config.noise, lo=0.0)
     for name in ("learning_rate", "llc_step_size", "posterior_step_size", "prior_std"):
-        check_number(name, getattr(config, name), lo=0.0, lo_open=True)
-    check_number("llc_localization", config.llc_localization, lo=0.0)
-    float_tuple("xis", config.xis)
+        check_number(f"moons.{name}", getattr(config, name), lo=0.0, lo_open=True)
+    check_number("moons.llc_localization", config.llc_localization, lo=0.0)
+    float_tuple("moons.xis", config.xis)
     if config.steps // config.record_every < 3:
         raise ValueError(
-            f"steps // record_every must be at least 3 (R(t) needs 3 points for a fit), got "
-            f"{config.steps} // {config.record_every}"
+            "moons.steps // moons.record_every must be at least 3 (R(t) needs 3 points for a "
+            f"fit), got {config.steps} // {config.record_every}"
         )
     return canonical(config)
+
+
+def sizes(config: MoonsConfig) -> list[Size]:
+    """Lower bounds of what the stages of a validated ``config`` hold in memory, for
+    :func:`fracsgd.experiments._validate.check_sizes` before any stage runs: the recorded
+    ``R(t)`` (12 bytes a record: displacement, loss, gradient norm), the LLC chains' five traces
+    (20 bytes a draw), the posterior samples, the posterior's full-batch activations (its
+    chains are vmapped) and the outputs on the probe grid (float64)."""
+    records = config.steps // config.record_every
+    keep = (config.posterior_steps - config.posterior_burnin) // config.posterior_thin
+    samples = config.posterior_chains * keep
+    p = _model(config).num_params()
+    return [
+        Size(
+            "one network's R(t) records",
+            12 * (records + 1),
+            "device",
+            ("moons.steps",),
+            ("moons.record_every",),
+        ),
+        Size(
+            "the networks' R(t) records",
+            12 * records * config.networks,
+            "host",
+            ("moons.steps", "moons.networks"),
+            ("moons.record_every",),
+        ),
+        Size("one LLC chain's traces", 20 * config.llc_draws, "device", ("moons.llc_draws",)),
+        Size(
+            "the LLC chains' traces",
+            20 * config.llc_draws * config.llc_chains * config.networks,
+            "host",
+            ("moons.llc_draws", "moons.llc_chains", "moons.networks"),
+        ),
+        Size(
+            "the posterior samples",
+            4 * p * samples,
+            "host",
+            ("moons.posterior_chains", "moons.posterior_steps"),
+            ("moons.posterior_thin",),
+        ),
+        Size(
+            "the posterior chains' full-batch activations",
+            8 * config.n * sum(config.hidden) * config.posterior_chains,
+            "device",
+            ("moons.n", "moons.hidden", "moons.posterior_chains"),
+        ),
+        Size(
+            "the outputs on the probe grid",
+            8 * config.probe_points**2 * (config.networks + samples),
+            "host",
+            ("moons.probe_points", "moons.networks", "moons.posterior_chains"),
+        ),
+    ]
 
 
 def expected_seconds(config: MoonsConfig, platform: str) -> float:

@@ -78,10 +78,10 @@ def test_devices_on_a_cpu_machine_give_one_device_per_core(tmp_path):
         (["sweep", "--hidden", "0"], "hidden"),
         (["sweep", "--hidden", "a-b"], "hidden"),
         (["sweep", "--steps", "x"], "--steps"),
-        (["sweep", "--learning-rates", "-1", "--quick"], "learning_rates"),
+        (["sweep", "--learning-rates", "-1", "--quick"], "--learning-rates"),
         (["sweep", "--optimizers", "lbfgs", "--quick"], "optimizer"),
         (["sweep", "--seeds", "0", "--quick"], "seeds"),
-        (["sweep", "--batch-sizes", "100000", "--quick"], "batch_sizes"),
+        (["sweep", "--batch-sizes", "100000", "--quick"], "--batch-sizes"),
         (["frobnicate"], "invalid choice"),
         ([], "required"),
     ],
@@ -135,3 +135,96 @@ def test_sweep_summary_is_strict_json_when_a_network_diverges(tmp_path, capsys):
     assert main(["reproduce", "mnist", "--quick", *big, "--out", str(bad)]) == 2
     assert "llc_batch_size must be at most" in capsys.readouterr().err
     assert not bad.exists()
+
+
+def _refused(argv, out, capsys) -> str:
+    """Runs ``fracsgd ARGV --out OUT``; asserts exit code 2, one line on stderr, nothing loaded
+    and no ``--out``; returns the line."""
+    try:
+        rc = main([*argv, "--out", str(out), "--no-progress"])
+    except SystemExit as exc:  # argparse exits itself
+        rc = exc.code
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "error" in err[0], err  # no traceback, warning or announcement
+    assert not out.exists()
+    return err[0]
+
+
+@pytest.mark.parametrize("steps", ["1", "2"])
+def test_sweep_refuses_steps_too_few_for_the_fit_before_training(steps, tmp_path, capsys):
+    """R(t) is recorded at every step and its fit needs three points: --steps 1 or 2 trained
+    for ~15 s and then failed, leaving sweep.nc and summary.json."""
+    line = _refused(
+        ["sweep", "--hidden", "8", "--seeds", "1", "--steps", steps], tmp_path / "o", capsys
+    )
+    assert "--steps" in line and "[3, " in line
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["--steps", "99999999999999999999"], "--steps"),  # a traceback in np.geomspace
+        (["--steps", "9223372036854775807"], "--steps"),  # a NumPy cast warning first
+        (["--seeds", "99999999999999999999"], "--seeds"),
+        (["--batch-sizes", "99999999999999999999"], "--batch-sizes"),
+        (["--memory-limit", str(10**400)], "--memory-limit"),  # no float holds it
+        (["--hidden", "99999999999999999999"], "hidden"),
+        (["--seed", "99999999999999999999"], "--seed"),
+        # within the bounds, but no host holds 65 536 × 2**31 records of 12 bytes
+        (["--seeds", "65536", "--steps", "2147483647"], "--steps or --seeds"),
+    ],
+)
+def test_sweep_refuses_oversized_integers_by_name(argv, option, tmp_path, capsys):
+    line = _refused(["sweep", "--hidden", "8", *argv], tmp_path / "o", capsys)
+    assert option in line
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["--steps", "-5"], "--steps"),
+        (["--learning-rates", "-0.1"], "--learning-rates"),
+        (["--learning-rates", "1e-50"], "--learning-rates"),  # 0 in float32
+        (["--batch-sizes", "0"], "--batch-sizes"),
+        (["--optimizers", "SGD"], "--optimizers"),
+        (["--learning-rates", "0.1", "0.1"], "--learning-rates contains duplicates"),
+        (["--learning-rates", "0.1", "0.1000000001"], "--learning-rates contains duplicates"),
+        (["--hidden", "8", "8"], "--hidden contains duplicates"),
+        (["--optimizers", "sgd", "sgd"], "--optimizers contains duplicates"),
+        (["--batch-sizes", "64", "64"], "--batch-sizes contains duplicates"),
+        (["--batch-sizes", "1", "--batch-norm"], "--batch-sizes must be at least 2"),
+        (["--data-dir", "does-not-exist"], "--data-dir"),
+        (["--data-dir", ""], "--data-dir"),
+    ],
+)
+def test_sweep_grid_errors_name_the_option_before_the_data_is_loaded(
+    argv, option, tmp_path, capsys
+):
+    """They named the Grid's fields (learning_rates, batch_sizes, …) on a second line, after
+    the data set was loaded and announced."""
+    line = _refused(["sweep", "--quick", *argv], tmp_path / "o", capsys)
+    assert option in line
+    for field in ("learning_rates", "batch_sizes", "memory_limit", "data_dir"):
+        assert field not in line
+
+
+def test_sweep_memory_limit_below_one_network_is_refused_before_out_exists(tmp_path, capsys):
+    out = tmp_path / "o"
+    rc = main(["sweep", "--hidden", "8", "--memory-limit", "10", "--out", str(out)])
+    assert rc == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
+    assert len(err) == 1 and "--memory-limit" in err[0] and "memory_limit" not in err[0], err
+    assert not out.exists()  # it was created before the memory plan refused the grid
+
+
+def test_sweep_where_every_network_diverges_says_so_without_warnings(tmp_path, capsys):
+    """The Brownian reference took the NaN median of the final displacements: a RuntimeWarning
+    leaked from the command (an error here: warnings are errors in the tests)."""
+    out = tmp_path / "div"
+    argv = ["sweep", "--hidden", "8", "--seeds", "1", "--steps", "20", "--learning-rates", "1e6"]
+    assert main([*argv, "--batch-sizes", "64", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr()
+    assert "1 of 1 network(s) diverged" in printed.out and "--learning-rates" in printed.out
+    assert "Warning" not in printed.err
+    assert (out / "figures" / "displacement.png").stat().st_size > 1000

@@ -269,13 +269,13 @@ def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypa
         (["reproduce", "mnist", "--set", "mnist.llc_step_size=-1"], "llc_step_size"),
         (["reproduce", "moons", "--set", "moons.num_clusters=0"], "num_clusters"),
         (["reproduce", "moons", "--set", "moons.posterior_thin=100000"], "posterior_thin"),
-        (["reproduce", "all", "--set", "moons.batch_size=100000"], "moons batch_size"),
+        (["reproduce", "all", "--set", "moons.batch_size=100000"], "--set moons.batch_size"),
         (["reproduce", "moons", "--set", "moons.llc_batch_size=0"], "llc_batch_size"),
         (["reproduce", "mnist", "--seed", "x"], "invalid int value"),
         (["reproduce", "mnist", "--seed", str(2**32)], "[0, 2**32)"),  # would repeat seed 0
         (["reproduce", "mnist", "--devices", "0"], "--devices takes a positive integer"),
         (["reproduce", "moons", "--devices", "4096"], "device(s) are visible"),
-        (["sweep", "--memory-limit", "-5"], "--memory-limit must be a positive"),
+        (["sweep", "--memory-limit", "-5"], "--memory-limit: must be an integer in [1, "),
     ],
 )
 def test_cli_argument_errors_are_one_line_and_exit_2(argv, needle, tmp_path, capsys):
@@ -536,11 +536,11 @@ def test_a_file_where_a_directory_goes_is_one_line_and_exit_2(tiny_run, tmp_path
         (["reproduce", "mnist", "--set", "mnist.hidden=((8,), (8,))"], "hidden contains dup"),
         (
             ["reproduce", "mnist", "--set", "mnist.steps=4", "--set", "mnist.record_every=2"],
-            "steps // record_every must be at least 3",
+            "mnist.steps // mnist.record_every must be at least 3",
         ),
         (
             ["reproduce", "moons", "--set", "moons.steps=2", "--set", "moons.record_every=1"],
-            "steps // record_every must be at least 3",
+            "moons.steps // moons.record_every must be at least 3",
         ),
     ],
 )
@@ -551,6 +551,99 @@ def test_settings_the_sweep_would_refuse_are_refused_before_anything_runs(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0], err
     assert not (tmp_path / "o").exists()  # --out was not even created
+
+
+BIG = "99999999999999999999"
+
+
+@pytest.mark.parametrize(
+    ("settings", "needle"),
+    [
+        # an OverflowError traceback once the training stage had started
+        (["moons.networks=" + BIG], "--set moons.networks must be an integer in [1, 65536]"),
+        # the training stage ran, then the LLC stage asked for "a larger memory_limit"
+        (["moons.llc_draws=" + BIG], "--set moons.llc_draws must be an integer in [1, "),
+        # failed after "stage 'train': computing", leaving the output folders
+        (["moons.steps=10000000000000"], "--set moons.steps must be an integer in [1, "),
+        (["moons.llc_burnin=2000000000", "moons.llc_draws=2000000000"], "moons.llc_burnin + "),
+        (["moons.probe_points=" + BIG], "--set moons.probe_points must be an integer"),
+        (["moons.data_seed=" + BIG], "--set moons.data_seed must be an integer"),
+        (["moons.n=1"], "--set moons.n must be an integer in [2, "),  # the data set's minimum
+        # within the bounds, but past any machine's memory (terabytes and more: no flaky
+        # threshold), while one chain (20 MB) or one network (120 MB) fits any device
+        (
+            ["moons.networks=65536", "moons.llc_chains=65536", "moons.llc_draws=1000000"],
+            "the LLC chains' traces need at least",
+        ),
+        (
+            ["moons.networks=65536", "moons.steps=10000000", "moons.record_every=1"],
+            "the networks' R(t) records need at least",
+        ),
+        # one chain that no device holds (43 GB each on a machine with less, else the host's
+        # 128 × 4 chains of them)
+        (["moons.llc_draws=2147480000", "moons.llc_burnin=0"], "chain"),
+        (["mnist.steps=10000000000000"], "--set mnist.steps must be an integer in [1, "),
+        (["mnist.llc_chains=" + BIG], "--set mnist.llc_chains must be an integer"),
+        (["mnist.llc_memory=" + BIG], "--set mnist.llc_memory must be an integer"),
+        (["mnist.batch_sizes=(" + BIG + ",)"], "--set mnist.batch_sizes must be an integer"),
+        (
+            ["mnist.replicas=65536", "mnist.branch_steps=2147483647"],
+            "the replicas' displacements need at least",
+        ),
+    ],
+)
+def test_oversized_settings_are_refused_by_key_before_any_stage(settings, needle, tmp_path, capsys):
+    """Every integer setting has an upper bound, and what the stages would hold is estimated
+    before any of them runs; the message names the --set key (never memory_limit, which
+    reproduce has no option for)."""
+    study = settings[0].split(".")[0]
+    argv = ["reproduce", study, "--quick", "--out", str(tmp_path / "o"), "--no-progress"]
+    assert main([*argv, *(a for kv in settings for a in ("--set", kv))]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err  # one line: no stage started, nothing loaded
+    assert "memory_limit" not in err[0] and "--set " + study + "." in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("budget", ["1", "100000"])
+def test_an_llc_memory_below_one_model_is_refused(budget, tmp_path, capsys):
+    """``mnist.llc_memory=1`` was accepted and ignored: the LLC stage raised its chunk to one
+    model."""
+    argv = ["reproduce", "mnist", "--quick", "--set", f"mnist.llc_memory={budget}"]
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--set mnist.llc_memory must be at least" in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+def test_llc_memory_of_exactly_one_model_is_accepted():
+    """The bound is the LLC stage's bytes for one model of the widest network of a depth."""
+    from fracsgd.experiments import mnist
+
+    cfg = mnist.MnistConfig.quick()._replace(hidden=((16,), (64,), (8, 8)), llc_chains=3)
+    # the widest depth-1 model: 784-64-10, 50 890 parameters (the depth-2 one is smaller)
+    need = 32 * 3 * 50_890 + 4 * 3 * cfg.llc_draws
+    assert mnist.llc_model_bytes(cfg) == need
+    assert mnist.validate(cfg._replace(llc_memory=need)).llc_memory == need
+    with pytest.raises(ValueError, match=r"mnist\.llc_memory must be at least"):
+        mnist.validate(cfg._replace(llc_memory=need - 1))
+
+
+def test_check_sizes_names_what_shrinks_the_part_that_does_not_fit():
+    from fracsgd.experiments._validate import Size, check_sizes
+
+    parts = [
+        Size("a", 100, "device", ("s.x",)),
+        Size("bs", 1000, "host", ("s.y", "s.z", "s.w"), ("s.v",)),
+    ]
+    check_sizes(parts, host=1000, device=100)  # at the limit: fits
+    check_sizes(parts, host=None, device=None)  # unknown memory: not checked
+    with pytest.raises(ValueError, match=r"^s.x: a need at least 100 bytes of device memory"):
+        check_sizes(parts, host=1000, device=99)
+    with pytest.raises(
+        ValueError, match=r"^s.y, s.z, s.w or s.v: .*reduce s.y, s.z or s.w or raise s.v$"
+    ):
+        check_sizes(parts, host=999, device=100)
 
 
 @pytest.mark.slow
