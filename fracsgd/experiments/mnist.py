@@ -209,10 +209,14 @@ def llc_model_bytes(config: MnistConfig) -> int:
         wide = per_depth.get(len(h), h)
         per_depth[len(h)] = tuple(max(a, b) for a, b in zip(wide, h, strict=True))
     return max(
-        4 * 8 * config.llc_chains * _mlp(config, cap).num_params()
-        + 4 * config.llc_chains * config.llc_draws
-        for cap in per_depth.values()
+        _llc_bytes_per_model(config, _mlp(config, cap).num_params()) for cap in per_depth.values()
     )
+
+
+def _llc_bytes_per_model(config: MnistConfig, num_params: int) -> int:
+    """The LLC stage's memory model of one model of ``num_params`` parameters: eight float32
+    copies of each chain's parameters and its loss trace."""
+    return 4 * 8 * config.llc_chains * num_params + 4 * config.llc_chains * config.llc_draws
 
 
 def validate(config: Any) -> MnistConfig:
@@ -479,9 +483,7 @@ def _llc_stage(
         params = jax.tree.map(lambda *a: np.concatenate(a), *centres)  # (nets·K, ...)
         masks = jax.tree.map(lambda *a: np.concatenate(a), *pmasks)
         m_total = len(nets) * k
-        per_model = 4 * 8 * config.llc_chains * wide.num_params() + 4 * config.llc_chains * (
-            config.llc_draws
-        )
+        per_model = _llc_bytes_per_model(config, wide.num_params())
         chunk = max(1, min(m_total, config.llc_memory // max(per_model, 1)))
 
         def loss_fn(p, batch, model=wide):
@@ -651,6 +653,17 @@ def _verdict(d_s: float, lam_bar: float) -> bool | None:
     return bool(d_s <= lam_bar)
 
 
+#: the shortest fit window (decades of τ) for which a λ-free verdict on the bound can be
+#: conclusive (:func:`fracsgd.diffusion.spectral_dimension`: below about half a decade the
+#: estimate is unreliable)
+RETURN_MIN_DECADES = 0.5
+
+
+def _decades(window: Any) -> float:
+    lo, hi = (float(w) for w in window)
+    return math.log10(hi / lo) if lo > 0 and hi > lo else 0.0
+
+
 def _conclusive(ci: Any, lam_bar: float) -> bool | None:
     """Whether the 95 % CI of ``d_s`` lies within ``(0, ∞)`` and wholly on one side of ``λ̄``
     (None: no CI). A CI reaching 0 or below says nothing about ``d_s`` (an interval
@@ -763,7 +776,11 @@ def analyse(
         rec["bound_eq17_holds"] = _verdict(d_s, lam_bar)
         rec["bound_eq17_conclusive"] = _conclusive(ci17, lam_bar)
         rec["bound_return_holds"] = _verdict(ret.d_s, lam_bar)
-        rec["bound_return_conclusive"] = _conclusive(ret.ci, lam_bar)
+        # a fit over less than half a decade of τ is no power law (spectral_dimension's own
+        # advice): its jackknife interval is not evidence either way
+        spans = _decades(ret.window) >= RETURN_MIN_DECADES
+        conclusive = _conclusive(ret.ci, lam_bar)
+        rec["bound_return_conclusive"] = conclusive and spans if conclusive is not None else None
         # --- near-stability over the fit window of H (theory.md §5), unflagged checkpoints
         fw = rec.get("fit_window")
         if fw is not None:

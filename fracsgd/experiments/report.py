@@ -41,8 +41,9 @@ DECISIONS = {
     "bound": "The bound d_s ≤ λ̄ is tested with d_s_eq17_final and with the λ-free d_s_return. "
     "With d_s_eq17_bar it would reduce to H ≤ 1/2 (theory.md §3), so it is not counted. A "
     "verdict is conclusive (bound_*_conclusive) when the d_s's 95% CI lies within (0, ∞) on "
-    "one side of λ̄ (for Eq. 17: 2·lambda_final·H_ci); a d_s ≤ 0 is no spectral dimension and "
-    "gets no verdict.",
+    "one side of λ̄ (for Eq. 17: 2·lambda_final·H_ci; for d_s_return also only when its fit "
+    "window d_s_return_window spans at least half a decade of τ); a d_s ≤ 0 is no spectral "
+    "dimension and gets no verdict.",
     "near_stability": "llc_cv_window is the coefficient of variation of λ̂ over the "
     "unflagged checkpoints inside H's fit window (theory.md §5; llc_cv_checkpoints of them), "
     "grad_norm_window the mean minibatch gradient norm there.",
@@ -494,7 +495,8 @@ def mnist_section(study: Any, summary: dict, figures: list[str]) -> str:
         "estimated and came out > 0: a d_s ≤ 0 is no spectral dimension and gets no verdict). "
         "With d_s computed from λ̄ itself the bound would be H ≤ 1/2, so that "
         "version is not counted (theory.md §3). Conclusive verdicts (the d_s's 95 % CI within "
-        f"(0, ∞) on one side of λ̄): Eq. 17 {s17} hold, {v17} violated; λ-free {sr} hold, {vr} "
+        "(0, ∞) on one side of λ̄; for the λ-free d_s, a fit over at least half a decade of τ): "
+        f"Eq. 17 {s17} hold, {v17} violated; λ-free {sr} hold, {vr} "
         "violated — the rest are within d_s's error bar (H's CI for Eq. 17, a jackknife over "
         "the replicas for the λ-free d_s; λ̂'s own spread is not included).",
         f"{summary['not_minimum_final']} final checkpoints were flagged as not local minima "

@@ -154,9 +154,14 @@ def test_results_json_is_consistent_with_its_own_numbers(tiny_run):
             d_ret = n["d_s_return"]
             if d_ret is not None:
                 assert n["bound_return_holds"] == ((d_ret <= lam_b) if d_ret > 0 else None)
-                r_lo = n["d_s_return_ci"][0]
-                if n["bound_return_conclusive"]:
-                    assert r_lo > 0
+                r_lo, r_hi = n["d_s_return_ci"]
+                w0, w1 = n["d_s_return_window"]
+                if r_lo is None or r_hi is None:
+                    assert n["bound_return_conclusive"] is None
+                else:  # and a fit window of at least half a decade
+                    assert n["bound_return_conclusive"] == (
+                        r_lo > 0 and (r_hi <= lam_b or r_lo > lam_b) and w1 >= 10**0.5 * w0
+                    )
         # near-stability over H's fit window, unflagged checkpoints
         lo_w, hi_w = n["fit_window"]
         inside = (t >= lo_w) & (t <= hi_w) & np.isfinite(lam_ok)
