@@ -77,7 +77,7 @@ def _data_dir(text: str) -> str:
     path = os.path.expanduser(text)
     if not os.path.isdir(path):
         what = "is not a directory" if os.path.exists(path) else "does not exist"
-        raise argparse.ArgumentTypeError(f"{text!r} {what}")
+        raise argparse.ArgumentTypeError(f"the MNIST directory {text!r} {what}")
     return text
 
 
