@@ -84,10 +84,7 @@ def _displacements(trajectories: ArrayLike, name: str = "trajectories") -> _Disp
         x: Any = trajectories  # no host round trip for device arrays
     else:
         x = real_array(name, trajectories)
-    if x.ndim != 3 or 0 in x.shape:
-        raise ValueError(f"{name} must have shape (walkers >= 1, T, dim >= 1), got {x.shape}")
-    if x.shape[1] < 4:
-        raise ValueError(f"{name} needs at least 4 time points, got {x.shape[1]}")
+    _check_trajectory_shape(name, x.shape)
     if isinstance(x, jax.Array):
         if not bool(jnp.all(jnp.isfinite(x))):
             _refuse_non_finite(name, np.asarray(jnp.all(jnp.isfinite(x), axis=(1, 2))))
@@ -118,11 +115,15 @@ def _traced_trajectories(trajectories: Any, where: str, name: str = "trajectorie
     x = jnp.asarray(trajectories)
     if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)):
         raise ValueError(f"{name} must be a real array for {where}, got dtype {x.dtype}")
-    if x.ndim != 3 or 0 in x.shape:
-        raise ValueError(f"{name} must have shape (walkers >= 1, T, dim >= 1), got {x.shape}")
-    if x.shape[1] < 4:
-        raise ValueError(f"{name} needs at least 4 time points, got {x.shape[1]}")
+    _check_trajectory_shape(name, x.shape)
     return x
+
+
+def _check_trajectory_shape(name: str, shape: tuple[int, ...]) -> None:
+    if len(shape) != 3 or 0 in shape:
+        raise ValueError(f"{name} must have shape (walkers >= 1, T, dim >= 1), got {shape}")
+    if shape[1] < 4:
+        raise ValueError(f"{name} needs at least 4 time points, got {shape[1]}")
 
 
 def _host_positions(x: Any) -> np.ndarray:
@@ -548,12 +549,7 @@ def spectral_dimension(
     p = _return_probability(disp, radius)
     t = _elapsed(times, p.shape[0])
     if window is None:
-        if min_count > disp.walkers:
-            raise ValueError(
-                f"min_count = {min_count} exceeds the {disp.walkers} walkers: the default window "
-                "needs that many inside the ball; use more walkers, a smaller min_count, or "
-                "pass a window"
-            )
+        _check_min_count(min_count, disp.walkers)
         enough = np.flatnonzero(p * disp.walkers >= min_count)
         msd = _msd(disp)
         left = np.flatnonzero((msd >= 10 * float(radius) ** 2) & (t > 0))
@@ -596,6 +592,15 @@ def spectral_dimension(
     )
 
 
+def _check_min_count(min_count: int, walkers: int) -> None:
+    if min_count > walkers:
+        raise ValueError(
+            f"min_count = {min_count} exceeds the {walkers} walkers: the default window "
+            "needs that many inside the ball; use more walkers, a smaller min_count, or "
+            "pass a window"
+        )
+
+
 def _spectral_dimension_traced(
     trajectories: Any, radius: Any, times: Any, window: Any, min_count: int
 ) -> SpectralDimension:
@@ -608,12 +613,8 @@ def _spectral_dimension_traced(
         radius = _radius_for_host(radius)
     window = _window_for_host(window, dtype)
     times = _traced_times(times, x.shape[1])
-    if window is None and min_count > x.shape[0]:
-        raise ValueError(
-            f"min_count = {min_count} exceeds the {x.shape[0]} walkers: the default window "
-            "needs that many inside the ball; use more walkers, a smaller min_count, or "
-            "pass a window"
-        )
+    if window is None:
+        _check_min_count(min_count, x.shape[0])
 
     def host(got: dict[str, Any]) -> tuple[np.ndarray, ...]:
         times, radius = got["times"], got["radius"]

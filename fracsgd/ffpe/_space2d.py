@@ -37,7 +37,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from fracsgd._types import Array
-from fracsgd.ffpe._space import bernoulli, check_diffusion_values, check_potential_values
+from fracsgd.ffpe._space import (
+    bernoulli,
+    check_diffusion_values,
+    check_potential_values,
+    restore_mass,
+)
 
 
 class Grid2D(NamedTuple):
@@ -344,9 +349,7 @@ def _postprocess(c: Array, rhs: Array, u: Array, info: CGInfo) -> tuple[Array, C
     eps = jnp.finfo(rhs.dtype).eps
     nonneg = jnp.all(rhs >= -16 * eps * jnp.max(jnp.abs(rhs)))
     u = jnp.where(nonneg, jnp.maximum(u, 0.0), u)
-    abs_mass = jnp.sum(jnp.abs(u))
-    correction = (jnp.sum(rhs) / c - jnp.sum(u)) / jnp.where(abs_mass > 0, abs_mass, 1.0)
-    return u + correction * jnp.abs(u), info
+    return restore_mass(c, rhs, u), info
 
 
 @jax.jit
