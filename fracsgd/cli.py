@@ -374,6 +374,8 @@ def _reproduce(args: argparse.Namespace) -> int:
     from fracsgd.experiments import mnist, moons, report
 
     studies = ("mnist", "moons") if args.study == "all" else (args.study,)
+    if args.data_dir is not None and "mnist" not in studies:
+        raise ValueError(f"--data-dir: only the mnist study reads MNIST, not {args.study!r}")
     configs: dict[str, Any] = {}
     if "mnist" in studies:
         configs["mnist"] = mnist.MnistConfig.quick() if args.quick else mnist.MnistConfig.full()

@@ -209,6 +209,15 @@ def test_sweep_grid_errors_name_the_option_before_the_data_is_loaded(
         assert field not in line
 
 
+def test_reproduce_moons_refuses_a_data_dir_it_would_not_read(tmp_path, capsys):
+    """The moons study does not read MNIST: a --data-dir there was checked as a path and
+    then silently ignored."""
+    line = _refused(
+        ["reproduce", "moons", "--quick", "--data-dir", str(tmp_path)], tmp_path / "o", capsys
+    )
+    assert "--data-dir" in line and "mnist" in line
+
+
 def test_sweep_memory_limit_below_one_network_is_refused_before_out_exists(tmp_path, capsys):
     out = tmp_path / "o"
     rc = main(["sweep", "--hidden", "8", "--memory-limit", "10", "--out", str(out)])
