@@ -279,7 +279,12 @@ class WalkDimension(NamedTuple):
     walkers on the same window (with at least 3 walkers; otherwise the curve's own interval,
     :class:`ExponentFit`). Walkers must be independent. ``ci``: the interval of ``d_w``, the
     image of ``fit.ci`` under ``1/H`` (``(1/H_hi, inf)`` when it reaches ``H ≤ 0``; NaN at
-    both ends when all of it is ``≤ 0``)."""
+    both ends when all of it is ``≤ 0``).
+
+    The interval is the walkers' sampling spread of the slope on the chosen window, not the
+    window's finite-time bias: on the Sierpiński gasket the MSD oscillates log-periodically
+    about ``t^{2/d_w}``, and in a review's Monte Carlo the interval covered ``log 5/log 2`` in
+    20 of 24 independent ensembles, against a nominal 95 %."""
 
     d_w: float
     fit: ExponentFit
