@@ -322,7 +322,9 @@ def _chain(
             idx = batch_of_epoch(jnp.concatenate([y0, y1]), t % per_epoch, n, static.batch_size)
         else:
             k_batch = jax.random.wrap_key_data(fold(words, t, 0), impl="threefry2x32")
-            idx = jax.random.randint(k_batch, (static.batch_size,), 0, n)
+            # int32 whatever jax_enable_x64 says: randint draws its bits by dtype, so the
+            # default int64 under x64 gave a float32 problem other minibatches than without x64
+            idx = jax.random.randint(k_batch, (static.batch_size,), 0, n, dtype=jnp.int32)
         batch = jax.tree.map(lambda a: a[idx], data)
         if static.per_setting_batch:
             # common random numbers (_common_program): the minibatch depends on the chain's key
@@ -551,7 +553,7 @@ def _gradient_variance_program(
     per = -(-(k - 1) // shards)  # differences per device
 
     def one(center, mask, key, data):
-        idx = jax.random.randint(key, (k, batch_size), 0, n)
+        idx = jax.random.randint(key, (k, batch_size), 0, n, dtype=jnp.int32)  # as _chain's
 
         def grad(i):
             batch = jax.tree.map(lambda a: a[i], data)

@@ -771,6 +771,33 @@ def test_loss_trace_keeps_the_chains_dtype(x64):
     assert res32.loss_trace.dtype == np.float32
 
 
+# 30 draws are too few for the not-a-minimum check's block means; this test compares bits only
+@pytest.mark.filterwarnings("ignore::fracsgd.llc.NotAMinimumWarning")
+@pytest.mark.parametrize("sampling", ["replacement", "epoch"])
+def test_a_float32_estimate_does_not_depend_on_x64(sampling):
+    """The minibatch indices are drawn as int32 whatever ``jax_enable_x64`` says: randint's
+    default int64 under x64 drew other bits, so the same float32 problem, key and settings gave
+    other minibatches (and λ̂) with x64 on (replacement sampling; the epoch walk was unaffected)."""
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(300, 3)), jnp.float32)
+    y = x @ jnp.array([1.0, -1.0, 0.5], jnp.float32) + jnp.asarray(
+        np.random.default_rng(1).normal(size=300), jnp.float32
+    )
+
+    def loss(w, batch):
+        xb, yb = batch
+        return 0.5 * jnp.mean((xb @ w - yb) ** 2)
+
+    kw = dict(num_chains=2, num_draws=30, step_size=1e-4, localization=1.0, nbeta=100.0)
+    kw |= dict(batch_size=20, sampling=sampling)
+    w0 = jnp.linalg.lstsq(x, y)[0]  # a minimum: no NotAMinimumWarning
+    plain = fs.llc.estimate(jax.random.key(0), loss, w0, (x, y), **kw)
+    with jax.enable_x64(True):
+        wide = fs.llc.estimate(jax.random.key(0), loss, w0, (x, y), **kw)
+    assert wide.loss_trace.dtype == np.float32
+    np.testing.assert_array_equal(wide.loss_trace, plain.loss_trace)
+    assert wide.minibatch_noise_ratio == plain.minibatch_noise_ratio
+
+
 def test_minibatch_noise_ratio_has_its_closed_form_and_predicts_the_bias():
     """L = mean_i ½|w − x_i|²: ∇L_B = w − x̄_B, so tr Cov(∇L_B)/d = s²/B (s² the per-coordinate
     variance of x; epoch batches × (n − B)/(n − 1)) and the ratio is ε nβ² s²/(4B). A chain
