@@ -22,7 +22,11 @@ def _check(widths: Sequence[int], rank: int) -> tuple[list[int], int]:
         ws = [int(w) for w in widths]
     except (TypeError, ValueError, OverflowError) as err:
         raise ValueError(f"widths must be a sequence of positive integers, got {widths!r}") from err
-    if len(ws) < 2 or any(w <= 0 for w in ws) or any(int(w) != w for w in widths):
+    if (
+        len(ws) < 2
+        or any(w <= 0 for w in ws)
+        or any(isinstance(w, bool) or int(w) != w for w in widths)  # True is no width
+    ):
         raise ValueError(f"widths must be (input, hidden..., output), all > 0; got {widths!r}")
     msg = f"rank must be an integer in [0, min(widths) = {min(ws)}], got {rank!r}"
     try:
@@ -130,7 +134,15 @@ def reduced_rank_lambda(m: int, h: int, n: int) -> float:
         >>> reduced_rank_lambda(2, 3, 4)  # (16 + 24 + 12 − 4 − 16 − 9)/8 + 1/8
         3.0
     """
-    _check((m, h, n), 0)
+    refuse_traced("fracsgd.llc.reduced_rank_lambda (integer arithmetic)", m=m, h=h, n=n)
+    for name, v in (("m", m), ("h", h), ("n", n)):
+        try:
+            ok = not isinstance(v, bool | str | bytes) and int(v) == v and int(v) >= 1
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            raise ValueError(f"{name} must be an integer >= 1 (a layer width), got {v!r}")
+    m, h, n = int(m), int(h), int(n)
     if m + h < n:
         return m * h / 2
     if n + h < m:

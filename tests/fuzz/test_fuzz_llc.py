@@ -153,7 +153,7 @@ def test_trajectory_and_calibrate_arguments_are_named():
     raises_naming(lambda: fs.llc.time_average([1, 2, 3], [1, 2], 0), "steps")
     raises_naming(lambda: fs.llc.time_average([1, 2, 3], [1, 2, 3], math.nan), "start")
     raises_naming(lambda: fs.llc.aoyagi_lambda((2, 2), None), "rank")
-    raises_naming(lambda: fs.llc.reduced_rank_lambda(-1, 2, 3), "widths")
+    raises_naming(lambda: fs.llc.reduced_rank_lambda(-1, 2, 3), "m must be an integer")
 
 
 # ---- inputs that used to escape as TypeError/IndexError (found by fuzzing, now refused by name)

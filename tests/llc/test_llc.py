@@ -48,10 +48,23 @@ def test_aoyagi_reductions():
                     assert fs.llc.aoyagi_lambda((h1, h2, h3), r) == pytest.approx(base + shifted)
 
 
-@pytest.mark.parametrize(("widths", "rank"), [((3, 0, 2), 0), ((3, 2), 3), ("ab", 0), ((2, 3), -1)])
+@pytest.mark.parametrize(
+    ("widths", "rank"),
+    [((3, 0, 2), 0), ((3, 2), 3), ("ab", 0), ((2, 3), -1), ((True, 5, 10), 0)],
+)
 def test_aoyagi_bad_input(widths, rank):
     with pytest.raises(ValueError, match=r"widths|rank"):
         fs.llc.aoyagi_lambda(widths, rank)
+
+
+@pytest.mark.parametrize(
+    ("args", "name"),
+    [((0, 2, 3), "m"), ((2, 2.5, 3), "h"), ((2, 2, "3"), "n"), ((True, 2, 3), "m")],
+)
+def test_reduced_rank_lambda_names_its_bad_argument(args, name):
+    """Its arguments are m, h, n: the message used to speak of ``widths``, which it has not."""
+    with pytest.raises(ValueError, match=rf"^{name} must be an integer"):
+        fs.llc.reduced_rank_lambda(*args)
 
 
 # --- accuracy ---------------------------------------------------------------------------------
