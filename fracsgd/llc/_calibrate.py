@@ -278,7 +278,11 @@ def calibrate(
         ("localizations", localizations),
         ("nbetas", nbetas),
     ):
-        if isinstance(seq, str | bytes) or not isinstance(seq, Sequence | np.ndarray | jax.Array):
+        if (
+            isinstance(seq, str | bytes)
+            or not isinstance(seq, Sequence | np.ndarray | jax.Array)
+            or (isinstance(seq, np.ndarray | jax.Array) and seq.ndim != 1)  # 0-d: no len()
+        ):
             raise ValueError(f"{name} must be a sequence, got {seq!r}")
     steps = np.asarray([_check_pos("step_sizes", s) for s in step_sizes], np.float64)
     gammas = np.asarray([_check_pos("localizations", g, allow_zero=True) for g in localizations])
@@ -428,8 +432,9 @@ def time_average(steps: Any, values: Any, start: float) -> float:
     """Trapezoid-rule time average of ``values(t)`` over the points with ``t ≥ start`` and a
     finite value: over ``[t₀, t₁]``, the first and last such points (so over
     ``[start, steps[-1]]`` when ``start`` is a point and the last value is finite; one point:
-    its value; none: NaN). Non-finite values — a checkpoint whose chains all diverged, or one
-    a caller set to NaN to leave it out — are dropped and the trapezoid bridges the gap.
+    its value; none: NaN). ``steps`` must be finite and non-decreasing. Non-finite values — a
+    checkpoint whose chains all diverged, or one a caller set to NaN to leave it out — are
+    dropped and the trapezoid bridges the gap.
 
     Examples:
         >>> time_average([1, 10, 100], [5.0, 1.0, 3.0], 10)
@@ -438,10 +443,16 @@ def time_average(steps: Any, values: Any, start: float) -> float:
     A host computation (NumPy): not under ``jit``/``vmap``.
     """
     refuse_traced("fracsgd.llc.time_average", steps=steps, values=values, start=start)
-    t = real_array("steps", steps)
+    t = real_array("steps", steps, finite=True)
     v = real_array("values", values)
     if t.ndim != 1 or v.shape != t.shape:
         raise ValueError(f"steps and values must be 1-D of one length, got {t.shape}, {v.shape}")
+    if np.any(np.diff(t) < 0):
+        # the trapezoid over unordered steps sums negative intervals: [1, 100, 10] with values
+        # [1, 1, 100] read -494
+        raise ValueError(
+            f"steps must be non-decreasing (checkpoint steps in order), got {steps!r:.80}"
+        )
     start = check_number("start", start)
     keep = (t >= start) & np.isfinite(v)
     t, v = t[keep], v[keep]

@@ -145,6 +145,8 @@ def test_calibration_marks_diverging_settings_invalid():
         (dict(step_sizes=(1e-3, 1e-50)), "step_sizes"),  # 0 in float32
         (dict(localizations=(0.0, 1e39)), "localizations must be 0 or a normal float32"),
         (dict(same_batch="yes"), "same_batch"),
+        (dict(step_sizes=np.array(1e-3)), "step_sizes must be a sequence"),  # was a TypeError
+        (dict(localizations=jnp.array(1.0)), "localizations must be a sequence"),
     ],
 )
 def test_calibrate_bad_input_names_the_parameter(change, match):
@@ -296,6 +298,16 @@ def test_time_average_drops_non_finite_values_and_bridges_the_gap():
     # start between points: the average runs from the first point at or after it
     assert fs.llc.time_average([1, 10, 100], [1.0, 2.0, 3.0], 5) == pytest.approx(2.5)
     assert np.isnan(fs.llc.time_average(t, [1.0, np.nan, np.nan, np.nan], 10))
+
+
+@pytest.mark.parametrize("steps", [[1, 100, 10], [100, 10, 1], [1, np.inf, 100], [1, np.nan, 100]])
+def test_time_average_refuses_unordered_or_non_finite_steps(steps):
+    """The trapezoid over unordered steps sums negative intervals ([1, 100, 10] with values
+    [1, 1, 100] read -494; an infinite step read NaN): refused, naming steps."""
+    with pytest.raises(ValueError, match="steps"):
+        fs.llc.time_average(steps, [1.0, 1.0, 100.0], 0)
+    # repeated steps are in order: a zero-width interval adds nothing
+    assert fs.llc.time_average([1, 10, 10, 100], [2.0, 2.0, 2.0, 2.0], 0) == pytest.approx(2.0)
 
 
 def test_the_distances_r_hat_flags_chains_the_loss_r_hat_passes():
