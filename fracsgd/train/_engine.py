@@ -362,12 +362,15 @@ def _batch_indices(static: Static, t: Array, consts: Consts, keys: Array | None,
     """Minibatch indices ``(N, B)`` of step ``t`` (0-based). Epoch sampling: positions
     ``[pos·B, (pos+1)·B)`` of the epoch's permutation, evaluated statelessly from the epoch's
     round keys ``keys (N, ROUNDS)`` (:func:`fracsgd.data.epoch_batch`); replacement: uniform
-    draws keyed by ``fold_in(data_key, t)``."""
+    draws keyed by ``fold_in(data_key, t)`` (int32 under ``jax_enable_x64`` too)."""
     b = static.batch_size
     if static.sampling == "replacement":
-        return jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, t), (b,), 0, n))(
-            consts.data_keys
-        )
+        # int32 explicitly: the default integer is int64 under jax_enable_x64, and randint draws
+        # other bits for another dtype, so the minibatches (and a resumed sweep's chunks) would
+        # depend on the x64 flag
+        return jax.vmap(
+            lambda k: jax.random.randint(jax.random.fold_in(k, t), (b,), 0, n, dtype=jnp.int32)
+        )(consts.data_keys)
     pos = t % (n // b)
     return jax.vmap(lambda k: batch_of_epoch(k, pos, n, b))(keys)
 

@@ -716,3 +716,18 @@ def test_branch_takes_a_jax_array_of_learning_rates(moons):
         for lr in (jnp.array([0.1, 0.2]), [0.1, 0.2])
     )
     np.testing.assert_array_equal(out.displacement, ref.displacement)
+
+
+@pytest.mark.parametrize("sampling", ["epoch", "replacement"])
+def test_training_does_not_depend_on_the_x64_flag(moons, sampling):
+    """The engine trains in float32 and int32 whatever ``jax_enable_x64`` says, so the same key
+    gives bitwise the same trajectory with the flag on (a process that also runs float64 LLC or
+    FFPE code); the resume fingerprint does not record the flag, so it must not matter.
+    Replacement sampling drew other minibatches under x64 (``randint``'s default dtype)."""
+    model = fs.models.mlp((2, 5, 2))
+    cfg = fs.train.TrainConfig(steps=12, batch_size=8, num_checkpoints=2, sampling=sampling)
+    ref = fs.train.run(jax.random.key(0), model, moons, cfg, progress=False)
+    with jax.enable_x64(True):
+        res = fs.train.run(jax.random.key(0), model, moons, cfg, progress=False)
+    np.testing.assert_array_equal(res.displacement, ref.displacement)
+    np.testing.assert_array_equal(res.train_loss, ref.train_loss)
