@@ -562,6 +562,7 @@ def sweep(
     stored: dict[int, list[tuple[list[int], dict[str, Any]]]] = {}
     fp = describe = ""
     if checkpoint_dir is not None:
+        _prepare_checkpoint_dir(checkpoint_dir, create=jax.process_index() == 0)
         fp, describe = _sweep_fingerprint(key, dataset, grid, plan)
         stored = load_chunks(checkpoint_dir, fp, [(st, idx) for st, idx, _ in plan])
     writer = checkpoint_dir is not None and jax.process_index() == 0
@@ -615,6 +616,22 @@ def sweep(
         dataset_source=dataset.source,
         resumed=resumed,
     )
+
+
+def _prepare_checkpoint_dir(path: str | os.PathLike, *, create: bool) -> None:
+    """Refuse a ``checkpoint_dir`` that cannot hold chunk files before anything is trained (a
+    file there, or a path through a file, used to fail only when the first finished chunk was
+    saved); the process that writes creates it."""
+    where = os.fspath(path)
+    if os.path.exists(where) and not os.path.isdir(where):
+        raise ValueError(f"checkpoint_dir must be a directory, got the file {where!r}")
+    if create:
+        try:
+            os.makedirs(where, exist_ok=True)
+        except OSError as err:
+            raise ValueError(f"checkpoint_dir {where!r} cannot be created: {err}") from err
+        if not os.access(where, os.W_OK | os.X_OK):
+            raise ValueError(f"checkpoint_dir {where!r} is not writable")
 
 
 def _plan(dataset: Dataset, grid: Grid, hidden: list[tuple[int, ...]], mesh: Mesh | None):
@@ -812,6 +829,8 @@ def branch(
     if isinstance(config, TrainConfig):
         config = config._replace(num_checkpoints=1)  # branches keep no checkpoints
     config = validate_config(config, dataset.num_train)
+    if model.batch_norm and config.batch_size < 2:
+        raise ValueError("batch_size must be >= 2 with BatchNorm (a batch of one has no variance)")
     expected = jax.eval_shape(model.init, jax.random.key(0))
     leaves = jax.tree.leaves(params)
     same = str(jax.tree.structure(params)) == str(jax.tree.structure(expected))

@@ -23,7 +23,8 @@ class TrainConfig(NamedTuple):
     ``ValueError``.
 
     Attributes:
-        steps: number of SGD steps ``T`` (> 0). Time in fracsgd is the step count.
+        steps: number of SGD steps ``T`` (``0 < T < 2**31``: the engine counts steps in
+            int32). Time in fracsgd is the step count.
         batch_size: minibatch size ``B`` (1 ≤ B ≤ number of training samples).
         learning_rate: ``γ`` (> 0), the paper's "friction".
         optimizer: ``"sgd"``, ``"momentum"`` (heavy ball, ``v ← μ v + g; w ← w − γ v``, as in
@@ -67,6 +68,7 @@ def check_positive_int(name: str, value: object, *, upper: int | None = None) ->
 
 
 _F32_MAX = float(np.finfo(np.float32).max)
+_MAX_STEPS = 2**31 - 1  # the engine counts steps in int32
 
 
 def check_float(
@@ -119,7 +121,9 @@ def validate_config(config: TrainConfig, num_train: int) -> TrainConfig:
     """Check every field of ``config``; raise ``ValueError`` naming the first bad one."""
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a fracsgd.train.TrainConfig, got {type(config).__name__}")
-    steps = check_positive_int("steps", config.steps)
+    # the step counter is int32 on the device (so are its segment ends): 2**31 steps would
+    # overflow only when the last segment starts, after every other step has run
+    steps = check_positive_int("steps", config.steps, upper=_MAX_STEPS)
     batch = check_positive_int("batch_size", config.batch_size, upper=num_train)
     check_float("learning_rate", config.learning_rate, lo=0.0)
     check_choice("optimizer", config.optimizer, OPTIMIZERS)

@@ -335,6 +335,8 @@ def test_bad_grid_raises_before_compiling(moons, change, match):
         (dict(batch_size=0), "batch_size"),
         (dict(batch_size=129), "batch_size"),
         (dict(steps=-1), "steps"),
+        # the engine counts steps in int32: 2**31 used to overflow only at the last segment
+        (dict(steps=2**31, record_every=2**31, num_checkpoints=1), "steps must be at most"),
         (dict(optimizer="sgdd"), "optimizer"),
         (dict(momentum=1.0), "momentum"),
         (dict(momentum=1 - 1e-9), "momentum .* in float32"),
@@ -453,6 +455,11 @@ def test_branch_rejects_bad_input():
         fs.train.branch(
             jax.random.key(0), model, data, model.init(jax.random.key(0)), cfg, replicas=2
         )
+    # as run and sweep: BatchNorm of a batch of one normalises every unit to its bias
+    bn = fs.models.mlp((2, 4, 2), batch_norm=True)
+    w_bn = jax.vmap(bn.init)(jax.random.split(jax.random.key(0), 2))
+    with pytest.raises(ValueError, match="batch_size must be >= 2 with BatchNorm"):
+        fs.train.branch(jax.random.key(0), bn, data, w_bn, cfg._replace(batch_size=1), replicas=2)
 
 
 def _sgd_static(model, *, steps, batch_size):
@@ -731,3 +738,22 @@ def test_training_does_not_depend_on_the_x64_flag(moons, sampling):
         res = fs.train.run(jax.random.key(0), model, moons, cfg, progress=False)
     np.testing.assert_array_equal(res.displacement, ref.displacement)
     np.testing.assert_array_equal(res.train_loss, ref.train_loss)
+
+
+def test_unusable_checkpoint_dir_is_refused_before_training(moons, tmp_path):
+    """A file where the directory should be (or on its path) used to surface as an OSError only
+    when the first finished chunk was saved, after that chunk had trained."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    before = E.segment_program._cache_size()
+    for where in (blocker, blocker / "sub"):
+        with pytest.raises(ValueError, match="checkpoint_dir"):
+            fs.train.sweep(
+                jax.random.key(0), moons, _grid(steps=4), checkpoint_dir=where, progress=False
+            )
+    assert E.segment_program._cache_size() == before
+    fresh = tmp_path / "a" / "b"
+    sw = fs.train.sweep(
+        jax.random.key(0), moons, _grid(steps=4), checkpoint_dir=fresh, progress=False
+    )
+    assert len(list(fresh.glob("sweep-b*.npz"))) == sw.num_programs  # one chunk per bucket
