@@ -354,6 +354,8 @@ def mlp(widths: Sequence[int], *, batch_norm: bool = False) -> Model:
         67
     """
     ws = _check_widths(widths)
+    if not isinstance(batch_norm, bool | np.bool_):  # bool("no") is True
+        raise ValueError(f"batch_norm must be True or False, got {batch_norm!r}")
     return _build(ws, "mlp", bool(batch_norm))
 
 

@@ -275,6 +275,8 @@ class SweepResult:
         )
 
     def _locate(self, i: int) -> tuple[int, int]:
+        if isinstance(i, bool | np.bool_) or not isinstance(i, int | np.integer):
+            raise ValueError(f"run index must be an integer, got {i!r}")
         if not 0 <= i < self.num_runs:
             raise ValueError(f"run index must be in [0, {self.num_runs}), got {i}")
         b = int(self.coords["bucket"][i])

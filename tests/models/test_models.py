@@ -153,3 +153,10 @@ def test_bad_hidden_for_mask_raises():
         model.width_mask((9,))
     with pytest.raises(ValueError, match="hidden"):
         model.width_mask((4, 4))
+
+
+@pytest.mark.parametrize("flag", ["no", 0, None])
+def test_batch_norm_flag_must_be_a_bool(flag):
+    # bool("no") is True: a string or number used to give a BatchNorm network silently
+    with pytest.raises(ValueError, match="batch_norm"):
+        fs.models.mlp((4, 8, 2), batch_norm=flag)

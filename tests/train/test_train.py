@@ -546,6 +546,15 @@ def test_grid_values_are_canonical_and_select_takes_widths(moons):
         )
 
 
+def test_run_index_must_be_an_integer(moons):
+    sw = fs.train.sweep(jax.random.key(0), moons, _grid(steps=4, hidden=(4,)), progress=False)
+    assert sw.result(np.int64(1)).config == sw.result(1).config
+    # 1.0 raised NumPy's IndexError deep inside; True was taken as run 1
+    for bad in (1.0, True, "1"):
+        with pytest.raises(ValueError, match="run index"):
+            sw.result(bad)
+
+
 def test_batchnorm_needs_two_samples_per_batch(moons):
     """A batch of one has no variance: BatchNorm would normalise every unit to its shift."""
     with pytest.raises(ValueError, match="batch_size"):
