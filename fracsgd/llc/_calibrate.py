@@ -44,6 +44,12 @@ MAX_NOISE_RATIO = 0.10
 #: the ``rhat_distance`` below which the recommendation's fallback counts a setting's chains'
 #: positions as mixed (the split R-hat threshold of the loss traces' validity rule)
 MIXED_RHAT_DISTANCE = 1.1
+#: when no setting mixed, the fallback treats settings whose ``rhat_distance − 1`` is within
+#: this fraction of the smallest one as tied: a singular model's flat directions keep
+#: ``rhat_distance`` high at every step size, and the few-percent differences that remain are
+#: noise (a deep linear network (4, 2, 3, 3), rank 2: 1.97, 1.97, 1.96, 1.94 at ε = 5e-6 …
+#: 5e-5, whose λ̂ read 4.4, 4.7, 5.2 and 6.5 against λ = 5)
+UNMIXED_TIE = 0.10
 
 
 class Calibration(NamedTuple):
@@ -150,17 +156,25 @@ def _first_order_bias(eps0: float, lam0: float, eps1: float, lam1: float) -> flo
 def _fallback(valid, rhat_distance, ess, steps, gammas) -> tuple[int, int, int]:
     """The fallback of :func:`_recommend` when no step size is stable: among the valid settings
     whose chains' positions mixed (``rhat_distance < MIXED_RHAT_DISTANCE``), the least
-    localisation, then the smallest step size (least discretisation bias), then the first nβ;
-    if none mixed, the valid setting with the smallest ``rhat_distance`` (NaN last), then the
-    largest ESS. The loss traces' ESS alone would pick the least-mixed setting: chains that
-    have barely moved read an ESS near their number of draws (minibatch noise), and a λ̂ far
-    below λ (a noisy 7-d regression at ε = 1e-7: λ̂ 0.17 against 3.5 with ESS 7 697 of 8 000)."""
+    localisation, then the smallest step size (least discretisation bias), then the first nβ.
+    If none mixed, the same order among the valid settings tied for the smallest
+    ``rhat_distance`` (``rhat_distance − 1`` within ``UNMIXED_TIE`` of the smallest; NaN last),
+    then the larger ESS. The loss traces' ESS alone would pick the least-mixed setting: chains
+    that have barely moved read an ESS near their number of draws (minibatch noise), and a λ̂
+    far below λ (a noisy 7-d regression at ε = 1e-7: λ̂ 0.17 against 3.5 with ESS 7 697 of
+    8 000). Without the ties, the smallest ``rhat_distance`` of a singular model was noise
+    among equals, and it picked the largest, most biased step size (+30 % on a deep linear
+    network)."""
     rd = np.where(np.isfinite(rhat_distance), rhat_distance, np.inf)
     cells = [(int(c[0]), int(c[1]), int(c[2])) for c in np.argwhere(valid)]
     mixed = [c for c in cells if rd[c] < MIXED_RHAT_DISTANCE]
     if mixed:
         return min(mixed, key=lambda c: (gammas[c[1]], steps[c[0]], c[2]))
-    return min(cells, key=lambda c: (rd[c], -ess[c]))
+    best = min(rd[c] for c in cells)
+    if not np.isfinite(best):  # no finite rhat_distance: the largest ESS
+        return min(cells, key=lambda c: (-ess[c], gammas[c[1]], steps[c[0]], c[2]))
+    tied = [c for c in cells if rd[c] - 1 <= (1 + UNMIXED_TIE) * max(best - 1, 0.0)]
+    return min(tied, key=lambda c: (gammas[c[1]], steps[c[0]], -ess[c], c[2]))
 
 
 def _recommend(cal: dict[str, np.ndarray], steps, gammas, nbetas) -> dict[str, Any] | None:
@@ -202,8 +216,11 @@ def _recommend(cal: dict[str, np.ndarray], steps, gammas, nbetas) -> dict[str, A
                 "unchecked (add smaller step sizes, with chains long enough to mix there)"
                 if mixed
                 else "no valid setting's chains' positions mixed (rhat_distance ≥ "
-                f"{MIXED_RHAT_DISTANCE}); the valid setting with the smallest rhat_distance, "
-                "likely an underestimate (use larger step sizes or longer chains)"
+                f"{MIXED_RHAT_DISTANCE}); among the valid settings tied for the smallest "
+                f"rhat_distance (rhat_distance − 1 within {UNMIXED_TIE:.0%}), the least "
+                "localised, then smallest step size; its discretisation bias is unchecked, and "
+                "it is likely an underestimate if the chains have not mixed in λ̂'s directions "
+                "(add step sizes, or use longer chains)"
             ),
         }
     return None
@@ -254,8 +271,10 @@ def calibrate(
     of neighbouring λ̂ would understate it (by a third on a grid spaced by 3×). If no step size
     is stable, the fallback (``bias_estimate`` NaN, and ``reason`` says so) is, among the valid
     settings whose positions mixed (``rhat_distance`` < ``MIXED_RHAT_DISTANCE``, 1.1), the
-    least localised, then the smallest step size; if none mixed, the valid setting with the
-    smallest ``rhat_distance``. (The loss traces' ESS, the fallback until the sixteenth
+    least localised, then the smallest step size; if none mixed, the same order among the
+    valid settings tied for the smallest ``rhat_distance`` (``rhat_distance − 1`` within
+    ``UNMIXED_TIE``, 10 %, of the smallest: a singular model's flat directions keep it high
+    everywhere). (The loss traces' ESS, the fallback until the sixteenth
     session, picks the least-mixed setting: on a noisy 7-d regression over ε = 1e-7 … 1e-4 it
     chose ε = 1e-7, λ̂ 0.17 against 3.5.) If none is valid, ``recommended`` is None. The other
     arguments are those of :func:`fracsgd.llc.estimate` (``sampling`` included;

@@ -401,8 +401,8 @@ def test_the_fallback_recommends_mixed_chains_not_the_largest_ess():
 
 
 def test_the_fallback_order():
-    """Mixed settings first (least localisation, then smallest step size); otherwise the smallest
-    rhat_distance, NaN last, ties to the larger ESS."""
+    """Mixed settings first (least localisation, then smallest step size); otherwise the same
+    order among the settings tied for the smallest rhat_distance, NaN last."""
     from fracsgd.llc._calibrate import _fallback
 
     steps, gammas = np.array([1e-5, 1e-4, 1e-3]), np.array([1.0, 10.0])
@@ -419,7 +419,29 @@ def test_the_fallback_order():
     ess[1, 1, 0] = 900.0
     assert _fallback(valid, rd, ess, steps, gammas) == (2, 0, 0)  # smallest rhat_distance
     valid[2, 0, 0] = False
-    assert _fallback(valid, rd, ess, steps, gammas) == (1, 1, 0)  # the tie: larger ESS
+    assert _fallback(valid, rd, ess, steps, gammas) == (1, 0, 0)  # the tie: least localised
+    valid[1, 0, 0] = False
+    assert _fallback(valid, rd, ess, steps, gammas) == (1, 1, 0)
     only_nan = np.zeros((3, 2, 1), bool)
     only_nan[0, 0, 0] = True
     assert _fallback(only_nan, rd, ess, steps, gammas) == (0, 0, 0)
+    # equal settings, the ESS decides
+    same = np.full((3, 2, 1), np.nan)
+    assert _fallback(np.ones((3, 2, 1), bool), same, ess, steps, gammas) == (1, 1, 0)
+
+
+def test_unmixed_fallback_ties_a_singular_models_rhat_distances():
+    """A deep linear network (4, 2, 3, 3), rank 2, n = 10 000, λ = 5, γ = 1, 8 chains × 4 000
+    draws (a review's run): no step size stable and none mixed, its flat directions holding
+    rhat_distance near 2 everywhere. Taking the smallest of those equals picked ε = 5e-5, whose
+    λ̂ read +30 %; tied (rhat_distance − 1 within UNMIXED_TIE), the smallest step size wins."""
+    from fracsgd.llc._calibrate import UNMIXED_TIE, _fallback
+
+    steps, gammas = np.array([5e-6, 1e-5, 2e-5, 5e-5]), np.array([1.0])
+    rd = np.array([1.967, 1.973, 1.961, 1.936])[:, None, None]
+    valid = np.ones((4, 1, 1), bool)
+    ess = np.full((4, 1, 1), 800.0)
+    assert _fallback(valid, rd, ess, steps, gammas) == (0, 0, 0)
+    # a clear difference is no tie: a setting 30 % closer to mixing wins
+    rd[3] = 1 + (1 + UNMIXED_TIE) ** -3 * (1.961 - 1)
+    assert _fallback(valid, rd, ess, steps, gammas) == (3, 0, 0)
