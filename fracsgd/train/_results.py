@@ -394,6 +394,8 @@ class SweepResult:
                 self._write_netcdf(f, checkpoints)
             finally:
                 f.close()
+            with open(tmp, "rb+") as done:  # on disk before the rename, as atomic_write_bytes
+                os.fsync(done.fileno())
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
