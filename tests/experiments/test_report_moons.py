@@ -1,0 +1,86 @@
+"""The two-moons report section and ξ-scan figure with a ξ scan given out of order
+(fracsgd.experiments.report.moons_section, moons_figures): ``moons.xis`` is any tuple of
+positive numbers, and ``--set moons.xis=(0.1, 0.5, 2.0, 0.25)`` is kept in the user's order."""
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from fracsgd.experiments import moons, report
+
+XIS = (0.1, 0.5, 2.0, 0.25)  # not sorted: the scan spans 0.1 … 2
+KL = np.array([348.1, 171.8, 113.8, 207.3])
+
+
+def _study():
+    config = moons.MoonsConfig.quick()._replace(xis=XIS, num_clusters=3)
+    best = int(np.argmin(KL))
+    summary = {
+        "networks": 4,
+        "diverged": 0,
+        "nbeta": 37.75,
+        "llc_batch_size": 64,
+        "mean_displacement_H_early": 0.36,
+        "mean_displacement_H_late": 0.37,
+        "mean_displacement_late_window": [2.0, 600.0],
+        "max_local_slope": 0.46,
+        "posterior_samples": 48,
+        "m": 200,
+        "sgd_masses": [0.25, 0.25, 0.5],
+        "posterior_masses": [0.3, 0.3, 0.4],
+        "tempered_masses_at_best_xi": [0.0, 0.0, 1.0],
+        "best_xi": XIS[best],
+        "kl_at_best_xi": float(KL[best]),
+        "js_at_best_xi": 0.3,
+        "wasserstein_at_best_xi": 0.36,
+        "kl_untempered": 0.18,
+        "js_untempered": 0.04,
+        "wasserstein_untempered": 0.13,
+        "at_paper_xi": {"xi": 0.5, "kl": 171.8, "js": 0.3, "wasserstein": 0.36},
+    }
+    comparison = SimpleNamespace(
+        xis=np.asarray(XIS),
+        kl=KL,
+        js=np.array([0.4, 0.3, 0.3, 0.35]),
+        wasserstein=np.array([0.5, 0.36, 0.36, 0.4]),
+        best_xi=XIS[best],
+        sgd_masses=np.array(summary["sgd_masses"]),
+        sgld_masses=np.array(summary["posterior_masses"]),
+        tempered=np.tile([0.0, 0.0, 1.0], (len(XIS), 1)),
+    )
+    t = np.arange(2.0, 602.0, 2.0)
+    return SimpleNamespace(
+        config=config,
+        summary=summary,
+        comparison=comparison,
+        records=[{"diverged": False}] * 4,
+        record_steps=t,
+        displacement=np.tile(np.sqrt(t), (4, 1)),
+        mean_displacement=np.sqrt(t),
+    )
+
+
+def test_the_report_states_the_range_of_an_unsorted_xi_scan():
+    """The text named the first and last entries ("the scan 0.1 … 0.25") for a scan that
+    reaches ξ = 2, which it chose."""
+    text = report.moons_section(_study(), [])
+    assert "over the scan 0.1 … 2 (4 values)" in text, text
+
+
+def test_the_xi_scan_figure_draws_its_curves_in_increasing_xi(tmp_path, monkeypatch):
+    """The curves of KL, JS and Wasserstein against ξ were drawn in the order of moons.xis,
+    so an unsorted scan zig-zagged back along the log axis."""
+    figures = {}
+
+    def keep(fig, path: Path) -> str:
+        figures[path.name] = [line.get_xdata() for line in fig.axes[0].lines]
+        return path.name
+
+    monkeypatch.setattr(report, "_save", keep)
+    report.moons_figures(_study(), tmp_path)
+    curves = [np.asarray(x, float) for x in figures["moons_xi_scan.png"]]
+    scans = [x for x in curves if x.size == len(XIS)]
+    assert len(scans) == 3
+    for x in scans:
+        assert np.all(np.diff(x) > 0), x
