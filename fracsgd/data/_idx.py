@@ -28,11 +28,13 @@ _DTYPE_TO_CODE: dict[np.dtype, int] = {dt.newbyteorder("="): c for c, dt in _COD
 
 
 def _read_bytes(path: Path) -> bytes:
-    """Reads a file, decompressing it when its name ends in ``.gz`` or its content starts with
-    the gzip magic bytes ``1F 8B`` (an IDX file starts with ``00 00``, so the two cannot be
-    confused: a gzipped file saved without its suffix still reads)."""
+    """Reads a file, decompressing it when its content starts with the gzip magic bytes
+    ``1F 8B``, or when its name ends in ``.gz`` and its content is not IDX. An IDX file starts
+    with ``00 00``, so the two cannot be confused: a gzipped file saved without its suffix
+    still reads, and so does an IDX file that kept its ``.gz`` name after a browser or a
+    download tool decompressed it on the way (it was refused as "not a valid gzip file")."""
     raw = path.read_bytes()  # FileNotFoundError names the path.
-    if path.suffix != ".gz" and raw[:2] != b"\x1f\x8b":
+    if raw[:2] != b"\x1f\x8b" and (path.suffix != ".gz" or raw[:2] == b"\x00\x00"):
         return raw
     try:
         return gzip.decompress(raw)
@@ -80,8 +82,9 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """Reads an IDX file (optionally gzip-compressed) into a NumPy array.
 
     Supported type codes: ``0x08`` uint8, ``0x09`` int8, ``0x0B`` int16, ``0x0C`` int32,
-    ``0x0D`` float32, ``0x0E`` float64. A name ending in ``.gz``, or content starting with the
-    gzip magic bytes, is decompressed first.
+    ``0x0D`` float32, ``0x0E`` float64. Content starting with the gzip magic bytes is
+    decompressed first, and so is a file whose name ends in ``.gz`` unless its content is
+    already IDX (starts with ``00 00``: a download that was decompressed but kept its name).
 
     Args:
         path: The file to read.

@@ -136,6 +136,21 @@ def test_mnist_from_data_dir(tmp_path, capsys, spelling):
     assert err == [f"fracsgd: using full MNIST from {tmp_path} (20 train / 10 test images)"]
 
 
+def test_mnist_gz_names_holding_decompressed_idx(tmp_path, capsys):
+    """Files that keep their ``.gz`` names after a browser or download tool decompressed them
+    on the way (MNIST is served with ``Content-Encoding: gzip``) hold plain IDX: they read
+    (they were refused as "not a valid gzip file"), as gzip content without the suffix does.
+    A ``.gz`` name holding neither gzip nor IDX is still refused by name."""
+    arrays = _fake_mnist(tmp_path)
+    for stem in STEMS.values():
+        (tmp_path / stem).rename(tmp_path / f"{stem}.gz")
+    _check_fake(load("mnist", data_dir=tmp_path), arrays)
+    bad = tmp_path / f"{STEMS['test_labels']}.gz"
+    bad.write_bytes(b"<html>404</html>")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(bad))}: not a valid gzip file"):
+        load("mnist", data_dir=tmp_path)
+
+
 def test_mnist_from_env_var(tmp_path, monkeypatch):
     arrays = _fake_mnist(tmp_path)
     monkeypatch.setenv("FRACSGD_DATA", str(tmp_path))
