@@ -49,7 +49,10 @@ DECISIONS = {
     "grad_norm_window the mean minibatch gradient norm there.",
     "lambda_free_d_s": "d_s_return: replicas restarted from the final point with other minibatch "
     "orders; P(τ) = Pr(||w_{t0+τ} − w_{t0}|| < ξ_ret) ~ τ^(−d_s/2), ξ_ret = the median replica "
-    "displacement at τ ≈ T_branch/20.",
+    "displacement at τ ≈ T_branch/20. The replicas' optimiser state starts fresh "
+    "(fracsgd.train.branch): for Adam networks the moment averages restart, so their first "
+    "steps are larger than the original run's late steps and their d_s_return describes "
+    "restarted Adam.",
     "llc_estimator": "λ̂ = nβ (E[L_B(w)] − L_n(w*)) with SGLD w ← w − (ε/2)(nβ∇L_B + γ(w − w*)) "
     "+ sqrt(ε)ξ, nβ = n / log n (theory.md §2); chains that diverge are excluded and counted; "
     "checkpoints that are not local minima (λ̂ < 0 or most draws below L_n(w*)) are flagged.",
