@@ -159,6 +159,14 @@ def _positive(v: np.ndarray) -> np.ndarray:
     return v[v > 0]
 
 
+def _final_at_minimum(records: Sequence[dict]) -> np.ndarray:
+    """``lambda_final`` per record, NaN where its last checkpoint is flagged as not a local
+    minimum (``llc_not_minimum[-1]``)."""
+    lam = _arr(records, "lambda_final")
+    flagged = [bool((r.get("llc_not_minimum") or [False])[-1]) for r in records]
+    return np.where(flagged, np.nan, lam)
+
+
 def _mean_std(v: np.ndarray) -> tuple[float, float, int]:
     v = v[np.isfinite(v)]
     if v.size == 0:
@@ -327,7 +335,8 @@ def mnist_summary(study: Any) -> dict[str, Any]:
             # a d_s ≤ 0 is no spectral dimension (it gets no verdict either): not averaged
             "d_s_eq17_final": _mean_std(_positive(_arr(sel, "d_s_eq17_final"))),
             "d_s_return": _mean_std(_positive(_arr(sel, "d_s_return"))),
-            "lambda_final": _mean_std(_arr(sel, "lambda_final")),
+            # a λ̂ flagged as not at a local minimum does not estimate λ (λ̄ leaves those out)
+            "lambda_final": _mean_std(_final_at_minimum(sel)),
             "lambda_bar": _mean_std(_arr(sel, "lambda_bar")),
             "H": _mean_std(_arr(sel, "H")),
             "test_accuracy": _mean_std(_arr(sel, "test_accuracy")),
@@ -467,7 +476,8 @@ def mnist_section(study: Any, summary: dict, figures: list[str]) -> str:
         "### SGD vs Adam (mean ± std over networks) beside the paper (v2 appendix)",
         "",
         "The d_s columns average the networks whose d_s is > 0 (a d_s ≤ 0 is no spectral "
-        "dimension); their number is given when it is not every network.",
+        "dimension); final λ the networks whose last checkpoint is not flagged as off a local "
+        "minimum, and λ̄ those with a λ̄; each gives its number when it is not every network.",
         "",
         "| | networks | d_s (Eq. 17, λ_final) | d_s (λ-free) | final λ | λ̄ | H | test acc. |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -476,12 +486,12 @@ def mnist_section(study: Any, summary: dict, figures: list[str]) -> str:
         acc = row["test_accuracy"]
 
         def ds(v: tuple, networks: int = row["networks"]) -> str:
-            """mean ± std over the networks with d_s > 0, their number when not all."""
+            """mean ± std over the networks counted, their number when not all."""
             return _pm(v) + (f" ({v[2]} of {networks})" if 0 < v[2] < networks else "")
 
         lines.append(
             f"| fracsgd {o} | {row['networks']} | {ds(row['d_s_eq17_final'])} | "
-            f"{ds(row['d_s_return'])} | {_pm(row['lambda_final'])} | {_pm(row['lambda_bar'])} | "
+            f"{ds(row['d_s_return'])} | {ds(row['lambda_final'])} | {ds(row['lambda_bar'])} | "
             f"{_pm(row['H'])} | {100 * acc[0]:.1f} % |"
         )
     paper: dict[str, Any]

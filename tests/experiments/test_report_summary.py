@@ -33,3 +33,17 @@ def test_the_d_s_columns_average_positive_values_only():
     mean, std, n = table["d_s_return"]
     assert (mean, n) == (5.0, 2) and std == pytest.approx(np.std([4.0, 6.0], ddof=1))
     assert table["d_s_eq17_final"][:1] == (2.0,) and table["d_s_eq17_final"][2] == 3
+
+
+def test_final_lambda_leaves_out_networks_whose_last_checkpoint_is_not_a_minimum():
+    """λ̄ already left flagged checkpoints out; the table's final λ averaged a flagged −3.0 in."""
+    recs = [_record(4.0), _record(4.0), _record(4.0)]
+    recs[1] = {**recs[1], "lambda_final": 14.0}
+    recs[2] = {**recs[2], "lambda_final": -3.0, "llc_not_minimum": [False, True]}
+    table = report.mnist_summary(SimpleNamespace(records=recs))["table"]["sgd"]
+    assert table["lambda_final"][0] == pytest.approx(12.0) and table["lambda_final"][2] == 2
+    # a flag at an earlier checkpoint does not matter for the final λ
+    recs[2]["llc_not_minimum"] = [True, False]
+    assert (
+        report.mnist_summary(SimpleNamespace(records=recs))["table"]["sgd"]["lambda_final"][2] == 3
+    )
