@@ -57,7 +57,9 @@ DECISIONS = {
     "+ sqrt(ε)ξ, nβ = n / log n (theory.md §2); chains that diverge are excluded and counted; "
     "checkpoints that are not local minima (λ̂ < 0 or most draws below L_n(w*)) are flagged.",
     "D_xi": "D_ξ = ξ^(2 − 2λ/d_s) (v1 Def. 3.1) with λ = lambda_final and d_s = d_s_eq17_final, "
-    "i.e. ξ^(2 − d_w) (defined for any λ); ξ = 0.5 as in v2 unless configured.",
+    "i.e. ξ^(2 − d_w) (defined for any λ); ξ = 0.5 as in v2 unless configured. In the two-moons "
+    "comparison D_ξ is per cluster, from the means of λ̂ and d_s over its networks (those with "
+    "d_s > 0).",
     "m": "In the almost-Bayesian comparison the tempering exponent is m·D_ξ with m the number of "
     "training samples (the m of L_m); masses are k-means cluster masses in function space "
     "(outputs on a probe grid); posterior = SGLD at β = 1 with a Gaussian prior.",
@@ -582,7 +584,15 @@ def moons_section(study: Any, figures: list[str]) -> str:
         ]  # at the chosen ξ, against the raw SGD masses
         names = {"kl": "KL", "wasserstein": "Wasserstein", "js": "JS"}
         lines += [
-            f"Clusters (k = {c.num_clusters}, function space on a {c.probe_points}² probe grid): "
+            f"Clusters (k = {c.num_clusters}, function space on a {c.probe_points}² probe grid) "
+            + (
+                f"of the {s['networks_with_positive_d_s']} of {s['networks'] - s['diverged']} "
+                "non-diverged networks whose Eq. 17 d_s = 2λ̂H is > 0 (the others have no D_ξ "
+                "and are left out of the masses too)"
+                if "networks_with_positive_d_s" in s
+                else "of the networks whose Eq. 17 d_s = 2λ̂H is > 0"
+            )
+            + "; each cluster's D_ξ is ξ^(2 − 2·mean λ̂/mean d_s) over its networks: "
             f"SGD masses {np.round(s['sgd_masses'], 3).tolist()}, SGLD posterior masses "
             f"{np.round(s['posterior_masses'], 3).tolist()} ({s['posterior_samples']} samples), "
             f"tempered SGD masses at the chosen ξ = {s['best_xi']:g}: "
