@@ -155,7 +155,9 @@ def _stage_settings(config, stage: str = "train") -> dict[str, Any]:
     data and the model (it does not read the training)."""
     d = config._asdict()
     if stage == "llc":
-        return {k: d[k] for k in LLC_ONLY}
+        # the batch the stage uses: an explicit llc_batch_size equal to the default's
+        # min(4 · batch_size, n) is the same stage
+        return {**{k: d[k] for k in LLC_ONLY}, "llc_batch_size": llc_batch_size(config)}
     if stage == "posterior":
         return {k: d[k] for k in (*DATA_AND_MODEL, *POSTERIOR_ONLY)}
     skip = (*ANALYSIS_ONLY, *LLC_ONLY, *POSTERIOR_ONLY)

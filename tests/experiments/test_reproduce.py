@@ -720,3 +720,14 @@ def test_the_posterior_stage_shows_progress(capsys):
     assert all(a.shape[0] == 9 for a in jax.tree.leaves(samples))
     err = capsys.readouterr().err
     assert "posterior:   0%" in err and "100% (40/40 steps" in err
+
+
+def test_an_explicit_default_llc_batch_size_is_the_same_llc_stage():
+    """llc_batch_size = None means min(4 · batch_size, n): giving that value explicitly used to
+    recompute the stored LLC stage; another value still does."""
+    cfg = moons.validate(moons.MoonsConfig.quick())
+    default = moons.llc_batch_size(cfg)
+    same = moons.validate(cfg._replace(llc_batch_size=default))
+    other = moons.validate(cfg._replace(llc_batch_size=default // 2))
+    stage = moons._stage_settings
+    assert stage(cfg, "llc") == stage(same, "llc") != stage(other, "llc")
