@@ -14,6 +14,7 @@ from fracsgd.llc._calibrate import (
     time_average,
     trajectory,
 )
+from fracsgd.llc._curvature import StepSizeBias, step_size_bias
 from fracsgd.llc._estimate import (
     DRIFT_NORM_EVERY,
     NBETA_RULES,
@@ -44,6 +45,7 @@ __all__ = [
     "DivergedChainsWarning",
     "LLCResult",
     "NotAMinimumWarning",
+    "StepSizeBias",
     "TrajectoryLLC",
     "aoyagi_lambda",
     "batch_nbeta",
@@ -56,6 +58,7 @@ __all__ = [
     "plot_trace",
     "reduced_rank_lambda",
     "resolve_nbeta",
+    "step_size_bias",
     "time_average",
     "trajectory",
 ]
