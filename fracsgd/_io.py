@@ -118,6 +118,20 @@ def default_file_mode() -> int:
     return 0o666 & ~mask
 
 
+def prepare_directory(path: str | os.PathLike, name: str) -> None:
+    """Create the directory ``path`` (parents too) or raise ``ValueError`` naming ``name`` (the
+    option or argument it came from): a file there, a path through a file, no permission."""
+    where = os.fspath(path)
+    if os.path.exists(where) and not os.path.isdir(where):
+        raise ValueError(f"{name} must be a directory, but {where!r} is a file")
+    try:
+        os.makedirs(where, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{name} {where!r} cannot be created: {err.strerror or err}") from err
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise ValueError(f"{name} {where!r} is not writable")
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file, ``fsync`` and :func:`os.replace`; the
     file gets the mode a plain ``open`` would give it (:func:`default_file_mode`)."""

@@ -103,14 +103,9 @@ def _check_out(out: str) -> None:
 
 def _prepare_out(out: str) -> None:
     """Create the output directory before any work, or refuse it by name."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ValueError(f"--out must be a directory, but {out!r} is a file")
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"--out {out!r} cannot be created: {err.strerror}") from err
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {out!r} is not writable")
+    from fracsgd._io import prepare_directory
+
+    prepare_directory(out, "--out")
 
 
 def _devices(text: str) -> str:

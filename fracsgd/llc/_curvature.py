@@ -144,9 +144,11 @@ def step_size_bias(
         v0 = jax.random.normal(key, flat.shape, flat.dtype) * keep
         top = _top_eigenvalue(hvp, v0, iterations, jnp.zeros((), flat.dtype))
         # a negative eigenvalue of larger magnitude dominated: iterate on H + |top|·I, whose
-        # top eigenvalue is the largest of H shifted
-        shifted = _top_eigenvalue(hvp, v0, iterations, jnp.abs(top))
-        return top, jnp.where(top < 0, shifted, top)
+        # top eigenvalue is the largest of H shifted (only then: a second full iteration)
+        largest = jax.lax.cond(
+            top < 0, lambda: _top_eigenvalue(hvp, v0, iterations, jnp.abs(top)), lambda: top
+        )
+        return top, largest
 
     top, curvature = (float(v) for v in run(key, flat, keep, data))
     if not math.isfinite(curvature):

@@ -15,7 +15,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from fracsgd._checks import refuse_traced
-from fracsgd._io import array_digest, fingerprint, software
+from fracsgd._io import array_digest, fingerprint, prepare_directory, software
 from fracsgd._progress import Progress
 from fracsgd._types import PRNGKey
 from fracsgd.data import Dataset
@@ -623,15 +623,10 @@ def _prepare_checkpoint_dir(path: str | os.PathLike, *, create: bool) -> None:
     file there, or a path through a file, used to fail only when the first finished chunk was
     saved); the process that writes creates it."""
     where = os.fspath(path)
-    if os.path.exists(where) and not os.path.isdir(where):
-        raise ValueError(f"checkpoint_dir must be a directory, got the file {where!r}")
     if create:
-        try:
-            os.makedirs(where, exist_ok=True)
-        except OSError as err:
-            raise ValueError(f"checkpoint_dir {where!r} cannot be created: {err}") from err
-        if not os.access(where, os.W_OK | os.X_OK):
-            raise ValueError(f"checkpoint_dir {where!r} is not writable")
+        prepare_directory(where, "checkpoint_dir")
+    elif os.path.exists(where) and not os.path.isdir(where):
+        raise ValueError(f"checkpoint_dir must be a directory, but {where!r} is a file")
 
 
 def _plan(dataset: Dataset, grid: Grid, hidden: list[tuple[int, ...]], mesh: Mesh | None):
