@@ -5,10 +5,11 @@ On a GPU, XLA's runtime executes each conditional and each iteration of a data-d
 TPU the predicate costs nothing of the kind. Two parts of an LLC step are such control flow: the
 drift's norm (``grad_noise_ratio``, under ``lax.cond`` at the measured draws only) and the epoch
 batches' cycle walk (a ``while`` loop of Feistel steps until every position lies in ``[0, n)``).
-On the platforms of ``fracsgd._xla.STRAIGHT_LINE_PLATFORMS`` (none by default) fracsgd replaces
-both, through ``jax.lax.platform_dependent``, with straight-line code:
+On the platforms of ``fracsgd._xla.STRAIGHT_LINE_PLATFORMS`` (``("cuda",)`` as shipped, chosen
+by this script's H200 run: ``results/control_flow_gpu.json``) fracsgd replaces both,
+through ``jax.lax.platform_dependent``, with straight-line code:
 
-- ``conditional``: the conditional and the loop (the default everywhere);
+- ``conditional``: the conditional and the loop (the default on the CPU and TPU);
 - ``straight_line``: the norms computed at every step and kept at the measured draws, and the
   walk's first ``WALK_UNROLL`` steps unconditional before its loop.
 
