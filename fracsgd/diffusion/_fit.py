@@ -81,6 +81,19 @@ class ExponentFit(NamedTuple):
         return 1 / self.H if self.H != 0 else math.inf
 
 
+class _BadValuesOfR(ValueError):
+    """``R`` has too few finite positive values where a fit needs them (a diverged network's NaN
+    or inf, a zero): a problem of one curve's values, not of the call. The host fit raises it
+    as a ``ValueError``; under ``jit``/``vmap`` the curve's element reads NaN instead, so one
+    diverged network does not sink a batch (conventions.md 9)."""
+
+
+def _short_of_values(t: np.ndarray, needed: int, message: str) -> ValueError:
+    """The error for fewer than ``needed`` usable points: :class:`_BadValuesOfR` when ``t``
+    alone has enough positive times (so ``R``'s values are short), else a plain ``ValueError``."""
+    return (_BadValuesOfR if int(np.sum(t > 0)) >= needed else ValueError)(message)
+
+
 def _check_series(t: ArrayLike, r: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     refuse_traced("this fracsgd.diffusion fit", t=t, R=r)
     t = real_array("t", t)
@@ -200,8 +213,11 @@ def local_slopes(
     ok = (t > 0) & (r > 0) & np.isfinite(r)
     lt, lr = np.log10(t[ok]), np.log10(r[ok])
     if lt.size < 3:
-        raise ValueError(
-            f"R needs at least 3 points with t > 0 and finite R > 0 for local slopes, got {lt.size}"
+        raise _short_of_values(
+            t,
+            3,
+            f"R needs at least 3 points with t > 0 and finite R > 0 for local slopes, "
+            f"got {lt.size}",
         )
     grid = np.arange(lt[0] + span / 2, lt[-1] - span / 2 + 1e-12, 1 / points_per_decade)
     slopes = np.full(grid.shape, np.nan)
@@ -270,7 +286,8 @@ def detect_crossover(
     local slope (see :func:`local_slopes`) stays below ``threshold`` (1/2) for the rest of the
     series. None when the late slope is not below the threshold, and when every local slope is
     (sub-diffusive from the start: no transition was observed). Under ``jit``/``vmap`` it runs
-    on the host as :func:`fit_exponent` does and returns a scalar array, NaN for None.
+    on the host as :func:`fit_exponent` does and returns a scalar array, NaN for None (and
+    for a curve with fewer than 3 finite positive values, which raises on the host).
 
     Examples:
         >>> import numpy as np
@@ -289,13 +306,16 @@ def detect_crossover(
         dtype = jnp.result_type(float)
 
         def host(got):
-            c = detect_crossover(
-                np.asarray(got["t"], np.float64),
-                np.asarray(got["R"], np.float64),
-                threshold=threshold,
-                points_per_decade=points_per_decade,
-                span=span,
-            )
+            try:
+                c = detect_crossover(
+                    np.asarray(got["t"], np.float64),
+                    np.asarray(got["R"], np.float64),
+                    threshold=threshold,
+                    points_per_decade=points_per_decade,
+                    span=span,
+                )
+            except _BadValuesOfR:  # a diverged curve: NaN in its element, not the batch's error
+                c = None
             return np.asarray(math.nan if c is None else c, dtype)
 
         return _host_call(host, jax.ShapeDtypeStruct((), dtype), t=t, R=r)
@@ -354,7 +374,12 @@ def fit_exponent(
     arrays of the default float dtype (float32 unless x64 is on; ``num_points`` int32,
     ``crossover`` NaN where the host fit has None). Shapes and dtypes are checked when the
     function is traced; the checks of values (increasing ``t``, the window's points) raise
-    when the program runs, inside jax's runtime error. Not differentiable (no JVP rule).
+    when the program runs, inside jax's runtime error. A curve whose own values defeat the fit
+    — NaN, inf or ``R ≤ 0`` at a positive time inside the window, or fewer than
+    ``min_points`` finite positive values (a network that diverged from the start) — is not
+    an error there: its element's float fields are NaN and ``num_points`` 0, so one diverged
+    network does not sink a batch (conventions.md 9); the host call raises the
+    ``ValueError``. Not differentiable (no JVP rule).
 
     Raises:
         ValueError: non-increasing ``t``, mismatched shapes, a window with fewer than
@@ -384,9 +409,11 @@ def fit_exponent(
     if window is None:
         usable = np.flatnonzero((t > 0) & np.isfinite(r) & (r > 0))
         if usable.size < min_points:
-            raise ValueError(
+            raise _short_of_values(
+                t,
+                min_points,
                 f"R needs at least {min_points} points with t > 0 and finite R > 0, "
-                f"got {usable.size}"
+                f"got {usable.size}",
             )
         # a series that ends in NaN (a network that diverged) is fitted up to its last finite
         # point; the detection skips the NaN tail likewise
@@ -452,13 +479,16 @@ def _fit_exponent_traced(
     window = _window_for_host(window, dtype)
 
     def host(got):
-        fit = fit_exponent(
-            np.asarray(got["t"], np.float64),
-            np.asarray(got["R"], np.float64),
-            window=_window_on_host(got["window"]),
-            min_points=min_points,
-            min_late_decades=min_late_decades,
-        )
+        try:
+            fit = fit_exponent(
+                np.asarray(got["t"], np.float64),
+                np.asarray(got["R"], np.float64),
+                window=_window_on_host(got["window"]),
+                min_points=min_points,
+                min_late_decades=min_late_decades,
+            )
+        except _BadValuesOfR:  # a diverged curve: NaN in its element, not the batch's error
+            return np.full(FIT_VALUES, np.nan, dtype), np.asarray(0, np.int32)
         return _fit_values(fit, dtype)
 
     v, n = _host_call(host, _fit_out(dtype), t=t, R=r, window=window)
@@ -532,7 +562,7 @@ def _fit_window(
     bad = sel & ((t <= 0) | ~(r > 0) | ~np.isfinite(r))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(
+        raise (_BadValuesOfR if t[i] > 0 else ValueError)(
             f"a log fit needs t > 0 and finite R > 0 at every point of the window "
             f"({window[0]:g}, {window[1]:g}); at t = {t[i]:g} (index {i}) R = {r[i]:g}: pass a "
             "window that avoids it"

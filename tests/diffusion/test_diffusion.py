@@ -1000,6 +1000,35 @@ def test_fit_exponent_under_jit_and_vmap_is_the_host_fit():
     assert np.isnan(float(cross[1]))
 
 
+def test_a_diverged_curve_reads_nan_in_its_element_under_vmap():
+    """conventions.md 9: one diverged network never sinks a sweep. Under vmap a curve that is
+    NaN from step 1 on (or has a NaN inside the window) gives NaN fields in its own element,
+    while the others keep their exact H; the host call raises the ValueError."""
+    t = np.arange(0.0, 1001.0)
+    good = np.where(t > 0, 2 * t**0.3, 0.0)
+    diverged = np.where(t > 0, np.nan, 0.0)  # R(0) = 0, NaN from the first step on
+    holed = good.copy()
+    holed[500] = np.nan
+    curves = jnp.asarray(np.stack([good, diverged, holed]))
+    fits = jax.vmap(lambda r: D.fit_exponent(t, r))(curves)
+    assert float(fits.H[0]) == pytest.approx(0.3, rel=1e-5)  # exact power law, float32
+    assert np.isnan(np.asarray(fits.H[1:])).all() and np.isnan(np.asarray(fits.r2[1:])).all()
+    assert np.asarray(fits.num_points[1:]).tolist() == [0, 0]
+    windowed = jax.vmap(lambda r: D.fit_exponent(t, r, window=(10.0, 1000.0)).H)(curves)
+    assert float(windowed[0]) == pytest.approx(0.3, rel=1e-5)
+    assert np.isnan(np.asarray(windowed[1:])).all()
+    cross = jax.vmap(lambda r: D.detect_crossover(t, r))(curves[:2])
+    assert np.isnan(np.asarray(cross)).all()
+    for r in (diverged, holed):
+        with pytest.raises(ValueError, match="finite R > 0"):
+            D.fit_exponent(t, r)
+    # a problem of the call, not of one curve's values, still raises under vmap
+    with pytest.raises(Exception, match="holds 0 points"):
+        jax.block_until_ready(
+            jax.vmap(lambda r: D.fit_exponent(t, r, window=(2000.0, 3000.0)).H)(curves)
+        )
+
+
 def test_fit_exponent_under_jit_keeps_untraced_inputs_in_float64():
     """Only the traced inputs pass through JAX's dtype: a float64 t closed over under jit (x64
     off) was rounded to float32, which moved the window (25.1 → 31.6) and made
