@@ -643,7 +643,8 @@ def graph_walk(key: PRNGKey, graph: Graph, start: Any, steps: int) -> Array:
 
 def gasket_walk(key: PRNGKey, walkers: int, steps: int, generation: int = 8) -> Array:
     """Random walks on the Sierpinski gasket from a node near its centroid:
-    ``(walkers, steps + 1, 2)`` positions (``d_s = 2 log 3/log 5 ≈ 1.365``,
+    ``(walkers, steps + 1, 2)`` positions in the default float dtype (float64 under x64, as
+    the other generators; unit edges) (``d_s = 2 log 3/log 5 ≈ 1.365``,
     ``d_w = log 5/log 2 ≈ 2.32``)."""
     graph = sierpinski_gasket(generation)
     centre = graph.coords.mean(axis=0)
@@ -652,4 +653,4 @@ def gasket_walk(key: PRNGKey, walkers: int, steps: int, generation: int = 8) -> 
     )
     start = np.full((_positive_int("walkers", walkers),), start_node, np.int32)
     path = graph_walk(key, graph, start, steps)
-    return jnp.asarray(graph.coords, jnp.float32)[path]
+    return jnp.asarray(graph.coords, jnp.result_type(float))[path]

@@ -1135,6 +1135,15 @@ def test_graph_walks_take_traced_starts_and_gasket_walk_jits():
         jax.jit(lambda s: D.graph_walk(KEY, g, s, 5))(jnp.array([0.0, 1.0]))
 
 
+def test_gasket_walk_is_in_the_default_float_dtype(x64):
+    """As brownian, fbm, langevin and ctrw: float64 under x64 (the coordinates were float32
+    always), with unit steps to float64 rounding (√3/2 held exactly as a float64)."""
+    x = D.gasket_walk(KEY, 3, 20, 3)
+    assert x.dtype == jnp.float64
+    steps = np.linalg.norm(np.diff(np.asarray(x), axis=1), axis=-1)
+    np.testing.assert_allclose(steps, 1.0, rtol=1e-14)  # every move is along one unit edge
+
+
 def test_langevin_keeps_float64_under_x64(x64):
     """The host's float64 coefficients are not rounded to float32: eager equals jit in x64."""
     eager = D.langevin(KEY, 2, 6, 0.1, 1.0)
