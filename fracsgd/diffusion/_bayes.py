@@ -29,6 +29,7 @@ large that ``e·log q`` overflows gives the limit (all mass on the cluster(s) wi
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -48,6 +49,44 @@ class Clustering(NamedTuple):
     labels: np.ndarray
     centroids: np.ndarray
     inertia: float
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _kmeans_runs(
+    keys: jax.Array, x: jax.Array, k: int, iterations: int
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One k-means++ start and ``iterations`` Lloyd steps per key (vmapped): centroids
+    ``(R, k, F)``, labels ``(R, N)`` and inertia ``(R,)``. Compiled once per shape, ``k`` and
+    ``iterations`` (the points are an argument, not a constant of a fresh closure: kmeans
+    recompiled on every call)."""
+
+    def sq_dist(c):
+        return jnp.sum(jnp.square(x[:, None, :] - c[None, :, :]), axis=-1)
+
+    def one(key):
+        def pick(carry, kk):
+            cents, i = carry
+            d = jnp.min(jnp.where(jnp.arange(k)[None, :] < i, sq_dist(cents), jnp.inf), axis=1)
+            d = jnp.where(i == 0, jnp.ones_like(d), d)
+            j = jax.random.choice(kk, x.shape[0], p=d / jnp.sum(d))
+            return (cents.at[i].set(x[j]), i + 1), None
+
+        (cents, _), _ = jax.lax.scan(
+            pick, (jnp.zeros((k, x.shape[1])), 0), jax.random.split(key, k)
+        )
+
+        def lloyd(cents, _):
+            lab = jnp.argmin(sq_dist(cents), axis=1)
+            onehot = jax.nn.one_hot(lab, k)
+            counts = onehot.sum(0)
+            new = (onehot.T @ x) / jnp.maximum(counts, 1)[:, None]
+            return jnp.where(counts[:, None] > 0, new, cents), None
+
+        cents, _ = jax.lax.scan(lloyd, cents, None, length=iterations)
+        d = sq_dist(cents)
+        return cents, jnp.argmin(d, axis=1), jnp.sum(jnp.min(d, axis=1))
+
+    return jax.vmap(one)(keys)
 
 
 def kmeans(
@@ -87,33 +126,7 @@ def kmeans(
     iterations = check_int("iterations", iterations, 0)
     restarts = check_int("restarts", restarts, 1)
 
-    def sq_dist(c):
-        return jnp.sum(jnp.square(x[:, None, :] - c[None, :, :]), axis=-1)
-
-    def one(key):
-        def pick(carry, kk):
-            cents, i = carry
-            d = jnp.min(jnp.where(jnp.arange(k)[None, :] < i, sq_dist(cents), jnp.inf), axis=1)
-            d = jnp.where(i == 0, jnp.ones_like(d), d)
-            j = jax.random.choice(kk, x.shape[0], p=d / jnp.sum(d))
-            return (cents.at[i].set(x[j]), i + 1), None
-
-        (cents, _), _ = jax.lax.scan(
-            pick, (jnp.zeros((k, x.shape[1])), 0), jax.random.split(key, k)
-        )
-
-        def lloyd(cents, _):
-            lab = jnp.argmin(sq_dist(cents), axis=1)
-            onehot = jax.nn.one_hot(lab, k)
-            counts = onehot.sum(0)
-            new = (onehot.T @ x) / jnp.maximum(counts, 1)[:, None]
-            return jnp.where(counts[:, None] > 0, new, cents), None
-
-        cents, _ = jax.lax.scan(lloyd, cents, None, length=iterations)
-        d = sq_dist(cents)
-        return cents, jnp.argmin(d, axis=1), jnp.sum(jnp.min(d, axis=1))
-
-    cents, labels, inertia = jax.jit(jax.vmap(one))(jax.random.split(key, restarts))
+    cents, labels, inertia = _kmeans_runs(jax.random.split(key, restarts), x, k, iterations)
     best = int(jnp.argmin(inertia))
     centroids = np.asarray(cents[best], np.float64) * scale + shift
     return Clustering(np.asarray(labels[best]), centroids, float(inertia[best]) * scale**2)

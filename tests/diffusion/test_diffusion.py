@@ -606,6 +606,26 @@ def test_tempered_comparison_picks_the_xi_by_exact_kl_and_tempers_by_gamma():
         D.tempered_posterior_comparison(jax.random.key(0), sgd, post, m=200, gamma=0.0, **kw)
 
 
+def test_kmeans_does_not_recompile_on_a_second_call():
+    """conventions.md 11: new points and a new key (and so tempered_posterior_comparison's
+    second call) reuse the compiled program; it was a fresh jit of a closure over the points,
+    compiled again on every call."""
+    compiles = []
+
+    def listen(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    rng = np.random.default_rng(0)
+    D.kmeans(KEY, rng.normal(size=(40, 3)), 3, iterations=5, restarts=2)
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        D.kmeans(jax.random.key(1), rng.normal(size=(40, 3)), 3, iterations=5, restarts=2)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert compiles == []
+
+
 def test_kmeans_is_unit_free_and_assign_checks_its_input():
     x = np.concatenate([np.zeros((5, 2)), np.ones((7, 2)) * 10])
     for scale in (1e-22, 1.0, 1e22):  # 1e-22: squared distances underflowed float32
