@@ -440,14 +440,21 @@ def unpad_params(model: Model, params: PyTree, hidden: Sequence[int]) -> PyTree:
     ``(input, *hidden, output)`` and computes the same function as the masked network.
     """
     allocated = model.widths[1:-1]
-    if isinstance(hidden, str | bytes) or len(hidden) != len(allocated):
+    if isinstance(hidden, str | bytes) or np.ndim(hidden) != 1:
+        raise ValueError(
+            f"hidden must be a sequence of integer widths, one per hidden layer "
+            f"({len(allocated)}), got {hidden!r}"
+        )
+    hidden = list(hidden)
+    if len(hidden) != len(allocated):
         raise ValueError(
             f"hidden must give one width per hidden layer ({len(allocated)}), got {hidden!r}"
         )
+    # integers only, as in width_mask: int(2.5) == 2 and int("3") == 3 used to pass silently
+    if not all(_is_integer(h) for h in hidden):
+        raise ValueError(f"hidden widths must be integers, got {hidden!r}")
     hs = tuple(int(h) for h in hidden)
-    if any(
-        isinstance(h, bool) or not 1 <= int(h) <= a for h, a in zip(hidden, allocated, strict=True)
-    ):
+    if any(not 1 <= h <= a for h, a in zip(hs, allocated, strict=True)):
         raise ValueError(
             f"hidden widths must lie in [1, allocated] = {allocated} per layer, got {hs}"
         )

@@ -53,3 +53,17 @@ def test_pad_and_unpad_check_the_widths():
     narrow = fs.models.unpad_params(model, params, (4,))
     back = fs.models.pad_params(narrow, model)
     assert jax.tree.map(jnp.shape, back) == jax.tree.map(jnp.shape, params)
+
+
+@pytest.mark.parametrize(
+    "hidden", [(2.5,), ("3",), (np.float64(3.0),), (np.True_,), (True,), 3, None]
+)
+def test_unpad_refuses_widths_that_are_not_integers(hidden):
+    # int(2.5) == 2 and int("3") == 3 used to cut the parameters silently; a bare int or None
+    # raised TypeError from len()
+    model = fs.models.mlp((4, 8, 3))
+    params = model.init(jax.random.key(0))
+    with pytest.raises(ValueError, match="hidden"):
+        fs.models.unpad_params(model, params, hidden)
+    narrow = fs.models.unpad_params(model, params, (np.int64(3),))  # NumPy integers are widths
+    assert narrow["layers"][0]["w"].shape == (4, 3)
