@@ -126,8 +126,9 @@ def graded_mesh(
             f"rest grow geometrically), got {num_steps}"
         )
     n_g = num_steps // 2 if graded_steps is None else graded_steps
-    if isinstance(n_g, bool) or not isinstance(n_g, int) or not 1 <= n_g < num_steps:
+    if isinstance(n_g, bool) or not isinstance(n_g, int | np.integer) or not 1 <= n_g < num_steps:
         raise ValueError(f"graded_steps must be an integer in [1, num_steps), got {n_g!r}")
+    n_g = int(n_g)
     head = _increasing(t_g * (np.arange(n_g + 1) / n_g) ** grading)
     tau = head[-1] - head[-2]
     m = num_steps - n_g
@@ -302,8 +303,9 @@ class SOE:
     tol: float = 1e-10
 
     def __post_init__(self) -> None:
-        if not 1e-15 <= float(self.tol) < 0.1:
-            raise ValueError(f"SOE tol must be in [1e-15, 0.1), got {self.tol}")
+        # a number in [1e-15, 0.1); None, strings and sequences are refused with the same
+        # message (float() alone raised TypeError, or a ValueError not naming tol)
+        check_number("SOE tol", self.tol, lo=1e-15, hi=0.1, hi_open=True)
 
     def nodes(self, t_min: float, t_max: float) -> tuple[np.ndarray, float]:
         """Static ``(x, h)``: the exponents are ``s_j = e^{x_j}`` on the grid ``x`` of spacing

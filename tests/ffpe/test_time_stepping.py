@@ -148,6 +148,19 @@ def test_graded_then_geometric_mesh_shape():
         fs.ffpe.graded_mesh(10.0, 1, 2.0, graded_until=1.0)
 
 
+def test_numpy_integer_graded_steps_and_non_numeric_soe_tol():
+    """``graded_steps`` takes NumPy integers as ``num_steps`` does (it refused np.int64(10));
+    an SOE ``tol`` that is not a number is a ValueError naming ``tol`` (None and lists raised
+    TypeError, a string a ValueError that did not say which argument)."""
+    ts = fs.ffpe.graded_mesh(50.0, 30, 3.0, graded_until=2.0, graded_steps=np.int64(10))
+    np.testing.assert_array_equal(
+        ts, fs.ffpe.graded_mesh(50.0, 30, 3.0, graded_until=2.0, graded_steps=10)
+    )
+    for bad in (None, [1e-8], "1e-8", True):
+        with pytest.raises(ValueError, match="SOE tol"):
+            fs.ffpe.SOE(tol=bad)
+
+
 @pytest.mark.parametrize("t_final", [1.01, 1.1, 2.0])
 def test_a_short_tail_is_equal_steps_not_shrinking_ones(t_final):
     """T − t_g shorter than the tail's steps at the last graded size: a geometric tail would
