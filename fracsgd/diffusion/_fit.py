@@ -336,7 +336,9 @@ def fit_exponent(
     Args:
         t: strictly increasing times (SGD steps), 1-D.
         R: displacements, same shape; must be positive inside the window.
-        window: ``(t_start, t_end)`` in the units of ``t``. ``None``: detect the crossover to
+        window: ``(t_start, t_end)`` in the units of ``t``; times ``t ≤ 0`` inside it are
+            left out (a log–log fit has no point there: ``R(0) = 0``, so a window from step 0
+            fits from the first positive time). ``None``: detect the crossover to
             the late sub-diffusive regime (:func:`detect_crossover`, local fits over
             ``CROSSOVER_SPAN`` decades) and fit from ``crossover · 10^{span/2}`` — where the
             first sub-diffusive local window ends, so no diffusive point enters the fit
@@ -383,7 +385,8 @@ def fit_exponent(
 
     Raises:
         ValueError: non-increasing ``t``, mismatched shapes, a window with fewer than
-            ``min_points`` points, or non-positive ``R`` inside the window.
+            ``min_points`` points at positive times, or non-positive ``R`` at a positive time
+            inside the window.
 
     Examples:
         >>> import numpy as np
@@ -458,8 +461,9 @@ def fit_exponent(
         window = _check_window(window)
     fit = _fit_window(t, r, window, min_points, crossover)
     if fit is None:
+        inside = (t >= window[0]) & (t <= window[1]) & (t > 0)
         raise ValueError(
-            f"window {window} holds {int(np.sum((t >= window[0]) & (t <= window[1])))} points; "
+            f"window {window} holds {int(np.sum(inside))} points with t > 0; "
             f"at least {min_points} are needed"
         )
     return fit
@@ -555,14 +559,15 @@ def _last_decade(t: np.ndarray) -> tuple[float, float]:
 def _fit_window(
     t: np.ndarray, r: np.ndarray, window: tuple[float, float], min_points: int, crossover
 ) -> ExponentFit | None:
-    """The least-squares fit over ``window`` (None: fewer than ``min_points`` points)."""
-    sel = (t >= window[0]) & (t <= window[1])
+    """The least-squares fit over the positive times of ``window`` (None: fewer than
+    ``min_points`` points)."""
+    sel = (t >= window[0]) & (t <= window[1]) & (t > 0)
     if sel.sum() < min_points:
         return None
-    bad = sel & ((t <= 0) | ~(r > 0) | ~np.isfinite(r))
+    bad = sel & (~(r > 0) | ~np.isfinite(r))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise (_BadValuesOfR if t[i] > 0 else ValueError)(
+        raise _BadValuesOfR(
             f"a log fit needs t > 0 and finite R > 0 at every point of the window "
             f"({window[0]:g}, {window[1]:g}); at t = {t[i]:g} (index {i}) R = {r[i]:g}: pass a "
             "window that avoids it"

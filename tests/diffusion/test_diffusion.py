@@ -1193,3 +1193,23 @@ def test_ctrw_times_beyond_float32_and_empty_graph_starts_are_named():
         D.ctrw(KEY, 5, np.array([1.0, 1e39]), 0.5)
     with pytest.raises(ValueError, match="start must be a non-empty 1-D array"):
         D.graph_walk(KEY, D.sierpinski_gasket(2), np.zeros(0, int), 3)
+
+
+def test_a_window_from_step_zero_fits_the_positive_times():
+    """R(0) = 0 has no logarithm: a window that starts at t = 0 (training records start there)
+    fits from the first positive time, the same numbers as the window from t = 1; R ≤ 0 at a
+    positive time inside the window is still an error."""
+    t = np.arange(0, 201.0)
+    r = 3.0 * t**0.3  # R(0) = 0
+    from_zero = D.fit_exponent(t, r, window=(0, 200))
+    from_one = D.fit_exponent(t, r, window=(1, 200))
+    assert from_zero.num_points == from_one.num_points == 200
+    assert from_zero.H == from_one.H
+    assert from_zero.window == (1.0, 200.0)
+    assert abs(from_zero.H - 0.3) < 1e-12 and abs(from_zero.intercept - np.log(3.0)) < 1e-12
+    bad = r.copy()
+    bad[50] = 0.0
+    with pytest.raises(ValueError, match="R > 0"):
+        D.fit_exponent(t, bad, window=(0, 200))
+    with pytest.raises(ValueError, match="with t > 0"):
+        D.fit_exponent(t, r, window=(0, 1.5))
