@@ -487,4 +487,10 @@ def pad_params(narrow: PyTree, model: Model) -> PyTree:
         return jnp.pad(leaf, widths)
 
     template = jax.eval_shape(model.init, jax.random.key(0))
+    got, want = jax.tree.structure(narrow), jax.tree.structure(template)
+    if got != want:
+        raise ValueError(
+            f"pad_params: narrow must have the structure of the model's parameters {want}, "
+            f"got {got}"
+        )
     return jax.tree_util.tree_map_with_path(pad, narrow, template)

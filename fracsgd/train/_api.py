@@ -332,10 +332,16 @@ def _validate_grid(grid: Any, dataset: Dataset) -> tuple[Grid, list[tuple[int, .
         raise ValueError(f"grid must be a fracsgd.train.Grid, got {type(grid).__name__}")
     hidden = []
     hidden_in = _nonempty("hidden", grid.hidden)
+    def scalar(v: Any) -> Any:  # a 0-d integer array is its int (as mlp and width_mask take)
+        if isinstance(v, np.ndarray | jax.Array) and v.ndim == 0 and v.dtype.kind in "iu":
+            return np.asarray(v)[()]
+        return v
+
     for h in hidden_in:
+        h = scalar(h)
         hs = (h,) if isinstance(h, int | np.integer) else h
         try:
-            hs = tuple(hs)
+            hs = tuple(scalar(w) for w in hs)
         except TypeError as err:
             msg = f"hidden entries must be ints or sequences of ints, got {h!r}"
             raise ValueError(msg) from err
@@ -509,7 +515,9 @@ def sweep(
     fracsgd's source files, :func:`fracsgd._io.code_digest`: chunks left by other code are not
     resumed, even under the same version number); a file with another fingerprint, or one that
     cannot be read, raises :class:`fracsgd.train.CheckpointError` (a ``ValueError``) — never
-    reused silently. Chunk size and device count may differ between the runs.
+    reused silently. Chunk size and device count may differ between the runs. A process killed
+    while writing a chunk can leave a hidden ``.sweep-….npz.….tmp`` file beside them (the
+    write is a temporary file, ``fsync`` and rename): it is never read, and may be deleted.
 
     Args:
         key: ``jax.random.key``; the network with seed ``s`` is trained exactly as

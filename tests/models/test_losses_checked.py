@@ -53,6 +53,10 @@ def test_pad_and_unpad_check_the_widths():
     narrow = fs.models.unpad_params(model, params, (4,))
     back = fs.models.pad_params(narrow, model)
     assert jax.tree.map(jnp.shape, back) == jax.tree.map(jnp.shape, params)
+    deeper = fs.models.mlp((4, 2, 2, 3)).init(jax.random.key(0))  # another depth: structure
+    for other in (deeper, {"params": narrow}, jax.tree.leaves(narrow)):
+        with pytest.raises(ValueError, match="narrow must have the structure"):
+            fs.models.pad_params(other, model)
 
 
 @pytest.mark.parametrize(

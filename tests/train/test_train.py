@@ -766,3 +766,17 @@ def test_unusable_checkpoint_dir_is_refused_before_training(moons, tmp_path):
         jax.random.key(0), moons, _grid(steps=4), checkpoint_dir=fresh, progress=False
     )
     assert len(list(fresh.glob("sweep-b*.npz"))) == sw.num_programs  # one chunk per bucket
+
+
+def test_grid_hidden_takes_zero_d_integer_arrays(moons):
+    """Grid.hidden takes 0-d integer arrays as widths, as mlp and width_mask do (they were
+    refused as 'not a sequence'); float and bool arrays stay refused."""
+    plain = fs.train.plan_sweep(moons, fs.train.Grid(hidden=(4, (3, 2)), batch_sizes=(32,)))
+    arrays = fs.train.plan_sweep(
+        moons,
+        fs.train.Grid(hidden=(np.array(4), (jnp.array(3), np.int64(2))), batch_sizes=(32,)),
+    )
+    assert [b.runs for b in arrays] == [b.runs for b in plain]
+    for bad in (np.array(4.0), jnp.array(True)):
+        with pytest.raises(ValueError, match="hidden"):
+            fs.train.plan_sweep(moons, fs.train.Grid(hidden=(bad,), batch_sizes=(32,)))
