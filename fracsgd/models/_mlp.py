@@ -488,7 +488,7 @@ def pad_params(narrow: PyTree, model: Model) -> PyTree:
 
     template = jax.eval_shape(model.init, jax.random.key(0))
     got, want = jax.tree.structure(narrow), jax.tree.structure(template)
-    if got != want:
+    if got != want:  # type: ignore[operator]  # (PyTreeDef has no typed !=)
         raise ValueError(
             f"pad_params: narrow must have the structure of the model's parameters {want}, "
             f"got {got}"

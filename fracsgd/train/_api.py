@@ -332,6 +332,7 @@ def _validate_grid(grid: Any, dataset: Dataset) -> tuple[Grid, list[tuple[int, .
         raise ValueError(f"grid must be a fracsgd.train.Grid, got {type(grid).__name__}")
     hidden = []
     hidden_in = _nonempty("hidden", grid.hidden)
+
     def scalar(v: Any) -> Any:  # a 0-d integer array is its int (as mlp and width_mask take)
         if isinstance(v, np.ndarray | jax.Array) and v.ndim == 0 and v.dtype.kind in "iu":
             return np.asarray(v)[()]
