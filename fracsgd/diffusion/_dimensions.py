@@ -17,6 +17,7 @@ from fracsgd.diffusion._fit import (
     FIT_VALUES,
     SUBDIFFUSIVE_SLOPE,
     ExponentFit,
+    _BadValuesOfR,
     _check_window,
     _fit_from_values,
     _fit_values,
@@ -63,10 +64,11 @@ def _power_of_two_scale(top: float, dtype: Any) -> float:
 def _refuse_non_finite(name: str, finite_walker: np.ndarray) -> None:
     """``ValueError`` naming the walkers with NaN or inf positions. They are not dropped here:
     which walkers diverge may depend on how far they moved, so leaving them out is the
-    caller's decision, made visibly."""
+    caller's decision, made visibly. Under ``jit``/``vmap`` the element (one ensemble) reads
+    NaN instead (``_BadValuesOfR``), so one diverged ensemble does not sink a batch."""
     bad = np.flatnonzero(~finite_walker)
     shown = ", ".join(map(str, bad[:5])) + (", …" if bad.size > 5 else "")
-    raise ValueError(
+    raise _BadValuesOfR(
         f"{name} contains NaN or inf in {bad.size} of {finite_walker.size} walkers ({shown}); "
         f"pass the finite ones, e.g. x[np.isfinite(x).all(axis=(1, 2))], and report how many "
         "were left out"
@@ -331,7 +333,9 @@ def walk_dimension(
     Under ``jit``/``vmap`` (traced ``trajectories``, ``times`` or ``window``) the estimate runs
     on the host through ``jax.pure_callback``, once per element of a batch, and its fields are
     arrays of JAX's default float dtype (``fit`` as :func:`fit_exponent` gives it there);
-    shapes are checked when tracing, values when the program runs. Not under ``grad``.
+    shapes are checked when tracing, values when the program runs. Walkers with NaN or inf
+    positions (eager: a ``ValueError`` naming them) make their element NaN there, so one
+    diverged ensemble does not sink a batch. Not under ``grad``.
 
     Examples:
         >>> import jax

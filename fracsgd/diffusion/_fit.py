@@ -262,12 +262,21 @@ def _host_call(fn: Any, out: Any, **inputs: Any) -> Any:
     """``fn(inputs)`` (a dict of NumPy or Python values in, NumPy out) run on the host from a
     traced program, once per element of a ``vmap`` batch (``jax.pure_callback``,
     ``vmap_method="sequential"``). Only the traced inputs pass through the callback (and JAX's
-    dtype); the others reach ``fn`` as given, float64 included."""
+    dtype); the others reach ``fn`` as given, float64 included. Where ``fn`` raises
+    :class:`_BadValuesOfR` (the element's own values defeat the estimate), the element's outputs
+    are NaN (integer ones 0) instead of an error of the whole program."""
     traced = {k: jnp.asarray(v) for k, v in inputs.items() if v is not None and _is_traced(v)}
     fixed = {k: v for k, v in inputs.items() if k not in traced}
 
     def host(*values: Any) -> Any:
-        return fn({**fixed, **dict(zip(traced, values, strict=True))})
+        try:
+            return fn({**fixed, **dict(zip(traced, values, strict=True))})
+        except _BadValuesOfR:  # one element's own values (a diverged run): NaN there, not an
+            # error of the whole batch (conventions.md 9); integer outputs (counts) read 0
+            return jax.tree.map(
+                lambda o: np.full(o.shape, np.nan if np.dtype(o.dtype).kind == "f" else 0, o.dtype),
+                out,
+            )
 
     return jax.pure_callback(host, out, *traced.values(), vmap_method="sequential")
 
