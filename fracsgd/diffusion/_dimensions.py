@@ -532,7 +532,10 @@ def spectral_dimension(
     Under ``jit``/``vmap`` (traced ``trajectories``, ``radius``, ``times`` or ``window``) the
     estimate runs on the host through ``jax.pure_callback``, once per element of a batch (for
     example ``jax.vmap(spectral_dimension)`` over ensembles ``(E, walkers, T, dim)``); its
-    fields are then arrays of JAX's default float dtype. Not under ``grad``.
+    fields are then arrays of JAX's default float dtype. An ensemble whose walkers defeat the
+    estimate (NaN or inf positions, walkers that never move, too few returns to place or fill
+    the window: eager, a ``ValueError`` saying which) reads NaN in every field there
+    (``fit.num_points`` 0), and the other ensembles keep theirs. Not under ``grad``.
 
     Examples:
         >>> import jax
@@ -551,7 +554,7 @@ def spectral_dimension(
     if radius is None:
         step = _rms_step(disp)
         if not step > 0:
-            raise ValueError(
+            raise _BadValuesOfR(
                 "radius=None takes 1.5 RMS steps, but the walkers never move; pass a radius"
             )
         radius = DEFAULT_RADIUS_STEPS * step
@@ -563,7 +566,7 @@ def spectral_dimension(
         msd = _msd(disp)
         left = np.flatnonzero((msd >= 10 * float(radius) ** 2) & (t > 0))
         if not enough.size or not left.size:
-            raise ValueError(
+            raise _BadValuesOfR(
                 "cannot place the fit window: "
                 + (
                     "the walkers never leave the ball (MSD < 10·radius²); use a smaller radius"
@@ -574,14 +577,14 @@ def spectral_dimension(
             )
         t_start, t_end = float(t[left[0]]), float(t[enough[-1]])
         if not t_end > t_start:
-            raise ValueError(
+            raise _BadValuesOfR(
                 "too few walkers return to the ball to fit P(t): use more walkers, "
                 "a larger radius, or pass a window"
             )
         window = (t_start, t_end)
     window = _check_window(window)
     if not np.any((p > 0) & (t >= window[0]) & (t <= window[1])):
-        raise ValueError(
+        raise _BadValuesOfR(
             f"no walker is inside the ball (radius {radius}) at any time in the window {window}"
         )
     # times with no walker in the ball have no log: left out (on a lattice with ξ < 1 the

@@ -1141,6 +1141,12 @@ def test_walker_estimators_under_jit_check_what_they_can_before_running():
     assert d_w[0] == np.float32(D.walk_dimension(np.asarray(x)).d_w) and np.isnan(d_w[1])
     spec = jax.vmap(lambda x: D.spectral_dimension(x, radius=1.0, window=(4.0, 40.0)))(both)
     assert np.isfinite(spec.d_s[0]) and np.isnan(spec.d_s[1]) and int(spec.fit.num_points[1]) == 0
+    # walkers that never move (radius=None has no step to scale) are a value problem too
+    still = jnp.stack([x, jnp.zeros_like(x)])
+    spec = jax.vmap(lambda x: D.spectral_dimension(x, window=(4.0, 40.0)))(still)
+    assert np.isfinite(spec.d_s[0]) and np.isnan(spec.d_s[1])
+    with pytest.raises(ValueError, match="never move"):
+        D.spectral_dimension(np.zeros((30, 60, 2)), window=(4.0, 40.0))
     msd = jax.vmap(D.ensemble_msd)(both)
     assert np.all(np.isfinite(msd[0])) and np.all(np.isnan(msd[1]))
     with pytest.raises(ValueError, match="NaN or inf in 1 of 30 walkers"):
