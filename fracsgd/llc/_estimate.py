@@ -608,16 +608,20 @@ _compiled_gradient_variance = jit(
 
 def _gradient_variance(
     key: PRNGKey, loss_fn: Callable, centers: PyTree, masks: PyTree | None, data: PyTree,
-    batch_size: int, sampling: str, mesh: Mesh | None = None,
+    batch_size: int, sampling: str, mesh: Mesh | None = None, common_noise: bool = False,
 ) -> np.ndarray:  # fmt: skip
     """:func:`_gradient_variance_program` on the host, with the finite-population factor
     ``(n − B)/(n − 1)`` for epoch batches (drawn without replacement). Centre ``i`` draws its
-    batches under ``split(fold_in(key, ·), M)[i]`` whatever the device count; with ``mesh``
-    the centres are sharded over the devices, or, when there are fewer centres than devices,
-    each centre's batches."""
+    batches under ``split(fold_in(key, ·), M)[i]`` whatever the device count (``common_noise``:
+    every centre under ``split(fold_in(key, ·), 1)[0]``, the key :func:`estimate` gives its one
+    centre, as the chains of ``estimate_many(…, common_random_numbers=True)`` share model 0's
+    keys); with ``mesh`` the centres are sharded over the devices, or, when there are fewer
+    centres than devices, each centre's batches."""
     n = _num_samples(data)
     m = int(jax.tree.leaves(centers)[0].shape[0])
-    keys = jax.random.split(jax.random.fold_in(key, 0x6E6F6973), m)
+    keys = jax.random.split(jax.random.fold_in(key, 0x6E6F6973), 1 if common_noise else m)
+    if common_noise:
+        keys = keys[np.zeros(m, np.int32)]
     shards = num_shards(mesh)
     args = (centers, masks, keys)
     if shards == 1:
@@ -1227,7 +1231,9 @@ def _estimate_rows(
         memory_limit=memory_limit,
         common_noise=common_noise,
     )
-    variance = _gradient_variance(key, loss_fn, centers, masks, data, batch_size, sampling, mesh)
+    variance = _gradient_variance(
+        key, loss_fn, centers, masks, data, batch_size, sampling, mesh, common_noise
+    )
     rows = [
         _summarise(dead[i], [o[i] for o in outs], init_loss[i], nb, same_batch)
         | {"minibatch_noise_ratio": float(minibatch_noise_ratio(step_size, nb, variance[i]))}
@@ -1445,7 +1451,8 @@ def estimate_many(
 
     ``common_random_numbers=True``: every model's chain ``c`` draws from model 0's key
     ``jax.random.split(fold_in(key, 0), C)[c]``, the key :func:`estimate` gives its chain ``c``,
-    so model ``i``'s result is ``estimate(key, …, params[i])`` (to float32 rounding) and models
+    so model ``i``'s result is ``estimate(key, …, params[i])`` (to float32 rounding; the
+    batches behind ``minibatch_noise_ratio`` are ``estimate``'s too) and models
     differ only through their centres (and masks): differences such as λ(w_t) − λ(w_s) along a
     trajectory carry no independent chain noise, and each chain's noise and minibatch indices
     are drawn once for all models (as :func:`fracsgd.llc.calibrate` does for its settings).

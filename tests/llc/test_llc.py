@@ -1004,6 +1004,10 @@ def test_estimate_many_with_common_random_numbers_is_estimate_per_model():
         one = fs.llc.estimate(key, loss_fn, centers[i], (x, y), mask=pmasks[i], **kw)
         np.testing.assert_allclose(many.loss_trace[i], one.loss_trace, rtol=1e-5)
         np.testing.assert_allclose(many.llc_per_chain[i], one.llc_per_chain, rtol=1e-5)
+        # the diagnostic too: its gradient batches are drawn under estimate's key, not model i's
+        np.testing.assert_allclose(
+            many.minibatch_noise_ratio[i], one.minibatch_noise_ratio, rtol=1e-5
+        )
         if i:
             assert not np.allclose(plain.loss_trace[i], one.loss_trace, rtol=1e-3)
     with pytest.raises(ValueError, match="common_random_numbers"):
