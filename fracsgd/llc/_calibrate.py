@@ -514,7 +514,11 @@ def trajectory(
     t = np.asarray(steps)  # the caller's dtype (validated above)
     res = estimate_many(key, loss_fn, checkpoints, data, **kwargs)
     start = float(t[-1]) ** (1 - late_fraction) if t[-1] > 0 else 0.0
-    start_step = int(t[t >= start][0])
+    # T^(1 − f) in floating point can land a few ulps above a checkpoint that is the boundary
+    # exactly (1000^(1 − 1/3) = 100.00000000000006, 1024^0.8 = 256.00000000000006), which left
+    # that checkpoint out of the window; 1e-12 relative is far above the rounding and far below
+    # the spacing of any two checkpoints
+    start_step = int(t[t >= start * (1 - 1e-12)][0])
     lam = np.asarray(res.llc_mean, np.float64)
     window = lam[t >= start_step]
     cv = (

@@ -217,6 +217,31 @@ def test_trajectory_llc_and_lambda_bar(tmp_path):
         )
 
 
+def test_trajectory_window_starts_at_a_checkpoint_on_its_boundary():
+    """t ≥ T^(1 − f): with T = 1000 and f = 1/3 the boundary is the checkpoint 100 itself, which
+    1000.0 ** (1 − 1/3) = 100.00000000000006 used to leave out of the window."""
+    traj = fs.llc.trajectory(
+        jax.random.key(0),
+        _quad,
+        jnp.zeros((4, 2)),
+        [1, 10, 100, 1000],
+        DUMMY,
+        late_fraction=1 / 3,
+        num_chains=2,
+        num_draws=10,
+        step_size=1e-4,
+        localization=0.0,
+        nbeta=100.0,
+        batch_size=1,
+    )
+    assert traj.window == (100, 1000)
+    lam = traj.llc
+    assert traj.lambda_bar == pytest.approx((lam[2] + lam[3]) / 2, rel=1e-12)  # trapezoid
+    assert traj.coefficient_of_variation == pytest.approx(
+        np.std(lam[2:]) / abs(np.mean(lam[2:])), rel=1e-12
+    )
+
+
 @pytest.mark.parametrize("spacing", [2.0, 3.0, 10**0.25])
 @pytest.mark.parametrize("curvature", [30.0, 100.0, 700.0])
 def test_recommended_step_size_keeps_the_exact_sgld_bias_within_tolerance(spacing, curvature):
