@@ -13,8 +13,10 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import Mesh
 
 import fracsgd as fs
 
@@ -113,6 +115,33 @@ def test_mesh_argument_is_checked():
     with pytest.raises(ValueError, match=r"devices must be .* got set"):  # no order
         fs.parallel.batch_mesh(set(jax.devices()))
     assert fs.parallel.batch_mesh(d for d in jax.devices()).size == jax.device_count()
+
+
+def test_the_parallel_helpers_check_their_mesh():
+    """The public helpers refuse a mesh the sweeps and LLC calls refuse, by name: another axis
+    name failed deep inside shard_map or placed nothing, a 2-D mesh counted all its devices as
+    shards, a string raised AttributeError, and a repeated device made two shards share it."""
+    d = jax.devices()[0]
+    bad_meshes = [
+        Mesh(np.asarray([d]), ("x",)),
+        Mesh(np.asarray([[d]]), ("batch", "y")),
+        "cpu",
+        Mesh(np.asarray([d, d]), ("batch",)),
+    ]
+    for bad in bad_meshes:
+        with pytest.raises(ValueError, match=r"^mesh must"):
+            fs.parallel.num_shards(bad)
+        with pytest.raises(ValueError, match=r"^mesh must"):
+            fs.parallel.shard_leading(np.ones(2), bad)
+        with pytest.raises(ValueError, match=r"^mesh must"):
+            fs.parallel.replicate(np.ones(2), bad)
+        with pytest.raises(ValueError, match=r"^mesh must"):
+            fs.parallel.map_elements(lambda e, s: e * s, jnp.ones(2), 2.0, bad)
+        with pytest.raises(ValueError, match=r"^mesh must"):
+            _cases.llc(mesh=bad)
+    good = fs.parallel.batch_mesh()
+    out = jax.jit(lambda b: fs.parallel.map_elements(lambda e, s: e * s, b, 2.0, good))
+    np.testing.assert_array_equal(out(jnp.arange(2.0)), [0.0, 2.0])
 
 
 def test_chunk_plan_rule():
