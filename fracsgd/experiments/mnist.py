@@ -681,7 +681,9 @@ def analyse(
     records = []
     t_rec = np.asarray(tr["record_steps"], np.float64)
     ck = np.asarray(tr["checkpoint_steps"], np.float64)
-    start = float(ck[-1]) ** (1 - config.late_fraction)
+    # T^(1 − f) can land a few ulps above a checkpoint that is the boundary exactly
+    # (1000^(2/3) = 100.00000000000006): the same 1e-12 slack as fracsgd.llc.trajectory
+    start = float(ck[-1]) ** (1 - config.late_fraction) * (1 - 1e-12)
     for i in range(len(tr["seed"])):
         rec: dict[str, Any] = {
             "network": i,
