@@ -10,7 +10,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from fracsgd._checks import check_int, check_number
+from fracsgd.llc._estimate import _check_float32
 from fracsgd.train._api import _bytes
+from fracsgd.train._config import check_float
 
 MAX_WIDTH = 1 << 20  # a hidden layer wider than this is a typo, not an experiment
 #: step counts, lengths and batch sizes: the compiled loops count steps in int32
@@ -79,6 +81,25 @@ def float_tuple(name: str, value: Any, *, allow_empty: bool = False) -> tuple[fl
     if not isinstance(value, tuple | list) or (not value and not allow_empty):
         raise ValueError(f"{name} must be a tuple of numbers > 0, got {value!r}")
     return tuple(check_number(name, v, lo=0.0, lo_open=True) for v in value)
+
+
+def learning_rates_f32(name: str, values: Sequence[Any]) -> None:
+    """Learning rates as the training sweep checks them (``ValueError`` naming ``name``): each
+    > 0 and finite after rounding to float32, the training precision, and no two equal there
+    (they would be the same networks)."""
+    for v in values:
+        check_float(name, v, lo=0.0)
+    if len({float(np.float32(v)) for v in values}) != len(values):
+        raise ValueError(
+            f"{name} contains values equal in float32 (the training precision): {tuple(values)!r}"
+        )
+
+
+def sgld_float32(name: str, value: Any, *, allow_zero: bool = False) -> None:
+    """An SGLD setting (step size, localization) as the chains check it: a normal float32
+    number, since they run in float32 (``allow_zero``: an exact 0 too); ``ValueError`` naming
+    ``name``."""
+    _check_float32(name, float(value), allow_zero=allow_zero)
 
 
 def canonical(config: Any) -> Any:

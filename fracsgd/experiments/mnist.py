@@ -50,6 +50,8 @@ from fracsgd.experiments._validate import (
     check_ints,
     float_tuple,
     int_tuple,
+    learning_rates_f32,
+    sgld_float32,
     xi_power,
 )
 from fracsgd.llc._calibrate import _rms
@@ -274,6 +276,14 @@ def validate(config: Any) -> MnistConfig:
     for name in ("sgd_learning_rates", "adam_learning_rates"):
         if getattr(config, name):
             _nonempty(f"mnist.{name}", getattr(config, name))
+            learning_rates_f32(f"mnist.{name}", getattr(config, name))
+    if config.batch_norm and min(config.batch_sizes) < 2:
+        raise ValueError(
+            "mnist.batch_sizes must be at least 2 with mnist.batch_norm=True (a batch of one "
+            f"has no variance), got {config.batch_sizes!r}"
+        )
+    sgld_float32("mnist.llc_step_size", config.llc_step_size)
+    sgld_float32("mnist.llc_localization", config.llc_localization, allow_zero=True)
     # a budget below one model would be raised to one model per chunk, silently
     need = llc_model_bytes(config)
     if config.llc_memory < need:

@@ -46,6 +46,8 @@ from fracsgd.experiments._validate import (
     check_ints,
     float_tuple,
     int_tuple,
+    learning_rates_f32,
+    sgld_float32,
     xi_power,
 )
 from fracsgd.llc._calibrate import _rms
@@ -231,6 +233,12 @@ def validate(config: Any) -> MoonsConfig:
     for name in ("learning_rate", "llc_step_size", "posterior_step_size", "prior_std"):
         check_number(f"moons.{name}", getattr(config, name), lo=0.0, lo_open=True)
     check_number("moons.llc_localization", config.llc_localization, lo=0.0)
+    # the training and the chains run in float32: a value that rounds to 0 or overflows
+    # there would fail in (or after) the training stage, or stall the posterior chains
+    learning_rates_f32("moons.learning_rate", (config.learning_rate,))
+    sgld_float32("moons.llc_step_size", config.llc_step_size)
+    sgld_float32("moons.llc_localization", config.llc_localization, allow_zero=True)
+    sgld_float32("moons.posterior_step_size", config.posterior_step_size)
     float_tuple("moons.xis", config.xis)
     if config.steps // config.record_every < 3:
         raise ValueError(

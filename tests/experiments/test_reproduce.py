@@ -558,6 +558,38 @@ def test_settings_the_sweep_would_refuse_are_refused_before_anything_runs(
     assert not (tmp_path / "o").exists()  # --out was not even created
 
 
+@pytest.mark.parametrize(
+    ("settings", "needle"),
+    [
+        # each trained (or failed after "stage 'train': computing", leaving --out) and was
+        # refused by the sweep, the chains or never, without the --set key
+        (["mnist.batch_norm=True", "mnist.batch_sizes=(1,)"], "--set mnist.batch_sizes must"),
+        (["mnist.sgd_learning_rates=(0.1, 0.1000000001)"], "--set mnist.sgd_learning_rates"),
+        (["mnist.adam_learning_rates=(1e-50,)"], "--set mnist.adam_learning_rates must"),
+        (["mnist.sgd_learning_rates=(1e50,)"], "--set mnist.sgd_learning_rates must"),
+        (["mnist.llc_step_size=1e-50"], "--set mnist.llc_step_size must"),
+        (["mnist.llc_localization=1e50"], "--set mnist.llc_localization must"),
+        (["moons.learning_rate=1e-50"], "--set moons.learning_rate must"),
+        (["moons.llc_step_size=1e-50"], "--set moons.llc_step_size must"),
+        (["moons.llc_localization=1e50"], "--set moons.llc_localization must"),
+        # float32 rounds it to 0: the posterior chains stood still at their prior draws
+        (["moons.posterior_step_size=1e-50"], "--set moons.posterior_step_size must"),
+    ],
+)
+def test_settings_the_training_or_the_chains_refuse_in_float32_are_refused_first(
+    settings, needle, tmp_path, capsys
+):
+    """BatchNorm with a batch of one and the float32 limits of learning rates and SGLD
+    settings are checked with the other settings, before anything loads or trains."""
+    study = settings[0].split(".")[0]
+    tiny = TINY_MNIST if study == "mnist" else []
+    argv = ["reproduce", study, "--quick", "--out", str(tmp_path / "o"), "--no-progress", *tiny]
+    assert main([*argv, *(a for kv in settings for a in ("--set", kv))]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err  # one line: nothing loaded, no stage
+    assert not (tmp_path / "o").exists()
+
+
 BIG = "99999999999999999999"
 
 
