@@ -409,12 +409,18 @@ def moons_figures(study: Any, fig_dir: Path) -> list[str]:
         _legend(ax, fontsize=8)
         names.append(_save(fig, fig_dir / "moons_cluster_masses.png"))
         fig, ax = plt.subplots(figsize=(6, 4))
-        # distances span orders of magnitude: log–log (zeros are left out of the plot)
+        # distances span orders of magnitude: log–log (zeros are left out of the plot); when
+        # none is > 0 (one cluster: every mass is 1) the distance axis stays linear, since
+        # matplotlib cannot log-scale it and warns
         # moons.xis may be given in any order: draw the curves in increasing ξ
         order = np.argsort(c.xis, kind="stable")
-        ax.loglog(c.xis[order], c.kl[order], "o-", label="KL(posterior ‖ tempered SGD)")
-        ax.loglog(c.xis[order], c.js[order], "s-", label="Jensen–Shannon")
-        ax.loglog(c.xis[order], c.wasserstein[order], "^-", label="Wasserstein-1")
+        dists = np.concatenate([c.kl, c.js, c.wasserstein, [s["kl_untempered"]]])
+        ax.set_xscale("log")
+        if np.any(np.isfinite(dists) & (dists > 0)):
+            ax.set_yscale("log")
+        ax.plot(c.xis[order], c.kl[order], "o-", label="KL(posterior ‖ tempered SGD)")
+        ax.plot(c.xis[order], c.js[order], "s-", label="Jensen–Shannon")
+        ax.plot(c.xis[order], c.wasserstein[order], "^-", label="Wasserstein-1")
         ax.axvline(c.best_xi, color="k", ls="--", lw=1, label=f"chosen ξ = {c.best_xi:g}")
         ax.axhline(s["kl_untempered"], color="C0", ls=":", lw=1, label="KL untempered")
         ax.set_xlabel("coarse-graining length ξ")
