@@ -185,12 +185,16 @@ def mnist_figures(study: Any, fig_dir: Path) -> list[str]:
     recs = study.records
     names = []
     t = study.record_steps.astype(float)
-    # (1) displacement over time for several model sizes, with the fitted late slope
+    # (1) displacement over time for several model sizes, with the fitted late slope: the SGD
+    # networks, or the Adam ones in a study without SGD (mnist.sgd_learning_rates=() left the
+    # figure empty)
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    trained = [r["optimizer"] for r in recs if not r["diverged"]]
+    which = "sgd" if "sgd" in trained or not trained else trained[0]
     shown = set()
     for r in recs:
         key = (r["hidden"], r["optimizer"])
-        if key in shown or r["optimizer"] != "sgd" or r["diverged"]:
+        if key in shown or r["optimizer"] != which or r["diverged"]:
             continue
         shown.add(key)
         R = study.displacement[r["network"]]
@@ -203,7 +207,8 @@ def mnist_figures(study: Any, fig_dir: Path) -> list[str]:
             line.set_label(f"{r['hidden']} ({r['num_params']} p.), late H = {r['H']:.2f}")
     ax.set_xlabel("SGD step t")
     ax.set_ylabel("displacement R(t) = ||w_t − w_0||")
-    ax.set_title("Weight displacement (SGD, one seed per width); dashed: late fit")
+    name = {"sgd": "SGD", "adam": "Adam"}.get(which, which)
+    ax.set_title(f"Weight displacement ({name}, one seed per width); dashed: late fit")
     _legend(ax, fontsize=7)
     names.append(_save(fig, fig_dir / "mnist_displacement.png"))
 

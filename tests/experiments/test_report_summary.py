@@ -47,3 +47,37 @@ def test_final_lambda_leaves_out_networks_whose_last_checkpoint_is_not_a_minimum
     assert (
         report.mnist_summary(SimpleNamespace(records=recs))["table"]["sgd"]["lambda_final"][2] == 3
     )
+
+
+def test_the_displacement_figure_of_a_study_without_sgd_draws_the_adam_networks(
+    tmp_path, monkeypatch
+):
+    """``mnist.sgd_learning_rates=()`` skips SGD; the displacement figure drew SGD networks
+    only and came out empty."""
+    t = np.arange(1.0, 101.0)
+    recs = [
+        {
+            **_record(4.0, optimizer="adam"),
+            "network": i,
+            "hidden": h,
+            "num_params": 100 * (i + 1),
+            "learning_rate": 1e-3,
+            "batch_size": 32,
+            "total_displacement": 1.0,
+            "fit_window": [10.0, 100.0],
+        }
+        for i, h in enumerate(("8", "16"))
+    ]
+    study = SimpleNamespace(records=recs, record_steps=t, displacement=np.stack([t**0.3, t**0.4]))
+    drawn = {}
+
+    def save(fig, path):
+        drawn[path.name] = [len(ax.lines) for ax in fig.axes]
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        return path.name
+
+    monkeypatch.setattr(report, "_save", save)
+    report.mnist_figures(study, tmp_path)
+    assert drawn["mnist_displacement.png"][0] == 4  # two R(t) curves and their two late fits
