@@ -40,6 +40,7 @@ from fracsgd._io import (
     atomic_write_text,
     fingerprint,
     load_arrays,
+    prepare_directory,
     save_arrays,
 )
 
@@ -78,6 +79,8 @@ class Store:
         self, root: str | os.PathLike, study: str, *, overwrite: bool = False, verbose: bool = True
     ):
         self.dir = Path(root) / "stages"
+        # a file (or no permission) there is found now, not after the first stage has computed
+        prepare_directory(self.dir, "the output directory's stages folder")
         self.study = study
         self.overwrite = overwrite
         self.verbose = verbose

@@ -763,3 +763,15 @@ def test_an_explicit_default_llc_batch_size_is_the_same_llc_stage():
     other = moons.validate(cfg._replace(llc_batch_size=default // 2))
     stage = moons._stage_settings
     assert stage(cfg, "llc") == stage(same, "llc") != stage(other, "llc")
+
+
+def test_a_file_where_the_stages_folder_goes_is_refused_before_computing(tmp_path):
+    """DIR/stages being a file failed only when the first stage was saved, after it had
+    computed: the store checks its folder when it is opened."""
+    from fracsgd.experiments._store import Store
+
+    (tmp_path / "stages").write_text("not a folder")
+    with pytest.raises(ValueError, match="stages folder must be a directory"):
+        Store(tmp_path, "mnist")
+    fresh = Store(tmp_path / "new", "mnist")
+    assert fresh.dir.is_dir()
