@@ -434,7 +434,8 @@ class TrajectoryLLC(NamedTuple):
             ``result.diverged`` says which.
         window: ``(t_s, t_K)``: the late window (the last ``late_fraction`` of the run in
             log-time, i.e. ``t ≥ T^{1 − late_fraction}``).
-        coefficient_of_variation: std/mean of λ̂ over the window (near-stability, theory.md §5).
+        coefficient_of_variation: std/mean of the finite λ̂ over the window (near-stability,
+            theory.md §5); NaN with fewer than two.
         result: the underlying batched :class:`LLCResult`.
     """
 
@@ -518,9 +519,12 @@ def trajectory(
     # exactly (1000^(1 − 1/3) = 100.00000000000006, 1024^0.8 = 256.00000000000006), which left
     # that checkpoint out of the window; 1e-12 relative is far above the rounding and far below
     # the spacing of any two checkpoints
-    start_step = int(t[t >= start * (1 - 1e-12)][0])
+    # (steps below 1 have T^(1 − f) > T: the window is then the last checkpoint alone)
+    first = int(np.flatnonzero(t >= min(start * (1 - 1e-12), float(t[-1])))[0])
+    start_step = t[first].item()  # the caller's type: int steps stay ints, fractional ones exact
     lam = np.asarray(res.llc_mean, np.float64)
-    window = lam[t >= start_step]
+    window = lam[first:]
+    window = window[np.isfinite(window)]  # as λ̄: a checkpoint whose chains all diverged is out
     cv = (
         float(np.std(window) / abs(np.mean(window)))
         if window.size > 1 and np.mean(window) != 0
@@ -531,7 +535,7 @@ def trajectory(
         llc=lam,
         llc_std=np.asarray(res.llc_std),
         lambda_bar=time_average(t, lam, start_step),
-        window=(start_step, int(t[-1])),
+        window=(start_step, t[-1].item()),
         coefficient_of_variation=cv,
         result=res,
     )

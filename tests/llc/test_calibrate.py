@@ -242,6 +242,31 @@ def test_trajectory_window_starts_at_a_checkpoint_on_its_boundary():
     )
 
 
+def test_trajectory_fractional_steps_and_a_diverged_checkpoint():
+    """Steps below 1 (T^(1 − f) > T) give the last checkpoint as the window instead of an
+    IndexError, fractional steps are kept exactly (not truncated by int), and a checkpoint whose
+    chains all diverged is out of the coefficient of variation as it is out of λ̄."""
+    kw = dict(
+        num_chains=2, num_draws=10, step_size=1e-4, localization=0.0, nbeta=100.0, batch_size=1
+    )
+    traj = fs.llc.trajectory(jax.random.key(0), _quad, jnp.zeros((2, 2)), [0.1, 0.5], DUMMY, **kw)
+    assert traj.window == (0.5, 0.5) and traj.lambda_bar == traj.llc[-1]
+    traj = fs.llc.trajectory(
+        jax.random.key(0), _quad, jnp.zeros((3, 2)), [1.5, 2.5, 6.25], DUMMY, **kw
+    )
+    assert traj.window == (2.5, 6.25)  # t ≥ 6.25^(1/2) = 2.5 (int() reported (2, 6))
+    centres = jnp.zeros((4, 2)).at[1].set(jnp.nan)  # the checkpoint at step 10 diverges
+    with pytest.warns(fs.llc.DivergedChainsWarning, match="in models 1"):
+        traj = fs.llc.trajectory(
+            jax.random.key(0), _quad, centres, [1, 10, 100, 1000], DUMMY, late_fraction=0.8, **kw
+        )
+    lam = traj.llc
+    assert traj.window == (10, 1000) and np.isnan(lam[1])
+    assert traj.coefficient_of_variation == pytest.approx(
+        np.std(lam[2:]) / abs(np.mean(lam[2:])), rel=1e-12
+    )
+
+
 @pytest.mark.parametrize("spacing", [2.0, 3.0, 10**0.25])
 @pytest.mark.parametrize("curvature", [30.0, 100.0, 700.0])
 def test_recommended_step_size_keeps_the_exact_sgld_bias_within_tolerance(spacing, curvature):
