@@ -268,7 +268,21 @@ def map_elements(
     with the chunk size or device count. On accelerators, where batching is what makes small
     programs fast and library kernels are not bitwise reproducible across shapes anyway, the
     elements are vmapped.
+
+    With ``mesh`` the leading axis must be a multiple of the device count (``ValueError``
+    naming ``batched`` otherwise): pad it first with :func:`pad_leading` and cut the results,
+    as fracsgd's own batch axes are (module docstring, "Padding").
     """
+    shards = num_shards(mesh)
+    lengths = {int(jnp.shape(a)[0]) if jnp.ndim(a) else -1 for a in jax.tree.leaves(batched)}
+    if shards > 1 and (-1 in lengths or len(lengths) != 1):
+        raise ValueError(f"batched needs one leading axis length on every leaf, got {lengths}")
+    n = max(lengths, default=0)
+    if shards > 1 and n % shards:
+        raise ValueError(
+            f"batched's leading axis ({n}) must be a multiple of the mesh's {shards} devices: "
+            "pad it with fracsgd.parallel.pad_leading and cut the results"
+        )
     sequential = jax.default_backend() == "cpu"
 
     def local(b, s):

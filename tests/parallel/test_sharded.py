@@ -171,3 +171,29 @@ def test_pad_and_gather_round_trip():
     assert placed["k"].sharding.spec == fs.parallel.BATCH
     np.testing.assert_array_equal(fs.parallel.to_host(placed["x"])[:5], x)
     np.testing.assert_array_equal(jax.random.key_data(placed["k"]), jax.random.key_data(keys))
+
+
+def test_map_elements_refuses_a_batch_that_does_not_divide_the_devices():
+    """With a mesh of 2 devices a leading axis of 3 is refused by name (it failed inside
+    shard_map with JAX's own error); 4 elements map, and without a mesh 3 do."""
+    code = (
+        "import jax, jax.numpy as jnp, fracsgd as fs\n"
+        "mesh = fs.parallel.batch_mesh()\n"
+        "assert mesh.size == 2\n"
+        "f = lambda e, s: e * s\n"
+        "print(fs.parallel.map_elements(f, jnp.arange(4.0), 2.0, mesh).tolist())\n"
+        "print(fs.parallel.map_elements(f, jnp.arange(3.0), 2.0).tolist())\n"
+        "try:\n"
+        "    fs.parallel.map_elements(f, jnp.arange(3.0), 2.0, mesh)\n"
+        "except ValueError as err:\n"
+        "    print('refused:', err)\n"
+    )
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env["JAX_PLATFORMS"] = "cpu"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "[0.0, 2.0, 4.0, 6.0]" and lines[1] == "[0.0, 2.0, 4.0]"
+    assert lines[2].startswith("refused: batched's leading axis (3) must be a multiple of")
