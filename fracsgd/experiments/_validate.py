@@ -77,10 +77,13 @@ def int_tuple(name: str, value: Any, lo: int, hi: int = MAX_STEPS) -> tuple[int,
 
 
 def float_tuple(name: str, value: Any, *, allow_empty: bool = False) -> tuple[float, ...]:
-    """A tuple/list of finite numbers > 0, or ``ValueError`` naming ``name``."""
+    """A tuple/list of distinct finite numbers > 0, or ``ValueError`` naming ``name``."""
     if not isinstance(value, tuple | list) or (not value and not allow_empty):
         raise ValueError(f"{name} must be a tuple of numbers > 0, got {value!r}")
-    return tuple(check_number(name, v, lo=0.0, lo_open=True) for v in value)
+    out = tuple(check_number(name, v, lo=0.0, lo_open=True) for v in value)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{name} contains duplicates: {tuple(value)!r}")
+    return out
 
 
 def learning_rates_f32(name: str, values: Sequence[Any]) -> None:

@@ -538,6 +538,7 @@ def test_a_file_where_a_directory_goes_is_one_line_and_exit_2(tiny_run, tmp_path
     ("argv", "needle"),
     [
         (["reproduce", "mnist", "--set", "mnist.seeds=(0, 0)"], "seeds contains duplicates"),
+        (["reproduce", "moons", "--set", "moons.xis=(0.5, 0.5)"], "xis contains duplicates"),
         (["reproduce", "mnist", "--set", "mnist.hidden=((8,), (8,))"], "hidden contains dup"),
         (
             ["reproduce", "mnist", "--set", "mnist.steps=4", "--set", "mnist.record_every=2"],
