@@ -48,10 +48,10 @@ def check_key(key: Any, name: str = "key") -> Any:
 
 def check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
     """``value`` as an ``int`` in ``[lo, hi]`` (Python or NumPy integers; never bools)."""
+    rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+        raise ValueError(f"{name} must be an integer {rng}, got {value!r}")
     if value < lo or (hi is not None and value > hi):
-        rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
         raise ValueError(f"{name} must be an integer {rng}, got {value!r}")
     return int(value)
 

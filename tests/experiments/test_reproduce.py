@@ -776,3 +776,11 @@ def test_a_file_where_the_stages_folder_goes_is_refused_before_computing(tmp_pat
         Store(tmp_path, "mnist")
     fresh = Store(tmp_path / "new", "mnist")
     assert fresh.dir.is_dir()
+
+
+def test_an_integer_setting_of_another_type_is_told_its_range(tmp_path, capsys):
+    """moons.networks=1.5 said 'integer >= 1' although the range is [1, 65536]."""
+    argv = ["reproduce", "moons", "--set", "moons.networks=1.5", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "moons.networks must be an integer in [1, 65536]" in err[0], err
