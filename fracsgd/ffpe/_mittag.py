@@ -58,8 +58,8 @@ For ``1 < α ≤ 2`` (``tests/ffpe/test_mittag_leffler.py``, 60–130-digit mpma
 ``ρ = 130``, the branch-cut integral beyond, the closed forms of ``α = 2``): error below
 ``1e-12 |E| + 5e-15`` for ``0.4 ≤ β ≤ 2.5`` on ``z ∈ [−130^α, 30]`` (measured: relative
 ≤ 2e-13 wherever ``|E| ≥ 0.01``, absolute ≤ 3.3e-15 near the zeros of the oscillating ``E``);
-``cos x`` to ``1.3e-12`` absolute up to ``x = 2·10⁴`` (``z = −4·10⁸``), which is the
-conditioning of ``cos`` at such ``x``.
+``cos x`` to 4.4e-16 absolute up to ``x = 2·10⁴`` (``z = −4·10⁸``), and bounded by 1 out to
+``z = −10³⁰⁰``; ``E_{α,β}(−∞) = 0`` for ``α < 2`` (and for ``α = 2``, ``β > 1``).
 
 References:
     R. Garrappa, "Numerical evaluation of two and three parameter Mittag-Leffler functions",
@@ -140,10 +140,12 @@ def _rgamma(x: Array) -> Array:
     exactly 0 at the poles ``x = 0, −1, −2, …``)."""
     frac = x - jnp.round(x)  # sin(πx) = ±sin(π frac): exact zeros at integers
     sign = jnp.where(jnp.round(x) % 2 == 0, 1.0, -1.0).astype(x.dtype)
-    reflected = jnp.exp(jax.scipy.special.gammaln(1 - jnp.minimum(x, 0.5))) * sign
+    low = x < 0.5
+    # (where, not minimum/maximum: at the tie x = 0.5 those pass x only half its gradient)
+    reflected = jnp.exp(jax.scipy.special.gammaln(1 - jnp.where(low, x, 0.5))) * sign
     reflected = reflected * jnp.sin(math.pi * frac) / math.pi
-    direct = jnp.exp(-jax.scipy.special.gammaln(jnp.maximum(x, 0.5)))
-    return jnp.where(x < 0.5, reflected, direct)
+    direct = jnp.exp(-jax.scipy.special.gammaln(jnp.where(low, 0.5, x)))
+    return jnp.where(low, reflected, direct)
 
 
 def _general(alpha: Array, z: Array, beta: Array) -> Array:
@@ -168,7 +170,7 @@ def _general(alpha: Array, z: Array, beta: Array) -> Array:
         ),
     )
     # the pair at u = ±x − ic, c = √(q/μ) − 1: the lower strip's error e^{q − 2πc/h} ≤ e^{−37}
-    c = jnp.sqrt(jnp.where(pair_left, q / pair_mu, 4.0)) - 1
+    c = jnp.sqrt(jnp.where(pair_left, q, 4.0) / jnp.where(pair_left, pair_mu, 1.0)) - 1
     pair_h = jnp.minimum(_LEFT_H, 2 * math.pi * c / (q + 37.0))
     h = jnp.where(
         left,
@@ -180,14 +182,17 @@ def _general(alpha: Array, z: Array, beta: Array) -> Array:
     # (at 1 where no residue is added: an unused overflowing residue would make the gradient NaN)
     real_pole = jnp.where(left, pole, 1.0)
     residue = jnp.exp(real_pole + (1 - beta) * jnp.log(real_pole)) / alpha
-    # the pair's residues, 2 Re(e^{s} s^{1−β})/α at s = ρ e^{iπ/α}: Re s = ρ cos(π/α) ≤ 0
-    s_pair = pole * jnp.exp(1j * theta)
+    # the pair's residues, 2 Re(e^{s} s^{1−β})/α at s = ρ e^{iπ/α}, with Re s = ρ cos(π/α)
+    # written −ρ sin(π(2 − α)/2α): exactly 0 at α = 2, where fl(cos(π/2)) = 6e-17 > 0 grew
+    # e^{6e-17 ρ} into inf by |z| = 1e38 (at 1 where no residue is added, as above)
+    far = pair & (params > _PAIR_ASYMPTOTIC)
+    rho = jnp.where(pair_left | far, pole, 1.0)
+    s_pair = rho * (-jnp.sin(math.pi * (2 - alpha) / (2 * alpha)) + 1j * jnp.sin(math.pi / alpha))
     pair_residues = 2 * jnp.real(jnp.exp(s_pair + (1 - beta) * jnp.log(s_pair))) / alpha
     # far out (ρ > _PAIR_ASYMPTOTIC) the contour would need more than N nodes: the asymptotic
     # expansion E = residues − Σ_k z^{−k}/Γ(β − αk) (module docstring), whose first omitted
     # term is below 1e-19 there
     k = jnp.arange(1, _PAIR_TERMS + 1, dtype=z.dtype).reshape((1,) * z.ndim + (_PAIR_TERMS,))
-    far = pair & (params > _PAIR_ASYMPTOTIC)
     inv_z = 1 / jnp.where(far, z, -1.0)[..., None]
     tail = jnp.sum(inv_z**k * _rgamma(beta[..., None] - alpha[..., None] * k), axis=-1)
     with_pair = jnp.where(
@@ -198,7 +203,10 @@ def _general(alpha: Array, z: Array, beta: Array) -> Array:
     # infinite pole (z^{1/α} overflowed), whose residue reads inf + (1 − β)·inf: NaN for β ≥ 1
     overflow = left & (jnp.isposinf(residue) | jnp.isposinf(pole))
     value = jnp.where(pair, with_pair, integral + jnp.where(left, residue, 0.0))
-    return jnp.where(overflow, jnp.inf, value)
+    # z → −∞ with α > 1: the residues decay (α < 2) or shrink like ρ^{1−β} (α = 2, β > 1), the
+    # tail like 1/|z|: the limit is 0 (α = 2, β ≤ 1 oscillates without one: NaN)
+    to_zero = pair & jnp.isneginf(z) & ((alpha < 2) | (beta > 1))
+    return jnp.where(overflow, jnp.inf, jnp.where(to_zero, 0.0, value))
 
 
 def mittag_leffler(alpha: Any, z: Any, beta: Any = 1.0) -> Array:

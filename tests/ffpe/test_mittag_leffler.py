@@ -264,16 +264,41 @@ def test_alpha_above_one_against_series(x64):
 
 
 def test_alpha_two_closed_forms(x64):
-    """E_2(−x²) = cos x, E_{2,2}(−x²) = sin x / x, E_2(x²) = cosh x. cos is conditioned like
-    x·ε at large x: absolute 2e-12 up to x = 2·10⁴ (z = −4·10⁸; measured 1.2e-12)."""
+    """E_2(−x²) = cos x, E_{2,2}(−x²) = sin x / x, E_2(x²) = cosh x: to 2e-15 absolute up to
+    x = 2·10⁴ (z = −4·10⁸; measured 4.4e-16: Re s is written −ρ sin(π(2 − α)/2α), exactly 0 at
+    α = 2), and bounded by 1 (by 1/x) out to z = −1e300 (fl(cos(π/2)) = 6e-17 made
+    e^{6e-17 ρ} grow to inf by |z| = 1e38)."""
     x = np.linspace(1e-3, 2e4, 4001)
     got = np.asarray(mittag_leffler(2.0, jnp.asarray(-(x**2))))
-    assert np.max(np.abs(got - np.cos(x))) < 2e-12
+    assert np.max(np.abs(got - np.cos(x))) < 2e-15
     got = np.asarray(mittag_leffler(2.0, jnp.asarray(-(x**2)), 2.0))
     assert np.max(np.abs(got - np.sin(x) / x)) < 1e-14
     x = np.linspace(1e-3, 25.0, 200)
     got = np.asarray(mittag_leffler(2.0, jnp.asarray(x**2)))
     np.testing.assert_allclose(got, np.cosh(x), rtol=1e-13, atol=0)
+    z = -jnp.asarray([1e30, 1e34, 1e36, 1e40, 1e100, 1e300])
+    assert np.all(np.abs(np.asarray(mittag_leffler(2.0, z))) <= 1)
+    assert np.all(np.abs(np.asarray(mittag_leffler(2.0, z, 2.0))) <= 1 / np.sqrt(-np.asarray(z)))
+
+
+def test_alpha_above_one_limits_and_finite_gradients(x64):
+    """z → −∞ gives 0 for α < 2 and for α = 2, β > 1 (α = 2, β ≤ 1 oscillates without a
+    limit: NaN); the gradients stay finite where a branch an element does not use would
+    overflow (the pair's residue at a tiny |z| with β = 3); and far out, where 1/Γ(β − αk)
+    meets x = 1/2 exactly (β = α + 1/2), ∂/∂α and ∂/∂β equal their values at β + 1e-9
+    (jnp.maximum passed half the gradient at the tie)."""
+    assert float(mittag_leffler(1.5, -jnp.inf)) == 0.0
+    assert float(mittag_leffler(2.0, -jnp.inf, 2.0)) == 0.0
+    assert np.isnan(float(mittag_leffler(2.0, -jnp.inf)))
+    grad = jax.grad(mittag_leffler, argnums=(0, 1, 2))
+    tiny = np.asarray(grad(1.5, -1e-300, 3.0))
+    near = np.asarray(grad(1.5, -1e-230, 3.0))
+    assert np.all(np.isfinite(tiny)) and np.allclose(tiny, near, rtol=1e-12, atol=1e-15)
+    for alpha, beta in [(1.5, 2.0), (1.25, 1.75), (2.0, 2.5)]:
+        z = -(101.0**alpha)
+        at = np.asarray(grad(alpha, z, beta))
+        off = np.asarray(grad(alpha, z, beta + 1e-9))
+        np.testing.assert_allclose(at[[0, 2]], off[[0, 2]], rtol=1e-6)
 
 
 def test_alpha_above_one_far_out_against_the_branch_cut_integral(x64):
