@@ -314,17 +314,14 @@ def detect_crossover(
         _traced_series(t, r, "detect_crossover")
         dtype = jnp.result_type(float)
 
-        def host(got):
-            try:
-                c = detect_crossover(
-                    np.asarray(got["t"], np.float64),
-                    np.asarray(got["R"], np.float64),
-                    threshold=threshold,
-                    points_per_decade=points_per_decade,
-                    span=span,
-                )
-            except _BadValuesOfR:  # a diverged curve: NaN in its element, not the batch's error
-                c = None
+        def host(got):  # a diverged curve's _BadValuesOfR: NaN in its element (_host_call)
+            c = detect_crossover(
+                np.asarray(got["t"], np.float64),
+                np.asarray(got["R"], np.float64),
+                threshold=threshold,
+                points_per_decade=points_per_decade,
+                span=span,
+            )
             return np.asarray(math.nan if c is None else c, dtype)
 
         return _host_call(host, jax.ShapeDtypeStruct((), dtype), t=t, R=r)
@@ -491,17 +488,14 @@ def _fit_exponent_traced(
     dtype = jnp.result_type(float)
     window = _window_for_host(window, dtype)
 
-    def host(got):
-        try:
-            fit = fit_exponent(
-                np.asarray(got["t"], np.float64),
-                np.asarray(got["R"], np.float64),
-                window=_window_on_host(got["window"]),
-                min_points=min_points,
-                min_late_decades=min_late_decades,
-            )
-        except _BadValuesOfR:  # a diverged curve: NaN in its element, not the batch's error
-            return np.full(FIT_VALUES, np.nan, dtype), np.asarray(0, np.int32)
+    def host(got):  # a diverged curve's _BadValuesOfR: NaN fields, 0 points (_host_call)
+        fit = fit_exponent(
+            np.asarray(got["t"], np.float64),
+            np.asarray(got["R"], np.float64),
+            window=_window_on_host(got["window"]),
+            min_points=min_points,
+            min_late_decades=min_late_decades,
+        )
         return _fit_values(fit, dtype)
 
     v, n = _host_call(host, _fit_out(dtype), t=t, R=r, window=window)

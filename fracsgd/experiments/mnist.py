@@ -54,7 +54,7 @@ from fracsgd.experiments._validate import (
     sgld_float32,
     xi_power,
 )
-from fracsgd.llc._calibrate import _rms
+from fracsgd.llc._calibrate import _late_start, _rms
 from fracsgd.train._api import _bytes, _nonempty
 
 #: Paper numbers (v2 appendix table, MNIST), theory.md §6: mean ± std.
@@ -691,9 +691,7 @@ def analyse(
     records = []
     t_rec = np.asarray(tr["record_steps"], np.float64)
     ck = np.asarray(tr["checkpoint_steps"], np.float64)
-    # T^(1 − f) can land a few ulps above a checkpoint that is the boundary exactly
-    # (1000^(2/3) = 100.00000000000006): the same 1e-12 slack as fracsgd.llc.trajectory
-    start = float(ck[-1]) ** (1 - config.late_fraction) * (1 - 1e-12)
+    start = _late_start(float(ck[-1]), config.late_fraction)  # as fracsgd.llc.trajectory
     for i in range(len(tr["seed"])):
         rec: dict[str, Any] = {
             "network": i,

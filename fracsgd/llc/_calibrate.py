@@ -448,6 +448,15 @@ class TrajectoryLLC(NamedTuple):
     result: LLCResult
 
 
+def _late_start(last: float, late_fraction: float) -> float:
+    """Where the late window of a run ending at step ``last`` begins: ``T^{1 − late_fraction}``
+    (0 for ``T ≤ 0``), lowered by 1e-12 relative. In floating point the power can land a few
+    ulps above a checkpoint that is the boundary exactly (1000^(1 − 1/3) =
+    100.00000000000006, 1024^0.8 = 256.00000000000006) and leave it out; 1e-12 is far above
+    that rounding and far below the spacing of any two checkpoints."""
+    return last ** (1 - late_fraction) * (1 - 1e-12) if last > 0 else 0.0
+
+
 def time_average(steps: Any, values: Any, start: float) -> float:
     """Trapezoid-rule time average of ``values(t)`` over the points with ``t ≥ start`` and a
     finite value: over ``[t₀, t₁]``, the first and last such points (so over
@@ -514,13 +523,8 @@ def trajectory(
     late_fraction = check_number("late_fraction", late_fraction, lo=0.0, hi=1.0, lo_open=True)
     t = np.asarray(steps)  # the caller's dtype (validated above)
     res = estimate_many(key, loss_fn, checkpoints, data, **kwargs)
-    start = float(t[-1]) ** (1 - late_fraction) if t[-1] > 0 else 0.0
-    # T^(1 − f) in floating point can land a few ulps above a checkpoint that is the boundary
-    # exactly (1000^(1 − 1/3) = 100.00000000000006, 1024^0.8 = 256.00000000000006), which left
-    # that checkpoint out of the window; 1e-12 relative is far above the rounding and far below
-    # the spacing of any two checkpoints
     # (steps below 1 have T^(1 − f) > T: the window is then the last checkpoint alone)
-    first = int(np.flatnonzero(t >= min(start * (1 - 1e-12), float(t[-1])))[0])
+    first = int(np.flatnonzero(t >= min(_late_start(float(t[-1]), late_fraction), t[-1]))[0])
     start_step = t[first].item()  # the caller's type: int steps stay ints, fractional ones exact
     lam = np.asarray(res.llc_mean, np.float64)
     window = lam[first:]
