@@ -46,9 +46,20 @@ def check_key(key: Any, name: str = "key") -> Any:
     return key
 
 
+def refuse_traced_value(name: str, value: Any, what: str) -> None:
+    """A traced ``value`` cannot be checked on the host: say so by name (as
+    :func:`refuse_traced_static`), not as ``got JitTracer(...)``."""
+    if isinstance(value, jax.core.Tracer):
+        raise ValueError(
+            f"{name} must be concrete under jit/vmap ({what}, checked on the host before "
+            "anything is traced): close over it or mark it static, got a traced value"
+        )
+
+
 def check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
     """``value`` as an ``int`` in ``[lo, hi]`` (Python or NumPy integers; never bools)."""
     rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+    refuse_traced_value(name, value, f"an integer {rng}")
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise ValueError(f"{name} must be an integer {rng}, got {value!r}")
     if value < lo or (hi is not None and value > hi):
@@ -70,6 +81,7 @@ def check_number(
     lb = "(" if lo_open or math.isinf(lo) else "["
     rb = ")" if hi_open or math.isinf(hi) else "]"
     what = f"a finite real number in {lb}{lo}, {hi}{rb}"
+    refuse_traced_value(name, value, what)
     try:
         scalar = not isinstance(value, bool | str | bytes) and np.ndim(value) == 0
     except ValueError:  # ragged nested sequences

@@ -157,6 +157,23 @@ def test_arguments_that_set_shapes_or_host_plans_must_be_concrete(call, name):
         jax.jit(call)(jnp.array([1.0, 2.0]) if name == "times" else 1.0)
 
 
+@pytest.mark.parametrize(
+    ("call", "name", "what"),
+    [
+        (lambda v: fs.data.load("moons", n=v), "n", "an integer >= 2"),
+        (lambda v: fs.data.load("moons", seed=v), "seed", "an integer >= 0"),
+        (lambda v: fs.data.moons(n=20, noise=v), "noise", "a finite number >= 0"),
+        (lambda v: fs.diffusion.ctrw(KEY, v, [1.0, 2.0], 0.5).t, "walkers", "a positive integer"),
+    ],
+)
+def test_checked_numbers_given_traced_say_so_by_name(call, name, what):
+    """A host-checked integer or number that is traced names itself and says it must be
+    concrete, instead of 'got JitTracer(~int32[])'."""
+    with pytest.raises(ValueError, match=rf"^{name}.* must be concrete under jit/vmap") as err:
+        jax.jit(call)(3)
+    assert what in str(err.value)
+
+
 def test_progress_must_be_a_bool_and_memory_errors_give_readable_sizes():
     from fracsgd._progress import Progress
 

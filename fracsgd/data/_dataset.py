@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from fracsgd._checks import refuse_traced
+from fracsgd._checks import refuse_traced, refuse_traced_value
 from fracsgd._types import Array
 
 
@@ -271,6 +271,7 @@ def _check_labels(field: str, y: Any, num_classes: int) -> None:
 
 def _check_int(field: str, value: Any, minimum: int) -> int:
     """Returns ``value`` as an int, or raises ValueError naming ``field``."""
+    refuse_traced_value(field, value, f"an integer >= {minimum}")
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{field} must be an integer >= {minimum}, got {value!r}")
     if value < minimum:
@@ -280,6 +281,7 @@ def _check_int(field: str, value: Any, minimum: int) -> int:
 
 def _check_nonneg_float(field: str, value: Any) -> float:
     """Returns ``value`` as a float, or raises ValueError naming ``field``."""
+    refuse_traced_value(field, value, "a finite number >= 0")
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ValueError(f"{field} must be a finite number >= 0, got {value!r}")
     if not (math.isfinite(value) and value >= 0):

@@ -19,6 +19,7 @@ from fracsgd._checks import (
     check_number,
     real_array,
     refuse_traced_static,
+    refuse_traced_value,
 )
 from fracsgd._types import Array, PRNGKey
 
@@ -28,6 +29,7 @@ GASKET_WALK_DIMENSION = math.log(5) / math.log(2)
 
 
 def _positive_int(name: str, v: object) -> int:
+    refuse_traced_value(name, v, "a positive integer")
     if isinstance(v, bool) or not isinstance(v, int | np.integer) or v <= 0:
         raise ValueError(f"{name} must be a positive integer, got {v!r}")
     return int(v)

@@ -1,6 +1,7 @@
 """Figures, ``report.md`` and ``results.json`` of ``fracsgd reproduce`` (theory.md §6).
 
-Every file is written atomically (temporary file + :func:`os.replace`). ``results.json`` holds
+Every file is written atomically (temporary file + :func:`os.replace`), ``results.json`` last;
+``report.md`` states the SHA-256 of the ``results.json`` it describes. ``results.json`` holds
 one record per trained network under ``studies.<name>.networks`` with every quantity named as in
 theory.md (``H``, ``d_w``, ``caputo_order``, ``lambda_final``, ``lambda_bar``,
 ``d_s_eq17_final``, ``d_s_eq17_bar``, ``d_s_return``, ``D_xi``, …), the configuration, the
@@ -9,6 +10,7 @@ decisions of theory.md that are ours, and the versions.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -106,9 +108,13 @@ def _clean(o: Any) -> Any:
     return o
 
 
+def json_text(obj: Any) -> str:
+    """The text :func:`write_json` writes for ``obj`` (NaN and inf as null, one-space indent)."""
+    return json.dumps(_clean(json.loads(json.dumps(obj, default=_json_default))), indent=1) + "\n"
+
+
 def write_json(path: Path, obj: Any) -> None:
-    text = json.dumps(_clean(json.loads(json.dumps(obj, default=_json_default))), indent=1)
-    atomic_write_text(path, text + "\n")
+    atomic_write_text(path, json_text(obj))
 
 
 def _save(fig: Any, path: Path) -> str:
@@ -651,7 +657,10 @@ def write(
     mnist: Any = None,
     moons: Any = None,
 ) -> dict[str, Any]:
-    """Write ``report.md``, ``results.json`` and ``figures/*.png``; returns the results dict."""
+    """Write ``figures/*.png``, ``timings.json``, ``report.md`` and, last, ``results.json``;
+    returns the results dict. ``report.md`` states the SHA-256 of the ``results.json`` it
+    describes, so a report and results from different runs (a run killed between writing the
+    two) can be told apart: ``sha256sum results.json``."""
     out = Path(out_dir)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -706,8 +715,14 @@ def write(
     if moons is not None:
         timings["moons"] = moons.timings
     write_json(out / "timings.json", timings)
-    write_json(out / "results.json", results)
+    # results.json is written last and report.md names its SHA-256: a run killed between the
+    # two leaves a report whose digest does not match the results.json beside it
+    text = json_text(results)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    at = head.index("## Decisions that are ours (theory.md), so you can disagree")
+    head[at:at] = [f"The numbers are in `results.json` (SHA-256 `{digest}`).", ""]
     atomic_write_text(out / "report.md", "\n".join(head) + "\n\n" + "\n".join(sections))
+    atomic_write_text(out / "results.json", text)
     _remove_stale_figures(fig_dir, {f for s in results["studies"].values() for f in s["figures"]})
     return results
 

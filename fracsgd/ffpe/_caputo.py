@@ -61,7 +61,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fracsgd._checks import check_number, refuse_traced_static
+from fracsgd._checks import check_number, refuse_traced_static, refuse_traced_value
 from fracsgd._types import Array
 
 # ----------------------------------------------------------------------------------- meshes
@@ -111,6 +111,7 @@ def graded_mesh(
     for name, value in (("t_final", t_final), ("grading", grading), ("graded_until", graded_until)):
         refuse_traced_static(name, value, why)
     t_final = check_number("t_final", t_final, lo=0.0, lo_open=True)
+    refuse_traced_value("num_steps", num_steps, "a positive integer")
     if isinstance(num_steps, bool) or not isinstance(num_steps, int | np.integer) or num_steps <= 0:
         raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
     num_steps = int(num_steps)

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fracsgd._checks import check_key, check_number, real_array
+from fracsgd._checks import check_key, check_number, real_array, refuse_traced_value
 from fracsgd._types import Array, PRNGKey
 from fracsgd.diffusion import mittag_leffler_waiting_times
 from fracsgd.ffpe._solve import Problem
@@ -120,6 +120,7 @@ def _check(problem: Any, w0: Any, times: Any, step: Any, max_jumps: Any):
         if not np.all(np.isfinite(t)):
             raise ValueError("times must be finite")
     _check_scalar("step", step, lo=0.0, lo_open=True)
+    refuse_traced_value("max_jumps", max_jumps, "a positive integer")
     if isinstance(max_jumps, bool) or not isinstance(max_jumps, int | np.integer) or max_jumps < 1:
         raise ValueError(f"max_jumps must be a positive integer, got {max_jumps!r}")
     return alpha, w, jnp.asarray(t, w.dtype)

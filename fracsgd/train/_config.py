@@ -8,6 +8,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from fracsgd._checks import refuse_traced_value
+
 OPTIMIZERS: tuple[str, ...] = ("sgd", "momentum", "adam")
 SAMPLINGS: tuple[str, ...] = ("epoch", "replacement")
 
@@ -59,6 +61,7 @@ def _is_int(v: object) -> bool:
 
 
 def check_positive_int(name: str, value: object, *, upper: int | None = None) -> int:
+    refuse_traced_value(name, value, "a positive integer")
     if not _is_int(value) or int(value) <= 0:  # type: ignore[call-overload]
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     v = int(value)  # type: ignore[call-overload]

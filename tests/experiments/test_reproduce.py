@@ -202,6 +202,17 @@ def test_every_figure_is_a_nonempty_png_and_the_report_names_the_decisions(tiny_
     assert not [p for p in out.rglob("*.tmp")]  # no temporary files left behind
 
 
+def test_report_names_the_digest_of_the_results_it_describes(tiny_run):
+    """results.json is written after report.md, and the report quotes its SHA-256: a report
+    left beside another run's results (a kill between the two writes) is detectable."""
+    import hashlib
+    import re
+
+    out, _ = tiny_run
+    quoted = re.findall(r"SHA-256 `([0-9a-f]{64})`", (out / "report.md").read_text())
+    assert quoted == [hashlib.sha256((out / "results.json").read_bytes()).hexdigest()]
+
+
 def test_rerun_resumes_and_reproduces_results_bitwise(tiny_run, capsys):
     out, argv = tiny_run
     before = (out / "results.json").read_text()
