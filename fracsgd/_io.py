@@ -3,7 +3,10 @@ resumable experiment stages (:mod:`fracsgd.experiments`).
 
 A file is written to a temporary name in its directory, flushed to disk and moved into place with
 :func:`os.replace` (atomic on POSIX and Windows): a crash or SIGKILL leaves the old file, the new
-one, or none — never half of one. Array files are ``.npz`` archives with a JSON ``__meta__``
+one, or none — never half of one. The temporary file's hidden name carries the writer's host
+and process id (``.NAME.~HOST~PID~.XXXXXXXX.tmp``), so that one left by a killed process can be
+told from one being written: :func:`remove_stale_temporaries` deletes those of dead processes on
+this host. Array files are ``.npz`` archives with a JSON ``__meta__``
 entry holding the fingerprint of everything the arrays depend on; :func:`load_arrays` refuses a
 file that cannot be read or carries another fingerprint (:class:`CheckpointError`).
 """
@@ -15,6 +18,8 @@ import hashlib
 import io
 import json
 import os
+import re
+import socket
 import tempfile
 import zipfile
 from collections.abc import Mapping
@@ -132,12 +137,66 @@ def prepare_directory(path: str | os.PathLike, name: str) -> None:
         raise ValueError(f"{name} {where!r} is not writable")
 
 
+#: the writer's tag in a temporary file's name: ``.NAME.~HOST~PID~.XXXXXXXX.tmp``
+_TEMPORARY = re.compile(r"^\..*\.~(?P<host>[^~/]*)~(?P<pid>[0-9]+)~\.[A-Za-z0-9_]+\.tmp$")
+
+
+def _host() -> str:
+    return socket.gethostname().replace("~", "_").replace("/", "_")
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (POSIX ``kill(pid, 0)``)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process, or not a pid at all
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[str]:
+    """Delete the temporary files :func:`atomic_write_bytes` left in ``directory`` when its
+    process was killed (SIGKILL, power loss) before it could clean up: those named with this
+    host and the id of a process that no longer runs. A temporary file of a live process
+    (another run writing there now), of another host (a shared file system) or of an older
+    fracsgd (no tag) is kept. Only on POSIX (elsewhere nothing is deleted). Returns the names
+    deleted.
+
+    Examples:
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> atomic_write_text(os.path.join(d, "a.json"), "{}")
+        >>> remove_stale_temporaries(d), sorted(os.listdir(d))
+        ([], ['a.json'])
+    """
+    if os.name != "posix" or not os.path.isdir(directory):
+        return []
+    host, removed = _host(), []
+    for name in sorted(os.listdir(directory)):
+        m = _TEMPORARY.match(name)
+        if m is None or m["host"] != host or int(m["pid"]) == os.getpid():
+            continue
+        if not _process_alive(int(m["pid"])):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except FileNotFoundError:  # removed meanwhile
+                continue
+            removed.append(name)
+    return removed
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file, ``fsync`` and :func:`os.replace`; the
-    file gets the mode a plain ``open`` would give it (:func:`default_file_mode`)."""
+    file gets the mode a plain ``open`` would give it (:func:`default_file_mode`). The
+    temporary file is ``.NAME.~HOST~PID~.XXXXXXXX.tmp`` in the same directory (see
+    :func:`remove_stale_temporaries`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.~{_host()}~{os.getpid()}~.", suffix=".tmp"
+    )
     try:
         os.chmod(tmp, default_file_mode())
         with os.fdopen(fd, "wb") as f:

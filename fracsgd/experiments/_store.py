@@ -17,7 +17,10 @@ fingerprints of the stages it reads. On load:
 * a readable file with another fingerprint (other configuration, seed, data or code) →
   :class:`StageError`, unless the store was opened with ``overwrite=True``.
 
-Nothing is ever silently reused or silently replaced.
+Nothing is ever silently reused or silently replaced. Opening a store deletes the hidden
+temporary files a killed run (SIGKILL) of this host left in ``DIR``, ``DIR/stages`` and
+``DIR/figures`` (:func:`fracsgd._io.remove_stale_temporaries`: only those of processes that no
+longer run).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from fracsgd._io import (
     fingerprint,
     load_arrays,
     prepare_directory,
+    remove_stale_temporaries,
     save_arrays,
 )
 
@@ -81,6 +85,8 @@ class Store:
         self.dir = Path(root) / "stages"
         # a file (or no permission) there is found now, not after the first stage has computed
         prepare_directory(self.dir, "the output directory's stages folder")
+        for where in (Path(root), self.dir, Path(root) / "figures"):
+            remove_stale_temporaries(where)  # a killed run's, never a live one's
         self.study = study
         self.overwrite = overwrite
         self.verbose = verbose

@@ -15,7 +15,13 @@ import numpy as np
 from jax.sharding import Mesh
 
 from fracsgd._checks import refuse_traced
-from fracsgd._io import array_digest, fingerprint, prepare_directory, software
+from fracsgd._io import (
+    array_digest,
+    fingerprint,
+    prepare_directory,
+    remove_stale_temporaries,
+    software,
+)
 from fracsgd._progress import Progress
 from fracsgd._types import PRNGKey
 from fracsgd.data import Dataset
@@ -517,8 +523,10 @@ def sweep(
     resumed, even under the same version number); a file with another fingerprint, or one that
     cannot be read, raises :class:`fracsgd.train.CheckpointError` (a ``ValueError``) — never
     reused silently. Chunk size and device count may differ between the runs. A process killed
-    while writing a chunk can leave a hidden ``.sweep-….npz.….tmp`` file beside them (the
-    write is a temporary file, ``fsync`` and rename): it is never read, and may be deleted.
+    while writing a chunk can leave a hidden ``.sweep-….npz.~HOST~PID~.….tmp`` file beside
+    them (the write is a temporary file, ``fsync`` and rename): it is never read, and the next
+    sweep into that directory deletes it once that process no longer runs
+    (:func:`fracsgd._io.remove_stale_temporaries`).
 
     Args:
         key: ``jax.random.key``; the network with seed ``s`` is trained exactly as
@@ -634,6 +642,7 @@ def _prepare_checkpoint_dir(path: str | os.PathLike, *, create: bool) -> None:
     where = os.fspath(path)
     if create:
         prepare_directory(where, "checkpoint_dir")
+        remove_stale_temporaries(where)  # chunks a killed writer left half-written
     elif os.path.exists(where) and not os.path.isdir(where):
         raise ValueError(f"checkpoint_dir must be a directory, but {where!r} is a file")
 

@@ -260,6 +260,57 @@ def test_interrupted_stage_leaves_no_file(tmp_path):
     assert not store.path("train").exists()
 
 
+@pytest.mark.skipif(os.name != "posix", reason="stale temporaries are found with kill(pid, 0)")
+def test_a_killed_writers_temporary_file_is_removed_when_the_store_reopens(tmp_path):
+    """SIGKILL between a temporary file's write and its rename leaves the hidden file; the next
+    Store on that directory deletes it, and keeps those of live processes, other hosts and
+    untagged names."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from fracsgd._io import _host, remove_stale_temporaries
+
+    stages = tmp_path / "stages"
+    code = (
+        "import os, sys, time\n"
+        "from fracsgd._io import atomic_write_bytes\n"
+        "os.replace = lambda a, b: time.sleep(600)\n"  # hang between fsync and rename
+        f"atomic_write_bytes({str(stages / 'mnist-train.npz')!r}, b'x' * 1000)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 120
+        while not (stages.is_dir() and [p for p in stages.iterdir() if p.suffix == ".tmp"]):
+            assert child.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    (left,) = [p.name for p in stages.iterdir()]
+    assert left.startswith(f".mnist-train.npz.~{_host()}~{child.pid}~.") and left.endswith(".tmp")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        keep = [
+            f".a.json.~{_host()}~{sleeper.pid}~.abc_12.tmp",  # a live writer
+            f".a.json.~{_host()}~{os.getpid()}~.abc_12.tmp",  # this process
+            f".a.json.~other-host~{child.pid}~.abc_12.tmp",  # another host (shared disk)
+            ".a.json.abc_12.tmp",  # an older fracsgd's name: not ours to judge
+            "notes.tmp",
+        ]
+        for name in keep:
+            (stages / name).write_bytes(b"")
+        Store(tmp_path, "mnist", verbose=False)
+        assert sorted(p.name for p in stages.iterdir()) == sorted(keep)
+        assert remove_stale_temporaries(stages) == []
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert remove_stale_temporaries(stages) == [keep[0]]  # its writer is gone now
+    assert remove_stale_temporaries(tmp_path / "absent") == []
+
+
 def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
     path = tmp_path / "results.json"
     path.write_text("old")

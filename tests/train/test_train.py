@@ -768,6 +768,28 @@ def test_unusable_checkpoint_dir_is_refused_before_training(moons, tmp_path):
     assert len(list(fresh.glob("sweep-b*.npz"))) == sw.num_programs  # one chunk per bucket
 
 
+@pytest.mark.skipif(os.name != "posix", reason="stale temporaries are found with kill(pid, 0)")
+def test_sweep_removes_a_dead_writers_temporary_chunk(moons, tmp_path):
+    """A chunk file a killed process left half-written (its hidden temporary) is deleted when
+    the next sweep opens the directory; a live process's is kept."""
+    import subprocess
+    import sys
+
+    from fracsgd._io import _host
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # its pid names a process that no longer runs
+    dead = f".sweep-b0-x.npz.~{_host()}~{gone.pid}~.a1b2c3d4.tmp"
+    live = f".sweep-b0-x.npz.~{_host()}~{os.getpid()}~.a1b2c3d4.tmp"
+    for name in (dead, live):
+        (tmp_path / name).write_bytes(b"half")
+    fs.train.sweep(
+        jax.random.key(0), moons, _grid(steps=4), checkpoint_dir=tmp_path, progress=False
+    )
+    left = {p.name for p in tmp_path.iterdir()}
+    assert live in left and dead not in left
+
+
 def test_grid_hidden_takes_zero_d_integer_arrays(moons):
     """Grid.hidden takes 0-d integer arrays as widths, as mlp and width_mask do (they were
     refused as 'not a sequence'); float and bool arrays stay refused."""
