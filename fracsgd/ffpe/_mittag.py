@@ -58,7 +58,8 @@ For ``1 < α ≤ 2`` (``tests/ffpe/test_mittag_leffler.py``, 60–130-digit mpma
 ``ρ = 130``, the branch-cut integral beyond, the closed forms of ``α = 2``): error below
 ``1e-12 |E| + 5e-15`` for ``0.4 ≤ β ≤ 2.5`` on ``z ∈ [−130^α, 30]`` (measured: relative
 ≤ 2e-13 wherever ``|E| ≥ 0.01``, absolute ≤ 3.3e-15 near the zeros of the oscillating ``E``);
-``cos x`` to 4.4e-16 absolute up to ``x = 2·10⁴`` (``z = −4·10⁸``), and bounded by 1 out to
+``cos x`` to 7.5e-15 absolute for ``x < 3`` (``|z| < 9``, measured near ``x = 2.9``) and to
+4.4e-16 beyond, up to ``x = 2·10⁴`` (``z = −4·10⁸``), and bounded by 1 out to
 ``z = −10³⁰⁰``; ``E_{α,β}(−∞) = 0`` for ``α < 2`` (and for ``α = 2``, ``β > 1``).
 
 References:
