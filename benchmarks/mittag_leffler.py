@@ -25,6 +25,7 @@ Writes ``benchmarks/results/mittag_leffler.json``; ``run()`` returns the same di
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -151,9 +152,18 @@ def run(repeats: int = 7) -> dict:
     return result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    default = Path(__file__).resolve().parent / "results" / "mittag_leffler.json"
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=default,
+        help="output JSON (default: results/mittag_leffler.json)",
+    )
+    args = parser.parse_args(argv)
     result = run()
-    out = Path(__file__).resolve().parent / "results" / "mittag_leffler.json"
+    out = args.out
     out.parent.mkdir(exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
