@@ -505,10 +505,27 @@ def trajectory(
     """λ(w_t) at every checkpoint (one :func:`estimate_many` call) and λ̄ over the late window.
 
     Args:
+        key: ``jax.random.key``, used as :func:`estimate_many` uses it.
+        loss_fn: ``loss_fn(params, batch) -> scalar`` mean loss over the batch.
         checkpoints: parameters with a leading ``(K,)`` axis, e.g. ``TrainResult.checkpoints``.
         steps: the ``K`` checkpoint steps (increasing).
+        data: pytree of arrays with leading axis ``n`` (the training set).
         late_fraction: the window is the last ``late_fraction`` of the run in log-time.
         **kwargs: passed to :func:`estimate_many` (``num_chains``, ``step_size``, …).
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> import fracsgd as fs
+        >>> data = jnp.zeros((1000, 1))
+        >>> loss = lambda w, batch: 0.5 * jnp.sum(w**2) + 0.0 * jnp.sum(batch)
+        >>> traj = fs.llc.trajectory(jax.random.key(0), loss, jnp.zeros((4, 3)),
+        ...                          [1, 10, 100, 1000], data, num_chains=4, num_draws=200,
+        ...                          step_size=1e-3, localization=0.0, nbeta=100.0,
+        ...                          batch_size=10)
+        >>> traj.llc.shape, traj.window  # window: t >= 1000^(1 - 0.5)
+        ((4,), (100, 1000))
+        >>> bool(abs(traj.lambda_bar - 1.5) < 0.3)  # λ = d/2 for a regular minimum
+        True
     """
     t = real_array("steps", steps)
     if t.ndim != 1 or t.size == 0 or np.any(~np.isfinite(t)) or np.any(np.diff(t) <= 0):
