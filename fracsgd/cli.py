@@ -150,12 +150,15 @@ def _mesh(spec: str):
     if n > len(devices):
         cores = os.cpu_count() or 1
         hint = (
-            f"; on the CPU the command line makes at most one device per core ({cores} here: "
-            "--devices all)"
-            if jax.default_backend() == "cpu" and n > cores
+            f" (on the CPU the command line makes one device per core, up to {cores} here, "
+            "unless JAX already runs or XLA_FLAGS / JAX_NUM_CPU_DEVICES set the count)"
+            if jax.default_backend() == "cpu" and cores > len(devices)
             else ""
         )
-        raise ValueError(f"--devices {spec}: only {len(devices)} device(s) are visible{hint}")
+        raise ValueError(
+            f"--devices {spec}: {len(devices)} device(s) visible{hint}; "
+            "--devices all takes every one"
+        )
     return None if n == 1 else fs.parallel.batch_mesh(devices[:n])
 
 
