@@ -58,7 +58,9 @@ class Calibration(NamedTuple):
     Attributes:
         step_sizes, localizations, nbetas: the axes (nβ resolved to numbers).
         llc_mean, llc_std, rhat, ess: ``(S, G, B)`` arrays.
-        diverged_fraction, below_init_fraction: ``(S, G, B)`` arrays.
+        diverged_fraction, below_init_fraction: ``(S, G, B)`` arrays (``below_init_fraction``:
+            the mean of ``LLCResult.below_init_fraction`` over the chains that did not diverge,
+            NaN if all did).
         valid: ``(S, G, B)``: no divergence, a local minimum, R-hat < 1.1, ESS ≥ ``MIN_ESS``
             and ``minibatch_noise_ratio`` < ``MAX_NOISE_RATIO``.
         recommended: ``{"step_size", "localization", "nbeta", "llc_mean", "bias_estimate",
@@ -377,7 +379,7 @@ def calibrate(
     cal = {k: field(k) for k in ("llc_mean", "llc_std", "rhat", "ess", "rhat_distance")}
     cal["diverged_fraction"] = np.asarray([r["diverged"].mean() for r in rows]).reshape(shape)
     cal["below_init_fraction"] = np.asarray(
-        [r["below_init_fraction"].mean() for r in rows]
+        [_mean_over_survivors(r["below_init_fraction"], r["diverged"]) for r in rows]
     ).reshape(shape)
     not_min = np.asarray([r["not_minimum"] for r in rows]).reshape(shape)
     noise = field("minibatch_noise_ratio")
@@ -413,6 +415,12 @@ def calibrate(
         minibatch_noise_ratio=noise,
         distance=np.asarray([_rms(r["distance"]) for r in rows]).reshape(shape),
     )
+
+
+def _mean_over_survivors(values: np.ndarray, diverged: np.ndarray) -> float:
+    """Mean of a per-chain reading over the chains that did not diverge (NaN when none did)."""
+    good = ~np.asarray(diverged, bool)
+    return float(np.mean(np.asarray(values, np.float64)[good])) if good.any() else math.nan
 
 
 def _rms(values: np.ndarray) -> float:

@@ -113,7 +113,7 @@ class LLCResult(NamedTuple):
             minibatch. Otherwise: the fraction of the chain's means over consecutive blocks of
             ``⌈√draws⌉`` draws that lie below ``init_loss`` (single minibatch losses are skewed,
             so at an exact minimum over half of them may lie below ``L_n(w*)``; block means are
-            not).
+            not). NaN for a diverged chain.
         not_minimum: the centre looks like no local minimum (λ̂ < 0, or
             ``below_init_fraction`` above 1/2 on average over the chains).
         grad_noise_ratio: ``(chains,)`` mean of ``||(ε/2)∇U|| / sqrt(ε d)`` over the measured
@@ -848,6 +848,9 @@ def _summarise(dead, outs, init_loss, nbeta, same_batch):
             per_chain = nbeta * (np.nanmean(loss, axis=-1) - init_loss)
             below = _block_means_below(loss, init_loss)
         per_chain = np.where(dead, np.nan, per_chain)
+        # a diverged chain's NaN tail never lies below the centre: its fraction would read low,
+        # as at a healthy minimum
+        below = np.where(dead, np.nan, below)
         good = ~dead
         mean = float(np.mean(per_chain[good])) if good.any() else float("nan")
         std = float(np.std(per_chain[good], ddof=1)) if good.sum() > 1 else float("nan")

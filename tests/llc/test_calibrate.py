@@ -137,6 +137,30 @@ def test_calibration_marks_diverging_settings_invalid():
     assert cal.valid[0, 0, 0]
 
 
+def test_calibration_below_init_fraction_is_over_the_surviving_chains():
+    """Found by a review: a setting's ``below_init_fraction`` averaged every chain, diverged ones
+    included, which read 0 (their NaN tails never lie below the centre), so a setting whose
+    chains all diverged read 0, a healthy minimum's value. It is the mean over the chains that
+    did not diverge, NaN when none survived."""
+    cal = fs.llc.calibrate(
+        jax.random.key(0),
+        _quad,
+        jnp.zeros(2),
+        DUMMY,
+        step_sizes=(1e-3, 10.0),
+        localizations=(0.0,),
+        nbetas=(100.0,),
+        num_chains=8,
+        num_draws=200,
+        batch_size=1,
+    )
+    assert cal.diverged_fraction[1, 0, 0] == 1.0  # ε·nβ = 1000 ≫ 4
+    assert np.isnan(cal.below_init_fraction[1, 0, 0])
+    assert cal.below_init_fraction[0, 0, 0] == pytest.approx(
+        np.mean(cal.results.below_init_fraction[0])
+    )
+
+
 @pytest.mark.parametrize(
     ("change", "match"),
     [

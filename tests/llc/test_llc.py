@@ -480,6 +480,37 @@ def test_straight_line_programs_have_no_per_step_conditional(monkeypatch, straig
     assert (conditionals == 0) == straight_line
 
 
+@pytest.mark.parametrize("same_batch", [False, True])
+def test_a_diverged_chain_reads_no_below_init_fraction(same_batch):
+    """Found by a review: a diverged chain's ``below_init_fraction`` read 0 — "never below the
+    centre", a healthy minimum's reading — from its NaN tail (NaN < x is False), while its other
+    per-chain readings (λ̂, drift ratio, distance) are NaN; with every chain diverged the result
+    reported all zeros."""
+    kw = dict(num_chains=16, num_draws=100, step_size=1e-2, localization=0.0, nbeta=20.0)
+    with pytest.warns(fs.llc.DivergedChainsWarning):
+        res = fs.llc.estimate(
+            jax.random.key(0),
+            _potential(lambda w: _bomb(w, 0.5)),
+            jnp.zeros(2),
+            DUMMY,
+            batch_size=1,
+            same_batch=same_batch,
+            **kw,
+        )
+    assert 0 < res.diverged.sum() < 16  # as in test_diverging_chains_are_flagged_and_excluded
+    assert np.isnan(res.below_init_fraction[res.diverged]).all()
+    assert np.isfinite(res.below_init_fraction[~res.diverged]).all()
+    with pytest.warns(fs.llc.DivergedChainsWarning, match="all 4 chains diverged"):
+        gone = fs.llc.estimate(
+            jax.random.key(0),
+            _potential(_bomb),
+            jnp.array([1.0, 0.0]),
+            DUMMY,
+            **{**kw, "num_chains": 4, "batch_size": 1, "same_batch": same_batch},
+        )
+    assert np.isnan(gone.below_init_fraction).all() and not gone.not_minimum
+
+
 def test_all_chains_diverging_is_reported_not_raised():
     with pytest.warns(fs.llc.DivergedChainsWarning, match="all 4 chains diverged"):
         res = fs.llc.estimate(
