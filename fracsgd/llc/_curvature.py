@@ -88,7 +88,9 @@ def step_size_bias(
     from below (an MLP 784-128-10 on the embedded MNIST read 4.585 after 50 iterations and
     4.614 after 200): raise ``num_iterations`` when the top eigenvalues are close. Flat
     (singular) directions, curved by ``γ`` alone, have less bias; minibatch noise adds its own
-    excess (``LLCResult.minibatch_noise_ratio``). A host driver: not under ``jit``.
+    excess (``LLCResult.minibatch_noise_ratio``). ``nbeta`` is a number, or ``None`` /
+    ``"n/log n"``; the batch rule ``"batch/log batch"`` is refused (there is no batch size
+    here): pass ``fracsgd.llc.batch_nbeta(batch_size)``. A host driver: not under ``jit``.
 
     Examples:
         >>> import jax, jax.numpy as jnp
@@ -117,6 +119,12 @@ def step_size_bias(
     check_key(key)
     _check_float_leaves(params)
     n = _num_samples(data)
+    if isinstance(nbeta, str) and nbeta == "batch/log batch":
+        # no batch size here: resolving the rule with B = n would silently give n/log n
+        raise ValueError(
+            "nbeta='batch/log batch' needs a batch size, which step_size_bias does not take: "
+            "pass the number, nbeta=fracsgd.llc.batch_nbeta(batch_size)"
+        )
     nb = resolve_nbeta(nbeta, n, n)
     flat, unravel = ravel_pytree(params)
     if mask is None:

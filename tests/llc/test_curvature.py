@@ -175,6 +175,25 @@ def test_bad_input_is_named(kwargs, name):
         )
 
 
+def test_the_batch_rule_for_nbeta_is_not_read_as_n_over_log_n():
+    """Found by a review: ``nbeta="batch/log batch"`` (devinterp's ``B/log B``) silently gave
+    ``n/log n``, the default, because the rule was resolved with the batch size set to ``n``
+    (the function has no batch size). It is refused by name; ``batch_nbeta(B)`` is the number."""
+    loss = _quadratic([1.0, 2.0])
+    kw = {"step_size": 1e-4, "localization": 1.0}
+    with pytest.raises(ValueError, match=r"nbeta='batch/log batch'.*batch_nbeta"):
+        fs.llc.step_size_bias(
+            jax.random.key(0), loss, jnp.zeros(2), DUMMY, nbeta="batch/log batch", **kw
+        )
+    r = fs.llc.step_size_bias(
+        jax.random.key(0), loss, jnp.zeros(2), DUMMY, nbeta=fs.llc.batch_nbeta(16), **kw
+    )
+    assert r.nbeta == pytest.approx(16 / math.log(16))
+    n = DUMMY.shape[0]
+    r = fs.llc.step_size_bias(jax.random.key(0), loss, jnp.zeros(2), DUMMY, nbeta="n/log n", **kw)
+    assert r.nbeta == pytest.approx(n / math.log(n))
+
+
 def test_under_jit_it_says_it_runs_on_the_host():
     loss = _quadratic([1.0, 2.0])
 
