@@ -343,6 +343,7 @@ def _chain(
                 batch,
             )
         loss, grad = jax.value_and_grad(static.loss_fn)(state.position, batch)
+        loss = jnp.asarray(loss)  # a loss_fn may return a Python float (a constant)
         new_state, info = step_kernel(k_noise, state, batch, grad, loss, adapt)
         loss_star = static.loss_fn(center, batch) if static.same_batch else jnp.nan
         if static.mala:

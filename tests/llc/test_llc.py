@@ -732,6 +732,27 @@ def test_loss_fn_must_return_a_scalar(loss_fn):
         )
 
 
+@pytest.mark.parametrize("variant", [{}, {"same_batch": True}, {"mala": True}])
+def test_a_loss_fn_returning_a_python_float_is_a_scalar(variant):
+    """Found by a review: a loss_fn returning a Python float passed the scalar check and then
+    failed while the chains were traced (AttributeError: 'float' object has no attribute
+    'dtype'). It is a scalar: a constant loss has λ̂ = 0."""
+    res = fs.llc.estimate(
+        jax.random.key(0),
+        lambda w, b: 1.0,
+        jnp.zeros(2),
+        DUMMY,
+        num_chains=2,
+        num_draws=8,
+        step_size=1e-3,
+        localization=1.0,
+        nbeta=10.0,
+        batch_size=4,
+        **variant,
+    )
+    assert res.llc_mean == 0.0 and res.init_loss == 1.0 and not res.diverged.any()
+
+
 def test_a_mask_needs_the_model_axis_of_params():
     """A mask whose model axis is shorter would be indexed out of range (clamped silently)."""
     kw = dict(num_chains=2, num_draws=10, step_size=1e-3, localization=0.0, nbeta=10.0)
