@@ -125,7 +125,8 @@ class LLCResult(NamedTuple):
             on their minibatch (computed with ``mala=True``; NaN otherwise). pSGLD: the proposal
             ``N(w − (ε/2) G∇U, εG)`` with the step's preconditioner, which is fixed during the
             draws, so there it is MALA's exact acceptance for that ``G`` (masks are 0/1: the
-            masked coordinates neither move nor enter the ratio).
+            masked coordinates neither move nor enter the ratio). A diverged chain keeps the mean
+            over its draws before it diverged (NaN if none), unlike the fields above.
         step_size, localization: ε and γ.
         sampler: ``"sgld"`` or ``"psgld"``.
         sampling: how minibatches were drawn (``"epoch"`` or ``"replacement"``).
