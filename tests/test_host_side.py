@@ -112,16 +112,6 @@ def _estimate(params, step_size=1e-3):
             "tree",
         ),
         (
-            lambda: jax.jit(fs.sampling.split_rhat)(jnp.ones((2, 8))),
-            "fracsgd.sampling.split_rhat",
-            "traces",
-        ),
-        (
-            lambda: jax.vmap(fs.sampling.effective_sample_size)(jnp.ones((3, 2, 8))),
-            "fracsgd.sampling.effective_sample_size",
-            "traces",
-        ),
-        (
             lambda: jax.vmap(
                 lambda k: (
                     fs.train.run(

@@ -1,22 +1,14 @@
 """Chain diagnostics on stacked traces ``(..., chains, draws)``: split R-hat and effective sample
 size (Gelman et al., *Bayesian Data Analysis*, 3rd ed., §11.4–11.5; Geyer's initial monotone
-sequence estimator as in Stan). Host-side NumPy functions of the traces: under jit/vmap/grad
-they raise a ValueError saying so (the estimators return both with their results)."""
+sequence estimator as in Stan). Host-side NumPy functions of the traces."""
 
 from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fracsgd._checks import refuse_traced
 
-
-def _as_traces(x: ArrayLike, name: str, where: str) -> np.ndarray:
-    refuse_traced(
-        where,
-        hint="The estimators return R-hat and ESS with their results (LLCResult.rhat, .ess)",
-        **{name: x},
-    )
+def _as_traces(x: ArrayLike, name: str) -> np.ndarray:
     if isinstance(x, str | bytes):
         raise ValueError(f"{name} must be an array of numbers (..., chains, draws), got {x!r:.40}")
     try:
@@ -48,7 +40,7 @@ def split_rhat(traces: ArrayLike) -> np.ndarray:
         >>> bool(abs(split_rhat(x) - 1) < 0.01)
         True
     """
-    a = _split(_as_traces(traces, "traces", "fracsgd.sampling.split_rhat"))
+    a = _split(_as_traces(traces, "traces"))
     n = a.shape[-1]
     means = a.mean(axis=-1)
     w = a.var(axis=-1, ddof=1).mean(axis=-1)
@@ -76,7 +68,7 @@ def effective_sample_size(traces: ArrayLike) -> np.ndarray:
         >>> bool(3000 < effective_sample_size(x) < 5000)
         True
     """
-    a = _split(_as_traces(traces, "traces", "fracsgd.sampling.effective_sample_size"))
+    a = _split(_as_traces(traces, "traces"))
     lead = a.shape[:-2]
     m, n = a.shape[-2], a.shape[-1]
     flat = a.reshape(-1, m, n)
