@@ -126,6 +126,18 @@ def _estimate(params, step_size=1e-3):
             "fracsgd.train.run",
             "key",
         ),
+        # the chain diagnostics are NumPy on the host: a traced trace used to read "traces must
+        # be an array of numbers" with the tracer's __array__ error (found by jit-ing them)
+        (
+            lambda: jax.jit(fs.sampling.split_rhat)(jnp.ones((2, 8))),
+            "fracsgd.sampling.split_rhat",
+            "traces",
+        ),
+        (
+            lambda: jax.vmap(fs.sampling.effective_sample_size)(jnp.ones((3, 2, 8))),
+            "fracsgd.sampling.effective_sample_size",
+            "traces",
+        ),
     ],
 )
 def test_drivers_refuse_tracers_by_name(call, where, what):
@@ -138,6 +150,11 @@ def test_drivers_refuse_tracers_by_name(call, where, what):
     [
         (lambda t: fs.diffusion.ctrw(KEY, 4, t, 0.5), "times"),
         (lambda t: fs.ffpe.graded_mesh(t, 4), "t_final"),
+        # the SOE nodes are a host-side plan whose length t_min, t_max and tol set: a traced one
+        # was a TracerBoolConversionError (found by jit-ing soe_nodes and SOE.num_terms)
+        (lambda t: fs.ffpe.soe_nodes(t, 2.0, 1e-6), "t_min"),
+        (lambda t: fs.ffpe.soe_nodes(1e-3, t, 1e-6), "t_max"),
+        (lambda t: fs.ffpe.SOE(tol=1e-8).num_terms(1e-3, t), "t_max"),
         (
             lambda t: (
                 fs.ffpe.solve(

@@ -329,6 +329,8 @@ def soe_nodes(t_min: float, t_max: float, tol: float) -> tuple[np.ndarray, float
       (the ``s = 0`` node); what that neglects, ``e^{αx}(1 − e^{−e^x t})``, is at most
       ``z^{1+α}/((1+α)Γ(α))`` with ``z = e^{x_lo} t_max`` (maximised over ``α``).
     """
+    for name, value in (("t_min", t_min), ("t_max", t_max), ("tol", tol)):
+        refuse_traced_static(name, value, "they set the number of nodes, chosen on the host")
     if not 0 < t_min < t_max:
         raise ValueError(f"need 0 < t_min < t_max, got {t_min}, {t_max}")
     third = tol / 3

@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
+from fracsgd._checks import refuse_traced
+
 
 def _as_traces(x: ArrayLike, name: str) -> np.ndarray:
     if isinstance(x, str | bytes):
@@ -40,6 +42,7 @@ def split_rhat(traces: ArrayLike) -> np.ndarray:
         >>> bool(abs(split_rhat(x) - 1) < 0.01)
         True
     """
+    refuse_traced("fracsgd.sampling.split_rhat", traces=traces)
     a = _split(_as_traces(traces, "traces"))
     n = a.shape[-1]
     means = a.mean(axis=-1)
@@ -68,6 +71,7 @@ def effective_sample_size(traces: ArrayLike) -> np.ndarray:
         >>> bool(3000 < effective_sample_size(x) < 5000)
         True
     """
+    refuse_traced("fracsgd.sampling.effective_sample_size", traces=traces)
     a = _split(_as_traces(traces, "traces"))
     lead = a.shape[:-2]
     m, n = a.shape[-2], a.shape[-1]
