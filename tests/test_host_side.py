@@ -155,6 +155,10 @@ def test_drivers_refuse_tracers_by_name(call, where, what):
         (lambda t: fs.ffpe.soe_nodes(t, 2.0, 1e-6), "t_min"),
         (lambda t: fs.ffpe.soe_nodes(1e-3, t, 1e-6), "t_max"),
         (lambda t: fs.ffpe.SOE(tol=1e-8).num_terms(1e-3, t), "t_max"),
+        # the gasket's generation sets its graph (built on the host and cached): a traced one
+        # was "unhashable type: 'DynamicJaxprTracer'" from the cache
+        (lambda g: fs.diffusion.sierpinski_gasket(g).degree, "generation"),
+        (lambda g: fs.diffusion.gasket_walk(KEY, 2, 3, g), "generation"),
         (
             lambda t: (
                 fs.ffpe.solve(
@@ -171,7 +175,8 @@ def test_drivers_refuse_tracers_by_name(call, where, what):
 )
 def test_arguments_that_set_shapes_or_host_plans_must_be_concrete(call, name):
     with pytest.raises(ValueError, match=f"{name} must be concrete under jit/vmap"):
-        jax.jit(call)(jnp.array([1.0, 2.0]) if name == "times" else 1.0)
+        arg = {"times": jnp.array([1.0, 2.0]), "generation": 3}.get(name, 1.0)
+        jax.jit(call)(arg)
 
 
 @pytest.mark.parametrize(

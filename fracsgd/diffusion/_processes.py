@@ -565,14 +565,19 @@ class Graph(NamedTuple):
 _MAX_GENERATION = 12  # 3^12 = 531 441 unit triangles; each generation triples the memory
 
 
-@functools.lru_cache(maxsize=8)
 def sierpinski_gasket(generation: int) -> Graph:
     """The Sierpinski gasket graph of a given generation (side ``2^generation`` edges).
 
     Nodes are points ``a·e₁ + b·e₂`` of the triangular lattice (``e₁ = (1, 0)``,
-    ``e₂ = (½, √3/2)``); interior nodes have degree 4, the three corners degree 2.
+    ``e₂ = (½, √3/2)``); interior nodes have degree 4, the three corners degree 2. The graph
+    is built on the host and cached per generation, so its arrays are read-only.
     """
-    g = check_int("generation", generation, 1, _MAX_GENERATION)
+    refuse_traced_static("generation", generation, "it sets the graph, built on the host")
+    return _sierpinski_gasket(check_int("generation", generation, 1, _MAX_GENERATION))
+
+
+@functools.lru_cache(maxsize=8)
+def _sierpinski_gasket(g: int) -> Graph:
     tris = np.zeros((1, 2), np.int64)  # lower-left corners of unit triangles, in (a, b)
     for level in range(g):
         s = 2**level
@@ -594,6 +599,8 @@ def sierpinski_gasket(generation: int) -> Graph:
         neighbors[v, degree[v]] = u
         degree[v] += 1
     coords = np.stack([nodes[:, 0] + 0.5 * nodes[:, 1], nodes[:, 1] * math.sqrt(3) / 2], axis=1)
+    for a in (coords, neighbors, degree):  # shared by every caller through the cache
+        a.flags.writeable = False
     return Graph(coords, neighbors, degree)
 
 

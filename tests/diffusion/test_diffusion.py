@@ -1171,6 +1171,20 @@ def test_graph_walks_take_traced_starts_and_gasket_walk_jits():
         jax.jit(lambda s: D.graph_walk(KEY, g, s, 5))(jnp.array([0.0, 1.0]))
 
 
+def test_the_cached_gasket_graph_cannot_be_changed_by_a_caller():
+    """sierpinski_gasket returns one cached Graph per generation: writing into its arrays used
+    to change every later sierpinski_gasket and gasket_walk of that generation (hidden global
+    state; found while checking purity: the same key gave another walk)."""
+    before = D.gasket_walk(KEY, 3, 6, 3)
+    g = D.sierpinski_gasket(3)
+    for field in g:
+        with pytest.raises(ValueError, match="read-only"):
+            field[0] = 0
+    np.testing.assert_array_equal(D.gasket_walk(KEY, 3, 6, 3), before)
+    with pytest.raises(ValueError, match="generation must be an integer"):
+        D.sierpinski_gasket([3])  # was "unhashable type: 'list'" from the cache
+
+
 def test_gasket_walk_is_in_the_default_float_dtype(x64):
     """As brownian, fbm, langevin and ctrw: float64 under x64 (the coordinates were float32
     always), with unit steps to float64 rounding (√3/2 held exactly as a float64)."""
