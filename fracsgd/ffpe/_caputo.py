@@ -331,7 +331,10 @@ def soe_nodes(t_min: float, t_max: float, tol: float) -> tuple[np.ndarray, float
     """
     for name, value in (("t_min", t_min), ("t_max", t_max), ("tol", tol)):
         refuse_traced_static(name, value, "they set the number of nodes, chosen on the host")
-    if not 0 < t_min < t_max:
+    tol = check_number("tol", tol, lo=1e-15, hi=0.1, hi_open=True)  # as SOE's
+    t_min = check_number("t_min", t_min, lo=0.0, lo_open=True)
+    t_max = check_number("t_max", t_max, lo=0.0, lo_open=True)
+    if not t_min < t_max:
         raise ValueError(f"need 0 < t_min < t_max, got {t_min}, {t_max}")
     third = tol / 3
     h = 1.0

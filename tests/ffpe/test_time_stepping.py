@@ -185,6 +185,25 @@ def test_one_step_with_the_fast_history():
 # ------------------------------------------------------------------------- fast history
 
 
+@pytest.mark.parametrize(
+    ("args", "name"),
+    [
+        ((1e-3, 1.0, -1.0), "tol"),  # read "math domain error"
+        ((1e-3, 1.0, 0.0), "tol"),  # ZeroDivisionError
+        ((1e-3, 1.0, math.nan), "tol"),  # "cannot convert float NaN to integer"
+        ((1e-3, 1.0, 0.5), "tol"),
+        ((0.0, 1.0, 1e-6), "t_min"),
+        ((1e-3, math.inf, 1e-6), "t_max"),
+        ((1e-3, "1", 1e-6), "t_max"),
+    ],
+)
+def test_soe_nodes_names_a_bad_argument(args, name):
+    with pytest.raises(ValueError, match=rf"^{name} must be"):
+        fs.ffpe.soe_nodes(*args)
+    with pytest.raises(ValueError, match="t_min < t_max"):
+        fs.ffpe.soe_nodes(1.0, 1e-3, 1e-6)
+
+
 @pytest.mark.parametrize("tol", [1e-6, 1e-10])
 def test_soe_kernel_meets_its_tolerance_for_every_alpha(x64, tol):
     t_min, t_max = 1e-6, 1e3
