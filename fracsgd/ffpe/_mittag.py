@@ -234,14 +234,14 @@ def mittag_leffler(alpha: Any, z: Any, beta: Any = 1.0) -> Array:
         beta: second parameter in ``(0, 3]`` (:data:`BETA_MAX`; relative error ≤ 6e-15
             measured for ``β ≤ 2``, up to 2.3e-13 at ``β = 2.5`` and 8.6e-12 at ``β = 3`` just
             above ``z = 1``: the contour's absolute error is ~1e-16 while the function scales
-            like ``1/Γ(β)``, so larger β lose digits; traced β is not checked).
+            like ``1/Γ(β)``, so larger β lose digits; a traced β out of range gives NaN).
 
     Returns:
         ``E_{α,β}(z)`` with the broadcast shape of the inputs.
 
     Raises:
         ValueError: ``alpha`` outside ``(0, 2]`` or ``beta`` outside ``(0, 3]`` (checked for
-            concrete values).
+            concrete values; a traced one out of range gives NaN in its element).
 
     Examples:
         >>> import jax, jax.numpy as jnp
@@ -274,4 +274,7 @@ def mittag_leffler(alpha: Any, z: Any, beta: Any = 1.0) -> Array:
     tangent = general - jax.lax.stop_gradient(general)
     exact = jnp.exp(zz) + jnp.where(jnp.isfinite(general), tangent, 0.0)
     # E_{α,β}(z) → +inf as z → +inf (its growth is exp(z^{1/α}) / α)
-    return jnp.where(jnp.isposinf(zz), jnp.inf, jnp.where(is_exp, exact, general))
+    out = jnp.where(jnp.isposinf(zz), jnp.inf, jnp.where(is_exp, exact, general))
+    # a traced α or β outside its range (checked above only when concrete) reads NaN in its
+    # element, not the finite number the contour would give there
+    return jnp.where((a > 0) & (a <= 2) & (b > 0) & (b <= BETA_MAX), out, jnp.nan)

@@ -356,3 +356,23 @@ def test_orders_across_one_and_two_in_one_program(x64):
     size = f._cache_size()
     f(alphas * 0.99, z * 3)
     assert f._cache_size() == size
+
+
+def test_traced_order_or_beta_out_of_range_reads_nan_in_its_element(x64):
+    """Concrete α ∉ (0, 2] or β ∉ (0, 3] raise; traced ones cannot, and used to give the finite
+    value the contour happens to produce there (E_{2.5}(−1) read 0.707, E_{−1}(−1) 0.632)."""
+    f = jax.jit(mittag_leffler)
+    alphas = jnp.array([-1.0, 0.0, 0.5, 2.0, 2.5])
+    got = np.asarray(f(alphas, -1.0))
+    assert np.isnan(got[[0, 1, 4]]).all()
+    np.testing.assert_allclose(got[[2, 3]], [mittag_leffler(0.5, -1.0), math.cos(1.0)], rtol=1e-13)
+    betas = jnp.array([-0.5, 0.0, 1.0, 3.0, 3.5])
+    got = np.asarray(jax.vmap(lambda b: mittag_leffler(0.5, -1.0, b))(betas))
+    assert np.isnan(got[[0, 1, 4]]).all() and np.isfinite(got[[2, 3]]).all()
+    # the mask does not disturb derivatives inside the range
+    da = jax.grad(lambda a: mittag_leffler(a, -1.0))(0.7)
+    h = 1e-6
+    fd = (mittag_leffler(0.7 + h, -1.0) - mittag_leffler(0.7 - h, -1.0)) / (2 * h)
+    assert abs(float(da) - float(fd)) <= 1e-8
+    with pytest.raises(ValueError, match=r"alpha must be in \(0, 2\]"):
+        mittag_leffler(2.5, -1.0)
