@@ -65,6 +65,23 @@ class Model(NamedTuple):
         widths: allocated widths ``(input, hidden..., output)``.
         kind: ``"mlp"`` or ``"deep_linear"``.
         batch_norm: whether hidden layers are followed by BatchNorm.
+
+    Examples:
+        A network allocated at hidden width 5 and masked down to 3 units:
+
+        >>> import jax, jax.numpy as jnp
+        >>> import fracsgd as fs
+        >>> model = fs.models.mlp((2, 5, 1))
+        >>> model.hidden, model.kind, model.batch_norm
+        ((5,), 'mlp', False)
+        >>> mask = model.width_mask([3])
+        >>> model.num_params(), int(model.num_params(mask))  # 2·5 + 5 + 5 + 1; 2·3 + 3 + 3 + 1
+        (21, 13)
+        >>> params = model.init(jax.random.key(0), mask)
+        >>> float(jnp.abs(params["layers"][0]["w"][:, 3:]).sum())  # inactive units stay zero
+        0.0
+        >>> model.apply(params, jnp.ones((4, 2)), mask).shape
+        (4, 1)
     """
 
     init: Callable[..., PyTree]
@@ -382,6 +399,15 @@ def deep_linear(widths: Sequence[int]) -> Model:
 def deep_linear_params(factors: Sequence[Array]) -> PyTree:
     """Parameters of :func:`deep_linear` from factors ``W_s`` of shape ``(H_{s+1}, H_s)``.
 
+    Layer ``s`` holds ``w = W_{s+1}^T`` (layers act on row vectors), so the network computes
+    ``y = W_L ⋯ W_1 x`` (theory.md Appendix A).
+
+    Args:
+        factors: ``[W_1, …, W_L]``, ``W_s`` of shape ``(H_{s+1}, H_s)`` (converted to float32).
+
+    Returns:
+        ``{"layers": [{"w": W_1^T}, …, {"w": W_L^T}]}``, the pytree :func:`deep_linear` uses.
+
     Examples:
         >>> import jax.numpy as jnp
         >>> import fracsgd as fs
@@ -398,6 +424,20 @@ def cross_entropy(logits: Array, labels: Array) -> Array:
     ``logits`` ``(n, classes)``, ``labels`` ``(n,)`` integers (shapes and dtype are checked, also
     under ``jit``); a label outside ``[0, classes)`` gives NaN (it used to wrap around or read
     another class silently).
+
+    ``−(1/n) Σ_i log softmax(logits_i)[labels_i]``: the empirical loss ``L_m`` of theory.md §1
+    (mean negative log-likelihood) for a categorical model.
+
+    Args:
+        logits: unnormalised log-probabilities, shape ``(n, classes)``.
+        labels: integer class indices, shape ``(n,)``.
+
+    Returns:
+        A scalar, NaN if a label lies outside ``[0, classes)``.
+
+    Raises:
+        ValueError: ``logits`` is not two-dimensional, ``labels`` is not an integer array or
+            does not have shape ``(n,)``.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -423,8 +463,27 @@ def cross_entropy(logits: Array, labels: Array) -> Array:
 def squared_error(outputs: Array, targets: Array) -> Array:
     """Mean over samples of ``½‖y − f(x)‖²`` (Gaussian NLL with unit variance, up to a constant).
 
-    ``outputs`` and ``targets`` must have the same shape ``(n, d)`` (checked: an ``(n, 1)``
-    output against ``(n,)`` targets used to broadcast to ``(n, n)`` silently)."""
+    The empirical loss ``L_m(w) = (1/m) Σ_i ½‖y_i − f(x_i; w)‖²`` of theory.md §1 (mean negative
+    log-likelihood) for the Gaussian model ``y ~ N(f(x; w), I)``, dropping the constant
+    ``(d/2) log 2π``; the squared loss of the deep linear networks of theory.md Appendix A.
+
+    Args:
+        outputs: model outputs ``f(x)``, shape ``(n, d)``.
+        targets: targets ``y``, the same shape (checked: an ``(n, 1)`` output against ``(n,)``
+            targets used to broadcast to ``(n, n)`` silently).
+
+    Returns:
+        A scalar: ``½ Σ_j (y_ij − f_ij)²`` averaged over the ``n`` rows (summed over ``d``).
+
+    Raises:
+        ValueError: ``outputs`` and ``targets`` differ in shape.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> y = jnp.array([[1.0, 2.0], [0.0, 0.0]])
+        >>> float(squared_error(y, jnp.zeros((2, 2))))  # (½·(1 + 4) + 0) / 2
+        1.25
+    """
     outputs, targets = jnp.asarray(outputs), jnp.asarray(targets)
     if outputs.shape != targets.shape:
         raise ValueError(
@@ -437,7 +496,33 @@ def unpad_params(model: Model, params: PyTree, hidden: Sequence[int]) -> PyTree:
     """Slice parameters of a padded ``model`` down to the narrow network with ``hidden`` widths.
 
     The result is a parameter pytree of ``model`` rebuilt at widths
-    ``(input, *hidden, output)`` and computes the same function as the masked network.
+    ``(input, *hidden, output)`` and computes the same function as the masked network (the
+    inverse of :func:`pad_params` on parameters whose padding is zero).
+
+    Args:
+        model: the padded (allocated) :class:`Model`.
+        params: its parameters; leaves may carry extra leading axes (e.g. stacked networks),
+            only the last one or two are sliced.
+        hidden: one integer width per hidden layer, each in ``[1, allocated width]``.
+
+    Returns:
+        Parameters for the model with widths ``(input, *hidden, output)``: the first
+        ``hidden[l]`` units of every hidden layer.
+
+    Raises:
+        ValueError: ``hidden`` has the wrong length, a non-integer or an out-of-range width.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> import fracsgd as fs
+        >>> wide, narrow = fs.models.mlp((2, 5, 1)), fs.models.mlp((2, 3, 1))
+        >>> key = jax.random.key(0)
+        >>> masked = wide.init(key, wide.width_mask([3]))  # nested initialisation
+        >>> cut = unpad_params(wide, masked, [3])
+        >>> [layer["w"].shape for layer in cut["layers"]]
+        [(2, 3), (3, 1)]
+        >>> jax.tree.all(jax.tree.map(jnp.array_equal, cut, narrow.init(key)))
+        True
     """
     allocated = model.widths[1:-1]
     if isinstance(hidden, str | bytes) or np.ndim(hidden) != 1:
@@ -473,7 +558,39 @@ def unpad_params(model: Model, params: PyTree, hidden: Sequence[int]) -> PyTree:
 
 
 def pad_params(narrow: PyTree, model: Model) -> PyTree:
-    """Zero-pad parameters of a narrower network up to ``model``'s allocated widths."""
+    """Zero-pad parameters of a narrower network up to ``model``'s allocated widths.
+
+    The padded units have zero incoming and outgoing weights (and zero BatchNorm scale), so the
+    wide network computes the narrow one's function, with or without its width mask; the
+    inverse of :func:`unpad_params`.
+
+    Args:
+        narrow: parameters of a network with the same depth, kind and BatchNorm setting as
+            ``model`` and no larger widths (one network: no stacked leading axes).
+        model: the :class:`Model` to pad to.
+
+    Returns:
+        Parameters shaped like ``model.init(key)``, the narrow ones in the leading block and
+        zeros elsewhere.
+
+    Raises:
+        ValueError: ``narrow`` has another structure than ``model``'s parameters, or a leaf
+            wider than the allocated one.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> import fracsgd as fs
+        >>> wide, narrow = fs.models.mlp((2, 5, 1)), fs.models.mlp((2, 3, 1))
+        >>> small = narrow.init(jax.random.key(0))
+        >>> padded = pad_params(small, wide)
+        >>> [layer["w"].shape for layer in padded["layers"]]
+        [(2, 5), (5, 1)]
+        >>> x = jnp.ones((4, 2))
+        >>> bool(jnp.array_equal(wide.apply(padded, x), narrow.apply(small, x)))
+        True
+        >>> float(jnp.abs(padded["layers"][0]["w"][:, 3:]).sum())  # padding is zero
+        0.0
+    """
 
     def pad(path, leaf, target):
         if leaf.ndim != len(target.shape) or any(
