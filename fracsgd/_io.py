@@ -33,7 +33,16 @@ META = "__meta__"
 
 class CheckpointError(ValueError):
     """A stored checkpoint is corrupt, or belongs to another configuration, key, data set or
-    code (:func:`software`); it is never silently reused."""
+    code (:func:`software`); it is never silently reused.
+
+    A ``ValueError``, so callers that catch bad configuration catch it too; exported as
+    ``fracsgd.train.CheckpointError``.
+
+    Examples:
+        >>> import fracsgd as fs
+        >>> fs.train.CheckpointError is CheckpointError, issubclass(CheckpointError, ValueError)
+        (True, True)
+    """
 
 
 def fingerprint(*parts: Any) -> str:

@@ -294,6 +294,20 @@ class Grid(NamedTuple):
         memory_limit: bytes one device may use for a bucket (default: what each device has
             available). A bucket that does not fit is split into chunks that do
             (:func:`sweep`); only a single network that does not fit is an error.
+
+    Examples:
+        Two widths × three seeds × two learning rates: 12 networks, in one program when the
+        narrow network may be padded to the wide one:
+
+        >>> import fracsgd as fs
+        >>> data = fs.data.load("moons", n=256, noise=0.1, seed=0)
+        >>> grid = fs.train.Grid(hidden=(8, 16), seeds=(0, 1, 2), learning_rates=(0.01, 0.1),
+        ...                      batch_sizes=(32,), steps=50, max_padding_overhead=2.0)
+        >>> [len(b.runs) for b in fs.train.plan_sweep(data, grid)]
+        [12]
+        >>> one_per_width = grid._replace(max_padding_overhead=1.0)
+        >>> [len(b.runs) for b in fs.train.plan_sweep(data, one_per_width)]
+        [6, 6]
     """
 
     hidden: Sequence[Sequence[int] | int] = ((64,),)
@@ -447,6 +461,16 @@ def bucket_widths(
     Architectures of different depth never share. Within a depth, architectures are taken from
     the most to the least expensive; each joins the current bucket (allocated at the elementwise
     maximum widths) while ``len(bucket) · P(max widths) ≤ max_padding_overhead · Σ P(members)``.
+
+    Args:
+        hidden: hidden widths of every architecture, a tuple per architecture.
+        n_in: input width.
+        n_out: output width.
+        max_padding_overhead: the factor above (1.0: one bucket per architecture).
+
+    Returns:
+        The buckets, each a list of architectures, shallowest depth first and, within a depth,
+        most expensive first.
 
     Examples:
         >>> bucket_widths([(16,), (32,), (64,), (128,)], 784, 10, 2.0)
@@ -704,6 +728,19 @@ def plan_sweep(dataset: Dataset, grid: Grid, *, mesh: Mesh | None = None) -> tup
     """How :func:`sweep` would run ``grid``, without running it: one :class:`BucketInfo` per
     compiled program with its runs, chunk size, number of chunks, devices and the estimated
     bytes of one chunk on one device.
+
+    Args:
+        dataset: a :class:`fracsgd.data.Dataset`.
+        grid: a :class:`Grid`.
+        mesh: ``None`` (default device) or a one-axis ``"batch"`` mesh, as for :func:`sweep`.
+
+    Returns:
+        A tuple of :class:`BucketInfo`, one per compiled program, in the order :func:`sweep`
+        runs them.
+
+    Raises:
+        ValueError: bad grid values (naming the field), a bad ``mesh``, or a single network
+            that would not fit in memory.
 
     Examples:
         >>> import fracsgd as fs

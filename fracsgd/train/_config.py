@@ -41,6 +41,16 @@ class TrainConfig(NamedTuple):
             parameters are stored and the full train and test loss and accuracy evaluated. Only
             T distinct steps exist, so K > T is clamped to T (every step a checkpoint): the
             default 16 also works for short runs. ``TrainResult.checkpoint_steps`` lists them.
+
+    Examples:
+        >>> import fracsgd as fs
+        >>> cfg = fs.train.TrainConfig(steps=100, batch_size=32)
+        >>> cfg.learning_rate, cfg.optimizer, cfg.sampling  # the defaults
+        (0.01, 'sgd', 'epoch')
+        >>> cfg._replace(optimizer="adam", learning_rate=1e-3).optimizer
+        'adam'
+        >>> fs.train.log_spaced_steps(cfg.steps, 4)  # its checkpoints with num_checkpoints=4
+        (1, 5, 22, 100)
     """
 
     steps: int = 1000
@@ -154,6 +164,16 @@ def log_spaced_steps(steps: int, num: int) -> tuple[int, ...]:
     ``g_i = steps^{i/(num−1)}`` are rounded and pushed up just enough to be distinct, capped so
     that every later one still fits below ``steps``:
     ``n_i = min(i + max_{j≤i}(round(g_j) − j), steps − num + 1 + i)`` (O(num) work).
+
+    Args:
+        steps: the last step ``T`` (a positive integer).
+        num: how many steps to return (a positive integer ≤ ``steps``).
+
+    Returns:
+        A strictly increasing tuple of ``num`` integers ending at ``steps``.
+
+    Raises:
+        ValueError: ``steps`` or ``num`` is not a positive integer, or ``num > steps``.
 
     Examples:
         >>> log_spaced_steps(1000, 4)

@@ -259,7 +259,26 @@ def displacement(params: PyTree, params0: PyTree, pmask: PyTree | None = None) -
     """``R = ||w − w_0||_2`` over active trainable parameters (theory.md §1).
 
     ``pmask`` (:meth:`fracsgd.models.Model.param_mask`) selects the active entries; ``None``
-    counts every entry."""
+    counts every entry.
+
+    Args:
+        params: the parameters ``w_t`` (any pytree of float arrays).
+        params0: the reference ``w_{t0}`` (by default the initialisation), same structure.
+        pmask: ``None`` or a pytree of 0/1 floats of the same structure: ``R² = Σ ((w − w_0)·m)²``.
+
+    Returns:
+        A scalar; non-finite if any entry of ``params`` is (masked ones included), which the
+        training engine uses as its divergence check.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> w0 = {"w": jnp.zeros(3), "b": jnp.zeros(2)}
+        >>> w = {"w": jnp.array([3.0, 4.0, 0.0]), "b": jnp.array([1.0, 1.0])}
+        >>> round(float(displacement(w, w0)), 4)  # sqrt(9 + 16 + 1 + 1)
+        5.1962
+        >>> float(displacement(w, w0, {"w": jnp.ones(3), "b": jnp.zeros(2)}))  # "b" masked out
+        5.0
+    """
     return jnp.sqrt(_sq_displacement(params, params0, pmask))
 
 
@@ -495,7 +514,39 @@ def optimizer_state_multiplier(optimizers: tuple[str, ...]) -> int:
 def estimate_bytes(
     static: Static, num_networks: int, num_train: int, num_features: int, data_bytes: int
 ) -> int:
-    """Bytes one bucket needs on the device (the memory model of the module docstring)."""
+    """Bytes one bucket needs on the device (the memory model of the module docstring).
+
+    Per network, in float32: ``4·P·(5 + o)`` for parameters, initial parameters, parameter
+    mask, gradients, the updated copy and optimiser state (``P`` allocated trainable parameters
+    plus BatchNorm running statistics; ``o`` = 1 if momentum and 2 if Adam is among
+    ``static.optimizers``, summed), ``12·B·(F + S)`` for minibatch activations and their
+    gradients (``S`` = the sum of the hidden and output widths), ``8·E·S`` for evaluation in
+    chunks of ``E = min(4096, n)`` rows, and ``12·(T // k + 1)`` for the records of ``T`` steps
+    every ``k``. The data set's ``data_bytes`` are added once.
+
+    Args:
+        static: the bucket's shapes (``BucketInfo.static`` from :func:`plan_sweep`).
+        num_networks: networks held on the device at once (a chunk on one device).
+        num_train: training samples ``n``.
+        num_features: input features ``F``.
+        data_bytes: bytes of the data set on the device.
+
+    Returns:
+        ``num_networks · per_network + data_bytes``, an integer number of bytes.
+
+    Examples:
+        >>> import fracsgd as fs
+        >>> data = fs.data.load("moons", n=256, noise=0.1, seed=0)
+        >>> grid = fs.train.Grid(hidden=(8,), seeds=(0,), batch_sizes=(32,), steps=100)
+        >>> (bucket,) = fs.train.plan_sweep(data, grid)
+        >>> static = bucket.static  # widths (2, 8, 2): P = 42, S = 10; SGD: o = 0; k = 1
+        >>> static.model.num_params(), static.optimizers, static.record_every
+        (42, ('sgd',), 1)
+        >>> 4 * 42 * 5 + 12 * 32 * (2 + 10) + 8 * 256 * 10 + 12 * (100 + 1)
+        27140
+        >>> estimate_bytes(static, 1, 256, 2, 0), estimate_bytes(static, 2, 256, 2, 1000)
+        (27140, 55280)
+    """
     model = static.model
     p = model.num_params() + sum(2 * w for w in model.hidden if model.batch_norm)
     o = optimizer_state_multiplier(static.optimizers)

@@ -35,6 +35,15 @@ class BucketInfo(NamedTuple):
             padded to it), so every chunk runs the same compiled program.
         num_chunks: chunks the bucket was split into (1 when it fits at once).
         num_devices: devices the networks axis was sharded over.
+
+    Examples:
+        >>> import fracsgd as fs
+        >>> data = fs.data.load("moons", n=256, noise=0.1, seed=0)
+        >>> grid = fs.train.Grid(hidden=(8, 16), seeds=(0, 1), batch_sizes=(32,), steps=50,
+        ...                      max_padding_overhead=2.0)
+        >>> (info,) = fs.train.plan_sweep(data, grid)
+        >>> info.runs, info.static.model.widths, info.static.masked  # (2, 8, 2) masked in
+        ((0, 1, 2, 3), (2, 16, 2), True)
     """
 
     static: Any
