@@ -97,6 +97,17 @@ def batch_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A one-dimensional mesh with axis ``"batch"`` over ``devices`` (default: every device JAX
     sees, on every host after ``jax.distributed.initialize``).
 
+    Args:
+        devices: an ordered sequence of distinct :class:`jax.Device` (a list, tuple or
+            generator), or ``None`` for ``jax.devices()``.
+
+    Returns:
+        A :class:`jax.sharding.Mesh` with the single axis ``"batch"``.
+
+    Raises:
+        ValueError: ``devices`` is empty, not a sequence of devices (a single device, a set),
+            or repeats a device.
+
     Examples:
         >>> import jax, fracsgd as fs
         >>> mesh = fs.parallel.batch_mesh()
@@ -124,7 +135,28 @@ def batch_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
 def check_mesh(mesh: Any) -> Mesh | None:
     """``mesh`` if it is ``None`` or a one-dimensional :class:`jax.sharding.Mesh` with axis
     ``"batch"`` and no repeated device; otherwise ``ValueError`` naming the argument. Every
-    function of this module that takes a mesh checks it so."""
+    function of this module that takes a mesh checks it so.
+
+    Args:
+        mesh: the value to check.
+
+    Returns:
+        ``mesh`` itself (``None`` stays ``None``).
+
+    Raises:
+        ValueError: ``mesh`` is neither ``None`` nor such a mesh.
+
+    Examples:
+        >>> import jax, numpy as np
+        >>> from jax.sharding import Mesh
+        >>> mesh = batch_mesh(jax.devices()[:1])
+        >>> check_mesh(mesh) is mesh, check_mesh(None)
+        (True, None)
+        >>> check_mesh(Mesh(np.asarray(jax.devices()[:1]), ("x",)))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: mesh must be None or a one-dimensional jax.sharding.Mesh with axis 'batch' ...
+    """
     if mesh is None:
         return None
     if not isinstance(mesh, Mesh) or tuple(mesh.axis_names) != (AXIS,):
@@ -141,13 +173,39 @@ def check_mesh(mesh: Any) -> Mesh | None:
 
 def num_shards(mesh: Mesh | None) -> int:
     """Devices along the batch axis (1 without a mesh); ``mesh`` is checked
-    (:func:`check_mesh`)."""
+    (:func:`check_mesh`).
+
+    Args:
+        mesh: ``None`` or a ``"batch"`` mesh (:func:`batch_mesh`).
+
+    Returns:
+        The number of devices of ``mesh``, or 1.
+
+    Examples:
+        >>> import jax
+        >>> num_shards(None), num_shards(batch_mesh(jax.devices()[:1]))
+        (1, 1)
+        >>> num_shards(batch_mesh()) == jax.device_count()
+        True
+    """
     mesh = check_mesh(mesh)
     return 1 if mesh is None else int(mesh.size)
 
 
 def pad_leading(tree: PyTree, size: int) -> PyTree:
     """Pad every leaf's leading axis to ``size`` by repeating its last element.
+
+    Args:
+        tree: a pytree of NumPy or JAX arrays with a leading axis of length ``1 … size``
+            (NumPy leaves stay NumPy).
+        size: the length to pad to.
+
+    Returns:
+        ``tree`` with every leading axis of length ``size`` (leaves already that long are
+        returned as they are).
+
+    Raises:
+        ValueError: a leading axis is empty or longer than ``size``.
 
     Examples:
         >>> pad_leading(np.arange(3), 5).tolist()
@@ -183,6 +241,18 @@ def shard_leading(tree: PyTree, mesh: Mesh | None) -> PyTree:
     """Place every leaf's leading axis on ``mesh`` (``NamedSharding(mesh, P("batch"))``); the
     axis must be a multiple of the device count (see :func:`pad_leading`). No-op without a mesh.
 
+    Args:
+        tree: a pytree of concrete arrays (typed PRNG keys included), not traced values.
+        mesh: ``None`` or a ``"batch"`` mesh.
+
+    Returns:
+        ``tree`` with every leaf a :class:`jax.Array` sharded along its leading axis
+        (``tree`` itself without a mesh).
+
+    Raises:
+        ValueError: a leading axis is not a multiple of the device count, ``mesh`` is bad, or
+            a leaf is traced.
+
     Examples:
         >>> mesh = batch_mesh(jax.devices()[:1])
         >>> x = shard_leading(np.arange(4.0), mesh)
@@ -206,7 +276,29 @@ def shard_leading(tree: PyTree, mesh: Mesh | None) -> PyTree:
 
 def replicate(tree: PyTree, mesh: Mesh | None) -> PyTree:
     """A full copy of every leaf on every device of ``mesh`` (``P()``); no-op without a mesh.
-    Host side, as :func:`shard_leading`."""
+    Host side, as :func:`shard_leading`.
+
+    Args:
+        tree: a pytree of concrete arrays (typed PRNG keys included), not traced values.
+        mesh: ``None`` or a ``"batch"`` mesh.
+
+    Returns:
+        ``tree`` with every leaf a fully replicated :class:`jax.Array` (``tree`` itself
+        without a mesh).
+
+    Raises:
+        ValueError: ``mesh`` is bad or a leaf is traced.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> mesh = batch_mesh(jax.devices()[:1])
+        >>> w = replicate({"w": jnp.ones(3)}, mesh)["w"]
+        >>> w.sharding.spec, w.sharding.is_fully_replicated, w.tolist()
+        (P(), True, [1.0, 1.0, 1.0])
+        >>> x = jnp.ones(3)
+        >>> replicate(x, None) is x
+        True
+    """
     refuse_traced("fracsgd.parallel.replicate", tree=tree)
     mesh = check_mesh(mesh)
     if mesh is None:
@@ -218,7 +310,28 @@ def replicate(tree: PyTree, mesh: Mesh | None) -> PyTree:
 def to_host(tree: PyTree) -> PyTree:
     """NumPy copies of every leaf, gathered from every device and host
     (``multihost_utils.process_allgather`` for arrays that span several processes). Host side:
-    a traced leaf (under ``jit``/``vmap``) is refused by name."""
+    a traced leaf (under ``jit``/``vmap``) is refused by name.
+
+    Args:
+        tree: a pytree of arrays (JAX, NumPy or Python scalars), concrete.
+
+    Returns:
+        ``tree`` with every leaf a :class:`numpy.ndarray` holding the full (global) array.
+
+    Raises:
+        ValueError: a leaf is traced.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> out = to_host({"a": jnp.arange(3), "b": 1.5})
+        >>> type(out["a"]).__name__, out["a"].tolist(), out["b"].tolist()
+        ('ndarray', [0, 1, 2], 1.5)
+        >>> try:
+        ...     jax.jit(to_host)(jnp.arange(3))
+        ... except ValueError as err:  # refused by name, not a tracer error deep inside
+        ...     print(str(err).startswith("fracsgd.parallel.to_host runs on the host"))
+        True
+    """
     refuse_traced("fracsgd.parallel.to_host", tree=tree)
 
     def get(x):
@@ -245,7 +358,30 @@ def per_shard(fn: Callable, mesh: Mesh | None, in_specs: Any, out_specs: Any) ->
     the rounding of a fused multiply-add, measured on CPU for Adam updates). Results agree with
     a chunked single-device run to float32 rounding, and are often bitwise equal (SGD in
     ``tests/parallel``), but not always: a review measured Adam's R(t) differing by 1.4e-7
-    relative between 4 devices × 3 networks and 4 chunks of 3 on one device."""
+    relative between 4 devices × 3 networks and 4 chunks of 3 on one device.
+
+    Args:
+        fn: the per-shard function; its leading axes are the device's local shard.
+        mesh: ``None`` or a ``"batch"`` mesh.
+        in_specs: specs of ``fn``'s positional arguments (a tuple, one pytree prefix each).
+        out_specs: spec(s) of ``fn``'s output.
+
+    Returns:
+        A function of the global arrays (``fn`` itself without a mesh).
+
+    Raises:
+        ValueError: ``mesh`` is bad.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> scale = lambda x, s: x * s
+        >>> per_shard(scale, None, (BATCH, REPLICATED), BATCH) is scale
+        True
+        >>> sharded = per_shard(scale, batch_mesh(jax.devices()[:1]), (BATCH, REPLICATED), BATCH)
+        >>> y = sharded(jnp.arange(4.0), jnp.float32(2.0))
+        >>> y.tolist(), y.sharding.spec
+        ([0.0, 2.0, 4.0, 6.0], P('batch',))
+    """
     mesh = check_mesh(mesh)
     if mesh is None:
         return fn
@@ -272,6 +408,33 @@ def map_elements(
     With ``mesh`` the leading axis must be a multiple of the device count (``ValueError``
     naming ``batched`` otherwise): pad it first with :func:`pad_leading` and cut the results,
     as fracsgd's own batch axes are (module docstring, "Padding").
+
+    Args:
+        fn: ``fn(element, shared) -> result``, traceable; ``element`` is one slice of every
+            leaf of ``batched`` along its leading axis.
+        batched: a pytree whose leaves share a leading axis (the elements).
+        shared: a pytree passed whole to every call (replicated over the mesh).
+        mesh: ``None`` (default device) or a ``"batch"`` mesh to shard the elements over.
+
+    Returns:
+        The results of ``fn`` stacked along a new leading axis (sharded over ``mesh``).
+
+    Raises:
+        ValueError: ``mesh`` is bad or, with more than one device, the leaves of ``batched``
+            differ in leading length or it is not a multiple of the device count.
+
+    Examples:
+        Each row of ``x`` dotted with a shared vector; the same numbers on a mesh:
+
+        >>> import jax, jax.numpy as jnp
+        >>> x = jnp.arange(6.0).reshape(3, 2)  # rows (0, 1), (2, 3), (4, 5)
+        >>> v = jnp.array([1.0, 10.0])
+        >>> map_elements(lambda row, s: row @ s, x, v).tolist()
+        [10.0, 32.0, 54.0]
+        >>> mesh = batch_mesh(jax.devices()[:1])
+        >>> out = map_elements(lambda row, s: row @ s, x, v, mesh=mesh)
+        >>> out.tolist(), out.sharding.spec
+        ([10.0, 32.0, 54.0], P('batch',))
     """
     shards = num_shards(mesh)
     lengths = {int(jnp.shape(a)[0]) if jnp.ndim(a) else -1 for a in jax.tree.leaves(batched)}
@@ -308,7 +471,24 @@ def device_memory(mesh: Mesh | None = None) -> int | None:
     """Bytes one device of ``mesh`` (default: the default device) can still allocate: the
     smallest of the accelerators' ``bytes_limit − bytes_in_use``; for CPU devices the host's
     available memory divided by the number of this process's CPU devices (virtual CPU devices
-    share it). ``None`` when it cannot be determined."""
+    share it). ``None`` when it cannot be determined.
+
+    Args:
+        mesh: ``None`` (the default device) or a ``"batch"`` mesh (checked: :func:`check_mesh`).
+
+    Returns:
+        Bytes, or ``None``.
+
+    Raises:
+        ValueError: ``mesh`` is bad.
+
+    Examples:
+        >>> import jax
+        >>> free = device_memory(batch_mesh(jax.devices()[:1]))
+        >>> free is None or (isinstance(free, int) and free > 0)
+        True
+    """
+    mesh = check_mesh(mesh)
     devices = [jax.devices()[0]] if mesh is None else list(mesh.devices.flat)
     local = [d for d in devices if d.process_index == jax.process_index()] or devices
     caps = []
