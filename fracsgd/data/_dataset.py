@@ -33,6 +33,19 @@ class Dataset(NamedTuple):
         num_classes: Number of classes; ``0`` for regression.
         name: Short name, e.g. ``"mnist"``, ``"moons"``, ``"deep_linear"``.
         source: Human-readable provenance (which files or generator produced the data).
+
+    Examples:
+        Build one with :func:`make_dataset` (which validates and converts), or :func:`load`:
+
+        >>> import numpy as np
+        >>> import fracsgd as fs
+        >>> data = fs.data.make_dataset(np.zeros((4, 2)), np.array([0, 1, 0, 1]),
+        ...                             np.zeros((2, 2)), np.array([1, 0]), num_classes=2,
+        ...                             name="toy", source="zeros")
+        >>> data.num_train, data.num_test, data.num_features, data.task
+        (4, 2, 2, 'classification')
+        >>> data.x_train.dtype, data.y_train.dtype
+        (dtype('float32'), dtype('int32'))
     """
 
     x_train: Array

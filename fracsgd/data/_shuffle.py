@@ -65,7 +65,7 @@ def permute_index(key: Array, index: Array, n: int) -> Array:
         ``int32`` array of ``index``'s shape: ``π(index)``. Over all positions ``0 … n − 1`` each
         value appears exactly once.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from fracsgd.data import permute_index
         >>> p = permute_index(jax.random.key(0), jnp.arange(10), 10)
@@ -144,7 +144,20 @@ def epoch_batch(key: Array, step: Array, n: int, batch_size: int) -> Array:
     (dropped, as with ``drop_last=True`` in PyTorch), so every sample is seen at most once per
     epoch and ``n // B`` steps make an epoch. ``step`` may be traced.
 
-    Example:
+    Args:
+        key: a ``jax.random.key``; epoch ``e`` uses the permutation of ``fold_in(key, e)``.
+        step: the 0-based step (an integer, possibly traced).
+        n: number of training samples (a concrete integer).
+        batch_size: ``B``, a concrete integer in ``[1, n]``.
+
+    Returns:
+        ``int32`` sample indices of shape ``(batch_size,)``, distinct within an epoch.
+
+    Raises:
+        ValueError: ``n`` or ``batch_size`` is not an integer, or ``batch_size`` is outside
+            ``[1, n]``.
+
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from fracsgd.data import epoch_batch
         >>> key = jax.random.key(0)

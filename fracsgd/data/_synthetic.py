@@ -87,6 +87,21 @@ class LinearTeacher(NamedTuple):
         product: End-to-end matrix ``W_L ⋯ W_1``, shape ``(H_{L+1}, H_1)``.
         rank: Rank of ``product``.
         widths: ``(H_1, …, H_{L+1})``.
+
+    Examples:
+        A noiseless rank-1 teacher with widths ``(3, 2, 4)`` (from :func:`deep_linear_teacher`):
+
+        >>> import jax, jax.numpy as jnp, numpy as np
+        >>> import fracsgd as fs
+        >>> t = fs.data.deep_linear_teacher(jax.random.key(0), (3, 2, 4), rank=1, n=8)
+        >>> t.widths, [w.shape for w in t.factors], t.product.shape
+        ((3, 2, 4), [(2, 3), (4, 2)], (4, 3))
+        >>> t.rank, int(np.linalg.matrix_rank(np.asarray(t.product)))
+        (1, 1)
+        >>> bool(jnp.allclose(t.factors[1] @ t.factors[0], t.product))  # W_2 W_1
+        True
+        >>> bool(jnp.allclose(t.dataset.x_train @ t.product.T, t.dataset.y_train, atol=1e-5))
+        True
     """
 
     dataset: Dataset
