@@ -54,7 +54,10 @@ class Model(NamedTuple):
             statistics stored in ``params["batch_stats"]``).
         apply_train: ``apply_train(params, x, mask=None) -> (outputs, batch_stats)``: training
             mode; BatchNorm normalises with the minibatch statistics and returns updated running
-            statistics (an empty list without BatchNorm).
+            statistics (an empty list without BatchNorm): ``0.9 · running + 0.1 · batch`` of the
+            minibatch mean and of its *biased* variance (divisor ``B``, as flax's BatchNorm;
+            PyTorch's running variance uses ``B − 1``, a factor ``B/(B − 1)``: 1.008 at the
+            default batch of 128).
         param_mask: ``param_mask(mask=None) -> pytree`` of float 0/1 shaped like ``params``: 1
             for every trainable parameter that exists in the (narrow) network, 0 for padding and
             for BatchNorm running statistics. Updates, noise and displacements are multiplied by it.
