@@ -134,7 +134,19 @@ def kmeans(
 
 def assign(points: ArrayLike, centroids: ArrayLike) -> np.ndarray:
     """Index of the nearest centroid for each point: ``points (N, F)``, ``centroids (k ≥ 1, F)``,
-    both finite."""
+    both finite.
+
+    Args:
+        points: ``(N, F)`` points (e.g. SGLD samples' outputs on the probe set).
+        centroids: ``(k, F)`` centroids (e.g. :attr:`Clustering.centroids`).
+
+    Returns:
+        ``(N,)`` integer labels in ``[0, k)`` (Euclidean distance; ties go to the lower index).
+
+    Examples:
+        >>> assign([[0.1, 0.0], [0.9, 1.0], [5.0, 5.0]], [[0.0, 0.0], [1.0, 1.0]]).tolist()
+        [0, 1, 1]
+    """
     refuse_traced("fracsgd.diffusion.assign", points=points, centroids=centroids)
     x = real_array("points", points, finite=True)
     c = real_array("centroids", centroids, finite=True)
@@ -149,7 +161,19 @@ def assign(points: ArrayLike, centroids: ArrayLike) -> np.ndarray:
 
 
 def masses(labels: ArrayLike, num_clusters: int) -> np.ndarray:
-    """Fraction of points per cluster, ``(num_clusters,)``; labels in ``[0, num_clusters)``."""
+    """Fraction of points per cluster, ``(num_clusters,)``; labels in ``[0, num_clusters)``.
+
+    Args:
+        labels: 1-D non-negative integer labels.
+        num_clusters: number of clusters, ``≥ 1`` (empty ones get mass 0).
+
+    Returns:
+        ``(num_clusters,)`` fractions summing to 1 (all 0 for no labels).
+
+    Examples:
+        >>> masses([0, 2, 2, 1], 4).tolist()
+        [0.25, 0.25, 0.5, 0.0]
+    """
     refuse_traced("fracsgd.diffusion.masses", labels=labels)
     num_clusters = check_int("num_clusters", num_clusters, 1)
     lab_f = real_array("labels", labels)
@@ -181,7 +205,24 @@ def tempered_log_masses(sgd_masses: ArrayLike, exponents: ArrayLike) -> np.ndarr
     masses themselves underflow (``0.1^{800}`` is ``−1842.07`` here, 0 in float64). An
     exponent so large that ``e_c log q_c`` overflows gives the limit: the mass goes to the
     cluster(s) with the smallest ``e_c·(−log q_c)``, shared equally when tied (all
-    exponents infinite: the largest ``q_c``)."""
+    exponents infinite: the largest ``q_c``).
+
+    Args:
+        sgd_masses: 1-D non-negative masses (counts or fractions) with a positive total.
+        exponents: ``e_c ≥ 0`` (``+inf`` allowed), broadcast to ``sgd_masses``' shape.
+
+    Returns:
+        ``log q̃_c``, normalised (``logsumexp = 0``), ``−inf`` for empty clusters.
+
+    Examples:
+        >>> # q = (0.9, 0.1), e = 800: log q̃₂ = 800·log(0.1/0.9); q̃₂ itself underflows
+        >>> tempered_log_masses([9, 1], 800.0).round(2).tolist()
+        [0.0, -1757.78]
+        >>> tempered_masses([9, 1], 800.0).tolist()
+        [1.0, 0.0]
+        >>> tempered_log_masses([9, 1], 0.0).round(6).tolist()  # e = 0: uniform, log ½
+        [-0.693147, -0.693147]
+    """
     refuse_traced(
         "fracsgd.diffusion.tempered_log_masses", sgd_masses=sgd_masses, exponents=exponents
     )
@@ -245,6 +286,10 @@ def kl_divergence(p: ArrayLike, q: ArrayLike, eps: float = 1e-12) -> float:
     Tempered masses that underflow to 0 need their logarithms: the comparison uses
     :func:`tempered_log_masses`.
 
+    Source: the relative entropy of Kullback & Leibler (1951, Ann. Math. Statist. 22, 79; Cover
+    & Thomas, "Elements of Information Theory", 2nd ed. 2006, §2.3), natural log; one of the
+    three distances of the tempered-posterior comparison (theory.md §5).
+
     Examples:
         >>> round(kl_divergence([0.5, 0.5], [1 - 1e-20, 1e-20]), 4)  # 0.5 log(0.5/1e-20) + …
         22.3327
@@ -265,7 +310,23 @@ def _kl_from_log(p: np.ndarray, log_q: np.ndarray, eps: float = 1e-12) -> float:
 
 
 def js_divergence(p: ArrayLike, q: ArrayLike) -> float:
-    """Jensen–Shannon divergence (natural log; at most log 2)."""
+    """Jensen–Shannon divergence (natural log; at most log 2):
+    ``½ KL(p ‖ m) + ½ KL(q ‖ m)`` with ``m = (p + q)/2`` of the normalised masses (Lin 1991,
+    "Divergence measures based on the Shannon entropy", IEEE Trans. Inf. Theory 37, 145).
+
+    Args:
+        p, q: 1-D non-negative masses over the same bins, each with a positive total.
+
+    Returns:
+        The divergence, in ``[0, log 2]``.
+
+    Examples:
+        >>> import math
+        >>> js_divergence([1, 0], [0, 1]) == math.log(2)  # disjoint supports
+        True
+        >>> js_divergence([1, 2], [2, 4])  # the same distribution, as counts
+        0.0
+    """
     refuse_traced("fracsgd.diffusion.js_divergence", p=p, q=q)
     p, q = _pair(p, q)
     m = 0.5 * (p + q)
@@ -274,7 +335,23 @@ def js_divergence(p: ArrayLike, q: ArrayLike) -> float:
 
 def wasserstein(p: ArrayLike, q: ArrayLike, cost: ArrayLike) -> float:
     """Wasserstein-1 between discrete distributions with ground cost matrix ``cost`` (exact
-    transport LP, scipy HiGHS)."""
+    transport LP, scipy HiGHS): ``min_π Σ_ij π_ij c_ij`` over couplings ``π ≥ 0`` with
+    marginals ``p`` and ``q`` (the Kantorovich problem; Villani 2009, "Optimal Transport: Old
+    and New", ch. 6).
+
+    Args:
+        p, q: ``(k,)`` non-negative masses, each with a positive total (normalised here).
+        cost: ``(k, k)`` non-negative ground costs (e.g. distances between centroids).
+
+    Returns:
+        The minimal transport cost.
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.arange(3.0)  # three bins on a line: W₁ = ∫|F_p − F_q| = ½ + ½
+        >>> round(wasserstein([0.5, 0.5, 0], [0, 0.5, 0.5], np.abs(x[:, None] - x)), 6)
+        1.0
+    """
     from scipy.optimize import linprog
 
     refuse_traced("fracsgd.diffusion.wasserstein", p=p, q=q, cost=cost)
@@ -358,6 +435,25 @@ def tempered_posterior_comparison(
         xis: ξ values to scan (> 0).
         gamma: the ``γ`` of the steady state ``p_s ∝ exp(−γL_m/D_ξ)`` (> 0; the corollary's
             ``γ = 1`` by default).
+
+    Returns:
+        A :class:`TemperedComparison` over ``xis``.
+
+    Examples:
+        Two clusters with SGD masses ``q = (¾, ¼)`` and SGLD masses ``p = (0.9, 0.1)``; with
+        ``λ = 2``, ``d_s = 1`` the exponent is ``m·D_ξ = m·ξ^{−2}``, and ``q^2 ∝ (0.9, 0.1)``,
+        so ``m = 2`` matches exactly at ``ξ = 1``:
+
+        >>> import jax, numpy as np
+        >>> sgd = np.repeat([[0.0], [1.0]], [30, 10], axis=0)
+        >>> sgld = np.repeat([[0.0], [1.0]], [90, 10], axis=0)
+        >>> res = tempered_posterior_comparison(
+        ...     jax.random.key(0), sgd, sgld, num_clusters=2, m=2,
+        ...     llc=np.full(40, 2.0), d_s=np.ones(40), xis=[0.5, 1.0, 2.0])
+        >>> res.best_xi, sorted(res.sgd_masses.tolist()), sorted(res.sgld_masses.tolist())
+        (1.0, [0.25, 0.75], [0.1, 0.9])
+        >>> res.kl.round(6).tolist(), round(res.kl_untempered, 4)
+        ([0.553959, 0.0, 0.185594], 0.0725)
     """
     refuse_traced(
         "fracsgd.diffusion.tempered_posterior_comparison",

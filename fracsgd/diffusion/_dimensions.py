@@ -173,10 +173,27 @@ def time_averaged_msd(trajectories: ArrayLike, lags: ArrayLike) -> np.ndarray:
     Caveat: for ergodic processes (Brownian, fBm) the time average equals the ensemble MSD at
     the same lag; for non-ergodic CTRW-type subdiffusion it does not — the time-averaged MSD
     grows *linearly* in the lag with a scatter between walkers and an amplitude that decays
-    with the measurement time (weak ergodicity breaking). Use the ensemble MSD for exponents.
+    with the measurement time (weak ergodicity breaking; He, Burov, Metzler & Barkai 2008,
+    Phys. Rev. Lett. 101, 058101, where this time average is defined). Use the ensemble MSD for
+    exponents.
 
     Under ``jit``/``vmap`` (traced ``trajectories``; ``lags`` must be concrete, they set the
     result's shape) it runs on the host as :func:`ensemble_msd` does.
+
+    Args:
+        trajectories: ``(walkers, T, dim)`` positions.
+        lags: 1-D integer lags ``Δ`` in ``[1, T)``.
+
+    Returns:
+        ``(walkers, len(lags))`` time-averaged squared displacements, float64.
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.zeros((2, 5, 1))
+        >>> x[0, :, 0] = np.arange(5)  # ballistic: Δ² at every lag
+        >>> x[1, :, 0] = [0, 1, 0, 1, 0]  # period 2: 1 at odd lags, 0 at even ones
+        >>> time_averaged_msd(x, [1, 2]).tolist()
+        [[1.0, 4.0], [1.0, 0.0]]
     """
     if _is_traced(trajectories, lags):
         if _is_traced(lags):
@@ -431,6 +448,11 @@ def return_probability(trajectories: ArrayLike, radius: float) -> np.ndarray:
     distance ξ at one scale and keep it at another. Under ``jit``/``vmap`` (traced
     ``trajectories`` or ``radius``) it runs on the host as :func:`ensemble_msd` does.
 
+    Source: theory.md §3 (return statistics at a coarse-graining scale, the λ-free estimator of
+    ``d_s``): on a substrate of spectral dimension ``d_s`` the return probability decays as
+    ``t^{−d_s/2}`` (Alexander & Orbach 1982, J. Physique Lett. 43, L625), which
+    :func:`spectral_dimension` fits.
+
     Examples:
         >>> import numpy as np
         >>> x = np.zeros((2, 4, 1)); x[0, :, 0] = [0, 1, 2, 1]  # the other walker stays
@@ -677,6 +699,19 @@ def paper_spectral_dimension(llc: Any, H: Any) -> Any:
     in the bound ``d_s ≤ λ̄`` the bound reduces to ``H ≤ 1/2`` (theory.md §3). Elementwise;
     jit- and vmap-compatible (traced values are not checked). As :func:`effective_diffusion`:
     a NaN (a failed estimate) gives NaN in its element, ±inf is refused.
+
+    Args:
+        llc: λ (the LLC), array-like.
+        H: the slope of ``log R`` against ``log t`` (:attr:`ExponentFit.H`), array-like.
+
+    Returns:
+        ``2 λ H``, broadcast over ``llc`` and ``H``.
+
+    Examples:
+        >>> float(paper_spectral_dimension(10.0, 0.25))
+        5.0
+        >>> paper_spectral_dimension([10.0, float("nan")], 0.5).tolist()  # H = ½: d_s = λ
+        [10.0, nan]
     """
     if _traced(llc, H):
         return 2 * jnp.asarray(llc) * jnp.asarray(H)
@@ -717,7 +752,30 @@ def effective_diffusion(xi: Any, llc: Any, d_s: Any) -> Any:
 def walk_dimension_from_alexander_orbach(llc: Any, d_s: Any) -> Any:
     """``d_w = 2λ/d_s`` (Alexander–Orbach with the LLC as fractal dimension); elementwise
     (``d_s`` > 0; NaN entries give NaN, ±inf is refused), jit- and vmap-compatible (traced
-    values are not checked)."""
+    values are not checked).
+
+    Source: the Alexander–Orbach relation ``d_s = 2 d_f/d_w`` (Alexander & Orbach 1982,
+    "Density of states on fractals: «fractons»", J. Physique Lett. 43, L625, there
+    ``d̃ = 2 d̄/(2 + θ)`` with ``d_w = 2 + θ``), solved for ``d_w`` with ``d_f := λ``
+    (theory.md §3).
+
+    Args:
+        llc: λ, array-like (NaN for a failed estimate).
+        d_s: spectral dimension, array-like, ``> 0`` (or NaN).
+
+    Returns:
+        ``2 λ / d_s``, broadcast.
+
+    Examples:
+        >>> import math
+        >>> from fracsgd.diffusion import GASKET_SPECTRAL_DIMENSION, GASKET_WALK_DIMENSION
+        >>> d_f = math.log(3) / math.log(2)  # Sierpinski gasket: d_w = log 5/log 2
+        >>> d_w = walk_dimension_from_alexander_orbach(d_f, GASKET_SPECTRAL_DIMENSION)
+        >>> round(float(d_w), 12) == round(GASKET_WALK_DIMENSION, 12)
+        True
+        >>> float(walk_dimension_from_alexander_orbach(3.0, 3.0))  # Z^3: d_f = d_s, d_w = 2
+        2.0
+    """
     if _traced(llc, d_s):
         return 2 * jnp.asarray(llc) / jnp.asarray(d_s)
     d_s_a = _nan_or_checked("d_s", d_s, positive=True)

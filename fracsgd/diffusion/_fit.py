@@ -204,8 +204,23 @@ def local_slopes(
     ``jit``/``vmap`` (a ``ValueError`` says so); :func:`detect_crossover` and
     :func:`fit_exponent` do.
 
+    Args:
+        t: ``(T,)`` times (only ``t > 0`` with finite ``R > 0`` enter).
+        r: ``(T,)`` displacements ``R(t)`` (or any positive series).
+        points_per_decade: grid density, ``≥ 1``.
+        span: decades each local fit spans, ``> 0``.
+
     Returns:
-        ``(t_grid, slopes)``.
+        ``(t_grid, slopes)``: grid times from half a span after the first time to half a span
+        before the last, and the slope there (NaN where the window holds fewer than 3 points).
+
+    Examples:
+        >>> import numpy as np
+        >>> t = np.geomspace(1.0, 1e4, 81)
+        >>> r = np.minimum(t, 10 * np.sqrt(t))  # ballistic (H = 1), diffusive (½) after t = 100
+        >>> grid, slopes = local_slopes(t, r)
+        >>> grid.size, round(float(slopes[0]), 3), round(float(slopes[-1]), 3)
+        (36, 1.0, 0.5)
     """
     t, r = _check_series(t, r)
     check_int("points_per_decade", points_per_decade, 1)
@@ -592,7 +607,24 @@ def _fit_window(
 def log_resample(t: ArrayLike, values: ArrayLike, num: int = 50) -> tuple[np.ndarray, Any]:
     """Resample a series at ``num`` log-spaced times (nearest recorded time, duplicates
     dropped), so that log–log fits weigh every decade equally. A host computation (the number
-    of times kept depends on ``t``'s values): not under ``jit``/``vmap``."""
+    of times kept depends on ``t``'s values): not under ``jit``/``vmap``.
+
+    Args:
+        t: ``(T,)`` finite, strictly increasing times, at least two of them ``> 0``.
+        values: ``(..., T)`` series over ``t`` (resampled along the last axis).
+        num: target number of log-spaced times between the first positive and the last time.
+
+    Returns:
+        ``(t_kept, values_kept)``: at most ``num`` recorded times (fewer where two targets share
+        their nearest recorded time) and the values there.
+
+    Examples:
+        >>> import numpy as np
+        >>> t = np.arange(0.0, 10_001.0)
+        >>> tk, vk = log_resample(t, np.sqrt(t), num=5)
+        >>> tk.tolist(), vk.round(3).tolist()  # one time per decade
+        ([1.0, 10.0, 100.0, 1000.0, 10000.0], [1.0, 3.162, 10.0, 31.623, 100.0])
+    """
     refuse_traced("fracsgd.diffusion.log_resample", t=t, values=values)
     t = real_array("t", t)
     v = np.asarray(values)
