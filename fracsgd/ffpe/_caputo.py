@@ -172,7 +172,35 @@ def _bracket(x: Array, tau: Array, alpha: Array) -> Array:
 
 def l1_weights(ts: Array, n: Array, alpha: Array) -> Array:
     """Row ``n`` of the L1 weights: ``a_{n,k}`` for ``k = 1 … N`` (zero for ``k > n``), shape
-    ``(N,)``; ``ts`` has ``N + 1`` points. Differentiable in ``alpha``."""
+    ``(N,)``; ``ts`` has ``N + 1`` points. Differentiable in ``alpha``.
+
+    ``a_{n,k} = [(t_n − t_{k−1})^{1−α} − (t_n − t_k)^{1−α}] / (Γ(2−α) τ_k)`` is the Caputo
+    derivative at ``t_n`` of the piecewise-linear interpolant, integrated exactly on each
+    interval (``(1−α)Γ(1−α) = Γ(2−α)``), so ``D^α u(t_n) ≈ Σ_k a_{n,k} δ_k``. Source: the L1
+    scheme (Oldham & Spanier 1974, "The Fractional Calculus"; on a uniform mesh, with weights
+    ``(j+1)^{1−α} − j^{1−α}``, Lin & Xu 2007, J. Comput. Phys. 225, 1533; on nonuniform and
+    graded meshes Stynes, O'Riordan & Gracia 2017, SIAM J. Numer. Anal. 55, 1057); the
+    bracket is evaluated without cancellation as in the module docstring (theory.md §4).
+
+    Args:
+        ts: ``(N + 1,)`` increasing mesh times, ``t_0 = 0`` (e.g. :func:`graded_mesh`).
+        n: the row, ``1 ≤ n ≤ N``.
+        alpha: Caputo order in ``(0, 1]`` (1: backward Euler).
+
+    Returns:
+        ``(N,)`` weights ``a_{n,1} … a_{n,N}``, zero after ``k = n``.
+
+    Examples:
+        >>> import math, numpy as np, jax.numpy as jnp
+        >>> [round(float(a), 4) for a in l1_weights(np.arange(4.0), 2, 0.5)]  # [√2 − 1, 1]/Γ(3/2)
+        [0.4674, 1.1284, 0.0]
+        >>> l1_weights(np.arange(4.0), 3, 1.0).round(6).tolist()  # α = 1: backward Euler
+        [0.0, 0.0, 1.0]
+        >>> ts = graded_mesh(1.0, 8, 2.0)  # exact for u = t: Σ_k a_{8,k} τ_k = D^½ t at 1
+        >>> w = l1_weights(ts, 8, 0.5)
+        >>> round(float(jnp.sum(w * jnp.diff(ts))), 5), round(1 / math.gamma(1.5), 5)
+        (1.12838, 1.12838)
+    """
     t = jnp.asarray(ts)
     k = jnp.arange(1, t.shape[0])
     tau = t[1:] - t[:-1]
@@ -218,7 +246,32 @@ def l21sigma_weights(ts: Array, n: Array, alpha: Array) -> Array:
     homogeneous of degree ``−α`` in time, so they are computed in units of the row's own time
     ``t_n`` and scaled back by ``t_n^{−α}``; products of steps are divided one at a time: on a
     graded mesh in float32 (``r = 2/α``, ``t_1 ≈ 10⁻²⁶ T``) the products ``τ_k(τ_k + τ_{k+1})``
-    of absolute times underflowed to 0 and gave 0/0."""
+    of absolute times underflowed to 0 and gave 0/0.
+
+    Source: Alikhanov's L2-1σ formula (Alikhanov 2015, "A new difference scheme for the time
+    fractional diffusion equation", J. Comput. Phys. 280, 424): ``u`` quadratic through
+    ``u^{k−1}, u^k, u^{k+1}`` on each past interval, linear on ``[t_{n−1}, t_n*]``; on
+    nonuniform meshes as in Liao, McLean & Zhang (2019) and Chen & Stynes (2019) (module
+    docstring; theory.md §4).
+
+    Args:
+        ts: ``(N + 1,)`` increasing mesh times, ``t_0 = 0`` (e.g. :func:`graded_mesh`).
+        n: the row, ``1 ≤ n ≤ N``.
+        alpha: Caputo order in ``(0, 1]`` (1: Crank–Nicolson).
+
+    Returns:
+        ``(N,)`` weights ``g_{n,1} … g_{n,N}``, zero after ``k = n``.
+
+    Examples:
+        >>> import math, numpy as np, jax.numpy as jnp
+        >>> l21sigma_weights(np.arange(4.0), 3, 1.0).round(6).tolist()  # α = 1: Crank–Nicolson
+        [0.0, 0.0, 1.0]
+        >>> ts = graded_mesh(1.0, 8, 4.0)  # exact for u = t: D^½ t = t^½/Γ(3/2) at t_8*
+        >>> g = l21sigma_weights(ts, 8, 0.5)
+        >>> t_star = float(ts[7] + 0.75 * (ts[8] - ts[7]))  # σ = 1 − α/2 = 3/4
+        >>> round(float(jnp.sum(g * jnp.diff(ts))), 5), round(t_star**0.5 / math.gamma(1.5), 5)
+        (1.06842, 1.06842)
+    """
     scale = jnp.asarray(ts)[n]
     t = jnp.asarray(ts) / scale
     num = t.shape[0] - 1
@@ -288,7 +341,14 @@ class L21Sigma:
 
 @dataclasses.dataclass(frozen=True)
 class Direct:
-    """The direct history: all weights, ``O(N²)`` work, ``O(N · cells)`` memory (reference)."""
+    """The direct history: all weights, ``O(N²)`` work, ``O(N · cells)`` memory (reference).
+
+    Examples:
+        >>> import inspect
+        >>> from fracsgd.ffpe import solve
+        >>> inspect.signature(solve).parameters["history"].default  # the default history
+        Direct()
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -328,6 +388,26 @@ def soe_nodes(t_min: float, t_max: float, tol: float) -> tuple[np.ndarray, float
     * lower cut: the terms below ``x_lo`` are summed as the geometric series of ``e^{αx}``
       (the ``s = 0`` node); what that neglects, ``e^{αx}(1 − e^{−e^x t})``, is at most
       ``z^{1+α}/((1+α)Γ(α))`` with ``z = e^{x_lo} t_max`` (maximised over ``α``).
+
+    Sources: the trapezoidal rule in ``x = log s`` for ``t^{−α}`` and its truncation (McLean
+    2018, "Exponential sum approximations for t^{−β}", in Contemporary Computational
+    Mathematics, Springer); the spacing error of the trapezoidal rule on the real line for
+    integrands analytic in a strip (Trefethen & Weideman 2014, SIAM Rev. 56, 385, §5).
+
+    Args:
+        t_min, t_max: the interval ``0 < t_min < t_max`` (smallest step to final time).
+        tol: target relative error of the kernel approximation.
+
+    Returns:
+        ``(x, h)``: the grid ``x`` (NumPy, static) and its spacing ``h``.
+
+    Examples:
+        >>> import math, numpy as np
+        >>> x, h = soe_nodes(1e-3, 1.0, 1e-6)
+        >>> x.shape, bool(np.allclose(np.diff(x), h))
+        ((43,), True)
+        >>> 2 * math.e * (2 * math.pi / h) * math.exp(-math.pi**2 / h) <= 1e-6 / 3  # spacing
+        True
     """
     for name, value in (("t_min", t_min), ("t_max", t_max), ("tol", tol)):
         refuse_traced_static(name, value, "they set the number of nodes, chosen on the host")
@@ -360,6 +440,12 @@ def soe_weights(x: Array, h: Array, alpha: Array) -> tuple[Array, Array]:
     plus ``s = 0`` first. ``ω_j = h e^{αx_j} sin(πα)/π`` (``1/(Γ(α)Γ(1−α)) = sin(πα)/π``, so
     ``α = 1`` gives zero memory) and the ``s = 0`` weight ``h e^{αx_0}/expm1(αh) · sin(πα)/π``,
     the exact sum of the geometric tail ``j < 0``. Differentiable in ``alpha``.
+
+    Sources: ``t^{−α} = (1/Γ(α)) ∫_0^∞ s^{α−1} e^{−st} ds`` (Euler's integral, DLMF 5.2.1,
+    with ``s`` scaled by ``t``), discretised by the trapezoidal rule in ``x = log s`` (McLean
+    2018, "Exponential sum approximations for t^{−β}"), and ``Γ(α)Γ(1−α) = π/sin(πα)``
+    (DLMF 5.5.3). Jiang, Zhang, Zhang & Zhang (2017, Commun. Comput. Phys. 21, 650) use such
+    a sum for the fast L1 history (:class:`SOE`), with nodes from Gauss quadrature instead.
 
     Examples:
         >>> import jax.numpy as jnp

@@ -315,7 +315,34 @@ def _operator(problem: Problem, grid: Grid1D):
 
 def tridiagonal_shifted_solve(op: tuple[Array, Array, Array], c: Array, rhs: Array) -> Array:
     """``u`` with ``(c I − A) u = rhs`` for the tridiagonal bands ``op = (lower, diag, upper)``
-    of :func:`~fracsgd.ffpe.sg_tridiagonal` (exact, ``O(cells)``)."""
+    of :func:`~fracsgd.ffpe.sg_tridiagonal` (exact, ``O(cells)``).
+
+    The implicit step's linear system (``c`` is the step's leading Caputo weight over the
+    implicit fraction), solved by ``jax.lax.linalg.tridiagonal_solve`` (Thomas elimination).
+    The solver itself also restores the exact mass ``Σ u = Σ rhs / c`` after rounding; this
+    function does not.
+
+    Args:
+        op: ``(lower, diag, upper)`` bands, each ``(cells,)``, as :func:`sg_tridiagonal`.
+        c: the shift, a scalar (``c I − A`` nonsingular; ``c > 0`` for an SG operator).
+        rhs: ``(cells,)`` right-hand side.
+
+    Returns:
+        ``(cells,)`` the solution ``u``.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from fracsgd.ffpe import sg_tridiagonal
+        >>> phi = jnp.array([0.0, 1.0, 3.0, 2.0, 0.5])
+        >>> op = sg_tridiagonal(phi, jnp.full(4, 0.7), 0.5)
+        >>> rhs = jnp.array([1.0, 0.0, 0.0, 0.0, 0.0])
+        >>> u = tridiagonal_shifted_solve(op, 2.0, rhs)
+        >>> A = jnp.diag(op[1]) + jnp.diag(op[2][:-1], 1) + jnp.diag(op[0][1:], -1)
+        >>> bool(jnp.abs(2.0 * u - A @ u - rhs).max() < 1e-6)  # the residual
+        True
+        >>> round(float(u.sum()), 5)  # columns of A sum to 0: Σu = Σrhs / c
+        0.5
+    """
     lower, diag, upper = op
     return jax.lax.linalg.tridiagonal_solve(-lower, c - diag, -upper, rhs[:, None])[:, 0]
 

@@ -118,6 +118,15 @@ class SG2D(NamedTuple):
         out_y: ``(nx, ny − 1)``, ``A[(i, j+1), (i, j)]``.
         in_y: ``(nx, ny − 1)``, ``A[(i, j), (i, j+1)]``.
         phi: ``(nx, ny)``, the reduced potential ``φ = γL/D_0`` (the symmetrising weight).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> phi = jnp.arange(12.0).reshape(4, 3) % 5 * 0.3
+        >>> op = sg_operator2d(phi, 0.7, (0.5, 1.0))
+        >>> op.out_x.shape, op.in_y.shape
+        ((3, 3), (4, 2))
+        >>> bool(jnp.abs(apply2d(op, jnp.exp(-phi))).max() < 1e-5)  # Gibbs state: A e^{−φ} = 0
+        True
     """
 
     out_x: Array
