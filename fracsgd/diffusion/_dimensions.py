@@ -727,7 +727,10 @@ def effective_diffusion(xi: Any, llc: Any, d_s: Any) -> Any:
     """``D_ξ = ξ^{2 − d_w} = ξ^{2 − 2λ/d_s}`` (v1 Definition 3.1, with the Alexander–Orbach
     relation ``d_w = 2λ/d_s``). Elementwise; ``xi``, ``d_s`` > 0; a NaN ``llc`` or ``d_s``
     (a failed estimate) gives NaN in its own element, ±inf is refused; jit- and
-    vmap-compatible (traced values are not checked).
+    vmap-compatible (traced values are not checked). Called eagerly it computes on the host in
+    float64 and returns NumPy; traced, it follows JAX's dtype (float32 unless x64 is on), so the
+    two agree to float32 rounding. :func:`paper_spectral_dimension` and
+    :func:`walk_dimension_from_alexander_orbach` do the same.
 
     Examples:
         >>> float(effective_diffusion(0.5, 2.0, 2.0))  # d_w = 2: Brownian, D_ξ = 1
