@@ -61,9 +61,38 @@ def _autocov(x: np.ndarray) -> np.ndarray:
     return acov
 
 
+def _geyer_tau(rho: np.ndarray, n: int) -> float:
+    """The integrated autocorrelation time ``τ̂`` from the multi-chain autocorrelations
+    ``ρ̂_t`` of split chains of ``n`` draws, as Stan and ArviZ compute it (Vehtari et al. 2021,
+    Bayesian Analysis 16(2), §3.2 and Appendix A): Geyer's initial positive sequence of pair
+    sums ``ρ̂_{2k} + ρ̂_{2k+1}`` (stopped at the first negative pair, within ``t < n − 3``), made
+    monotone, plus the even term of the stopping pair when it is positive (their "improved
+    estimate", which reduces the variance for antithetic chains)."""
+    kept = np.zeros(n)
+    even, odd = 1.0, float(rho[1])
+    kept[0], kept[1] = even, odd
+    t = 1
+    while t < n - 3 and even + odd > 0:
+        even, odd = float(rho[t + 1]), float(rho[t + 2])
+        if even + odd >= 0:
+            kept[t + 1], kept[t + 2] = even, odd
+        t += 2
+    last = t - 2
+    if even > 0:
+        kept[last + 1] = even
+    t = 1
+    while t <= last - 2:  # initial monotone sequence
+        if kept[t + 1] + kept[t + 2] > kept[t - 1] + kept[t]:
+            kept[t + 1] = kept[t + 2] = (kept[t - 1] + kept[t]) / 2
+        t += 2
+    return float(-1 + 2 * kept[: last + 1].sum() + kept[last + 1])
+
+
 def effective_sample_size(traces: ArrayLike) -> np.ndarray:
-    """Effective sample size of the pooled chains (split chains, multi-chain autocorrelation,
-    Geyer's initial positive and monotone sequence).
+    """Effective sample size of the pooled chains: split chains, the multi-chain
+    autocorrelation, and Geyer's initial positive and monotone sequence, exactly as Stan's and
+    ArviZ's ``ess(method="mean")`` (Vehtari et al. 2021; without rank normalisation), capped
+    at ``S log₁₀ S`` for ``S`` draws in all. NaN when the pooled variance is 0 or not finite.
 
     Examples:
         >>> import numpy as np
@@ -86,12 +115,5 @@ def effective_sample_size(traces: ArrayLike) -> np.ndarray:
             out[i] = np.nan
             continue
         rho = 1 - (w - acov.mean(axis=0)) / var_plus
-        rho[0] = 1.0
-        # Geyer: sums of consecutive pairs, truncated at the first negative pair, made monotone
-        pairs = rho[: 2 * (n // 2)].reshape(-1, 2).sum(axis=1)
-        neg = np.flatnonzero(pairs < 0)
-        pairs = pairs[: neg[0]] if neg.size else pairs
-        pairs = np.minimum.accumulate(pairs)
-        tau = -1 + 2 * pairs.sum()
-        out[i] = m * n / max(tau, 1.0 / np.log10(m * n))
+        out[i] = m * n / max(_geyer_tau(rho, n), 1.0 / np.log10(m * n))
     return out.reshape(lead) if lead else out[0]

@@ -135,6 +135,42 @@ def test_sgld_samples_a_gaussian_with_the_expected_variance():
     np.testing.assert_allclose(np.var(np.asarray(xs)), expected, rtol=0.03)
 
 
+def _ar1(phi, chains, draws, seed):
+    """AR(1) chains from NumPy's legacy RandomState (its stream is frozen across versions)."""
+    e = np.random.RandomState(seed).standard_normal((chains, draws))
+    x = np.zeros((chains, draws))
+    x[:, 0] = e[:, 0]
+    for t in range(1, draws):
+        x[:, t] = phi * x[:, t - 1] + e[:, t]
+    return x
+
+
+@pytest.mark.parametrize(
+    ("phi", "chains", "draws", "seed", "arviz"),
+    [
+        # ArviZ 0.23.4, az.ess(x, method="mean") (Stan's algorithm), on these exact arrays; the
+        # previous version (pair sums cut at the first negative pair, over all lags) read the
+        # relative differences noted
+        (-0.8, 4, 200, 1, 2322.471989593555),  # antithetic: capped at S log10 S
+        (-0.3, 2, 57, 2, 229.51241853906032),  # capped
+        (0.0, 8, 100, 3, 823.5153753674695),
+        (0.6, 4, 301, 4, 310.124017263738),
+        (0.3, 4, 120, 20, 271.7044729667036),  # the stopping pair's positive even term: +1.0 %
+        (0.7, 4, 120, 11, 120.95584195308678),  # the same: +0.2 %
+        (0.95, 3, 150, 5, 18.109414542040646),  # stopped at t < n - 3, monotone: -0.08 %
+        (0.999, 2, 40, 6, 3.730632165780542),  # the same: -16 %
+        (0.5, 1, 9, 7, 7.224719895935548),  # stopped at t < n - 3, capped: -69 %
+    ],
+)
+def test_ess_is_stans_and_arviz(phi, chains, draws, seed, arviz):
+    """Stan's / ArviZ's ESS exactly (Vehtari et al. 2021): matched to 1e-10 on 400 random AR(1)
+    shapes during development; these cases pin it."""
+    x = _ar1(phi, chains, draws, seed)
+    np.testing.assert_allclose(sampling.effective_sample_size(x), arviz, rtol=1e-10)
+    batched = sampling.effective_sample_size(np.stack([x, x[::-1]]))  # leading axes
+    assert batched.shape == (2,) and batched[0] == sampling.effective_sample_size(x)
+
+
 def test_split_rhat_and_ess_on_known_processes():
     rng = np.random.default_rng(0)
     iid = rng.normal(size=(4, 2000))
