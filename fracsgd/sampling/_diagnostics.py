@@ -36,10 +36,30 @@ def split_rhat(traces: ArrayLike) -> np.ndarray:
     mean within-chain variance and ``B/n`` the variance of the chain means. Values near 1 mean
     the chains agree; > 1.01–1.1 signals non-convergence. NaN for chains with zero variance.
 
+    Source: Gelman et al., *Bayesian Data Analysis*, 3rd ed. (2013), §11.4 (the split chains
+    and ``R̂ = sqrt(var⁺/W)`` with ``var⁺ = (n−1)/n · W + B/n``).
+
+    Args:
+        traces: ``(..., chains, draws)`` array of numbers, at least 4 draws per chain (each
+            chain is split into halves of ``draws // 2``; an odd middle draw is dropped).
+
+    Returns:
+        R-hat over the last two axes: shape ``traces.shape[:-2]`` (a NumPy float for 2-D
+        traces).
+
+    Raises:
+        ValueError: for fewer than 2 axes, fewer than 4 draws, non-numeric or traced input.
+
     Examples:
         >>> import numpy as np
         >>> x = np.random.default_rng(0).normal(size=(4, 1000))
         >>> bool(abs(split_rhat(x) - 1) < 0.01)
+        True
+
+        Two chains stuck at different levels have not mixed:
+
+        >>> stuck = np.stack([x[0], x[1] + 5.0])
+        >>> bool(split_rhat(stuck) > 2)
         True
     """
     refuse_traced("fracsgd.sampling.split_rhat", traces=traces)
@@ -94,10 +114,35 @@ def effective_sample_size(traces: ArrayLike) -> np.ndarray:
     ArviZ's ``ess(method="mean")`` (Vehtari et al. 2021; without rank normalisation), capped
     at ``S log₁₀ S`` for ``S`` draws in all. NaN when the pooled variance is 0 or not finite.
 
+    Source: Gelman et al., *Bayesian Data Analysis*, 3rd ed. (2013), §11.5; Geyer,
+    "Practical Markov chain Monte Carlo", Statistical Science 7 (1992), for the truncation,
+    as Stan computes it.
+
+    Args:
+        traces: ``(..., chains, draws)`` array of numbers, at least 4 draws per chain.
+
+    Returns:
+        The effective number of independent draws of all chains together, over the last two
+        axes: shape ``traces.shape[:-2]`` (a NumPy float for 2-D traces); NaN for constant
+        traces.
+
+    Raises:
+        ValueError: for fewer than 2 axes, fewer than 4 draws, non-numeric or traced input.
+
     Examples:
         >>> import numpy as np
         >>> x = np.random.default_rng(0).normal(size=(4, 1000))
         >>> bool(3000 < effective_sample_size(x) < 5000)
+        True
+
+        An AR(1) chain with coefficient 0.9 has an integrated autocorrelation time of
+        ``(1 + 0.9)/(1 − 0.9) = 19``, so 4 000 draws are worth about 210:
+
+        >>> z = np.random.default_rng(1).normal(size=(4, 1000))
+        >>> ar = np.zeros_like(z)
+        >>> for t in range(1, 1000):
+        ...     ar[:, t] = 0.9 * ar[:, t - 1] + z[:, t]
+        >>> bool(120 < effective_sample_size(ar) < 320)
         True
     """
     refuse_traced("fracsgd.sampling.effective_sample_size", traces=traces)

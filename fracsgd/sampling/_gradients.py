@@ -5,7 +5,7 @@ tests and minibatch production."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -14,9 +14,41 @@ import numpy as np
 from fracsgd._checks import check_number
 from fracsgd._types import Array, PyTree
 
-#: ``estimator(position, batch) -> (grad_U, loss)``: gradient of the potential and the minibatch
-#: loss ``L_B(position)``.
-GradientEstimator = Callable[[PyTree, Any], tuple[PyTree, Array]]
+
+class GradientEstimator(Protocol):
+    """The type of a gradient estimator: ``estimator(position, batch) -> (∇U, L_B)``.
+
+    Any callable of this shape serves (a plain function or a lambda; the protocol only names it
+    for type checkers, as optax's ``TransformUpdateFn`` does). The kernels
+    (:func:`build_kernel`, :func:`build_psgld_kernel`) call it once per step and never own
+    data: ``batch`` is whatever the caller passes them (``None`` for a full-batch potential).
+
+    Args:
+        position: the chain's position, a pytree.
+        batch: the minibatch the step uses, passed through unchanged.
+
+    Returns:
+        ``(grad_U, loss)``: the gradient of the potential ``U`` at ``position``, a pytree like
+        it, and the minibatch loss ``L_B(position)``, a scalar (recorded in
+        :class:`SGLDInfo`). :func:`localized_gradient` builds the one of theory.md §2,
+        ``∇U = nβ ∇L_B(w) + γ (w − w*)``.
+
+    Examples:
+        A hand-written estimator of ``U(w) = ½|w|²`` (no data), in a noise-free SGLD step
+        ``w − (ε/2) ∇U`` = ``(1 − ε/2) w``:
+
+        >>> import jax, jax.numpy as jnp
+        >>> from fracsgd import sampling
+        >>> def estimator(position, batch):
+        ...     return position, 0.5 * jnp.sum(position**2)
+        >>> kernel = sampling.build_kernel()
+        >>> state, info = kernel(jax.random.key(0), sampling.init(jnp.array([2.0, -4.0])), None,
+        ...                      estimator, 0.5, noise_scale=0.0)
+        >>> state.position.tolist(), float(info.loss)  # (1 − 0.25) w; ½ (4 + 16)
+        ([1.5, -3.0], 10.0)
+    """
+
+    def __call__(self, position: PyTree, batch: Any, /) -> tuple[PyTree, Array]: ...
 
 
 def localized_gradient(
@@ -70,10 +102,34 @@ def localize(grad: PyTree, position: PyTree, center: PyTree, *, nbeta: Any, loca
     ``grad`` at ``position``: what :func:`localized_gradient`'s estimator returns (for code that
     takes the loss gradient itself).
 
+    ``U(w) = nβ L_B(w) + (γ/2)|w − w*|²`` is the potential of the localised tempered posterior
+    ``p(w) ∝ exp(−U(w))`` that the LLC estimator samples (theory.md §2; Lau et al., "The Local
+    Learning Coefficient: A Singularity-Aware Complexity Measure", arXiv:2308.12108, 2023,
+    AISTATS 2025); ``localize`` is its gradient given ``∇L_B``.
+
+    Args:
+        grad: ``∇L_B(position)``, a pytree like ``position``.
+        position: ``w``, the chain's position.
+        center: ``w*``, the localisation centre, a pytree like ``position``.
+        nbeta: ``nβ`` (a number or traced scalar).
+        localization: ``γ`` (a number or traced scalar).
+
+    Returns:
+        ``∇U``, a pytree like ``grad`` in its leaves' dtypes (a float64 ``nβ`` or ``γ`` under
+        x64 does not promote float32 leaves).
+
     Examples:
         >>> import jax.numpy as jnp
         >>> localize(jnp.ones(2), jnp.zeros(2), jnp.ones(2), nbeta=10.0, localization=1.0).tolist()
         [9.0, 9.0]
+
+        It equals the gradient of ``U`` itself (here ``L(w) = ½|w|²``, so ``∇L = w``):
+
+        >>> import jax
+        >>> w, c = jnp.array([1.0, -2.0]), jnp.array([0.5, 0.5])
+        >>> U = lambda w: 3.0 * 0.5 * jnp.sum(w**2) + 0.5 * 2.0 * jnp.sum((w - c) ** 2)
+        >>> localize(w, w, c, nbeta=3.0, localization=2.0).tolist(), jax.grad(U)(w).tolist()
+        ([4.0, -11.0], [4.0, -11.0])
     """
 
     def one(g: Any, w: Any, c: Any) -> Any:  # in the leaf's dtype (float64 scalars under x64)
@@ -130,6 +186,21 @@ def tree_sq_norm(tree: PyTree) -> Array:
 
     A dot product rather than ``sum(square(x))``: XLA on CPU rewrites long sum reductions into
     a ``reduce-window`` tree (for accuracy) that ran ~4× slower than the dot kernel on the
-    per-step norms of an SGLD chain (784-32-10 MLP, 4 chains, 2-core CPU)."""
+    per-step norms of an SGLD chain (784-32-10 MLP, 4 chains, 2-core CPU).
+
+    Args:
+        tree: a pytree of real arrays (any shapes; scalars count as one entry).
+
+    Returns:
+        The squared Euclidean norm of all entries together, a scalar array (``0.0`` for a tree
+        without leaves).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> float(tree_sq_norm({"w": jnp.array([[1.0, 2.0], [2.0, 0.0]]), "b": jnp.array(4.0)}))
+        25.0
+        >>> float(tree_sq_norm({}))
+        0.0
+    """
     parts = [jnp.vdot(jnp.ravel(x), jnp.ravel(x)) for x in jax.tree.leaves(tree)]
     return jnp.sum(jnp.stack(parts)) if parts else jnp.zeros(())

@@ -68,13 +68,25 @@ from fracsgd.sampling._rng import key_words, normal_like
 
 
 class SGLDState(NamedTuple):
-    """Position of the chain."""
+    """Position of the chain (:func:`init`).
+
+    Attributes:
+        position: the chain's current point ``w``, a pytree.
+    """
 
     position: PyTree
 
 
 class PSGLDState(NamedTuple):
-    """Position, the running average of squared gradients and the step count."""
+    """Position, the running average of squared gradients and the step count (:func:`psgld_init`).
+
+    Attributes:
+        position: the chain's current point ``w``, a pytree.
+        square_avg: ``V``, the exponential average of ``g²`` (``g = ∇U``), a pytree like
+            ``position``; zeros before the first adapting step.
+        step: ``t``, the number of adapting steps so far (``int32`` scalar), for the bias
+            correction ``V̂ = V / (1 − α^t)`` (:func:`psgld_preconditioner`).
+    """
 
     position: PyTree
     square_avg: PyTree
@@ -101,7 +113,14 @@ class SGLDInfo(NamedTuple):
 
 
 class SamplingAlgorithm(NamedTuple):
-    """``init(position) -> state`` and ``step(key, state, batch) -> (state, info)``."""
+    """``init(position) -> state`` and ``step(key, state, batch) -> (state, info)``: what
+    :func:`sgld` and :func:`psgld` return (blackjax's ``SamplingAlgorithm``).
+
+    Attributes:
+        init: ``init(position) -> state``.
+        step: ``step(key, state, batch) -> (state, SGLDInfo)``, the kernel with the estimator
+            and step size fixed.
+    """
 
     init: Callable[..., Any]
     step: Callable[..., Any]
@@ -148,7 +167,20 @@ def _check_step(key: Any, state: Any, estimator: Any, step_size: Any, mask: Any)
 
 
 def init(position: PyTree) -> SGLDState:
-    """SGLD state at ``position``."""
+    """SGLD state at ``position``.
+
+    Args:
+        position: the starting point, a pytree of floating-point arrays (kept as given, not
+            copied).
+
+    Returns:
+        ``SGLDState(position)``.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> init({"w": jnp.ones(2)}).position["w"].tolist()
+        [1.0, 1.0]
+    """
     return SGLDState(position)
 
 
@@ -162,6 +194,36 @@ def build_kernel(mask: PyTree | None = None):
         ``kernel(key, state, batch, estimator, step_size, noise_scale=1.0) ->
         (SGLDState, SGLDInfo)``; ``noise_scale=0`` gives the plain gradient step
         ``w − (ε/2)∇U`` exactly.
+
+    Raises:
+        ValueError: if ``mask`` holds values other than 0 and 1 (at build time); the kernel
+            raises it for a bad key, a non-callable estimator, ``step_size ≤ 0``,
+            ``noise_scale < 0`` or a mask unlike the position.
+
+    Examples:
+        With the noise off, one step is the gradient step ``w − (ε/2)∇U``; with ``∇U = nβ w``
+        (``L = ½|w|²``, ``nβ = 2``, no localisation) and ``ε = 0.1`` that is ``0.9 w``. The
+        mask holds the second entry fixed:
+
+        >>> import jax, jax.numpy as jnp
+        >>> from fracsgd import sampling
+        >>> est = sampling.localized_gradient(lambda w, b: 0.5 * jnp.sum(w**2), jnp.zeros(3),
+        ...                                   nbeta=2.0, localization=0.0)
+        >>> kernel = sampling.build_kernel(mask=jnp.array([1.0, 0.0, 1.0]))
+        >>> w = jnp.array([1.0, 2.0, -3.0])
+        >>> state, info = kernel(jax.random.key(0), sampling.init(w), None, est, 0.1,
+        ...                      noise_scale=0.0)
+        >>> [round(x, 4) for x in state.position.tolist()]
+        [0.9, 2.0, -2.7]
+        >>> round(float(info.drift_norm), 4), float(info.noise_norm)  # 0.1·|(1, 0, −3)|
+        (0.3162, 0.0)
+
+        With the noise on, ``info.noise_norm`` is ``sqrt(ε · d)`` over the ``d = 2`` active
+        entries, and the masked entry still does not move:
+
+        >>> state, info = kernel(jax.random.key(0), sampling.init(w), None, est, 0.1)
+        >>> round(float(info.noise_norm), 4), float(state.position[1])  # sqrt(0.2)
+        (0.4472, 2.0)
     """
     # the mask's 0/1 check and Σ m² once, here (outside any step loop the kernel runs in); a
     # malformed mask is left to the kernel's argument check, which names it
@@ -201,7 +263,21 @@ def build_kernel(mask: PyTree | None = None):
 def sgld(
     estimator: GradientEstimator, step_size: Any, mask: PyTree | None = None
 ) -> SamplingAlgorithm:
-    """SGLD with a fixed gradient estimator and step size.
+    """SGLD with a fixed gradient estimator and step size (the top level of blackjax's three;
+    the update is the module docstring's ``w ← w − (ε/2) ∇U(w) + sqrt(ε) ξ``).
+
+    Args:
+        estimator: ``estimator(position, batch) -> (∇U, L_B)`` (:class:`GradientEstimator`).
+        step_size: ``ε > 0``.
+        mask: optional 0/1 pytree like the position; zero entries receive neither drift nor noise.
+
+    Returns:
+        A :class:`SamplingAlgorithm`: ``init`` is :func:`init`; ``step(key, state, batch)`` is
+        :func:`build_kernel`'s kernel with ``estimator`` and ``step_size`` fixed and the noise
+        on.
+
+    Raises:
+        ValueError: if ``step_size ≤ 0`` or ``mask`` holds values other than 0 and 1.
 
     Examples:
         >>> import jax, jax.numpy as jnp
@@ -213,6 +289,18 @@ def sgld(
         >>> state, info = alg.step(jax.random.key(0), state, None)
         >>> state.position.shape
         (3,)
+
+        The info reads the step's loss ``½|w|² = 1.5`` at the start, the drift's norm
+        ``(ε/2)|∇U| = 0.05·sqrt(3)`` and the noise's root-mean-square norm ``sqrt(ε d)``:
+
+        >>> float(info.loss), round(float(info.drift_norm), 4), round(float(info.noise_norm), 4)
+        (1.5, 0.0866, 0.5477)
+
+        The same key gives the same step (bitwise):
+
+        >>> again, _ = alg.step(jax.random.key(0), alg.init(jnp.ones(3)), None)
+        >>> bool(jnp.all(again.position == state.position))
+        True
     """
     kernel = build_kernel(mask)
     concrete_number("step_size", step_size, lo=0.0, lo_open=True)
@@ -224,14 +312,60 @@ def sgld(
 
 
 def psgld_init(position: PyTree) -> PSGLDState:
-    """pSGLD state at ``position``."""
+    """pSGLD state at ``position``: ``V = 0`` and no steps taken.
+
+    Args:
+        position: the starting point, a pytree of floating-point arrays.
+
+    Returns:
+        ``PSGLDState(position, zeros like position, int32 0)``; its preconditioner is NaN until
+        a step with ``adapt=True`` (:func:`psgld_preconditioner`).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> state = psgld_init(jnp.ones(2))
+        >>> state.square_avg.tolist(), int(state.step), state.step.dtype
+        ([0.0, 0.0], 0, dtype('int32'))
+    """
     return PSGLDState(position, jax.tree.map(jnp.zeros_like, position), jnp.zeros((), jnp.int32))
 
 
 def psgld_preconditioner(state: PSGLDState, *, delta: float = 0.1, alpha: float = 0.99) -> PyTree:
     """``G = 1 / (δ + sqrt(V̂))`` of a pSGLD state, ``V̂ = V / (1 − α^t)`` (module docstring); the
     preconditioner a step with ``adapt=False`` uses. NaN entries before the first adapting step
-    (``t = 0``: no gradient seen yet)."""
+    (``t = 0``: no gradient seen yet).
+
+    Source: the RMSprop preconditioner of pSGLD, ``G = diag(1 ⊘ (λ1 + sqrt(V)))`` with
+    ``V ← αV + (1 − α) ḡ ⊙ ḡ`` (Li, Chen, Carlson, Carin, "Preconditioned Stochastic Gradient
+    Langevin Dynamics for Deep Neural Networks", AAAI 2016, arXiv:1512.07666, Algorithm 1);
+    their ``λ`` is ``delta`` here. Two choices are fracsgd's, not the paper's: the Adam-style
+    bias correction ``V̂`` (Kingma & Ba 2015), and ``ḡ`` = ``∇U``, the gradient of the
+    localised tempered potential (:func:`localize`). ``delta`` and ``alpha`` must be the
+    kernel's (:func:`build_psgld_kernel`); they are not stored in the state.
+
+    Args:
+        state: a :class:`PSGLDState` (``square_avg`` = ``V``, ``step`` = ``t``).
+        delta: ``δ > 0``; ``G ≤ 1/δ``.
+        alpha: the decay ``α`` of the squared-gradient average.
+
+    Returns:
+        ``G``, a pytree like ``state.square_avg`` (float32 leaves for float32 ``V``).
+
+    Examples:
+        After two adapting steps with gradients ``g₁ = 3`` and ``g₂ = 4`` (``α = 0.5``),
+        ``V = 0.5·(0.5·9) + 0.5·16 = 10.25`` and ``V̂ = V / (1 − 0.25) = 13.667``, so
+        ``G = 1 / (0.1 + 3.6968) = 0.2634``:
+
+        >>> import jax.numpy as jnp
+        >>> state = PSGLDState(jnp.zeros(1), jnp.array([10.25]), jnp.int32(2))
+        >>> [round(g, 4) for g in psgld_preconditioner(state, delta=0.1, alpha=0.5).tolist()]
+        [0.2634]
+
+        A fresh state has seen no gradient: its ``G`` is NaN.
+
+        >>> bool(jnp.isnan(psgld_preconditioner(psgld_init(jnp.zeros(1)))[0]))
+        True
+    """
     correction = 1 - alpha ** jnp.asarray(state.step).astype(jnp.float32)
     return jax.tree.map(lambda v: 1.0 / (delta + jnp.sqrt(v / correction)), state.square_avg)
 
@@ -262,7 +396,9 @@ def build_psgld_kernel(mask: PyTree | None = None, *, alpha: float = 0.99, delta
         >>> kernel = sampling.build_psgld_kernel()
         >>> state = sampling.psgld_init(jnp.ones(2))
         >>> state, _ = kernel(jax.random.key(0), state, None, est, 1e-3)  # adapts: g = 100
-        >>> G = sampling.psgld_preconditioner(state)   # 1 / (0.1 + 100)
+        >>> G = sampling.psgld_preconditioner(state)
+        >>> round(float(G[0]), 5)  # V̂ = g² = 100²: G = 1 / (0.1 + 100)
+        0.00999
         >>> frozen, _ = kernel(jax.random.key(1), state, None, est, 1e-3, adapt=False)
         >>> bool(frozen.step == state.step), bool(jnp.all(frozen.square_avg == state.square_avg))
         (True, True)
@@ -332,7 +468,44 @@ def psgld(
     delta: float = 0.1,
 ) -> SamplingAlgorithm:
     """RMSprop-preconditioned SGLD with a fixed estimator and step size; every step adapts
-    (use :func:`build_psgld_kernel` with ``adapt=False`` to sample with a frozen ``G``)."""
+    (use :func:`build_psgld_kernel` with ``adapt=False`` to sample with a frozen ``G``).
+
+    The update is the module docstring's (Li et al. 2016, with fracsgd's bias correction and
+    without the ``Γ`` term; :func:`psgld_preconditioner`).
+
+    Args:
+        estimator: ``estimator(position, batch) -> (∇U, L_B)`` (:class:`GradientEstimator`).
+        step_size: ``ε > 0``.
+        mask: optional 0/1 pytree like the position; zero entries receive neither drift nor noise.
+        alpha: decay of the squared-gradient average, in ``[0, 1)``.
+        delta: ``δ > 0`` in ``G = 1 / (δ + sqrt(V̂))``.
+
+    Returns:
+        A :class:`SamplingAlgorithm`: ``init`` is :func:`psgld_init`; ``step(key, state,
+        batch)`` is :func:`build_psgld_kernel`'s kernel with ``adapt=True`` and the noise on.
+
+    Raises:
+        ValueError: if ``step_size ≤ 0``, ``alpha`` is outside ``[0, 1)``, ``delta ≤ 0`` or
+            ``mask`` holds values other than 0 and 1.
+
+    Examples:
+        The first step folds ``g²`` into ``V = (1 − α) g²`` and, bias-corrected, ``V̂ = g²``:
+        with ``∇U = 100 w`` at ``w = (1, 1)`` the preconditioner is ``1 / (0.1 + 100)``.
+
+        >>> import jax, jax.numpy as jnp
+        >>> from fracsgd import sampling
+        >>> est = sampling.localized_gradient(lambda w, b: 0.5 * jnp.sum(w**2), jnp.zeros(2),
+        ...                                   nbeta=100.0, localization=0.0)
+        >>> alg = sampling.psgld(est, step_size=1e-3)
+        >>> state, info = alg.step(jax.random.key(0), alg.init(jnp.ones(2)), None)
+        >>> int(state.step), [round(v, 2) for v in state.square_avg.tolist()]  # 0.01 · 100²
+        (1, [100.0, 100.0])
+        >>> G = sampling.psgld_preconditioner(state)
+        >>> [round(g, 5) for g in G.tolist()]  # 1 / 100.1
+        [0.00999, 0.00999]
+        >>> round(float(info.noise_norm), 5)  # sqrt(ε Σ G) = sqrt(1e-3 · 2 / 100.1)
+        0.00447
+    """
     kernel = build_psgld_kernel(mask, alpha=alpha, delta=delta)
     concrete_number("step_size", step_size, lo=0.0, lo_open=True)
 
