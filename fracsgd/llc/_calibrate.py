@@ -473,8 +473,25 @@ def time_average(steps: Any, values: Any, start: float) -> float:
     checkpoint whose chains all diverged, or one a caller set to NaN to leave it out — are
     dropped and the trapezoid bridges the gap.
 
+    The ``λ̄ = (1/(t₁ − t₀)) ∫ λ(w_t) dt`` of theory.md §2 (v1 Corollary 3.2 [v2 Eq. 16]) when
+    ``values`` are the checkpoints' λ̂ (:func:`trajectory`).
+
+    Args:
+        steps: ``(K,)`` finite, non-decreasing times.
+        values: ``(K,)`` numbers; non-finite ones are left out.
+        start: the window's first time.
+
+    Returns:
+        The time average as a float.
+
+    Raises:
+        ValueError: for mismatched shapes, unordered or non-finite steps, a bad ``start``, or
+            traced input.
+
     Examples:
-        >>> time_average([1, 10, 100], [5.0, 1.0, 3.0], 10)
+        >>> time_average([1, 10, 100], [5.0, 1.0, 3.0], 10)  # (1 + 3)/2 over [10, 100]
+        2.0
+        >>> time_average([1, 10, 100, 1000], [5.0, 1.0, float("nan"), 3.0], 10)  # bridged
         2.0
 
     A host computation (NumPy): not under ``jit``/``vmap``.
@@ -520,6 +537,15 @@ def trajectory(
         data: pytree of arrays with leading axis ``n`` (the training set).
         late_fraction: the window is the last ``late_fraction`` of the run in log-time.
         **kwargs: passed to :func:`estimate_many` (``num_chains``, ``step_size``, …).
+
+    Returns:
+        A :class:`TrajectoryLLC`: λ̂ per checkpoint, λ̄ over the late window
+        (:func:`time_average`), the window and the coefficient of variation there.
+
+    Raises:
+        ValueError: for steps that are empty, not increasing, negative or non-finite, a leading
+            axis of ``checkpoints`` other than ``len(steps)``, ``late_fraction`` outside
+            ``(0, 1]``, or bad :func:`estimate_many` arguments.
 
     Examples:
         >>> import jax, jax.numpy as jnp
@@ -572,7 +598,52 @@ def trajectory(
 
 def plot_trace(result: LLCResult, ax: Any = None, *, model: int | None = None) -> Any:
     """Loss traces ``L_B(w_t)`` of every chain with the centre's loss, for a visual check of
-    mixing and of whether the point is a minimum. Returns the matplotlib figure."""
+    mixing and of whether the point is a minimum. Returns the matplotlib figure.
+
+    Args:
+        result: an :class:`LLCResult`; only ``loss_trace`` and ``init_loss`` are read.
+        ax: a matplotlib ``Axes`` to draw into (its figure is returned); a new figure if None.
+        model: which model of an :func:`estimate_many` result (3-D ``loss_trace``) to plot.
+
+    Returns:
+        The matplotlib ``Figure``: one line per chain (labelled in the legend for up to 8
+        chains) and a dashed horizontal line at ``init_loss``.
+
+    Raises:
+        ValueError: if ``result`` holds several models and ``model`` is None.
+
+    Examples:
+        Any result with loss traces will do; here a hand-made one with 3 chains of 5 draws
+        (an :func:`estimate` call would take longer to compile than this example may run):
+
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")
+        >>> import numpy as np, matplotlib.pyplot as plt
+        >>> from fracsgd.llc import LLCResult
+        >>> traces = np.arange(15.0).reshape(3, 5)
+        >>> res = LLCResult._make([None] * len(LLCResult._fields))._replace(
+        ...     loss_trace=traces, init_loss=1.0)
+        >>> fig = plot_trace(res)
+        >>> ax = fig.axes[0]
+        >>> len(fig.axes), len(ax.lines)  # 3 chains + the dashed line at L_n(w*)
+        (1, 4)
+        >>> ax.lines[0].get_ydata().tolist(), [float(y) for y in ax.lines[-1].get_ydata()]
+        ([0.0, 1.0, 2.0, 3.0, 4.0], [1.0, 1.0])
+        >>> plt.close(fig)
+
+        Several models (``estimate_many``) need ``model``:
+
+        >>> many = res._replace(loss_trace=np.stack([traces, 2 * traces]), init_loss=[1.0, 2.0])
+        >>> fig = plot_trace(many, model=1)
+        >>> lines = fig.axes[0].lines
+        >>> lines[0].get_ydata().tolist(), [float(y) for y in lines[-1].get_ydata()]
+        ([0.0, 2.0, 4.0, 6.0, 8.0], [2.0, 2.0])
+        >>> plt.close(fig)
+        >>> plot_trace(many)
+        Traceback (most recent call last):
+        ...
+        ValueError: result holds several models: pass model=index
+    """
     import matplotlib.pyplot as plt
 
     traces = np.asarray(result.loss_trace)

@@ -203,13 +203,58 @@ class _Static(NamedTuple):
 
 
 def default_nbeta(n: int) -> float:
-    """Watanabe's ``nβ* = n / log n`` (the default)."""
+    """Watanabe's ``nβ* = n / log n`` (the default).
+
+    Source: the inverse temperature ``β* = 1/log n`` of WBIC (S. Watanabe, "A Widely
+    Applicable Bayesian Information Criterion", JMLR 14 (2013) 867–897), which the LLC
+    estimator of Lau et al. (arXiv:2308.12108, 2023; AISTATS 2025) adopts; times ``n`` it is the
+    ``nβ`` that multiplies the mean loss ``L_n`` in the tempered posterior (theory.md §2, the
+    ``nβ`` decision). ``n`` is the number of training samples, not the batch size
+    (:func:`batch_nbeta`).
+
+    Args:
+        n: the number of training samples, an integer ``≥ 2`` (``log 1 = 0``).
+
+    Returns:
+        ``n / log n`` as a float (natural logarithm).
+
+    Raises:
+        ValueError: if ``n`` is not an integer ``≥ 2`` (a bool is refused).
+
+    Examples:
+        >>> import math
+        >>> default_nbeta(10_000) == 10_000 / math.log(10_000)
+        True
+        >>> round(default_nbeta(10_000), 2)
+        1085.74
+    """
     n = _check_int("n", n, 2)
     return n / math.log(n)
 
 
 def batch_nbeta(batch_size: int) -> float:
-    """devinterp 1.x's implicit ``B / log B`` (offered by name, never a hidden default)."""
+    """devinterp 1.x's implicit ``B / log B`` (offered by name, never a hidden default).
+
+    :func:`default_nbeta`'s formula with the batch size ``B`` in place of the number of samples
+    ``n`` (theory.md §2: devinterp 1.x uses it silently). It is much smaller than ``n / log n``
+    when ``B ≪ n``, i.e. a hotter posterior.
+
+    Args:
+        batch_size: ``B``, an integer ``≥ 2``.
+
+    Returns:
+        ``B / log B`` as a float.
+
+    Raises:
+        ValueError: if ``batch_size`` is not an integer ``≥ 2``.
+
+    Examples:
+        >>> import math
+        >>> batch_nbeta(128) == 128 / math.log(128)
+        True
+        >>> round(batch_nbeta(128), 2), round(default_nbeta(10_000), 2)  # B = 128 of n = 10 000
+        (26.38, 1085.74)
+    """
     batch_size = _check_int("batch_size", batch_size, 2)
     return batch_size / math.log(batch_size)
 
@@ -649,13 +694,41 @@ def minibatch_noise_ratio(step_size: Any, nbeta: Any, gradient_variance: Any) ->
     """``(ε/4) nβ² · tr Cov(∇L_B)/d``: the variance of the minibatch noise in an SGLD step,
     ``(ε/2) nβ (∇L_B − ∇L_n)``, over the injected noise's ``ε`` per coordinate.
 
+    Derivation: the step (theory.md §2) moves by ``(ε/2) nβ ∇L_B``, whose deviation from the
+    full-batch drift has per-coordinate variance ``(ε/2)² nβ² · tr Cov(∇L_B)/d``; the injected
+    ``sqrt(ε) ξ`` has variance ``ε``; the ratio is the formula. It is the per-coordinate
+    (trace) version of the "sampling threshold" of Welling & Teh ("Bayesian Learning via
+    Stochastic Gradient Langevin Dynamics", ICML 2011), which compares the same two variances
+    with the number of data points in place of ``nβ`` and the largest eigenvalue of the
+    (preconditioned) gradient covariance in place of its mean ``tr/d``.
+
     Well below 1 the chain samples the tempered posterior it targets; near 0.1 and above it
     samples a hotter one, and λ̂ reads high by about that factor (for a locally quadratic loss
     λ̂ ≈ λ (1 + ratio)): use a larger batch or a smaller ``ε nβ²``. ``same_batch=True`` does
     not help: it removes the minibatch noise of the *estimator*, not of the chain.
 
+    Args:
+        step_size: ``ε > 0`` (numbers or arrays, broadcast together; traced values pass
+            unchecked).
+        nbeta: ``nβ > 0``.
+        gradient_variance: ``tr Cov(∇L_B)/d ≥ 0``, the mean per-coordinate variance of the
+            minibatch gradient (NaN passes: a diverged chain's reads NaN).
+
+    Returns:
+        ``step_size · nbeta² · gradient_variance / 4``, with NumPy/jax broadcasting.
+
+    Raises:
+        ValueError: if a concrete argument is not real, or ``step_size`` or ``nbeta`` is
+            ``≤ 0`` or ``gradient_variance < 0``.
+
     Examples:
         >>> round(minibatch_noise_ratio(1e-3, 100.0, 0.05), 4)  # d = 3, σ² = 1, B = 20
+        0.125
+
+        The same ratio from its definition, the two per-coordinate variances:
+
+        >>> eps, nbeta, var = 1e-3, 100.0, 0.05
+        >>> round((eps / 2) ** 2 * nbeta**2 * var / eps, 4)
         0.125
     """
     for name, v, zero in (
@@ -715,7 +788,33 @@ def _check_flags(**flags: Any) -> None:
 def resolve_nbeta(nbeta: Any, n: int, batch_size: int) -> float:
     """``nbeta`` as a number: ``None`` or ``"n/log n"`` → ``n/log n``; ``"batch/log batch"`` →
     ``B/log B`` (devinterp 1.x); a positive number is used as given. Host-side, as the
-    estimators that call it (a traced ``nbeta`` is refused by name)."""
+    estimators that call it (a traced ``nbeta`` is refused by name).
+
+    Args:
+        nbeta: ``None``, a rule of :data:`NBETA_RULES`, or a finite number ``> 0``.
+        n: the number of training samples (used by ``"n/log n"``).
+        batch_size: ``B`` (used by ``"batch/log batch"``).
+
+    Returns:
+        ``nβ`` as a float: :func:`default_nbeta` ``(n)``, :func:`batch_nbeta` ``(B)`` or
+        ``float(nbeta)``.
+
+    Raises:
+        ValueError: for an unknown rule, a non-scalar, non-positive or non-finite number, a
+            traced argument, or a rule whose ``n`` (or ``B``) is below 2.
+
+    Examples:
+        >>> resolve_nbeta(None, 10_000, 128) == default_nbeta(10_000)
+        True
+        >>> resolve_nbeta("batch/log batch", 10_000, 128) == batch_nbeta(128)
+        True
+        >>> resolve_nbeta(50, 10_000, 128)
+        50.0
+        >>> resolve_nbeta("n", 10_000, 128)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown nbeta rule 'n'; allowed: a number > 0, None, 'n/log n', ...
+    """
     refuse_traced("fracsgd.llc.resolve_nbeta", nbeta=nbeta, n=n, batch_size=batch_size)
     if not (nbeta is None or isinstance(nbeta, str) or np.ndim(nbeta) == 0):
         raise ValueError(f"nbeta must be a number > 0, None or a rule name, got {nbeta!r:.60}")
@@ -973,6 +1072,18 @@ def chain_bytes(
     and ``3·A`` for the loss: ``A`` = bytes of all intermediates of ``loss_fn`` on one minibatch
     (from its jaxpr; forward values kept for the backward pass, their cotangents, and the
     same-batch/MALA evaluation). ``fixed`` is the data set, replicated on every device.
+
+    Args:
+        loss_fn: ``loss_fn(params, batch) -> scalar``, traced abstractly (nothing runs).
+        params: one centre (no model axis), a pytree of arrays.
+        data: the training set, a pytree of arrays with leading axis ``n``.
+        batch_size: rows per minibatch.
+        num_draws: recorded draws per chain.
+        sampler: ``"sgld"`` or ``"psgld"``.
+        mala: whether MALA acceptance is computed.
+
+    Returns:
+        ``(per_chain, fixed)`` in bytes, Python ints.
 
     Examples:
         >>> import jax.numpy as jnp

@@ -130,9 +130,28 @@ def reduced_rank_lambda(m: int, h: int, n: int) -> float:
     if ``M+N < H``; else ``(2MN + 2HN + 2MH − M² − N² − H²)/8``, plus ``1/8`` when ``M+H+N``
     is odd.
 
+    Source: the main theorem of M. Aoyagi, S. Watanabe, "Stochastic complexities of reduced
+    rank regression in Bayesian estimation", Neural Networks 18 (2005), at true rank ``r = 0``
+    (theory.md Appendix A, "Checks"). It is :func:`aoyagi_lambda` for two layers at rank 0.
+
+    Args:
+        m: input width ``M ≥ 1``.
+        h: hidden width ``H ≥ 1`` (the rank bound of the product).
+        n: output width ``N ≥ 1``.
+
+    Returns:
+        λ as a float.
+
+    Raises:
+        ValueError: if a width is not an integer ``≥ 1``, or is traced.
+
     Examples:
         >>> reduced_rank_lambda(2, 3, 4)  # (16 + 24 + 12 − 4 − 16 − 9)/8 + 1/8
         3.0
+        >>> reduced_rank_lambda(1, 1, 1)  # y = b a x: K = (ab)² near 0, λ = 1/2
+        0.5
+        >>> reduced_rank_lambda(2, 1, 5), aoyagi_lambda((2, 1, 5), rank=0)  # M + H < N: MH/2
+        (1.0, 1.0)
     """
     refuse_traced("fracsgd.llc.reduced_rank_lambda (integer arithmetic)", m=m, h=h, n=n)
     for name, v in (("m", m), ("h", h), ("n", n)):
