@@ -284,6 +284,25 @@ def calibrate(
     (the ``settings × chains`` rows sharded over its devices) and ``memory_limit`` (rows that do
     not fit at once run in chunks).
 
+    Args:
+        key, loss_fn, params, data, num_chains, num_draws, num_burnin, thinning, batch_size,
+            same_batch, sampler, sampling: as in :func:`fracsgd.llc.estimate`.
+        step_sizes: the ε axis, numbers > 0 (any order; the grid keeps it).
+        localizations: the γ axis, numbers ≥ 0.
+        nbetas: the nβ axis: numbers > 0, ``None`` / ``"n/log n"`` or ``"batch/log batch"``
+            (resolved to numbers in :attr:`Calibration.nbetas`).
+        mesh: ``None`` or a one-axis ``"batch"`` mesh (the ``settings × chains`` rows are
+            sharded over it).
+        memory_limit: bytes per device for the chunking (default: what each device has).
+
+    Returns:
+        A :class:`Calibration`: ``(S, G, B)`` grids over (step size, localisation, nβ), the
+        validity grid, the recommended setting (or None) with its reason, and ``figure()``.
+
+    Raises:
+        ValueError: an empty axis, a bad value in an axis or any argument of
+            :func:`fracsgd.llc.estimate`, named, before anything compiles.
+
     Examples:
         >>> import jax, jax.numpy as jnp
         >>> import fracsgd as fs

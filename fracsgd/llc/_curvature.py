@@ -92,6 +92,24 @@ def step_size_bias(
     ``"n/log n"``; the batch rule ``"batch/log batch"`` is refused (there is no batch size
     here): pass ``fracsgd.llc.batch_nbeta(batch_size)``. A host driver: not under ``jit``.
 
+    Args:
+        key: ``jax.random.key`` for the power iteration's random start.
+        loss_fn: ``loss_fn(params, batch) -> scalar`` mean loss, as for
+            :func:`fracsgd.llc.estimate`.
+        params: the centre ``w*`` (a pytree).
+        data: pytree with the samples on the leading axis (read in chunks).
+        step_size: ε > 0 of the SGLD run to check.
+        localization: γ ≥ 0.
+        nbeta: nβ > 0, or ``None`` / ``"n/log n"`` (default ``n/log n``).
+        mask: ``None`` or a 0/1 pytree like ``params`` (0: left out).
+        num_iterations: power-iteration steps (≥ 1).
+
+    Returns:
+        A :class:`StepSizeBias` (``curvature``, ``x``, ``bias``, ``nbeta``, ``not_minimum``).
+
+    Raises:
+        ValueError: a bad argument, named (the batch nβ rule included), or a traced input.
+
     Examples:
         >>> import jax, jax.numpy as jnp
         >>> import fracsgd as fs

@@ -1574,6 +1574,24 @@ def estimate_many(
     are drawn once for all models (as :func:`fracsgd.llc.calibrate` does for its settings).
     The models are then chunked and sharded whole, at least two per device where they fit.
 
+    Args:
+        key, loss_fn, data, num_chains, num_draws, num_burnin, thinning, step_size,
+            localization, nbeta, batch_size, same_batch, sampler, sampling, mala: as in
+            :func:`estimate`.
+        params: the centres, every leaf with a leading model axis ``M``.
+        mask: ``None``, or a 0/1 pytree like ``params`` (leading axis ``M``) or like one model.
+        mesh: ``None`` (the default device) or a one-axis ``"batch"`` mesh the rows are
+            sharded over (:mod:`fracsgd.parallel`).
+        memory_limit: bytes per device for the chunking (default: what each device has).
+        common_random_numbers: every model's chains on model 0's keys (above).
+
+    Returns:
+        An :class:`LLCResult` whose per-model fields have a leading ``M`` axis.
+
+    Raises:
+        ValueError: a bad argument, named, before anything compiles (as :func:`estimate`);
+            params whose leaves disagree on ``M``; a single chain that does not fit.
+
     Examples:
         >>> import jax, jax.numpy as jnp
         >>> import fracsgd as fs
