@@ -657,7 +657,8 @@ def return_dimension(displacement: np.ndarray, steps: np.ndarray) -> ReturnDimen
 
 def _verdict(d_s: float, lam_bar: float) -> bool | None:
     """``d_s ≤ λ̄``, or None when either is not a number or ``d_s ≤ 0`` (no spectral
-    dimension: a return probability that does not decay, or Eq. 17 with λ ≤ 0 or H ≤ 0)."""
+    dimension: a return probability that does not decay, or Eq. 17 with λ ≤ 0 or H ≤ 0; the
+    caller passes NaN for Eq. 17 with both negative, whose product is positive)."""
     if not (math.isfinite(d_s) and math.isfinite(lam_bar)) or d_s <= 0:
         return None
     return bool(d_s <= lam_bar)
@@ -783,8 +784,11 @@ def analyse(
         lam_bar = rec["lambda_bar"]
         ci17 = [2 * rec["lambda_final"] * h for h in rec.get("H_ci", (math.nan, math.nan))]
         rec["d_s_eq17_final_ci"] = sorted(ci17)
-        rec["bound_eq17_holds"] = _verdict(d_s, lam_bar)
-        rec["bound_eq17_conclusive"] = _conclusive(ci17, lam_bar)
+        # 2λH is a spectral dimension only with λ > 0 and H > 0: a negative λ̂ (off a minimum)
+        # times a negative H is positive and is none
+        physical = rec["lambda_final"] > 0 and H > 0
+        rec["bound_eq17_holds"] = _verdict(d_s if physical else math.nan, lam_bar)
+        rec["bound_eq17_conclusive"] = _conclusive(ci17, lam_bar) if physical else None
         rec["bound_return_holds"] = _verdict(ret.d_s, lam_bar)
         # a fit over less than half a decade of τ is no power law (spectral_dimension's own
         # advice): its jackknife interval is not evidence either way

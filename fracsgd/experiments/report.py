@@ -45,7 +45,8 @@ DECISIONS = {
     "verdict is conclusive (bound_*_conclusive) when the d_s's 95% CI lies within (0, ∞) on "
     "one side of λ̄ (for Eq. 17: 2·lambda_final·H_ci; for d_s_return also only when its fit "
     "window d_s_return_window spans at least half a decade of τ); a d_s ≤ 0 is no spectral "
-    "dimension and gets no verdict.",
+    "dimension and gets no verdict, nor does Eq. 17's from λ_final ≤ 0 or H ≤ 0 (two negatives "
+    "make a positive 2λH); the SGD/Adam table's Eq. 17 d_s averages leave those out too.",
     "near_stability": "llc_cv_window is the coefficient of variation of λ̂ over the "
     "unflagged checkpoints inside H's fit window (theory.md §5; llc_cv_checkpoints of them), "
     "grad_norm_window the mean minibatch gradient norm there.",
@@ -61,7 +62,7 @@ DECISIONS = {
     "D_xi": "D_ξ = ξ^(2 − 2λ/d_s) (v1 Def. 3.1) with λ = lambda_final and d_s = d_s_eq17_final, "
     "i.e. ξ^(2 − d_w) (defined for any λ); ξ = 0.5 as in v2 unless configured. In the two-moons "
     "comparison D_ξ is per cluster, from the means of λ̂ and d_s over its networks (those with "
-    "d_s > 0).",
+    "λ̂ > 0 and d_s > 0).",
     "m": "In the almost-Bayesian comparison the tempering exponent is m·D_ξ with m the number of "
     "training samples (the m of L_m); masses are k-means cluster masses in function space "
     "(outputs on a probe grid); posterior = SGLD at β = 1 with a Gaussian prior.",
@@ -343,10 +344,12 @@ def mnist_summary(study: Any) -> dict[str, Any]:
         sel = [r for r, oo in zip(recs, opt, strict=True) if oo == o]
         if not sel:
             continue
+        eq17 = (_arr(sel, "lambda_final") > 0) & (_arr(sel, "H") > 0)
         table[o] = {
             "networks": len(sel),
             # a d_s ≤ 0 is no spectral dimension (it gets no verdict either): not averaged
-            "d_s_eq17_final": _mean_std(_positive(_arr(sel, "d_s_eq17_final"))),
+            # Eq. 17's 2λH also needs λ_final > 0 and H > 0: two negatives make a positive one
+            "d_s_eq17_final": _mean_std(_positive(_arr(sel, "d_s_eq17_final")[eq17])),
             "d_s_return": _mean_std(_positive(_arr(sel, "d_s_return"))),
             # a λ̂ flagged as not at a local minimum does not estimate λ (λ̄ leaves those out)
             "lambda_final": _mean_std(_final_at_minimum(sel)),
@@ -495,8 +498,9 @@ def mnist_section(study: Any, summary: dict, figures: list[str]) -> str:
         "### SGD vs Adam (mean ± std over networks) beside the paper (v2 appendix)",
         "",
         "The d_s columns average the networks whose d_s is > 0 (a d_s ≤ 0 is no spectral "
-        "dimension); final λ the networks whose last checkpoint is not flagged as off a local "
-        "minimum, and λ̄ those with a λ̄; each gives its number when it is not every network.",
+        "dimension; for Eq. 17 also λ_final > 0 and H > 0); final λ the networks whose last "
+        "checkpoint is not flagged as off a local minimum, and λ̄ those with a λ̄; each gives its "
+        "number when it is not every network.",
         "",
         "| | networks | d_s (Eq. 17, λ_final) | d_s (λ-free) | final λ | λ̄ | H | test acc. |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -604,10 +608,10 @@ def moons_section(study: Any, figures: list[str]) -> str:
             f"Clusters (k = {c.num_clusters}, function space on a {c.probe_points}² probe grid) "
             + (
                 f"of the {s['networks_with_positive_d_s']} of {s['networks'] - s['diverged']} "
-                "non-diverged networks whose Eq. 17 d_s = 2λ̂H is > 0 (the others have no D_ξ "
-                "and are left out of the masses too)"
+                "non-diverged networks whose λ̂ and Eq. 17 d_s = 2λ̂H are > 0 (the others have no "
+                "D_ξ and are left out of the masses too)"
                 if "networks_with_positive_d_s" in s
-                else "of the networks whose Eq. 17 d_s = 2λ̂H is > 0"
+                else "of the networks whose λ̂ and Eq. 17 d_s = 2λ̂H are > 0"
             )
             + "; each cluster's D_ξ is ξ^(2 − 2·mean λ̂/mean d_s) over its networks: "
             f"SGD masses {np.round(s['sgd_masses'], 3).tolist()}, SGLD posterior masses "
