@@ -209,8 +209,10 @@ def mnist_figures(study: Any, fig_dir: Path) -> list[str]:
         if math.isfinite(r.get("H", math.nan)) and "fit_window" in r:
             t0, t1 = r["fit_window"]
             tt = np.geomspace(t0, t1, 20)
-            y0 = np.interp(t0, t, R)
-            ax.loglog(tt, y0 * (tt / t0) ** r["H"], "--", color=line.get_color(), lw=2)
+            # the least-squares line passes through the window's mean (log t, log R)
+            w = (t >= t0) & (t <= t1) & (t > 0)
+            c = np.mean(np.log(R[w])) - r["H"] * np.mean(np.log(t[w]))
+            ax.loglog(tt, np.exp(c) * tt ** r["H"], "--", color=line.get_color(), lw=2)
             line.set_label(f"{r['hidden']} ({r['num_params']} p.), late H = {r['H']:.2f}")
     ax.set_xlabel("SGD step t")
     ax.set_ylabel("displacement R(t) = ||w_t − w_0||")
