@@ -341,7 +341,7 @@ def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypa
         (["reproduce", "mnist", "--seed", "x"], "invalid int value"),
         (["reproduce", "mnist", "--seed", str(2**32)], "[0, 2**32)"),  # would repeat seed 0
         (["reproduce", "mnist", "--devices", "0"], "--devices takes a positive integer"),
-        (["reproduce", "moons", "--devices", "4096"], "device.s. visible"),
+        (["reproduce", "moons", "--devices", "4096"], "device(s) visible"),
         (["sweep", "--memory-limit", "-5"], "--memory-limit: must be an integer in [1, "),
     ],
 )
