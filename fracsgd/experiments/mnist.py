@@ -784,9 +784,10 @@ def analyse(
         lam_bar = rec["lambda_bar"]
         ci17 = [2 * rec["lambda_final"] * h for h in rec.get("H_ci", (math.nan, math.nan))]
         rec["d_s_eq17_final_ci"] = sorted(ci17)
-        # 2λH is a spectral dimension only with λ > 0 and H > 0: a negative λ̂ (off a minimum)
-        # times a negative H is positive and is none
-        physical = rec["lambda_final"] > 0 and H > 0
+        # 2λH is a spectral dimension only with λ > 0 and H > 0 (a negative λ̂ times a negative
+        # H is positive and is none), and only from a λ̂ that estimates λ: not one whose
+        # checkpoint is flagged as off a local minimum (as the final-λ column and λ̄ leave out)
+        physical = rec["lambda_final"] > 0 and H > 0 and not bool(flagged[-1])
         rec["bound_eq17_holds"] = _verdict(d_s if physical else math.nan, lam_bar)
         rec["bound_eq17_conclusive"] = _conclusive(ci17, lam_bar) if physical else None
         rec["bound_return_holds"] = _verdict(ret.d_s, lam_bar)

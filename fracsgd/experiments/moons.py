@@ -683,8 +683,10 @@ def run(
         )
 
     d_s = np.asarray([r["d_s_eq17_final"] for r in records])
-    # 2λ̂H > 0 from a negative λ̂ and a negative H is no spectral dimension: λ̂ > 0 as well
-    valid = np.isfinite(d_s) & (d_s > 0) & np.isfinite(lam) & (lam > 0) & ~diverged
+    # 2λ̂H > 0 from a negative λ̂ and a negative H is no spectral dimension: λ̂ > 0 as well,
+    # and a λ̂ that estimates λ (not flagged as off a local minimum)
+    not_min = np.asarray([bool(r["llc_not_minimum"]) for r in records])
+    valid = np.isfinite(d_s) & (d_s > 0) & np.isfinite(lam) & (lam > 0) & ~not_min & ~diverged
     summary["networks_with_positive_d_s"] = int(valid.sum())
     summary["posterior_samples"] = int(f_post.shape[0])
     comparison = None

@@ -46,7 +46,8 @@ DECISIONS = {
     "one side of λ̄ (for Eq. 17: 2·lambda_final·H_ci; for d_s_return also only when its fit "
     "window d_s_return_window spans at least half a decade of τ); a d_s ≤ 0 is no spectral "
     "dimension and gets no verdict, nor does Eq. 17's from λ_final ≤ 0 or H ≤ 0 (two negatives "
-    "make a positive 2λH); the SGD/Adam table's Eq. 17 d_s averages leave those out too.",
+    "make a positive 2λH) or from a λ_final flagged as off a local minimum (llc_not_minimum); "
+    "the SGD/Adam table's Eq. 17 d_s averages leave those out too.",
     "near_stability": "llc_cv_window is the coefficient of variation of λ̂ over the "
     "unflagged checkpoints inside H's fit window (theory.md §5; llc_cv_checkpoints of them), "
     "grad_norm_window the mean minibatch gradient norm there.",
@@ -62,7 +63,7 @@ DECISIONS = {
     "D_xi": "D_ξ = ξ^(2 − 2λ/d_s) (v1 Def. 3.1) with λ = lambda_final and d_s = d_s_eq17_final, "
     "i.e. ξ^(2 − d_w) (defined for any λ); ξ = 0.5 as in v2 unless configured. In the two-moons "
     "comparison D_ξ is per cluster, from the means of λ̂ and d_s over its networks (those with "
-    "λ̂ > 0 and d_s > 0).",
+    "λ̂ > 0, not flagged as off a local minimum, and d_s > 0).",
     "m": "In the almost-Bayesian comparison the tempering exponent is m·D_ξ with m the number of "
     "training samples (the m of L_m); masses are k-means cluster masses in function space "
     "(outputs on a probe grid); posterior = SGLD at β = 1 with a Gaussian prior.",
@@ -187,9 +188,11 @@ def _mean_std(v: np.ndarray) -> tuple[float, float, int]:
 
 
 def mnist_figures(study: Any, fig_dir: Path) -> list[str]:
-    """The MNIST figures of theory.md §6; returns the file names written."""
+    """The MNIST figures of theory.md §6; returns the file names written. Diverged networks are
+    left out of every figure, as out of the summary table (their H, fitted before they
+    diverged, and their D_ξ would read as a trained network's)."""
     plt = _plt()
-    recs = study.records
+    recs = [r for r in study.records if not r["diverged"]]
     names = []
     t = study.record_steps.astype(float)
     # (1) displacement over time for several model sizes, with the fitted late slope: the SGD
@@ -346,11 +349,12 @@ def mnist_summary(study: Any) -> dict[str, Any]:
         sel = [r for r, oo in zip(recs, opt, strict=True) if oo == o]
         if not sel:
             continue
-        eq17 = (_arr(sel, "lambda_final") > 0) & (_arr(sel, "H") > 0)
+        eq17 = (_final_at_minimum(sel) > 0) & (_arr(sel, "H") > 0)
         table[o] = {
             "networks": len(sel),
             # a d_s ≤ 0 is no spectral dimension (it gets no verdict either): not averaged
-            # Eq. 17's 2λH also needs λ_final > 0 and H > 0: two negatives make a positive one
+            # Eq. 17's 2λH also needs λ_final > 0 (unflagged) and H > 0: two negatives make a
+            # positive one, and a flagged λ̂ estimates no λ
             "d_s_eq17_final": _mean_std(_positive(_arr(sel, "d_s_eq17_final")[eq17])),
             "d_s_return": _mean_std(_positive(_arr(sel, "d_s_return"))),
             # a λ̂ flagged as not at a local minimum does not estimate λ (λ̄ leaves those out)
@@ -500,7 +504,8 @@ def mnist_section(study: Any, summary: dict, figures: list[str]) -> str:
         "### SGD vs Adam (mean ± std over networks) beside the paper (v2 appendix)",
         "",
         "The d_s columns average the networks whose d_s is > 0 (a d_s ≤ 0 is no spectral "
-        "dimension; for Eq. 17 also λ_final > 0 and H > 0); final λ the networks whose last "
+        "dimension; for Eq. 17 also an unflagged λ_final > 0 and H > 0); final λ the networks "
+        "whose last "
         "checkpoint is not flagged as off a local minimum, and λ̄ those with a λ̄; each gives its "
         "number when it is not every network.",
         "",
@@ -601,6 +606,7 @@ def moons_section(study: Any, figures: list[str]) -> str:
     ]
     if "best_xi" in s:
         paper = s["at_paper_xi"]
+        edge = max(c.xis)
         metrics = ("kl", "wasserstein", "js")
         better = [
             m for m in metrics if s[f"{m}_at_best_xi"] < s[f"{m}_untempered"]
@@ -610,8 +616,8 @@ def moons_section(study: Any, figures: list[str]) -> str:
             f"Clusters (k = {c.num_clusters}, function space on a {c.probe_points}² probe grid) "
             + (
                 f"of the {s['networks_with_positive_d_s']} of {s['networks'] - s['diverged']} "
-                "non-diverged networks whose λ̂ and Eq. 17 d_s = 2λ̂H are > 0 (the others have no "
-                "D_ξ and are left out of the masses too)"
+                "non-diverged networks whose λ̂ (at a local minimum) and Eq. 17 d_s = 2λ̂H are > 0 "
+                "(the others have no D_ξ and are left out of the masses too)"
                 if "networks_with_positive_d_s" in s
                 else "of the networks whose λ̂ and Eq. 17 d_s = 2λ̂H are > 0"
             )
@@ -646,7 +652,13 @@ def moons_section(study: Any, figures: list[str]) -> str:
                 "masses by any of the three measures: with m·D_ξ ≫ 1 the tempered masses "
                 "collapse onto the largest clusters"
             )
-            + f" (KL {s['kl_at_best_xi']:.4f} vs {s['kl_untempered']:.4f} untempered).",
+            + f" (KL {s['kl_at_best_xi']:.4f} vs {s['kl_untempered']:.4f} untempered)."
+            + (
+                f" The minimiser is the scan's {'largest' if s['best_xi'] == edge else 'smallest'}"
+                " ξ: KL may fall further beyond it (no minimum bracketed; widen moons.xis)."
+                if len(c.xis) > 1 and s["best_xi"] in (min(c.xis), edge)
+                else ""
+            ),
         ]
     else:
         lines.append(f"The tempered comparison was skipped: {s['comparison_skipped']}.")

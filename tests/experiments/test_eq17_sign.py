@@ -7,14 +7,17 @@ run (``fracsgd reproduce all --quick`` with an SGD learning rate of 20): network
 import math
 
 import numpy as np
+import pytest
 
 import fracsgd as fs
 from fracsgd.experiments import mnist, moons
 
 
-def _stages(llc_final: float):
-    """One synthetic MNIST network whose R(t) shrinks as t^−0.1 (H < 0), with λ̂ at four
-    checkpoints, the last one ``llc_final`` and flagged; λ̄ is 30 (the unflagged late one)."""
+def _stages(llc_final: float, h: float = -0.1, flag_final: bool | None = None):
+    """One synthetic MNIST network whose R(t) grows as t^h (default h = −0.1: H < 0), with λ̂ at
+    four checkpoints, the last one ``llc_final`` and flagged when negative (or as
+    ``flag_final`` says); λ̄ is 30 (the unflagged late one)."""
+    flag_final = llc_final < 0 if flag_final is None else flag_final
     t = np.arange(1, 1001)
     ck = np.array([1, 10, 100, 1000])
     tr = {
@@ -28,13 +31,13 @@ def _stages(llc_final: float):
         "batch_size": np.array([32]),
         "diverged": np.array([False]),
         "metrics": np.full((1, ck.size, 4), 0.1),
-        "displacement": (5.0 * t**-0.1)[None],
+        "displacement": (5.0 * t**h)[None],
         "grad_norm": np.ones((1, t.size)),
     }
     ll = {
         "llc": np.array([[50.0, 40.0, 30.0, llc_final]]),
         "llc_std": np.ones((1, ck.size)),
-        "not_minimum": np.array([[False, False, False, llc_final < 0]]),
+        "not_minimum": np.array([[False, False, False, flag_final]]),
         "chains_diverged": np.zeros((1, ck.size), int),
         "nbeta": np.asarray(100.0),
     }
@@ -57,11 +60,28 @@ def test_a_negative_lambda_times_a_negative_H_gets_no_bound_verdict():
     assert rec["bound_eq17_conclusive"] is None
 
 
+def test_a_flagged_positive_lambda_gets_no_eq17_verdict_nor_a_place_in_the_table():
+    """A positive λ_final flagged as off a local minimum estimates no λ: the final-λ column and
+    λ̄ leave it out, and so do Eq. 17's verdict and average (2λH with it is no d_s)."""
+    (flagged,) = mnist.analyse(*_stages(25.0, h=0.3, flag_final=True))
+    (clean,) = mnist.analyse(*_stages(25.0, h=0.3, flag_final=False))
+    assert flagged["H"] > 0 and flagged["d_s_eq17_final"] > 0
+    assert flagged["bound_eq17_holds"] is None and flagged["bound_eq17_conclusive"] is None
+    assert clean["bound_eq17_holds"] is not None
+    from types import SimpleNamespace
+
+    summary = fs.experiments.report.mnist_summary
+    table = summary(SimpleNamespace(records=[flagged, {**clean, "network": 1}]))["table"]["sgd"]
+    assert table["d_s_eq17_final"][2] == 1 and table["lambda_final"][2] == 1
+    assert table["d_s_eq17_final"][0] == clean["d_s_eq17_final"]
+
+
 def test_the_sgd_table_leaves_eq17_d_s_of_a_negative_lambda_and_H_out():
     recs = mnist.analyse(*_stages(-5.0))
+    ok = {"llc_not_minimum": [False] * 4}  # their last checkpoints are local minima
     recs += [
-        {**recs[0], "lambda_final": 10.0, "H": 0.3, "d_s_eq17_final": 6.0, "network": 1},
-        {**recs[0], "lambda_final": 20.0, "H": 0.2, "d_s_eq17_final": 8.0, "network": 2},
+        {**recs[0], **ok, "lambda_final": 10.0, "H": 0.3, "d_s_eq17_final": 6.0, "network": 1},
+        {**recs[0], **ok, "lambda_final": 20.0, "H": 0.2, "d_s_eq17_final": 8.0, "network": 2},
     ]
     from types import SimpleNamespace
 
@@ -70,18 +90,24 @@ def test_the_sgd_table_leaves_eq17_d_s_of_a_negative_lambda_and_H_out():
     assert (mean, n) == (7.0, 2)
 
 
-def test_the_moons_comparison_leaves_out_networks_with_negative_lambda_and_H(tmp_path, monkeypatch):
+@pytest.mark.parametrize("case", ["negative", "flagged"])
+def test_the_moons_comparison_leaves_out_networks_with_negative_lambda_and_H(
+    tmp_path, monkeypatch, case
+):
     """Every H forced negative and every other λ̂ negative: those networks' 2λ̂H > 0 entered
-    the clusters and their D_ξ (from 2λ/d_s = 1/H < 0) tempered the masses."""
+    the clusters and their D_ξ (from 2λ/d_s = 1/H < 0) tempered the masses. ``flagged``:
+    every λ̂ positive but flagged as off a local minimum (it estimates no λ), H positive."""
     fit_exponent, estimate_many = fs.diffusion.fit_exponent, fs.llc.estimate_many
 
     def negative_h(*a, **k):
         fit = fit_exponent(*a, **k)
-        return fit._replace(H=-abs(fit.H))
+        return fit._replace(H=-abs(fit.H) if case == "negative" else abs(fit.H))
 
     def negative_llc(*a, **k):
         res = estimate_many(*a, **k)
         lam = np.abs(np.asarray(res.llc_mean))
+        if case == "flagged":
+            return res._replace(llc_mean=lam, not_minimum=np.ones_like(res.not_minimum))
         lam[::2] *= -1
         return res._replace(llc_mean=lam)
 

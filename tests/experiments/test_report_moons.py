@@ -70,6 +70,16 @@ def test_the_report_states_the_range_of_an_unsorted_xi_scan():
     assert "over the scan 0.1 … 2 (4 values)" in text, text
 
 
+def test_the_report_says_when_the_chosen_xi_is_at_the_edge_of_the_scan():
+    """KL falling to the scan's last ξ brackets no minimum: the chosen ξ is an edge, and the
+    report said nothing about it (a review run chose ξ = 1000, the largest scanned)."""
+    study = _study()  # KL is smallest at ξ = 2, the largest of the scan
+    assert "The minimiser is the scan's largest ξ" in report.moons_section(study, [])
+    inside = study.config._replace(xis=(*XIS, 4.0))  # 2 is now inside the scan
+    text = report.moons_section(SimpleNamespace(**{**vars(study), "config": inside}), [])
+    assert "The minimiser is the scan's" not in text
+
+
 def test_the_xi_scan_figure_draws_its_curves_in_increasing_xi(tmp_path, monkeypatch):
     """The curves of KL, JS and Wasserstein against ξ were drawn in the order of moons.xis,
     so an unsorted scan zig-zagged back along the log axis."""

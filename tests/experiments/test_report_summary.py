@@ -121,3 +121,38 @@ def test_the_dashed_late_fit_of_the_displacement_figure_is_the_least_squares_lin
     np.testing.assert_allclose(
         dashed[:, 1], np.exp(fit.intercept) * dashed[:, 0] ** fit.H, rtol=1e-9
     )
+
+
+def test_diverged_networks_are_left_out_of_the_figures_as_of_the_table(tmp_path, monkeypatch):
+    """The table excluded diverged networks but the figures drew them: a network that
+    diverged keeps the finite H fitted before it did and stood in the H histogram and the
+    scatter plots as a trained one."""
+    t = np.arange(1.0, 101.0)
+    base = {
+        "hidden": "8",
+        "num_params": 100,
+        "learning_rate": 0.1,
+        "batch_size": 32,
+        "total_displacement": 1.0,
+        "fit_window": [10.0, 100.0],
+    }
+    recs = [
+        {**_record(4.0), **base, "network": 0, "H": 0.3},
+        {**_record(4.0), **base, "network": 1, "H": 0.45, "diverged": True},
+    ]
+    study = SimpleNamespace(records=recs, record_steps=t, displacement=np.stack([t**0.3, t]))
+    drawn = {}
+
+    def save(fig, path):
+        drawn[path.name] = fig
+        return path.name
+
+    monkeypatch.setattr(report, "_save", save)
+    report.mnist_figures(study, tmp_path)
+    hist = drawn["mnist_exponent_hist.png"].axes[0]
+    assert "sgd (n=1)" in hist.get_legend_handles_labels()[1]
+    scatter = drawn["mnist_llc_vs_ds.png"].axes[0].collections[0]
+    assert len(scatter.get_offsets()) == 1
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
