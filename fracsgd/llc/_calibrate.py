@@ -457,11 +457,13 @@ class TrajectoryLLC(NamedTuple):
         llc: ``(K,)`` λ̂ at each checkpoint; ``llc_std`` its std over chains.
         lambda_bar: ``λ̄ = (1/(t_K − t_s)) ∫_{t_s}^{t_K} λ(w_t) dt`` by the trapezoid rule over
             the checkpoints in the window (v1 Corollary 3.2 / v2 Eq. 16); a checkpoint whose
-            chains all diverged (NaN λ̂) is left out and bridged (:func:`time_average`), and
-            ``result.diverged`` says which.
+            chains all diverged (NaN λ̂), or that is flagged not a local minimum (no λ to
+            estimate, theory.md Appendix B; as ``fracsgd reproduce``), is left out and bridged
+            (:func:`time_average`); ``result.diverged`` and ``result.not_minimum`` say which.
         window: ``(t_s, t_K)``: the late window (the last ``late_fraction`` of the run in
             log-time, i.e. ``t ≥ T^{1 − late_fraction}``).
-        coefficient_of_variation: std/mean of the finite λ̂ over the window (near-stability,
+        coefficient_of_variation: std/mean of the finite λ̂ over the window, those of the
+            checkpoints left out of λ̄ excepted (near-stability,
             theory.md §5); NaN with fewer than two.
         result: the underlying batched :class:`LLCResult`.
     """
@@ -597,7 +599,10 @@ def trajectory(
     first = int(np.flatnonzero(t >= min(_late_start(float(t[-1]), late_fraction), t[-1]))[0])
     start_step = t[first].item()  # the caller's type: int steps stay ints, fractional ones exact
     lam = np.asarray(res.llc_mean, np.float64)
-    window = lam[first:]
+    # a checkpoint flagged not a local minimum has no λ to estimate (theory.md Appendix B): out
+    # of λ̄ and the CV, as in fracsgd reproduce (its negative λ̂ used to be averaged in)
+    lam_ok = np.where(np.asarray(res.not_minimum, bool), np.nan, lam)
+    window = lam_ok[first:]
     window = window[np.isfinite(window)]  # as λ̄: a checkpoint whose chains all diverged is out
     cv = (
         float(np.std(window) / abs(np.mean(window)))
@@ -608,7 +613,7 @@ def trajectory(
         steps=t,
         llc=lam,
         llc_std=np.asarray(res.llc_std),
-        lambda_bar=time_average(t, lam, start_step),
+        lambda_bar=time_average(t, lam_ok, start_step),
         window=(start_step, t[-1].item()),
         coefficient_of_variation=cv,
         result=res,

@@ -291,6 +291,28 @@ def test_trajectory_fractional_steps_and_a_diverged_checkpoint():
     )
 
 
+def test_trajectory_lambda_bar_leaves_out_checkpoints_that_are_not_minima():
+    """A checkpoint flagged not a local minimum has no λ to estimate (theory.md Appendix B), and
+    ``fracsgd reproduce`` leaves it out of λ̄; trajectory averaged its negative λ̂ in. Found in a
+    usage study: a 300-step MNIST run whose late checkpoints read −22 … 5.9 gave λ̄ = 0.25, so
+    Eq. 17's d_s = 2λ̄H was 0.33 and the bound read violated."""
+    kw = dict(
+        num_chains=2, num_draws=50, step_size=1e-3, localization=0.0, nbeta=100.0, batch_size=1
+    )
+    centres = jnp.zeros((4, 2)).at[2].set(3.0)  # the checkpoint at step 100 is no minimum
+    with pytest.warns(fs.llc.NotAMinimumWarning, match="models \\[2\\]"):
+        traj = fs.llc.trajectory(
+            jax.random.key(0), _quad, centres, [1, 10, 100, 1000], DUMMY, late_fraction=2 / 3, **kw
+        )
+    lam = traj.llc
+    assert traj.window == (10, 1000) and lam[2] < 0
+    np.testing.assert_array_equal(np.asarray(traj.result.not_minimum), [False, False, True, False])
+    assert traj.lambda_bar == pytest.approx((lam[1] + lam[3]) / 2, rel=1e-12)  # bridged
+    assert traj.coefficient_of_variation == pytest.approx(
+        np.std(lam[[1, 3]]) / abs(np.mean(lam[[1, 3]])), rel=1e-12
+    )
+
+
 @pytest.mark.parametrize("spacing", [2.0, 3.0, 10**0.25])
 @pytest.mark.parametrize("curvature", [30.0, 100.0, 700.0])
 def test_recommended_step_size_keeps_the_exact_sgld_bias_within_tolerance(spacing, curvature):
