@@ -1114,6 +1114,21 @@ def _take(tree: PyTree, idx: Array) -> PyTree:
     return jax.tree.map(lambda a: jnp.asarray(a)[idx], tree)
 
 
+def _refuse_one_model_mask(masks: PyTree, centers: PyTree) -> None:
+    """estimate_many's ``mask`` shaped like one model (no leading model axis): say how to give
+    it one, instead of check_like's bare "(32,) vs (3, 32)"."""
+    if str(jax.tree.structure(masks)) != str(jax.tree.structure(centers)):
+        return
+    pairs = list(zip(jax.tree.leaves(masks), jax.tree.leaves(centers), strict=True))
+    if pairs and all(jnp.shape(m) == jnp.shape(c)[1:] for m, c in pairs):
+        num_models = jnp.shape(pairs[0][1])[0]
+        raise ValueError(
+            "mask is shaped like one model, but estimate_many needs one mask per centre, with "
+            f"params' leading model axis ({num_models}): repeat it, e.g. jax.tree.map(lambda m: "
+            f"jnp.broadcast_to(m, ({num_models},) + m.shape), mask)"
+        )
+
+
 def _refuse_empty_masks(mask: PyTree, *, per_model: bool) -> None:
     """ValueError when a (concrete) mask holds no 1: nothing would be sampled, and λ̂ read 0
     with NaN diagnostics. ``per_model``: the leaves have a leading model axis, checked per
@@ -1315,6 +1330,7 @@ def _estimate_rows(
     _check_flags(same_batch=same_batch, mala=mala, common_random_numbers=common_noise)
     if masks is not None:
         # the leading model axis too: an index into a shorter mask axis would clamp silently
+        _refuse_one_model_mask(masks, centers)
         check_like("mask", masks, "params", centers, floating=False)
         check_binary_mask("mask", masks)
         _refuse_empty_masks(masks, per_model=True)
@@ -1579,7 +1595,8 @@ def estimate_many(
             localization, nbeta, batch_size, same_batch, sampler, sampling, mala: as in
             :func:`estimate`.
         params: the centres, every leaf with a leading model axis ``M``.
-        mask: ``None``, or a 0/1 pytree like ``params`` (leading axis ``M``) or like one model.
+        mask: ``None``, or a 0/1 pytree like ``params``, leading axis ``M`` included (one
+            mask per centre; a mask like one model is refused: repeat it along ``M``).
         mesh: ``None`` (the default device) or a one-axis ``"batch"`` mesh the rows are
             sharded over (:mod:`fracsgd.parallel`).
         memory_limit: bytes per device for the chunking (default: what each device has).

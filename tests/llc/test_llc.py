@@ -764,6 +764,19 @@ def test_a_mask_needs_the_model_axis_of_params():
             )
 
 
+def test_a_one_model_mask_is_refused_with_the_way_to_repeat_it():
+    """estimate_many's docs said a mask "like one model" was accepted; it is refused (above),
+    with only "mask leaves must have the shapes of params: (32,) vs (1, 32)" to go on. Found
+    masking padded MNIST networks in a usage study: the message now says what to do."""
+    kw = dict(num_chains=2, num_draws=10, step_size=1e-3, localization=0.0, nbeta=10.0)
+    loss = _potential(lambda w: jnp.sum(w**2))
+    with pytest.raises(ValueError, match=r"like one model.*broadcast_to\(m, \(3,\)"):
+        fs.llc.estimate_many(
+            jax.random.key(0), loss, jnp.zeros((3, 4)), DUMMY, mask=jnp.ones(4), batch_size=4, **kw
+        )
+    assert "like one model is refused" in " ".join(fs.llc.estimate_many.__doc__.split())
+
+
 def test_a_mask_must_be_zero_or_one():
     """A mask multiplies drift and noise: a value m would sample at temperature m (a review
     measured λ̂ = 3.34 for the 1.25 of a 0/1 mask, the closed form at m = 2 being 3.33)."""
