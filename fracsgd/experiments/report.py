@@ -226,7 +226,8 @@ def mnist_figures(study: Any, fig_dir: Path) -> list[str]:
 
     lam_f, lam_b = _arr(recs, "lambda_final"), _arr(recs, "lambda_bar")
     ds17, dsr = _arr(recs, "d_s_eq17_final"), _arr(recs, "d_s_return")
-    size = 10 + 120 * np.sqrt(_arr(recs, "num_params") / max(_arr(recs, "num_params").max(), 1))
+    params = _arr(recs, "num_params")  # empty when every network diverged
+    size = 10 + 120 * np.sqrt(params / max(params.max(initial=1.0), 1))
     opt = np.asarray([r["optimizer"] for r in recs])
 
     def scatter_bound(ax, x, y, xlabel, ylabel, title):
