@@ -8,7 +8,7 @@ from fracsgd._io import CheckpointError
 from fracsgd.train._api import BranchResult, Grid, branch, bucket_widths, plan_sweep, run, sweep
 from fracsgd.train._config import OPTIMIZERS, SAMPLINGS, TrainConfig, log_spaced_steps
 from fracsgd.train._engine import displacement, estimate_bytes
-from fracsgd.train._results import BucketInfo, SweepResult, TrainResult
+from fracsgd.train._results import BucketInfo, SweepResult, TrainResult, load_params
 
 __all__ = [
     "OPTIMIZERS",
@@ -24,6 +24,7 @@ __all__ = [
     "bucket_widths",
     "displacement",
     "estimate_bytes",
+    "load_params",
     "log_spaced_steps",
     "plan_sweep",
     "run",

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
@@ -539,6 +540,83 @@ class SweepResult:
         f.num_programs = len(self.buckets)
         f.wall_time_seconds = np.float64(self.wall_time)  # a Python float is written float32
         f.created = datetime.datetime.now(datetime.timezone.utc).isoformat()
+
+
+def load_params(path: str | os.PathLike, run: int, model: Model) -> tuple[PyTree, PyTree]:
+    """One network's parameters from a file :meth:`SweepResult.save` wrote, as pytrees.
+
+    The file stores each run's parameters flattened with ``jax.flatten_util.ravel_pytree`` at
+    the run's true widths and NaN-padded to the longest run; this reads row ``run`` back into
+    ``model``'s structure. ``model`` is the run's own (narrow) network, e.g.
+    ``fs.models.mlp((784, *hidden, 10), batch_norm=...)`` for a run whose ``hidden``
+    coordinate is ``"16-32"``; :func:`fracsgd.models.pad_params` then pads it to a wider
+    network for a batched LLC call (:func:`fracsgd.llc.estimate_many`). Values are the file's
+    float32.
+
+    Args:
+        path: a netCDF file written by :meth:`SweepResult.save` (with ``checkpoints=True``).
+        run: the run index, in ``[0, number of runs)`` (the file's ``run`` dimension).
+        model: the run's network (a :class:`fracsgd.models.Model` of its true widths).
+
+    Returns:
+        ``(checkpoints, init_params)``: the parameters at the file's checkpoint steps (every
+        leaf with a leading axis of the checkpoints) and at initialisation.
+
+    Raises:
+        ValueError: a run index out of range, a file without parameters, or a ``model``
+            whose parameter count is not the run's (the message says the run's count and its
+            ``hidden`` label).
+
+    Examples:
+        >>> import os, tempfile, jax, numpy as np
+        >>> import fracsgd as fs
+        >>> data = fs.data.load("moons", n=64)
+        >>> grid = fs.train.Grid(hidden=(3, 5), seeds=(0,), learning_rates=(0.1,),
+        ...                      optimizers=("sgd",), batch_sizes=(16,), steps=20,
+        ...                      num_checkpoints=3)
+        >>> sw = fs.train.sweep(jax.random.key(0), data, grid, progress=False)
+        >>> path = os.path.join(tempfile.mkdtemp(), "sweep.nc")
+        >>> sw.save(path)
+        >>> ck, init = fs.train.load_params(path, 1, fs.models.mlp((2, 5, 2)))
+        >>> ck["layers"][0]["w"].shape
+        (3, 2, 5)
+        >>> bool(np.array_equal(ck["layers"][0]["w"], sw.checkpoints[1]["layers"][0]["w"]))
+        True
+    """
+    from scipy.io import netcdf_file
+
+    if not isinstance(model, Model):
+        raise ValueError(f"model must be a fracsgd.models.Model, got {type(model).__name__}")
+    with netcdf_file(os.fspath(path), "r", mmap=False) as f:
+        n = f.dimensions["run"]
+        if isinstance(run, bool) or not isinstance(run, int | np.integer) or not 0 <= run < n:
+            raise ValueError(f"run must be an integer in [0, {n}), got {run!r}")
+        if "checkpoint_params" not in f.variables:
+            raise ValueError(
+                f"{os.fspath(path)!r} holds no parameters (saved with checkpoints=False)"
+            )
+        ck = np.array(f.variables["checkpoint_params"][run], np.float32)
+        init = np.array(f.variables["init_params"][run], np.float32)
+        hidden = (
+            f.variables["hidden"][run].tobytes().rstrip(b"\0").decode()
+            if "hidden" in f.variables
+            else "?"
+        )
+    stored = int(np.sum(~np.isnan(init)))
+    template = model.init(jax.random.key(0))
+    flat, unravel = ravel_pytree(template)
+    if flat.size != stored:
+        raise ValueError(
+            f"model has {flat.size} parameters but run {run} (hidden {hidden}) stores {stored}: "
+            "pass that run's own network (its true widths, and batch_norm as in the grid)"
+        )
+    # one row per checkpoint; NumPy arrays in the model's dtypes
+    rows = jax.vmap(unravel)(jnp.asarray(ck[:, :stored]))
+    checkpoints = jax.tree.map(lambda a, t: np.asarray(a, t.dtype), rows, template)
+    init_tree = jax.tree.map(
+        lambda a, t: np.asarray(a, t.dtype), unravel(jnp.asarray(init[:stored])), template
+    )
+    return checkpoints, init_tree
 
 
 def _nc_text(text: str) -> str | bytes:

@@ -616,6 +616,35 @@ def test_saved_batch_norm_sweep_reproduces_its_displacement(moons, tmp_path):
             assert int(m[i].sum()) == int(ds.num_params.values[i])
 
 
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_load_params_reads_a_saved_run_back_into_its_pytree(moons, tmp_path, batch_norm):
+    """The file's NaN-padded flat rows go back into each run's own network: bitwise the
+    checkpoints and initial parameters of the sweep (BatchNorm statistics included); a model
+    of other widths, a run out of range and a file without parameters are named errors."""
+    sw = fs.train.sweep(jax.random.key(0), moons, _grid(batch_norm=batch_norm), progress=False)
+    path = tmp_path / "s.nc"
+    sw.save(path)
+    for i in range(sw.num_runs):
+        h = int(sw.coords["hidden"][i])
+        model = fs.models.mlp((2, h, 2), batch_norm=batch_norm)
+        ck, init = fs.train.load_params(path, i, model)
+        for a, b in zip(jax.tree.leaves(ck), jax.tree.leaves(sw.checkpoints[i]), strict=True):
+            np.testing.assert_array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(init), jax.tree.leaves(sw.init_params[i]), strict=True):
+            np.testing.assert_array_equal(a, b)
+    narrow = fs.models.mlp((2, 4, 2), batch_norm=batch_norm)
+    wide_run = int(np.flatnonzero(sw.coords["hidden"] == "8")[0])
+    with pytest.raises(ValueError, match=rf"run {wide_run} \(hidden 8\) stores"):
+        fs.train.load_params(path, wide_run, narrow)
+    with pytest.raises(ValueError, match=r"run must be an integer in \[0, 8\)"):
+        fs.train.load_params(path, 8, narrow)
+    with pytest.raises(ValueError, match="model must be"):
+        fs.train.load_params(path, 0, (2, 4, 2))
+    sw.save(tmp_path / "bare.nc", checkpoints=False)
+    with pytest.raises(ValueError, match="holds no parameters"):
+        fs.train.load_params(tmp_path / "bare.nc", 0, narrow)
+
+
 def test_mean_losses_do_not_overflow_where_the_mean_is_finite():
     """Per-sample losses of 8·10³⁶ over 1 000 rows (a diverging regression net): their sum
     overflows float32 (8·10³⁹), their mean does not. The engine sums values pre-scaled by a
