@@ -47,13 +47,9 @@ def check_key(key: Any, name: str = "key") -> Any:
 
 
 def refuse_traced_value(name: str, value: Any, what: str) -> None:
-    """A traced ``value`` cannot be checked on the host: say so by name (as
-    :func:`refuse_traced_static`), not as ``got JitTracer(...)``."""
-    if isinstance(value, jax.core.Tracer):
-        raise ValueError(
-            f"{name} must be concrete under jit/vmap ({what}, checked on the host before "
-            "anything is traced): close over it or mark it static, got a traced value"
-        )
+    """:func:`refuse_traced_static` for a number or integer checked on the host: says so by
+    name, not as ``got JitTracer(...)``."""
+    refuse_traced_static(name, value, f"{what}, checked on the host before anything is traced")
 
 
 def check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
